@@ -1,0 +1,9 @@
+//! The commercial domain of Pulse Account, as pure deciders.
+//!
+//! This crate owns the vocabulary every other part of the ledger speaks: what a recorded event looks
+//! like ([`log`]) and the shape of a command handler's pure core ([`decider`]). It does no IO, runs no
+//! async code, reads no clock and draws no random numbers: time and generated ids come in through a
+//! [`decider::Context`]. The service crate wraps these functions with the event store.
+
+pub mod decider;
+pub mod log;

@@ -1,0 +1,456 @@
+//! The event store: one trait for the log and one for read-model storage, with a PostgreSQL and a
+//! SQLite implementation that pass the same contract suite (`tests/api/store_contract.rs`).
+//!
+//! This module owns the types callers see (append requests and outcomes, errors, limits) and the
+//! checks that do not depend on the database. The SQL lives beside each implementation. The
+//! store knows nothing of commands or projections' folds: it appends, reads, and stores documents.
+
+mod postgres;
+mod sqlite;
+pub mod upcast;
+
+use aggregates::decider::EncodedEvent;
+use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+use upcast::{UpcastError, Upcasters};
+
+/// Most events one append may carry: one command of one aggregate produces a handful; a bound keeps
+/// one transaction short and the position lock brief.
+pub const APPEND_EVENTS_MAX: usize = 100;
+/// Largest serialised payload of one event. Events are facts, not blobs.
+pub const EVENT_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// Longest idempotency key: Stripe event ids and `Idempotency-Key` headers are far shorter.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+/// Most events one read returns; callers page with positions or versions.
+pub const READ_PAGE_MAX: usize = 1_000;
+/// Most documents one projection batch may load or write.
+pub const DOCUMENT_BATCH_MAX: usize = 2 * READ_PAGE_MAX;
+const _: () = assert!(APPEND_EVENTS_MAX <= READ_PAGE_MAX);
+const _: () = assert!(READ_PAGE_MAX <= DOCUMENT_BATCH_MAX);
+
+/// An idempotency key and the fingerprint of the request it was sent with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The caller's key, scoped by the caller (e.g. `stripe:evt_…`, `http:activate:<key>`).
+    pub key: String,
+    /// SHA-256 of the request's canonical form: the same key with another fingerprint is refused.
+    pub fingerprint: [u8; 32],
+}
+
+impl Idempotency {
+    /// A key whose fingerprint is the SHA-256 of `request`'s canonical JSON (serde_json's `Value`
+    /// keeps object keys sorted, so equal requests give equal bytes).
+    pub fn for_request<T: Serialize>(key: impl Into<String>, request: &T) -> Idempotency {
+        let canonical = serde_json::to_value(request)
+            .and_then(|value| serde_json::to_vec(&value))
+            .unwrap_or_default();
+        Idempotency {
+            key: key.into(),
+            fingerprint: Sha256::digest(&canonical).into(),
+        }
+    }
+}
+
+/// Everything one append writes, in one transaction.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    /// The stream appended to.
+    pub stream: StreamName,
+    /// The version the caller last saw; the append fails with a conflict if the stream has moved.
+    pub expected_version: StreamVersion,
+    /// The events, in order; at least one and at most [`APPEND_EVENTS_MAX`].
+    pub events: Vec<EncodedEvent>,
+    /// Who, why and when, shared by all events of the append.
+    pub metadata: EventMetadata,
+    /// When set, the append happens at most once for this key.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// What an append wrote, or, for a replayed idempotency key, what the first append wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// The stream appended to.
+    pub stream: StreamName,
+    /// The global positions written, in order.
+    pub positions: Vec<Position>,
+    /// The stream's version after the append.
+    pub stream_version: StreamVersion,
+    /// True when nothing was written because the idempotency key had been seen with this request.
+    pub replayed: bool,
+}
+
+impl AppendOutcome {
+    /// The last position written: wait for projections to reach it to read your own write.
+    pub fn last_position(&self) -> Position {
+        self.positions.last().copied().unwrap_or(Position::START)
+    }
+}
+
+/// Why the store refused or failed a request. Conflicts are typed so callers can retry them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the stream first.
+    #[error("stream {stream} is at version {actual}, not the expected {expected}")]
+    WrongExpectedVersion {
+        /// The stream.
+        stream: StreamName,
+        /// The version the caller expected.
+        expected: StreamVersion,
+        /// The version the stream is at.
+        actual: StreamVersion,
+    },
+    /// The idempotency key was first used with a different request.
+    #[error("idempotency key {key:?} was already used with a different request")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+    },
+    /// The request breaks a documented limit or rule; nothing was written.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A stored event could not be upcast to the current schema.
+    #[error(transparent)]
+    Upcast(#[from] UpcastError),
+    /// The projection's checkpoint moved under the runner (another runner, or a generation switch).
+    #[error("projection {projection} generation {generation} is no longer at checkpoint {expected}")]
+    CheckpointMoved {
+        /// The projection.
+        projection: String,
+        /// The generation written.
+        generation: i64,
+        /// The checkpoint the runner started its batch from.
+        expected: Position,
+    },
+    /// A stored row breaks an invariant of the log; the ledger stops rather than guess.
+    #[error("log invariant violated: {0}")]
+    Invariant(String),
+    /// Applying the schema migrations failed.
+    #[error("migrating the database failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database failed.
+    #[error("database error while {during}")]
+    Database {
+        /// What the store was doing.
+        during: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Attaches what the store was doing to a driver error.
+pub(crate) trait DatabaseContext<T> {
+    /// Wraps a driver error into [`StoreError::Database`].
+    fn during(self, during: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> DatabaseContext<T> for Result<T, sqlx::Error> {
+    fn during(self, during: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Database { during, source })
+    }
+}
+
+/// The append-only log.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends events to one stream at the expected version, with the idempotency record, in one
+    /// transaction. See [`AppendRequest`].
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Reads up to `limit` events of one stream with version ≥ `from_version`, upcast.
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `limit` events after `after` in global order, upcast. Never skips an event
+    /// that commits later with an earlier position: such reads stop before it until it commits.
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position of the newest event a reader may see (0 for an empty log).
+    async fn head_position(&self) -> Result<Position, StoreError>;
+
+    /// A receiver that changes whenever this process appends, or (PostgreSQL) hears another process
+    /// append. Wake-ups are hints; readers also poll.
+    fn subscribe_appends(&self) -> watch::Receiver<Position>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Applies the schema migrations this binary carries; safe to run from several processes.
+    async fn migrate(&self) -> Result<(), StoreError>;
+}
+
+/// A generation of a projection: its status and how far it has read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GenerationState {
+    /// The projection.
+    pub projection: String,
+    /// The generation number; a rebuild writes a new one.
+    pub generation: i64,
+    /// `building`, `active` or `retired`.
+    pub status: GenerationStatus,
+    /// The last position folded into this generation.
+    pub checkpoint: Position,
+}
+
+/// Where a generation is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationStatus {
+    /// Being rebuilt from position 0; not yet served.
+    Building,
+    /// Served to readers and kept up to date.
+    Active,
+}
+
+impl GenerationStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            GenerationStatus::Building => "building",
+            GenerationStatus::Active => "active",
+        }
+    }
+
+    fn parse(status: &str) -> Result<GenerationStatus, StoreError> {
+        match status {
+            "building" => Ok(GenerationStatus::Building),
+            "active" => Ok(GenerationStatus::Active),
+            other => Err(StoreError::Invariant(format!("unknown generation status {other:?}"))),
+        }
+    }
+}
+
+/// One document change of a projection batch: `None` deletes the document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DocumentWrite {
+    /// The document key.
+    pub key: String,
+    /// The new body, or `None` to delete.
+    pub body: Option<serde_json::Value>,
+    /// The position of the last event that changed it.
+    pub position: Position,
+}
+
+/// Proof that this process is the one runner of a projection generation. Dropping it gives the
+/// role up (on PostgreSQL by closing the connection that holds the advisory lock).
+#[async_trait]
+pub trait Leadership: Send {
+    /// Checks the role is still held (on PostgreSQL: the lock's connection is alive).
+    async fn still_leading(&mut self) -> bool;
+}
+
+/// Read-model storage: generations, checkpoints and documents, and the single-runner lock.
+#[async_trait]
+pub trait ProjectionStore: Send + Sync {
+    /// The projection's generations that are not retired, creating an active generation 1 at
+    /// checkpoint 0 the first time a projection is seen.
+    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError>;
+
+    /// Starts a new `building` generation at checkpoint 0, replacing any earlier unfinished one.
+    async fn begin_generation(&self, projection: &str) -> Result<i64, StoreError>;
+
+    /// Makes a building generation the active one and deletes the documents of the one it replaces.
+    async fn activate_generation(&self, projection: &str, generation: i64) -> Result<(), StoreError>;
+
+    /// Loads the documents stored under `keys` in one generation.
+    async fn load_documents(
+        &self,
+        projection: &str,
+        generation: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, serde_json::Value>, StoreError>;
+
+    /// Writes a batch's documents and moves the checkpoint from `from` to `to`, in one transaction.
+    /// Fails with [`StoreError::CheckpointMoved`], writing nothing, unless the checkpoint is still at
+    /// `from`.
+    async fn commit_batch(
+        &self,
+        projection: &str,
+        generation: i64,
+        from: Position,
+        to: Position,
+        writes: &[DocumentWrite],
+    ) -> Result<(), StoreError>;
+
+    /// Reads one document of the active generation.
+    async fn read_document(&self, projection: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Tries to become the single runner of a projection generation across every process sharing
+    /// this database. `None` when another holds it.
+    async fn try_lead(&self, projection: &str, generation: i64) -> Result<Option<Box<dyn Leadership>>, StoreError>;
+}
+
+/// The whole store a service needs.
+pub trait Store: EventStore + ProjectionStore {
+    /// `postgres` or `sqlite`, for logs and metrics.
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the store a URL names (`postgres://…`, `postgresql://…` or `sqlite:…`) and applies migrations.
+pub async fn open(url: &str, upcasters: Arc<Upcasters>) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url, upcasters).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, upcasters).await?))
+    } else {
+        Err(StoreError::InvalidRequest(String::from(
+            "database URL must start with postgres://, postgresql:// or sqlite:",
+        )))
+    }
+}
+
+/// Checks what no database needs to see: counts, sizes, key lengths, and version arithmetic.
+fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
+    let invalid = |message: String| Err(StoreError::InvalidRequest(message));
+    if request.events.is_empty() {
+        return invalid(String::from("an append needs at least one event"));
+    }
+    if request.events.len() > APPEND_EVENTS_MAX {
+        return invalid(format!("an append carries at most {APPEND_EVENTS_MAX} events"));
+    }
+    if request.expected_version.0 < 0 {
+        return invalid(String::from("expected version must not be negative"));
+    }
+    for event in &request.events {
+        let type_ok = !event.event_type.is_empty()
+            && event.event_type.len() <= 128
+            && event
+                .event_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        if !type_ok {
+            return invalid(format!("invalid event type {:?}", event.event_type));
+        }
+        if event.schema_version < 1 {
+            return invalid(format!("schema version of {} must be at least 1", event.event_type));
+        }
+        let payload_bytes = serde_json::to_vec(&event.payload).map(|b| b.len()).unwrap_or(usize::MAX);
+        if payload_bytes > EVENT_PAYLOAD_BYTES_MAX {
+            return invalid(format!(
+                "payload of {} is {payload_bytes} bytes; at most {EVENT_PAYLOAD_BYTES_MAX}",
+                event.event_type
+            ));
+        }
+    }
+    if let Some(idempotency) = &request.idempotency {
+        let key = &idempotency.key;
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || key.chars().any(char::is_control) {
+            return invalid(format!(
+                "idempotency key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} printable characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a page size against [`READ_PAGE_MAX`].
+fn validate_page(limit: usize) -> Result<i64, StoreError> {
+    if limit == 0 || limit > READ_PAGE_MAX {
+        return Err(StoreError::InvalidRequest(format!(
+            "page size {limit} is outside 1..={READ_PAGE_MAX}"
+        )));
+    }
+    Ok(limit as i64)
+}
+
+/// Checks a document batch against [`DOCUMENT_BATCH_MAX`].
+fn validate_documents(count: usize) -> Result<(), StoreError> {
+    if count > DOCUMENT_BATCH_MAX {
+        return Err(StoreError::InvalidRequest(format!(
+            "{count} documents in one batch; at most {DOCUMENT_BATCH_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// What the idempotency table holds for one key.
+struct IdempotencyRecord {
+    fingerprint: Vec<u8>,
+    stream: StreamName,
+    first_position: i64,
+    last_position: i64,
+    stream_version: i64,
+}
+
+impl IdempotencyRecord {
+    /// Answers a repeated key: the first outcome for the same request, a refusal for another.
+    fn replay(self, idempotency: &Idempotency) -> Result<AppendOutcome, StoreError> {
+        if self.fingerprint != idempotency.fingerprint {
+            return Err(StoreError::IdempotencyKeyReused {
+                key: idempotency.key.clone(),
+            });
+        }
+        Ok(AppendOutcome {
+            stream: self.stream,
+            positions: (self.first_position..=self.last_position).map(Position).collect(),
+            stream_version: StreamVersion(self.stream_version),
+            replayed: true,
+        })
+    }
+}
+
+/// Checks what an append wrote: positions strictly rising, versions rising by one from the
+/// expected version. Returns the outcome.
+fn checked_outcome(
+    request: &AppendRequest,
+    mut written: Vec<(i64, i64)>,
+) -> Result<AppendOutcome, StoreError> {
+    written.sort_unstable();
+    let expected_versions = (1..=request.events.len() as i64).map(|offset| request.expected_version.0 + offset);
+    let versions_ok = written.len() == request.events.len()
+        && written.iter().map(|(_, version)| *version).eq(expected_versions);
+    let positions_contiguous = written.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1);
+    if !versions_ok || !positions_contiguous {
+        return Err(StoreError::Invariant(format!(
+            "append to {} wrote (position, version) pairs {written:?}",
+            request.stream
+        )));
+    }
+    Ok(AppendOutcome {
+        stream: request.stream.clone(),
+        positions: written.iter().map(|(position, _)| Position(*position)).collect(),
+        stream_version: StreamVersion(request.expected_version.0 + request.events.len() as i64),
+        replayed: false,
+    })
+}
+
+/// Asserts a stream read came back in version order without gaps, starting where asked.
+fn check_stream_page(events: &[RecordedEvent], from: StreamVersion) -> Result<(), StoreError> {
+    let mut expected = from.0.max(1);
+    for event in events {
+        if event.stream_version.0 != expected {
+            return Err(StoreError::Invariant(format!(
+                "stream {} has version {} where {expected} was expected",
+                event.stream, event.stream_version
+            )));
+        }
+        expected += 1;
+    }
+    Ok(())
+}
+
+/// Asserts a global read came back in strictly rising position order after `after`.
+fn check_global_page(events: &[RecordedEvent], after: Position) -> Result<(), StoreError> {
+    let mut previous = after;
+    for event in events {
+        if event.global_position <= previous {
+            return Err(StoreError::Invariant(format!(
+                "position {} follows {previous} in a global read",
+                event.global_position
+            )));
+        }
+        previous = event.global_position;
+    }
+    Ok(())
+}

@@ -1,0 +1,669 @@
+//! The PostgreSQL event store: the production store, shared safely by several service processes.
+//!
+//! Ordering. A reader takes only rows whose writing transaction is older than every transaction
+//! still running (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`). That guard is only
+//! sound if positions rise in transaction-id order, so an append assigns its transaction id and
+//! its positions together under a session-level advisory lock (`APPEND_LOCK_KEY`) that is released
+//! right after the insert, before the commit: appends still commit concurrently (group commit), but
+//! a transaction that took an earlier position always has the older transaction id, and a reader
+//! stops before it until it commits. A connection dropped while it may hold that lock is closed,
+//! never returned to the pool, so the server releases the lock with the session.
+//!
+//! Wake-ups: after each commit the store sends `NOTIFY pulse_account_log` outside the transaction
+//! (a NOTIFY inside it would serialise every commit on the notification queue); a listener task
+//! turns notifications from every process into the [`EventStore::subscribe_appends`] signal.
+
+use super::{
+    check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
+    validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
+    GenerationState, GenerationStatus, IdempotencyRecord, Leadership, ProjectionStore, Store,
+    StoreError,
+};
+use crate::store::upcast::Upcasters;
+use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The advisory lock under which an append takes its transaction id and positions.
+const APPEND_LOCK_KEY: i64 = 0x7075_6c73_655f_6c67;
+/// The advisory-lock class of projection runners (the two-key form: class, hash of name).
+const PROJECTION_LOCK_CLASS: i32 = 0x5041;
+/// The channel appends are announced on.
+const NOTIFY_CHANNEL: &str = "pulse_account_log";
+/// Pool size: enough for 16 concurrent writers plus readers and runners; PostgreSQL's default
+/// `max_connections` is 100, shared by every process.
+const POOL_CONNECTIONS_MAX: u32 = 24;
+/// How long a request waits for a pooled connection before failing.
+const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the listener waits before reconnecting after losing its connection.
+const LISTENER_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+const EVENT_COLUMNS: &str = "global_position, stream_type, stream_id, stream_version, event_id, \
+     event_type, schema_version, payload, metadata, recorded_at";
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+    upcasters: Arc<Upcasters>,
+    appended: watch::Sender<Position>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and starts listening for appends. Does not migrate.
+    pub async fn open(url: &str, upcasters: Arc<Upcasters>) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url).during("parsing the PostgreSQL URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_CONNECTIONS_MAX)
+            .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .during("connecting to PostgreSQL")?;
+        let (appended, _) = watch::channel(Position::START);
+        let listener = tokio::spawn(listen_for_appends(pool.clone(), appended.clone()));
+        Ok(PostgresStore {
+            pool,
+            options,
+            upcasters,
+            appended,
+            listener,
+        })
+    }
+
+    /// The connection pool, for the benchmarks' raw baselines and the tests' fault injection.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT fingerprint, stream_type, stream_id, first_position, last_position, stream_version \
+             FROM idempotency_keys WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .during("reading an idempotency key")?;
+        row.map(|row| {
+            Ok(IdempotencyRecord {
+                fingerprint: row.get("fingerprint"),
+                stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
+                first_position: row.get("first_position"),
+                last_position: row.get("last_position"),
+                stream_version: row.get("stream_version"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn stream_version(&self, stream: &StreamName) -> Result<StreamVersion, StoreError> {
+        current_version(&mut *self.pool.acquire().await.during("acquiring a connection")?, stream).await
+    }
+
+    fn decode(&self, row: &PgRow) -> Result<RecordedEvent, StoreError> {
+        let metadata: serde_json::Value = row.get("metadata");
+        let metadata: EventMetadata = serde_json::from_value(metadata)
+            .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
+        let event_id: uuid::Uuid = row.get("event_id");
+        let event = RecordedEvent {
+            global_position: Position(row.get("global_position")),
+            stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
+            stream_version: StreamVersion(row.get("stream_version")),
+            event_id: event_id.to_string(),
+            event_type: row.get("event_type"),
+            schema_version: row.get("schema_version"),
+            payload: row.get("payload"),
+            metadata,
+            recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
+        };
+        Ok(self.upcasters.upcast(event)?)
+    }
+
+    fn announce(&self, position: Position) {
+        self.appended.send_if_modified(|head| {
+            let moved = position > *head;
+            if moved {
+                *head = position;
+            }
+            moved
+        });
+    }
+}
+
+/// How one attempt to append inside a transaction ended. Anything but `Written` is rolled back.
+enum Attempt {
+    Written(AppendOutcome),
+    WrongVersion(StreamVersion),
+    VersionTaken,
+    KeyTaken,
+}
+
+/// A pooled connection used for one append. While `dirty` (inside the transaction, or possibly
+/// holding the append lock) a drop closes the connection instead of returning it to the pool.
+struct AppendConnection {
+    connection: PoolConnection<Postgres>,
+    dirty: bool,
+}
+
+impl Drop for AppendConnection {
+    fn drop(&mut self) {
+        if self.dirty {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
+async fn current_version(
+    connection: &mut PgConnection,
+    stream: &StreamName,
+) -> Result<StreamVersion, StoreError> {
+    let version: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_type = $1 AND stream_id = $2",
+    )
+    .bind(stream.stream_type())
+    .bind(stream.stream_id())
+    .fetch_one(connection)
+    .await
+    .during("reading a stream's version")?;
+    Ok(StreamVersion(version))
+}
+
+/// Inserts the events under the append lock; returns `(position, version)` pairs, or `None` when
+/// another writer took one of the versions.
+async fn insert_events(
+    connection: &mut PgConnection,
+    request: &AppendRequest,
+    recorded_at: DateTime<Utc>,
+) -> Result<Option<Vec<(i64, i64)>>, StoreError> {
+    let count = request.events.len() as i64;
+    let versions: Vec<i64> = (1..=count).map(|n| request.expected_version.0 + n).collect();
+    let event_ids: Vec<uuid::Uuid> = request.events.iter().map(|_| uuid::Uuid::now_v7()).collect();
+    let types: Vec<&str> = request.events.iter().map(|e| e.event_type.as_str()).collect();
+    let schema_versions: Vec<i32> = request.events.iter().map(|e| e.schema_version).collect();
+    let payloads: Vec<serde_json::Value> = request.events.iter().map(|e| e.payload.clone()).collect();
+    let metadata = serde_json::to_value(&request.metadata)
+        .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
+    let inserted = sqlx::query_as::<_, (i64, i64)>(
+        "INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, \
+             schema_version, payload, metadata, recorded_at) \
+         SELECT $1, $2, v.stream_version, v.event_id, v.event_type, v.schema_version, v.payload, $8, $9 \
+         FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[]) WITH ORDINALITY \
+             AS v(stream_version, event_id, event_type, schema_version, payload, ordinality) \
+         ORDER BY v.ordinality \
+         RETURNING global_position, stream_version",
+    )
+    .bind(request.stream.stream_type())
+    .bind(request.stream.stream_id())
+    .bind(&versions)
+    .bind(&event_ids)
+    .bind(&types)
+    .bind(&schema_versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .bind(recorded_at)
+    .fetch_all(connection)
+    .await;
+    match inserted {
+        Ok(rows) => Ok(Some(rows)),
+        Err(sqlx::Error::Database(error)) if error.constraint() == Some("events_stream_version_key") => Ok(None),
+        Err(error) => Err(StoreError::Database {
+            during: "inserting events",
+            source: error,
+        }),
+    }
+}
+
+async fn append_in_transaction(
+    connection: &mut PgConnection,
+    request: &AppendRequest,
+) -> Result<Attempt, StoreError> {
+    sqlx::query("BEGIN").execute(&mut *connection).await.during("beginning an append")?;
+    let current = current_version(connection, &request.stream).await?;
+    if current != request.expected_version {
+        return Ok(Attempt::WrongVersion(current));
+    }
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(APPEND_LOCK_KEY)
+        .execute(&mut *connection)
+        .await
+        .during("taking the append lock")?;
+    let recorded_at = Utc::now();
+    let Some(written) = insert_events(connection, request, recorded_at).await? else {
+        return Ok(Attempt::VersionTaken);
+    };
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(APPEND_LOCK_KEY)
+        .execute(&mut *connection)
+        .await
+        .during("releasing the append lock")?;
+    let outcome = checked_outcome(request, written)?;
+    if let Some(idempotency) = &request.idempotency {
+        let recorded = sqlx::query(
+            "INSERT INTO idempotency_keys (idempotency_key, fingerprint, stream_type, stream_id, \
+                 first_position, last_position, stream_version, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&idempotency.key)
+        .bind(&idempotency.fingerprint[..])
+        .bind(request.stream.stream_type())
+        .bind(request.stream.stream_id())
+        .bind(outcome.positions[0].0)
+        .bind(outcome.last_position().0)
+        .bind(outcome.stream_version.0)
+        .bind(recorded_at)
+        .execute(&mut *connection)
+        .await
+        .during("recording the idempotency key")?;
+        if recorded.rows_affected() == 0 {
+            return Ok(Attempt::KeyTaken);
+        }
+    }
+    sqlx::query("COMMIT").execute(&mut *connection).await.during("committing an append")?;
+    Ok(Attempt::Written(outcome))
+}
+
+async fn rollback_and_unlock(connection: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("ROLLBACK").execute(&mut *connection).await.during("rolling back an append")?;
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *connection)
+        .await
+        .during("releasing the append lock")?;
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    #[tracing::instrument(skip_all, fields(stream = %request.stream, events = request.events.len()))]
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        validate_append(&request)?;
+        if let Some(idempotency) = &request.idempotency {
+            if let Some(record) = self.find_idempotency(&idempotency.key).await? {
+                return record.replay(idempotency);
+            }
+        }
+        let mut append = AppendConnection {
+            connection: self.pool.acquire().await.during("acquiring a connection to append")?,
+            dirty: true,
+        };
+        let attempt = append_in_transaction(&mut append.connection, &request).await;
+        if !matches!(attempt, Ok(Attempt::Written(_))) {
+            rollback_and_unlock(&mut append.connection).await?;
+        }
+        append.dirty = false;
+        match attempt? {
+            Attempt::Written(outcome) => {
+                let last = outcome.last_position();
+                self.announce(last);
+                let notified = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(NOTIFY_CHANNEL)
+                    .bind(last.0.to_string())
+                    .execute(&mut *append.connection)
+                    .await;
+                if let Err(error) = notified {
+                    tracing::warn!(%error, "NOTIFY after an append failed; readers will poll");
+                }
+                Ok(outcome)
+            }
+            Attempt::WrongVersion(actual) => Err(StoreError::WrongExpectedVersion {
+                stream: request.stream,
+                expected: request.expected_version,
+                actual,
+            }),
+            Attempt::VersionTaken => Err(StoreError::WrongExpectedVersion {
+                actual: self.stream_version(&request.stream).await?,
+                stream: request.stream,
+                expected: request.expected_version,
+            }),
+            Attempt::KeyTaken => {
+                let idempotency = request.idempotency.as_ref().expect("only keyed appends take a key");
+                match self.find_idempotency(&idempotency.key).await? {
+                    Some(record) => record.replay(idempotency),
+                    None => Err(StoreError::Invariant(format!(
+                        "idempotency key {:?} collided but cannot be read",
+                        idempotency.key
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = validate_page(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_type = $1 AND stream_id = $2 AND stream_version >= $3 \
+             ORDER BY stream_version LIMIT $4"
+        ))
+        .bind(stream.stream_type())
+        .bind(stream.stream_id())
+        .bind(from_version.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .during("reading a stream")?;
+        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        check_stream_page(&events, from_version)?;
+        Ok(events)
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = validate_page(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE global_position > $1 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY global_position LIMIT $2"
+        ))
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .during("reading the log")?;
+        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        check_global_page(&events, after)?;
+        Ok(events)
+    }
+
+    async fn head_position(&self) -> Result<Position, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(global_position) FROM events \
+             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .during("reading the head position")?;
+        Ok(Position(head.unwrap_or(0)))
+    }
+
+    fn subscribe_appends(&self) -> watch::Receiver<Position> {
+        self.appended.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.during("pinging PostgreSQL")?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Forwards NOTIFYs of every process to the local wake-up signal, reconnecting when it must.
+async fn listen_for_appends(pool: PgPool, appended: watch::Sender<Position>) {
+    loop {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            loop {
+                let notification = listener.recv().await?;
+                if let Ok(position) = notification.payload().parse::<i64>() {
+                    appended.send_if_modified(|head| {
+                        let moved = Position(position) > *head;
+                        if moved {
+                            *head = Position(position);
+                        }
+                        moved
+                    });
+                }
+            }
+        };
+        let result: Result<(), sqlx::Error> = listening.await;
+        if let Err(error) = result {
+            tracing::warn!(%error, "lost the append listener; readers poll until it reconnects");
+        }
+        tokio::time::sleep(LISTENER_RETRY_DELAY).await;
+    }
+}
+
+fn stored_stream_name(stream_type: String, stream_id: String) -> Result<StreamName, StoreError> {
+    StreamName::parse(&stream_type, &stream_id)
+        .map_err(|e| StoreError::Invariant(format!("stored stream name is invalid: {e}")))
+}
+
+/// A dedicated connection holding a projection's session-level advisory lock.
+struct PostgresLeadership {
+    connection: PgConnection,
+}
+
+#[async_trait]
+impl Leadership for PostgresLeadership {
+    async fn still_leading(&mut self) -> bool {
+        self.connection.ping().await.is_ok()
+    }
+}
+
+/// A stable 32-bit key for a projection generation's lock (FNV-1a).
+fn projection_lock_key(projection: &str, generation: i64) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in projection.bytes().chain(generation.to_le_bytes()) {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash as i32
+}
+
+#[async_trait]
+impl ProjectionStore for PostgresStore {
+    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
+        sqlx::query(
+            "INSERT INTO projection_generations (projection, generation, status, checkpoint, created_at) \
+             SELECT $1, 1, 'active', 0, now() \
+             WHERE NOT EXISTS (SELECT 1 FROM projection_generations WHERE projection = $1) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(projection)
+        .execute(&self.pool)
+        .await
+        .during("creating a projection's first generation")?;
+        let rows = sqlx::query(
+            "SELECT generation, status, checkpoint FROM projection_generations \
+             WHERE projection = $1 ORDER BY generation",
+        )
+        .bind(projection)
+        .fetch_all(&self.pool)
+        .await
+        .during("reading projection generations")?;
+        rows.iter()
+            .map(|row| {
+                Ok(GenerationState {
+                    projection: projection.to_owned(),
+                    generation: row.get("generation"),
+                    status: GenerationStatus::parse(row.get("status"))?,
+                    checkpoint: Position(row.get("checkpoint")),
+                })
+            })
+            .collect()
+    }
+
+    async fn begin_generation(&self, projection: &str) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await.during("beginning a rebuild")?;
+        sqlx::query("DELETE FROM projection_generations WHERE projection = $1 AND status = 'building'")
+            .bind(projection)
+            .execute(&mut *tx)
+            .await
+            .during("dropping an unfinished rebuild")?;
+        let generation: i64 = sqlx::query_scalar(
+            "INSERT INTO projection_generations (projection, generation, status, checkpoint, created_at) \
+             SELECT $1, COALESCE(MAX(generation), 0) + 1, 'building', 0, now() \
+             FROM projection_generations WHERE projection = $1 \
+             RETURNING generation",
+        )
+        .bind(projection)
+        .fetch_one(&mut *tx)
+        .await
+        .during("creating a generation")?;
+        tx.commit().await.during("committing a new generation")?;
+        Ok(generation)
+    }
+
+    async fn activate_generation(&self, projection: &str, generation: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.during("beginning a generation switch")?;
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM projection_generations WHERE projection = $1 AND generation = $2 FOR UPDATE",
+        )
+        .bind(projection)
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await
+        .during("reading the generation to activate")?;
+        if status.as_deref() != Some(GenerationStatus::Building.as_str()) {
+            return Err(StoreError::InvalidRequest(format!(
+                "generation {generation} of {projection} is not being built"
+            )));
+        }
+        sqlx::query("DELETE FROM projection_generations WHERE projection = $1 AND status = 'active'")
+            .bind(projection)
+            .execute(&mut *tx)
+            .await
+            .during("retiring the active generation")?;
+        sqlx::query("UPDATE projection_generations SET status = 'active' WHERE projection = $1 AND generation = $2")
+            .bind(projection)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await
+            .during("activating a generation")?;
+        tx.commit().await.during("committing a generation switch")?;
+        Ok(())
+    }
+
+    async fn load_documents(
+        &self,
+        projection: &str,
+        generation: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, serde_json::Value>, StoreError> {
+        validate_documents(keys.len())?;
+        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+            "SELECT doc_key, body FROM projection_documents \
+             WHERE projection = $1 AND generation = $2 AND doc_key = ANY($3)",
+        )
+        .bind(projection)
+        .bind(generation)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .during("loading projection documents")?;
+        Ok(rows.into_iter().collect())
+    }
+
+    #[tracing::instrument(skip(self, writes), fields(documents = writes.len()))]
+    async fn commit_batch(
+        &self,
+        projection: &str,
+        generation: i64,
+        from: Position,
+        to: Position,
+        writes: &[DocumentWrite],
+    ) -> Result<(), StoreError> {
+        validate_documents(writes.len())?;
+        let mut tx = self.pool.begin().await.during("beginning a projection batch")?;
+        let moved = sqlx::query(
+            "UPDATE projection_generations SET checkpoint = $4 \
+             WHERE projection = $1 AND generation = $2 AND checkpoint = $3",
+        )
+        .bind(projection)
+        .bind(generation)
+        .bind(from.0)
+        .bind(to.0)
+        .execute(&mut *tx)
+        .await
+        .during("moving a projection checkpoint")?;
+        if moved.rows_affected() != 1 {
+            return Err(StoreError::CheckpointMoved {
+                projection: projection.to_owned(),
+                generation,
+                expected: from,
+            });
+        }
+        let (upserts, deletes): (Vec<&DocumentWrite>, Vec<&DocumentWrite>) =
+            writes.iter().partition(|write| write.body.is_some());
+        let keys: Vec<&str> = upserts.iter().map(|w| w.key.as_str()).collect();
+        let bodies: Vec<&serde_json::Value> = upserts.iter().filter_map(|w| w.body.as_ref()).collect();
+        let positions: Vec<i64> = upserts.iter().map(|w| w.position.0).collect();
+        sqlx::query(
+            "INSERT INTO projection_documents (projection, generation, doc_key, body, last_position) \
+             SELECT $1, $2, d.doc_key, d.body, d.last_position \
+             FROM UNNEST($3::text[], $4::jsonb[], $5::bigint[]) AS d(doc_key, body, last_position) \
+             ON CONFLICT (projection, generation, doc_key) \
+             DO UPDATE SET body = EXCLUDED.body, last_position = EXCLUDED.last_position",
+        )
+        .bind(projection)
+        .bind(generation)
+        .bind(&keys)
+        .bind(&bodies)
+        .bind(&positions)
+        .execute(&mut *tx)
+        .await
+        .during("writing projection documents")?;
+        let deleted: Vec<&str> = deletes.iter().map(|w| w.key.as_str()).collect();
+        sqlx::query(
+            "DELETE FROM projection_documents WHERE projection = $1 AND generation = $2 AND doc_key = ANY($3)",
+        )
+        .bind(projection)
+        .bind(generation)
+        .bind(&deleted)
+        .execute(&mut *tx)
+        .await
+        .during("deleting projection documents")?;
+        tx.commit().await.during("committing a projection batch")?;
+        Ok(())
+    }
+
+    async fn read_document(&self, projection: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT d.body FROM projection_documents d \
+             JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
+             WHERE g.projection = $1 AND g.status = 'active' AND d.doc_key = $2",
+        )
+        .bind(projection)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .during("reading a projection document")
+    }
+
+    async fn try_lead(&self, projection: &str, generation: i64) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+        let mut connection = PgConnection::connect_with(&self.options)
+            .await
+            .during("connecting for a projection lock")?;
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(PROJECTION_LOCK_CLASS)
+            .bind(projection_lock_key(projection, generation))
+            .fetch_one(&mut connection)
+            .await
+            .during("trying a projection lock")?;
+        if !acquired {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PostgresLeadership { connection })))
+    }
+}
+
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}

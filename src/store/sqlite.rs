@@ -1,0 +1,528 @@
+//! The SQLite event store: the embedded default, for one service process on one file.
+//!
+//! Every write goes through one writer connection in `BEGIN IMMEDIATE` transactions, so writes are
+//! serialised and position order is commit order: a reader can never see a later position before an
+//! earlier one commits, and needs no transaction guard. Reads use a separate pool (WAL mode lets
+//! them run beside the writer). Durability: `synchronous = FULL`, so an acknowledged append survives
+//! power loss. Several processes on one file are safe for appends (the file lock serialises them)
+//! but projection leadership is held in-process only: run one service process per SQLite file.
+
+use super::{
+    check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
+    validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
+    GenerationState, GenerationStatus, IdempotencyRecord, Leadership, ProjectionStore, Store,
+    StoreError,
+};
+use crate::store::upcast::Upcasters;
+use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Readers beside the single writer.
+const READ_CONNECTIONS_MAX: u32 = 4;
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection before failing.
+const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const EVENT_COLUMNS: &str = "global_position, stream_type, stream_id, stream_version, event_id, \
+     event_type, schema_version, payload, metadata, recorded_at";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    upcasters: Arc<Upcasters>,
+    appended: watch::Sender<Position>,
+    leaders: Arc<Mutex<HashSet<(String, i64)>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file a `sqlite:` URL names. Does not migrate.
+    pub async fn open(url: &str, upcasters: Arc<Upcasters>) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .during("parsing the SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .during("opening the SQLite database")?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS_MAX)
+            .acquire_timeout(POOL_ACQUIRE_TIMEOUT)
+            .connect_with(options.read_only(true))
+            .await
+            .during("opening the SQLite database for reading")?;
+        let (appended, _) = watch::channel(Position::START);
+        Ok(SqliteStore {
+            writer,
+            readers,
+            upcasters,
+            appended,
+            leaders: Arc::default(),
+        })
+    }
+
+    /// The writer pool, for the benchmarks' raw baselines and the tests' fault injection.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn decode(&self, row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+        let json = |column: &str| -> Result<serde_json::Value, StoreError> {
+            serde_json::from_str(row.get::<&str, _>(column))
+                .map_err(|e| StoreError::Invariant(format!("unreadable stored {column}: {e}")))
+        };
+        let metadata: EventMetadata = serde_json::from_value(json("metadata")?)
+            .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
+        let event = RecordedEvent {
+            global_position: Position(row.get("global_position")),
+            stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
+            stream_version: StreamVersion(row.get("stream_version")),
+            event_id: row.get("event_id"),
+            event_type: row.get("event_type"),
+            schema_version: row.get("schema_version"),
+            payload: json("payload")?,
+            metadata,
+            recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
+        };
+        Ok(self.upcasters.upcast(event)?)
+    }
+}
+
+async fn find_idempotency(
+    connection: &mut SqliteConnection,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let row = sqlx::query(
+        "SELECT fingerprint, stream_type, stream_id, first_position, last_position, stream_version \
+         FROM idempotency_keys WHERE idempotency_key = ?1",
+    )
+    .bind(key)
+    .fetch_optional(connection)
+    .await
+    .during("reading an idempotency key")?;
+    row.map(|row| {
+        Ok(IdempotencyRecord {
+            fingerprint: row.get("fingerprint"),
+            stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
+            first_position: row.get("first_position"),
+            last_position: row.get("last_position"),
+            stream_version: row.get("stream_version"),
+        })
+    })
+    .transpose()
+}
+
+async fn insert_events(
+    connection: &mut SqliteConnection,
+    request: &AppendRequest,
+    recorded_at: DateTime<Utc>,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let metadata = serde_json::to_string(&request.metadata)
+        .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
+    let mut written = Vec::with_capacity(request.events.len());
+    for (offset, event) in request.events.iter().enumerate() {
+        let version = request.expected_version.0 + 1 + offset as i64;
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, \
+                 schema_version, payload, metadata, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING global_position",
+        )
+        .bind(request.stream.stream_type())
+        .bind(request.stream.stream_id())
+        .bind(version)
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&event.event_type)
+        .bind(event.schema_version)
+        .bind(event.payload.to_string())
+        .bind(&metadata)
+        .bind(recorded_at)
+        .fetch_one(&mut *connection)
+        .await
+        .during("inserting events")?;
+        written.push((position, version));
+    }
+    Ok(written)
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(stream = %request.stream, events = request.events.len()))]
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        validate_append(&request)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .during("beginning an append")?;
+        if let Some(idempotency) = &request.idempotency {
+            if let Some(record) = find_idempotency(&mut tx, &idempotency.key).await? {
+                return record.replay(idempotency);
+            }
+        }
+        let current: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_type = ?1 AND stream_id = ?2",
+        )
+        .bind(request.stream.stream_type())
+        .bind(request.stream.stream_id())
+        .fetch_one(&mut *tx)
+        .await
+        .during("reading a stream's version")?;
+        if current != request.expected_version.0 {
+            return Err(StoreError::WrongExpectedVersion {
+                stream: request.stream,
+                expected: request.expected_version,
+                actual: StreamVersion(current),
+            });
+        }
+        let recorded_at = Utc::now();
+        let written = insert_events(&mut tx, &request, recorded_at).await?;
+        let outcome = checked_outcome(&request, written)?;
+        if let Some(idempotency) = &request.idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (idempotency_key, fingerprint, stream_type, stream_id, \
+                     first_position, last_position, stream_version, recorded_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(&idempotency.key)
+            .bind(&idempotency.fingerprint[..])
+            .bind(request.stream.stream_type())
+            .bind(request.stream.stream_id())
+            .bind(outcome.positions[0].0)
+            .bind(outcome.last_position().0)
+            .bind(outcome.stream_version.0)
+            .bind(recorded_at)
+            .execute(&mut *tx)
+            .await
+            .during("recording the idempotency key")?;
+        }
+        tx.commit().await.during("committing an append")?;
+        let last = outcome.last_position();
+        self.appended.send_if_modified(|head| {
+            let moved = last > *head;
+            if moved {
+                *head = last;
+            }
+            moved
+        });
+        Ok(outcome)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = validate_page(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_type = ?1 AND stream_id = ?2 AND stream_version >= ?3 \
+             ORDER BY stream_version LIMIT ?4"
+        ))
+        .bind(stream.stream_type())
+        .bind(stream.stream_id())
+        .bind(from_version.0)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await
+        .during("reading a stream")?;
+        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        check_stream_page(&events, from_version)?;
+        Ok(events)
+    }
+
+    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = validate_page(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2"
+        ))
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await
+        .during("reading the log")?;
+        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        check_global_page(&events, after)?;
+        Ok(events)
+    }
+
+    async fn head_position(&self) -> Result<Position, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(global_position) FROM events")
+            .fetch_one(&self.readers)
+            .await
+            .during("reading the head position")?;
+        Ok(Position(head.unwrap_or(0)))
+    }
+
+    fn subscribe_appends(&self) -> watch::Receiver<Position> {
+        self.appended.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.readers).await.during("pinging SQLite")?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+}
+
+fn stored_stream_name(stream_type: String, stream_id: String) -> Result<StreamName, StoreError> {
+    StreamName::parse(&stream_type, &stream_id)
+        .map_err(|e| StoreError::Invariant(format!("stored stream name is invalid: {e}")))
+}
+
+/// In-process leadership: the `(projection, generation)` entry is held until dropped.
+struct SqliteLeadership {
+    leaders: Arc<Mutex<HashSet<(String, i64)>>>,
+    held: (String, i64),
+}
+
+impl Drop for SqliteLeadership {
+    fn drop(&mut self) {
+        self.leaders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.held);
+    }
+}
+
+#[async_trait]
+impl Leadership for SqliteLeadership {
+    async fn still_leading(&mut self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl ProjectionStore for SqliteStore {
+    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO projection_generations (projection, generation, status, checkpoint, created_at) \
+             SELECT ?1, 1, 'active', 0, ?2 \
+             WHERE NOT EXISTS (SELECT 1 FROM projection_generations WHERE projection = ?1)",
+        )
+        .bind(projection)
+        .bind(Utc::now())
+        .execute(&self.writer)
+        .await
+        .during("creating a projection's first generation")?;
+        let rows = sqlx::query(
+            "SELECT generation, status, checkpoint FROM projection_generations \
+             WHERE projection = ?1 ORDER BY generation",
+        )
+        .bind(projection)
+        .fetch_all(&self.writer)
+        .await
+        .during("reading projection generations")?;
+        rows.iter()
+            .map(|row| {
+                Ok(GenerationState {
+                    projection: projection.to_owned(),
+                    generation: row.get("generation"),
+                    status: GenerationStatus::parse(row.get("status"))?,
+                    checkpoint: Position(row.get("checkpoint")),
+                })
+            })
+            .collect()
+    }
+
+    async fn begin_generation(&self, projection: &str) -> Result<i64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.during("beginning a rebuild")?;
+        sqlx::query("DELETE FROM projection_generations WHERE projection = ?1 AND status = 'building'")
+            .bind(projection)
+            .execute(&mut *tx)
+            .await
+            .during("dropping an unfinished rebuild")?;
+        let generation: i64 = sqlx::query_scalar(
+            "INSERT INTO projection_generations (projection, generation, status, checkpoint, created_at) \
+             SELECT ?1, COALESCE(MAX(generation), 0) + 1, 'building', 0, ?2 \
+             FROM projection_generations WHERE projection = ?1 \
+             RETURNING generation",
+        )
+        .bind(projection)
+        .bind(Utc::now())
+        .fetch_one(&mut *tx)
+        .await
+        .during("creating a generation")?;
+        tx.commit().await.during("committing a new generation")?;
+        Ok(generation)
+    }
+
+    async fn activate_generation(&self, projection: &str, generation: i64) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .during("beginning a generation switch")?;
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM projection_generations WHERE projection = ?1 AND generation = ?2",
+        )
+        .bind(projection)
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await
+        .during("reading the generation to activate")?;
+        if status.as_deref() != Some(GenerationStatus::Building.as_str()) {
+            return Err(StoreError::InvalidRequest(format!(
+                "generation {generation} of {projection} is not being built"
+            )));
+        }
+        sqlx::query("DELETE FROM projection_generations WHERE projection = ?1 AND status = 'active'")
+            .bind(projection)
+            .execute(&mut *tx)
+            .await
+            .during("retiring the active generation")?;
+        sqlx::query("UPDATE projection_generations SET status = 'active' WHERE projection = ?1 AND generation = ?2")
+            .bind(projection)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await
+            .during("activating a generation")?;
+        tx.commit().await.during("committing a generation switch")?;
+        Ok(())
+    }
+
+    async fn load_documents(
+        &self,
+        projection: &str,
+        generation: i64,
+        keys: &[String],
+    ) -> Result<HashMap<String, serde_json::Value>, StoreError> {
+        validate_documents(keys.len())?;
+        let keys_json = serde_json::to_string(keys).unwrap_or_else(|_| String::from("[]"));
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT doc_key, body FROM projection_documents \
+             WHERE projection = ?1 AND generation = ?2 AND doc_key IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(projection)
+        .bind(generation)
+        .bind(keys_json)
+        .fetch_all(&self.writer)
+        .await
+        .during("loading projection documents")?;
+        rows.into_iter()
+            .map(|(key, body)| {
+                let body = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Invariant(format!("unreadable document {key:?}: {e}")))?;
+                Ok((key, body))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip(self, writes), fields(documents = writes.len()))]
+    async fn commit_batch(
+        &self,
+        projection: &str,
+        generation: i64,
+        from: Position,
+        to: Position,
+        writes: &[DocumentWrite],
+    ) -> Result<(), StoreError> {
+        validate_documents(writes.len())?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .during("beginning a projection batch")?;
+        let moved = sqlx::query(
+            "UPDATE projection_generations SET checkpoint = ?4 \
+             WHERE projection = ?1 AND generation = ?2 AND checkpoint = ?3",
+        )
+        .bind(projection)
+        .bind(generation)
+        .bind(from.0)
+        .bind(to.0)
+        .execute(&mut *tx)
+        .await
+        .during("moving a projection checkpoint")?;
+        if moved.rows_affected() != 1 {
+            return Err(StoreError::CheckpointMoved {
+                projection: projection.to_owned(),
+                generation,
+                expected: from,
+            });
+        }
+        for write in writes {
+            let statement = match &write.body {
+                Some(body) => sqlx::query(
+                    "INSERT INTO projection_documents (projection, generation, doc_key, body, last_position) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (projection, generation, doc_key) \
+                     DO UPDATE SET body = excluded.body, last_position = excluded.last_position",
+                )
+                .bind(projection)
+                .bind(generation)
+                .bind(&write.key)
+                .bind(body.to_string())
+                .bind(write.position.0),
+                None => sqlx::query(
+                    "DELETE FROM projection_documents WHERE projection = ?1 AND generation = ?2 AND doc_key = ?3",
+                )
+                .bind(projection)
+                .bind(generation)
+                .bind(&write.key),
+            };
+            statement.execute(&mut *tx).await.during("writing projection documents")?;
+        }
+        tx.commit().await.during("committing a projection batch")?;
+        Ok(())
+    }
+
+    async fn read_document(&self, projection: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT d.body FROM projection_documents d \
+             JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
+             WHERE g.projection = ?1 AND g.status = 'active' AND d.doc_key = ?2",
+        )
+        .bind(projection)
+        .bind(key)
+        .fetch_optional(&self.readers)
+        .await
+        .during("reading a projection document")?;
+        body.map(|body| {
+            serde_json::from_str(&body)
+                .map_err(|e| StoreError::Invariant(format!("unreadable document {key:?}: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn try_lead(&self, projection: &str, generation: i64) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+        let held = (projection.to_owned(), generation);
+        let mut leaders = self.leaders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !leaders.insert(held.clone()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SqliteLeadership {
+            leaders: Arc::clone(&self.leaders),
+            held,
+        })))
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}

@@ -1,0 +1,72 @@
+//! Upcasting: turning a stored payload of an older schema version into the current shape on read.
+//!
+//! The log is never rewritten, so a payload written under schema version 1 is read forever. Each
+//! registered step lifts one `(event_type, schema_version)` to `schema_version + 1`; the store
+//! applies steps until none matches, on every read path (stream reads and global reads alike).
+
+use aggregates::log::RecordedEvent;
+use std::collections::HashMap;
+
+/// One step: the payload of `(event_type, version)` in, the payload of `version + 1` out.
+pub type UpcastStep = fn(serde_json::Value) -> Result<serde_json::Value, String>;
+
+/// Most steps one event may go through: a guard against a registry that loops.
+pub const UPCAST_STEPS_MAX: usize = 64;
+
+/// A registered step failed on a stored payload.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot upcast {event_type} v{schema_version} at position {position}: {reason}")]
+pub struct UpcastError {
+    /// The event type.
+    pub event_type: String,
+    /// The version the failing step started from.
+    pub schema_version: i32,
+    /// The event's global position.
+    pub position: i64,
+    /// What the step said.
+    pub reason: String,
+}
+
+/// The registry of upcast steps, keyed by `(event_type, schema_version)`.
+#[derive(Default)]
+pub struct Upcasters {
+    steps: HashMap<(String, i32), UpcastStep>,
+}
+
+impl Upcasters {
+    /// The registry of the domain's upcasters. Every event type is still at its first schema
+    /// version, so there are none yet; a payload change registers its step here.
+    pub fn domain() -> Upcasters {
+        Upcasters::default()
+    }
+
+    /// Registers the step that lifts `event_type` from `from_version` to `from_version + 1`.
+    pub fn register(mut self, event_type: &str, from_version: i32, step: UpcastStep) -> Upcasters {
+        self.steps.insert((event_type.to_owned(), from_version), step);
+        self
+    }
+
+    /// Lifts an event's payload to the newest version the registry knows.
+    pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent, UpcastError> {
+        for _ in 0..UPCAST_STEPS_MAX {
+            let key = (event.event_type.clone(), event.schema_version);
+            let Some(step) = self.steps.get(&key) else {
+                return Ok(event);
+            };
+            let payload = std::mem::take(&mut event.payload);
+            event.payload = step(payload).map_err(|reason| UpcastError {
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                position: event.global_position.0,
+                reason,
+            })?;
+            event.schema_version += 1;
+        }
+        Err(UpcastError {
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            position: event.global_position.0,
+            reason: format!("more than {UPCAST_STEPS_MAX} upcast steps"),
+        })
+    }
+}
