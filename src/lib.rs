@@ -3,4 +3,11 @@
 //! The library half of the `pulse-account` binary, so that the tests and benchmarks drive the same
 //! code `main` does. See `ARCHITECTURE.md` for the map.
 
+pub mod cli;
+pub mod command;
+pub mod http;
+pub mod metrics;
+pub mod projection;
+pub mod startup;
 pub mod store;
+pub mod telemetry;

@@ -184,6 +184,10 @@ pub trait EventStore: Send + Sync {
     /// append. Wake-ups are hints; readers also poll.
     fn subscribe_appends(&self) -> watch::Receiver<Position>;
 
+    /// What an idempotency key already stands for: `None` when unseen, the first outcome for the
+    /// same request, [`StoreError::IdempotencyKeyReused`] for another.
+    async fn idempotent_outcome(&self, idempotency: &Idempotency) -> Result<Option<AppendOutcome>, StoreError>;
+
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -253,8 +257,10 @@ pub trait Leadership: Send {
 /// Read-model storage: generations, checkpoints and documents, and the single-runner lock.
 #[async_trait]
 pub trait ProjectionStore: Send + Sync {
-    /// The projection's generations that are not retired, creating an active generation 1 at
-    /// checkpoint 0 the first time a projection is seen.
+    /// Creates the projection's active generation 1 at checkpoint 0 unless it has a generation.
+    async fn ensure_projection(&self, projection: &str) -> Result<(), StoreError>;
+
+    /// The projection's generations: the active one, and a building one during a rebuild.
     async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError>;
 
     /// Starts a new `building` generation at checkpoint 0, replacing any earlier unfinished one.

@@ -16,7 +16,7 @@
 use super::{
     check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
     validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, IdempotencyRecord, Leadership, ProjectionStore, Store,
+    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore, Store,
     StoreError,
 };
 use crate::store::upcast::Upcasters;
@@ -400,6 +400,13 @@ impl EventStore for PostgresStore {
         self.appended.subscribe()
     }
 
+    async fn idempotent_outcome(&self, idempotency: &Idempotency) -> Result<Option<AppendOutcome>, StoreError> {
+        match self.find_idempotency(&idempotency.key).await? {
+            Some(record) => record.replay(idempotency).map(Some),
+            None => Ok(None),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.during("pinging PostgreSQL")?;
         Ok(())
@@ -467,7 +474,7 @@ fn projection_lock_key(projection: &str, generation: i64) -> i32 {
 
 #[async_trait]
 impl ProjectionStore for PostgresStore {
-    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
+    async fn ensure_projection(&self, projection: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO projection_generations (projection, generation, status, checkpoint, created_at) \
              SELECT $1, 1, 'active', 0, now() \
@@ -478,6 +485,10 @@ impl ProjectionStore for PostgresStore {
         .execute(&self.pool)
         .await
         .during("creating a projection's first generation")?;
+        Ok(())
+    }
+
+    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
         let rows = sqlx::query(
             "SELECT generation, status, checkpoint FROM projection_generations \
              WHERE projection = $1 ORDER BY generation",

@@ -10,7 +10,7 @@
 use super::{
     check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
     validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, IdempotencyRecord, Leadership, ProjectionStore, Store,
+    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore, Store,
     StoreError,
 };
 use crate::store::upcast::Upcasters;
@@ -277,6 +277,14 @@ impl EventStore for SqliteStore {
         self.appended.subscribe()
     }
 
+    async fn idempotent_outcome(&self, idempotency: &Idempotency) -> Result<Option<AppendOutcome>, StoreError> {
+        let mut connection = self.readers.acquire().await.during("acquiring a connection")?;
+        match find_idempotency(&mut connection, &idempotency.key).await? {
+            Some(record) => record.replay(idempotency).map(Some),
+            None => Ok(None),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.readers).await.during("pinging SQLite")?;
         Ok(())
@@ -317,7 +325,7 @@ impl Leadership for SqliteLeadership {
 
 #[async_trait]
 impl ProjectionStore for SqliteStore {
-    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
+    async fn ensure_projection(&self, projection: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT OR IGNORE INTO projection_generations (projection, generation, status, checkpoint, created_at) \
              SELECT ?1, 1, 'active', 0, ?2 \
@@ -328,12 +336,16 @@ impl ProjectionStore for SqliteStore {
         .execute(&self.writer)
         .await
         .during("creating a projection's first generation")?;
+        Ok(())
+    }
+
+    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
         let rows = sqlx::query(
             "SELECT generation, status, checkpoint FROM projection_generations \
              WHERE projection = ?1 ORDER BY generation",
         )
         .bind(projection)
-        .fetch_all(&self.writer)
+        .fetch_all(&self.readers)
         .await
         .during("reading projection generations")?;
         rows.iter()
@@ -419,7 +431,7 @@ impl ProjectionStore for SqliteStore {
         .bind(projection)
         .bind(generation)
         .bind(keys_json)
-        .fetch_all(&self.writer)
+        .fetch_all(&self.readers)
         .await
         .during("loading projection documents")?;
         rows.into_iter()

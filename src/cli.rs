@@ -1,0 +1,224 @@
+//! The command line: `serve`, `migrate` and `projections`. Raw arguments are parsed and checked
+//! here (clap), turned into validated settings, and handed to the library. This is CLI glue, so it
+//! reports failures with `anyhow` context chains.
+
+use crate::projection::runner::{Runner, RunnerConfig};
+use crate::projection::{active_checkpoint, registry};
+use crate::startup::{open_store, Application, Settings};
+use crate::metrics::Metrics;
+use crate::telemetry::LogFormat;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The SQLite file name inside the data directory.
+const SQLITE_FILE_NAME: &str = "pulse-account.db";
+/// How often a long CLI job prints its progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Pulse Account: the commercial ledger and customer account backend of Pulse.
+#[derive(Debug, Parser)]
+#[command(name = "pulse-account", version, about)]
+pub struct Cli {
+    /// How log lines are written.
+    #[arg(long, global = true, env = "PULSE_ACCOUNT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service and the projection runners (applies migrations first).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Inspect or rebuild projections.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+/// Where the data lives.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). Without it, a SQLite file in
+    /// the data directory.
+    #[arg(long, env = "PULSE_ACCOUNT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The local data directory (SQLite file, development keys).
+    #[arg(long, env = "PULSE_ACCOUNT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The address to listen on.
+    #[arg(long, env = "PULSE_ACCOUNT_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Most positions a projection may lag behind the log while `/readyz` reports ready.
+    #[arg(long, env = "PULSE_ACCOUNT_READINESS_LAG_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    readiness_lag_max: i64,
+}
+
+/// `projections` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Show each projection's generations, checkpoints and lag.
+    Status(DatabaseArgs),
+    /// Rebuild a projection from position 0 into a fresh generation, then switch readers to it.
+    Rebuild {
+        /// The projection's name (see `projections status`).
+        name: String,
+        /// Where the data lives.
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+impl DatabaseArgs {
+    /// The database URL: the one given (checked), or the data directory's SQLite file (created).
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            let known = ["postgres://", "postgresql://", "sqlite:"];
+            if !known.iter().any(|scheme| url.starts_with(scheme)) {
+                bail!("--database-url must start with postgres://, postgresql:// or sqlite:");
+            }
+            return Ok(url.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating the data directory {}", self.data_dir.display()))?;
+        let path = self.data_dir.join(SQLITE_FILE_NAME);
+        let path = path.to_str().context("the data directory path is not valid UTF-8")?;
+        Ok(format!("sqlite://{path}"))
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(database) => {
+            open_store(&database.resolve()?).await.context("migrating the database")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Projections(ProjectionsCommand::Status(database)) => projections_status(&database).await,
+        Command::Projections(ProjectionsCommand::Rebuild { name, database }) => rebuild(&name, &database).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let database_url = args.database.resolve()?;
+    let settings = Settings {
+        database_url,
+        listen: args.listen,
+        readiness_lag_max: args.readiness_lag_max,
+        runner: RunnerConfig::default(),
+    };
+    let application = Application::build(settings).await.context("starting the service")?;
+    tracing::info!(
+        address = %application.local_addr(),
+        store = application.state().store.backend(),
+        "pulse-account is serving"
+    );
+    application.run_until_stopped(shutdown_signal()).await.context("serving HTTP")?;
+    tracing::info!("pulse-account stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests and projection batches");
+}
+
+async fn projections_status(database: &DatabaseArgs) -> anyhow::Result<()> {
+    let store = open_store(&database.resolve()?).await.context("opening the database")?;
+    let head = store.head_position().await?;
+    println!("log head position: {head}");
+    println!("{:<24} {:>10} {:<9} {:>12} {:>12}", "projection", "generation", "status", "checkpoint", "lag");
+    for fold in registry() {
+        let generations = store.projection_generations(fold.name()).await?;
+        if generations.is_empty() {
+            println!("{:<24} {:>10} {:<9} {:>12} {:>12}", fold.name(), "-", "not run", 0, head.0);
+        }
+        for generation in generations {
+            let status = serde_json::to_value(generation.status)?;
+            println!(
+                "{:<24} {:>10} {:<9} {:>12} {:>12}",
+                fold.name(),
+                generation.generation,
+                status.as_str().unwrap_or("?"),
+                generation.checkpoint.0,
+                (head.0 - generation.checkpoint.0).max(0)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn rebuild(name: &str, database: &DatabaseArgs) -> anyhow::Result<()> {
+    let folds = registry();
+    let Some(fold) = folds.iter().find(|fold| fold.name() == name) else {
+        let names: Vec<_> = folds.iter().map(|fold| fold.name()).collect();
+        bail!("unknown projection {name:?}; known projections: {}", names.join(", "));
+    };
+    let store = open_store(&database.resolve()?).await.context("opening the database")?;
+    let runner = Runner::new(
+        Arc::clone(&store),
+        Arc::clone(fold),
+        RunnerConfig { batch_len: crate::store::READ_PAGE_MAX, ..RunnerConfig::default() },
+        Arc::new(Metrics::default()),
+    )?;
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let mut progress = |checkpoint: aggregates::log::Position, head: aggregates::log::Position| {
+        if last_print.elapsed() >= PROGRESS_INTERVAL {
+            let percent = if head.0 > 0 { (checkpoint.0.min(head.0) * 100) / head.0 } else { 100 };
+            eprintln!("rebuilding {name}: position {checkpoint} of {head} ({percent}%)");
+            last_print = Instant::now();
+        }
+    };
+    let report = runner.rebuild(&mut progress).await.with_context(|| format!("rebuilding {name}"))?;
+    let checkpoint = active_checkpoint(store.as_ref(), name).await?;
+    println!(
+        "rebuilt {name}: generation {} active, {} events folded up to position {} in {:.1?} (checkpoint now {checkpoint})",
+        report.generation,
+        report.events,
+        report.checkpoint,
+        started.elapsed()
+    );
+    Ok(())
+}

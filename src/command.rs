@@ -1,0 +1,146 @@
+//! Command handling: load a stream, fold it, decide, and append at the version that was loaded.
+//!
+//! This is the thin shell around a pure [`Decider`]: all IO of a command happens here. A version
+//! conflict means another writer appended between our load and our append; the decision may no
+//! longer hold, so the handler reloads and decides again, at most [`COMMAND_ATTEMPTS_MAX`] times.
+
+use crate::store::{AppendOutcome, AppendRequest, EventStore, Idempotency, StoreError, READ_PAGE_MAX};
+use aggregates::decider::{decode, encode, Context, DecodeError, Decider};
+use aggregates::log::{EventMetadata, StreamName, StreamNameError, StreamVersion};
+
+/// Attempts per command before a conflict is returned to the caller: contention on one small
+/// stream is rare, so three tries absorb it and a fourth would only hide a hot spot.
+pub const COMMAND_ATTEMPTS_MAX: usize = 3;
+/// Longest stream a command may load. Streams are per account, license, handoff, …; one this long
+/// means a modelling bug (or a need for snapshots, which a benchmark would show first).
+pub const STREAM_EVENTS_MAX: usize = 10_000;
+
+/// Why a command did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// The domain refused the command.
+    #[error("the command was refused")]
+    Domain(E),
+    /// The stream name is invalid.
+    #[error(transparent)]
+    StreamName(#[from] StreamNameError),
+    /// A stored event does not decode into the decider's events.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The stream is longer than [`STREAM_EVENTS_MAX`].
+    #[error("stream {0} is longer than {STREAM_EVENTS_MAX} events")]
+    StreamTooLong(StreamName),
+    /// Every attempt met a concurrent writer.
+    #[error("stream {stream} kept changing; gave up after {COMMAND_ATTEMPTS_MAX} attempts")]
+    Contended {
+        /// The stream.
+        stream: StreamName,
+    },
+    /// The store failed or refused the append.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// What a command did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandOutcome<Event> {
+    /// The events the decision produced (for a replayed idempotency key: none, see `appended`).
+    pub events: Vec<Event>,
+    /// What was appended; `None` when the decision produced no events.
+    pub appended: Option<AppendOutcome>,
+    /// The stream's version after the command.
+    pub stream_version: StreamVersion,
+}
+
+/// One command for a decider's stream.
+pub struct Command<'a, D: Decider> {
+    /// The stream id (the stream type is the decider's).
+    pub stream_id: &'a str,
+    /// What is asked.
+    pub command: &'a D::Command,
+    /// Time and generated values for the decision.
+    pub context: Context,
+    /// Who, why and when, recorded with the events.
+    pub metadata: EventMetadata,
+    /// When set, the command takes effect at most once for this key.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Loads a stream and folds it into the decider's state; returns the state and its version.
+pub async fn load<D: Decider>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+) -> Result<(D::State, StreamVersion), CommandError<D::Error>> {
+    let mut state = D::State::default();
+    let mut version = StreamVersion::EMPTY;
+    loop {
+        let page = store
+            .read_stream(stream, version.next(), READ_PAGE_MAX)
+            .await
+            .map_err(CommandError::Store)?;
+        let full_page = page.len() == READ_PAGE_MAX;
+        for recorded in &page {
+            let event: D::Event = decode(&recorded.event_type, &recorded.payload)?;
+            state = D::evolve(state, &event);
+            version = recorded.stream_version;
+        }
+        if version.0 as usize > STREAM_EVENTS_MAX {
+            return Err(CommandError::StreamTooLong(stream.clone()));
+        }
+        if !full_page {
+            return Ok((state, version));
+        }
+    }
+}
+
+/// Handles one command: load → fold → decide → append at the loaded version, retrying conflicts.
+#[tracing::instrument(skip_all, fields(stream_type = D::STREAM_TYPE, stream_id = request.stream_id))]
+pub async fn handle<D: Decider>(
+    store: &dyn EventStore,
+    request: Command<'_, D>,
+) -> Result<CommandOutcome<D::Event>, CommandError<D::Error>> {
+    let stream = StreamName::parse(D::STREAM_TYPE, request.stream_id)?;
+    if let Some(idempotency) = &request.idempotency {
+        let previous = store.idempotent_outcome(idempotency).await.map_err(CommandError::Store)?;
+        if let Some(appended) = previous {
+            return Ok(CommandOutcome {
+                events: Vec::new(),
+                stream_version: appended.stream_version,
+                appended: Some(appended),
+            });
+        }
+    }
+    for attempt in 1..=COMMAND_ATTEMPTS_MAX {
+        let (state, version) = load::<D>(store, &stream).await?;
+        let events = D::decide(&state, request.command, &request.context).map_err(CommandError::Domain)?;
+        if events.is_empty() {
+            return Ok(CommandOutcome {
+                events,
+                appended: None,
+                stream_version: version,
+            });
+        }
+        let encoded = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let append = AppendRequest {
+            stream: stream.clone(),
+            expected_version: version,
+            events: encoded,
+            metadata: request.metadata.clone(),
+            idempotency: request.idempotency.clone(),
+        };
+        match store.append(append).await {
+            Ok(appended) => {
+                return Ok(CommandOutcome {
+                    stream_version: appended.stream_version,
+                    events: if appended.replayed { Vec::new() } else { events },
+                    appended: Some(appended),
+                })
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => {
+                tracing::debug!(attempt, "version conflict; deciding again");
+            }
+            Err(error) => return Err(CommandError::Store(error)),
+        }
+    }
+    Err(CommandError::Contended { stream })
+}

@@ -1,0 +1,53 @@
+//! Operational routes: liveness (`/healthz`), readiness (`/readyz`) and metrics (`/metrics`).
+
+use super::error::ApiError;
+use super::AppState;
+use crate::metrics::Metrics;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Liveness: the process answers. Touches nothing else, so a slow database never restarts it.
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers and every projection is within the lag bound.
+pub(super) async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let not_ready = |message: &str, details: serde_json::Value| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+            .with_details(details)
+            .for_request(&headers)
+            .into_response()
+    };
+    if let Err(error) = state.store.ping().await {
+        tracing::warn!(%error, "readiness: database unreachable");
+        return not_ready("The database is unreachable.", json!({ "database": "unreachable" }));
+    }
+    let (head, lags) = match Metrics::lags(state.store.as_ref(), &state.projections).await {
+        Ok(lags) => lags,
+        Err(error) => {
+            tracing::warn!(%error, "readiness: cannot read projection checkpoints");
+            return not_ready("Projection checkpoints cannot be read.", json!({ "database": "error" }));
+        }
+    };
+    let projections: Vec<_> = lags
+        .iter()
+        .map(|(name, lag)| json!({ "name": name, "lag_positions": lag, "ready": *lag <= state.readiness_lag_max }))
+        .collect();
+    let details = json!({ "database": "ok", "head_position": head, "lag_max": state.readiness_lag_max, "projections": projections });
+    if lags.iter().any(|(_, lag)| *lag > state.readiness_lag_max) {
+        return not_ready("A projection is further behind the log than the readiness bound.", details);
+    }
+    (StatusCode::OK, Json(json!({ "status": "ready", "details": details }))).into_response()
+}
+
+/// Prometheus metrics.
+pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match state.metrics.render(state.store.as_ref(), &state.projections).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(error) => ApiError::internal(&error, &headers).into_response(),
+    }
+}

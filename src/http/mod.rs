@@ -1,0 +1,54 @@
+//! The HTTP surface: the router, the state every handler shares, and the cross-cutting layers
+//! (request ids, body limits, tracing). Handlers stay thin: they parse, call the domain through the
+//! command handler or read a projection, and map errors in [`error`].
+
+pub mod error;
+mod health;
+
+use crate::metrics::Metrics;
+use crate::projection::ProjectionFold;
+use crate::store::Store;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use error::{ApiError, REQUEST_ID_HEADER};
+use std::sync::Arc;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// Largest request body accepted by default; routes that need more (Stripe webhooks) say so.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event store and read-model storage.
+    pub store: Arc<dyn Store>,
+    /// The projections this service runs.
+    pub projections: Arc<[Arc<dyn ProjectionFold>]>,
+    /// This process's counters.
+    pub metrics: Arc<Metrics>,
+    /// Most positions a projection may lag behind the log while the service reports ready.
+    pub readiness_lag_max: i64,
+}
+
+/// The whole application as one router, usable without a socket in tests.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn not_found(headers: HeaderMap) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No route matches this method and path.")
+        .for_request(&headers)
+}

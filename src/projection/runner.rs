@@ -1,0 +1,243 @@
+//! The projection runner: feeds the log to one projection, batch by batch, exactly once.
+//!
+//! Each batch reads `read_all` after the checkpoint, folds the events into the documents they touch,
+//! and writes those documents and the new checkpoint in one transaction, so a crash leaves the read
+//! model exactly at its checkpoint. Only the process holding the projection's lock runs it (an
+//! advisory lock on PostgreSQL); the others retry and take over when the holder dies, and the
+//! checkpoint compare-and-set makes a stale holder's batch fail rather than write twice.
+//! A rebuild folds the whole log into a fresh generation and switches readers to it.
+
+use super::{keys_that_fit, ProjectionFold};
+use crate::metrics::Metrics;
+use crate::store::{GenerationStatus, Leadership, Store, StoreError, READ_PAGE_MAX};
+use aggregates::log::Position;
+use projections::FoldError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a batch failed. Nothing of a failed batch is written.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The store failed (or the checkpoint moved under us).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The fold refused an event; the runner stops at it rather than skip it.
+    #[error("projection fold failed: {0}")]
+    Fold(#[from] FoldError),
+    /// Another process is rebuilding this projection.
+    #[error("projection {0} is already being rebuilt by another process")]
+    RebuildInProgress(String),
+}
+
+/// How a runner paces itself.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Events per batch, at most [`READ_PAGE_MAX`].
+    pub batch_len: usize,
+    /// How often an idle runner polls when no append wake-up arrives.
+    pub poll_interval: Duration,
+    /// How often a process that is not the runner tries to become it.
+    pub leader_retry: Duration,
+    /// How long the runner waits after a failed batch before retrying it.
+    pub error_backoff: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            batch_len: 500,
+            poll_interval: Duration::from_secs(1),
+            leader_retry: Duration::from_secs(2),
+            error_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Folded `events` events, up to position `to`.
+    Advanced {
+        /// The new checkpoint.
+        to: Position,
+        /// How many events the batch folded.
+        events: usize,
+    },
+    /// Nothing new to fold.
+    Idle,
+}
+
+/// What a rebuild produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// The generation now active.
+    pub generation: i64,
+    /// The position it was built up to.
+    pub checkpoint: Position,
+    /// How many events were folded.
+    pub events: u64,
+}
+
+/// Runs one projection against one store.
+pub struct Runner {
+    store: Arc<dyn Store>,
+    fold: Arc<dyn ProjectionFold>,
+    config: RunnerConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Runner {
+    /// A runner for `fold`. Refuses a batch length outside `1..=READ_PAGE_MAX`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        fold: Arc<dyn ProjectionFold>,
+        config: RunnerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Runner, StoreError> {
+        if config.batch_len == 0 || config.batch_len > READ_PAGE_MAX {
+            return Err(StoreError::InvalidRequest(format!(
+                "batch length {} is outside 1..={READ_PAGE_MAX}",
+                config.batch_len
+            )));
+        }
+        Ok(Runner {
+            store,
+            fold,
+            config,
+            metrics,
+        })
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.fold.name()
+    }
+
+    /// Folds one batch after `checkpoint` into `generation` and commits it with the new checkpoint.
+    #[tracing::instrument(skip(self), fields(projection = self.fold.name()))]
+    pub async fn step(&self, generation: i64, checkpoint: Position) -> Result<Step, RunnerError> {
+        let events = self.store.read_all(checkpoint, self.config.batch_len).await?;
+        if events.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let (fitting, keys) = keys_that_fit(self.fold.as_ref(), &events)?;
+        let events = &events[..fitting];
+        let loaded = self.store.load_documents(self.name(), generation, &keys).await?;
+        let writes = self.fold.fold_batch(events, loaded)?;
+        let to = events[events.len() - 1].global_position;
+        self.store
+            .commit_batch(self.name(), generation, checkpoint, to, &writes)
+            .await?;
+        self.metrics.record_batch(self.name(), events.len());
+        Ok(Step::Advanced {
+            to,
+            events: events.len(),
+        })
+    }
+
+    /// Keeps the active generation up to date until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut appended = self.store.subscribe_appends();
+        while !*shutdown.borrow() {
+            let pause = match self.lead_active().await {
+                Ok(Some((leadership, generation, checkpoint))) => {
+                    self.metrics.set_leading(self.name(), true);
+                    let pause = self
+                        .follow(leadership, generation, checkpoint, &mut appended, &mut shutdown)
+                        .await;
+                    self.metrics.set_leading(self.name(), false);
+                    pause
+                }
+                Ok(None) => self.config.leader_retry,
+                Err(error) => {
+                    self.metrics.record_error(self.name());
+                    tracing::error!(projection = self.name(), error = %error, "cannot start the projection runner");
+                    self.config.error_backoff
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Becomes the runner of the active generation, if no other process is.
+    async fn lead_active(&self) -> Result<Option<(Box<dyn Leadership>, i64, Position)>, StoreError> {
+        self.store.ensure_projection(self.name()).await?;
+        let generations = self.store.projection_generations(self.name()).await?;
+        let Some(active) = generations.iter().find(|g| g.status == GenerationStatus::Active) else {
+            return Ok(None);
+        };
+        let Some(leadership) = self.store.try_lead(self.name(), active.generation).await? else {
+            return Ok(None);
+        };
+        // Read the checkpoint again now that we lead: the previous holder may have moved it.
+        let generations = self.store.projection_generations(self.name()).await?;
+        let current = generations.iter().find(|g| g.generation == active.generation);
+        Ok(current.map(|g| (leadership, g.generation, g.checkpoint)))
+    }
+
+    /// Runs batches while leading; returns how long to pause before trying to lead again.
+    async fn follow(
+        &self,
+        mut leadership: Box<dyn Leadership>,
+        generation: i64,
+        mut checkpoint: Position,
+        appended: &mut watch::Receiver<Position>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Duration {
+        tracing::info!(projection = self.name(), generation, %checkpoint, "running projection");
+        while !*shutdown.borrow() {
+            if !leadership.still_leading().await {
+                tracing::warn!(projection = self.name(), "lost the projection lock");
+                return self.config.leader_retry;
+            }
+            match self.step(generation, checkpoint).await {
+                Ok(Step::Advanced { to, .. }) => checkpoint = to,
+                Ok(Step::Idle) => {
+                    tokio::select! {
+                        _ = appended.changed() => {}
+                        _ = tokio::time::sleep(self.config.poll_interval) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(RunnerError::Store(StoreError::CheckpointMoved { .. })) => {
+                    tracing::info!(projection = self.name(), generation, "generation switched; following the new one");
+                    return Duration::ZERO;
+                }
+                Err(error) => {
+                    self.metrics.record_error(self.name());
+                    tracing::error!(projection = self.name(), %checkpoint, error = %error, "projection batch failed; retrying");
+                    return self.config.error_backoff;
+                }
+            }
+        }
+        Duration::ZERO
+    }
+
+    /// Folds the whole log into a fresh generation, then makes it the active one. `progress` is
+    /// called after each batch with the checkpoint reached and the head seen at the start.
+    pub async fn rebuild(&self, progress: &mut (dyn FnMut(Position, Position) + Send)) -> Result<RebuildReport, RunnerError> {
+        self.store.ensure_projection(self.name()).await?;
+        let generation = self.store.begin_generation(self.name()).await?;
+        let Some(_leadership) = self.store.try_lead(self.name(), generation).await? else {
+            return Err(RunnerError::RebuildInProgress(self.name().to_owned()));
+        };
+        let head = self.store.head_position().await?;
+        let mut checkpoint = Position::START;
+        let mut events = 0_u64;
+        while let Step::Advanced { to, events: folded } = self.step(generation, checkpoint).await? {
+            events += folded as u64;
+            checkpoint = to;
+            progress(checkpoint, head);
+        }
+        self.store.activate_generation(self.name(), generation).await?;
+        Ok(RebuildReport {
+            generation,
+            checkpoint,
+            events,
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! Building and running the service: open the store, migrate, bind, serve, run the projection
+//! runners, and shut all of it down gracefully. `main` and the tests boot through the same
+//! [`Application::build`], the tests on port 0.
+
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::projection::runner::{Runner, RunnerConfig};
+use crate::projection::{registry, ProjectionFold};
+use crate::store::upcast::Upcasters;
+use crate::store::{self, Store, StoreError};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long shutdown waits for projection runners to finish their current batch.
+const RUNNER_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// What the service needs to start, already validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `postgres://…` or `sqlite://…`.
+    pub database_url: String,
+    /// The address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Most positions a projection may lag while the service reports ready.
+    pub readiness_lag_max: i64,
+    /// How projection runners pace themselves.
+    pub runner: RunnerConfig,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built service, bound and migrated, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    runner_config: RunnerConfig,
+}
+
+/// Opens the store a URL names and applies migrations.
+pub async fn open_store(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let store = store::open(database_url, Arc::new(Upcasters::domain())).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+impl Application {
+    /// Opens and migrates the store and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let store = open_store(&settings.database_url).await?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                address: settings.listen,
+                source,
+            })?;
+        let projections: Arc<[Arc<dyn ProjectionFold>]> = registry().into();
+        let state = AppState {
+            store,
+            projections,
+            metrics: Arc::new(Metrics::default()),
+            readiness_lag_max: settings.readiness_lag_max,
+        };
+        Ok(Application {
+            listener,
+            state,
+            runner_config: settings.runner,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// The shared state, for in-process tests.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish, and
+    /// stops the projection runners after their current batch.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let (stop_runners, stopped) = watch::channel(false);
+        let mut runners = Vec::new();
+        for fold in self.state.projections.iter() {
+            let runner = Runner::new(
+                Arc::clone(&self.state.store),
+                Arc::clone(fold),
+                self.runner_config.clone(),
+                Arc::clone(&self.state.metrics),
+            )
+            .map_err(std::io::Error::other)?;
+            runners.push(tokio::spawn(runner.run(stopped.clone())));
+        }
+        let app = router(self.state);
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let _ = stop_runners.send(true);
+        for runner in runners {
+            if tokio::time::timeout(RUNNER_SHUTDOWN_WAIT, runner).await.is_err() {
+                tracing::warn!("a projection runner did not stop in time; its open batch rolls back");
+            }
+        }
+        served
+    }
+}
