@@ -1,13 +1,19 @@
 //! The PostgreSQL event store: the production store, shared safely by several service processes.
 //!
-//! Ordering. A reader takes only rows whose writing transaction is older than every transaction
-//! still running (`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`). That guard is only
-//! sound if positions rise in transaction-id order, so an append assigns its transaction id and
-//! its positions together under a session-level advisory lock (`APPEND_LOCK_KEY`) that is released
-//! right after the insert, before the commit: appends still commit concurrently (group commit), but
-//! a transaction that took an earlier position always has the older transaction id, and a reader
-//! stops before it until it commits. A connection dropped while it may hold that lock is closed,
-//! never returned to the pool, so the server releases the lock with the session.
+//! Ordering. Positions are taken at insert time but become visible at commit, so a reader that
+//! simply followed positions would skip an event whose transaction took its position earlier and
+//! committed later. A reader therefore takes only rows whose writing transaction is older than every
+//! transaction that may still be running in this database (see [`VISIBLE_GUARD`]: the xmin guard,
+//! `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`, narrowed so that write transactions
+//! positively known to run in *other* databases of the cluster do not hold this log back).
+//! That guard is only sound if positions rise in transaction-id order, so an append assigns its
+//! transaction id and its positions together under a session-level advisory lock
+//! (`APPEND_LOCK_KEY`) that is released right after the insert, before the commit: appends still
+//! commit concurrently (group commit), but a transaction that took an earlier position always has
+//! the older transaction id, and a reader stops before it until it commits. A connection dropped
+//! while it may hold that lock is closed, never returned to the pool, so the server releases the
+//! lock with the session. A long write transaction in this database delays readers (never writers)
+//! until it ends; read-only transactions have no transaction id and delay nothing.
 //!
 //! Wake-ups: after each commit the store sends `NOTIFY pulse_account_log` outside the transaction
 //! (a NOTIFY inside it would serialise every commit on the notification queue); a listener task
@@ -47,6 +53,17 @@ const POOL_CONNECTIONS_MAX: u32 = 24;
 const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the listener waits before reconnecting after losing its connection.
 const LISTENER_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// The oldest transaction id whose rows a reader must not yet pass: the oldest transaction in the
+/// statement's snapshot that was still running, unless `pg_stat_activity` shows it belongs to
+/// another database; the snapshot's xmax when none was. A transaction that ended between the
+/// snapshot and the `pg_stat_activity` scan is not found there and so still counts: the guard errs
+/// towards waiting one more poll, never towards skipping.
+const VISIBLE_GUARD: &str = "(SELECT COALESCE(MIN(running.xid), pg_snapshot_xmax(pg_current_snapshot())) \
+     FROM pg_snapshot_xip(pg_current_snapshot()) AS running(xid) \
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity activity \
+         WHERE activity.backend_xid = running.xid::xid \
+         AND activity.datname IS DISTINCT FROM current_database()))";
 
 const EVENT_COLUMNS: &str = "global_position, stream_type, stream_id, stream_version, event_id, \
      event_type, schema_version, payload, metadata, recorded_at";
@@ -372,7 +389,7 @@ impl EventStore for PostgresStore {
         let limit = validate_page(limit)?;
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE global_position > $1 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             WHERE global_position > $1 AND transaction_id < {VISIBLE_GUARD} \
              ORDER BY global_position LIMIT $2"
         ))
         .bind(after.0)
@@ -386,10 +403,9 @@ impl EventStore for PostgresStore {
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {
-        let head: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(global_position) FROM events \
-             WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
-        )
+        let head: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT MAX(global_position) FROM events WHERE transaction_id < {VISIBLE_GUARD}"
+        ))
         .fetch_one(&self.pool)
         .await
         .during("reading the head position")?;

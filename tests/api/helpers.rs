@@ -1,0 +1,201 @@
+//! Test helpers: a fresh database per test on either store, raw SQL access for fault injection,
+//! and the macro that runs one test body on both stores.
+//!
+//! PostgreSQL is found at `PULSE_ACCOUNT_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database there and
+//! drops it when it passes. When PostgreSQL is unreachable the PostgreSQL tests fail: the test
+//! script (`scripts/test`) decides up front whether to run them, and says so.
+
+use aggregates::decider::EncodedEvent;
+use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use chrono::{TimeZone, Utc};
+use pulse_account::store::upcast::Upcasters;
+use pulse_account::store::{self, AppendRequest, Store};
+use sqlx::Connection;
+use std::sync::Arc;
+
+/// Which store a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named async test body (`async fn name(backend: Backend)`) on SQLite and on PostgreSQL,
+/// as `…::sqlite::name` and `…::postgres::name`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// The PostgreSQL server the tests create their databases on.
+pub(crate) fn postgres_admin_url() -> String {
+    std::env::var("PULSE_ACCOUNT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/postgres"))
+}
+
+/// A database of its own for one test.
+pub(crate) struct TestDatabase {
+    pub(crate) backend: Backend,
+    pub(crate) url: String,
+    postgres_name: Option<String>,
+    _directory: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    /// Creates an empty database (a temporary SQLite file, or a new PostgreSQL database).
+    pub(crate) async fn new(backend: Backend) -> TestDatabase {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        match backend {
+            Backend::Sqlite => TestDatabase {
+                backend,
+                url: format!("sqlite://{}", directory.path().join("test.db").display()),
+                postgres_name: None,
+                _directory: directory,
+            },
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
+                    panic!("PostgreSQL is unreachable at {admin_url} ({error}); start it or run scripts/test, which skips the PostgreSQL suite when it is down")
+                });
+                let name = format!("pulse_test_{}", uuid::Uuid::new_v4().simple());
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("CREATE DATABASE");
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+                TestDatabase {
+                    backend,
+                    url: format!("{base}/{name}"),
+                    postgres_name: Some(name),
+                    _directory: directory,
+                }
+            }
+        }
+    }
+
+    /// Opens and migrates a store on this database; a second call opens a second, independent
+    /// store, as another process would.
+    pub(crate) async fn open(&self) -> Arc<dyn Store> {
+        self.open_with(Upcasters::domain()).await
+    }
+
+    /// Opens a store with a given upcaster registry.
+    pub(crate) async fn open_with(&self, upcasters: Upcasters) -> Arc<dyn Store> {
+        let store = store::open(&self.url, Arc::new(upcasters)).await.expect("open the store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Runs raw SQL statements on this database (fault injection, tampering).
+    pub(crate) async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
+                sqlx::raw_sql(sql).execute(&mut connection).await.expect("raw SQL");
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::raw_sql(sql).execute(&mut connection).await.expect("raw SQL");
+            }
+        }
+    }
+
+    /// Like [`TestDatabase::execute`], returning the database's error instead of panicking.
+    pub(crate) async fn try_execute(&self, sql: &str) -> Result<(), sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url).await?;
+                sqlx::raw_sql(sql).execute(&mut connection).await.map(|_| ())
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url).await?;
+                sqlx::raw_sql(sql).execute(&mut connection).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Every document of a projection's active generation, sorted by key.
+    pub(crate) async fn active_documents(&self, projection: &str) -> Vec<(String, serde_json::Value)> {
+        let sql = "SELECT d.doc_key, CAST(d.body AS TEXT) FROM projection_documents d \
+                   JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
+                   WHERE g.projection = $1 AND g.status = 'active' ORDER BY d.doc_key";
+        let rows: Vec<(String, String)> = match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
+                sqlx::query_as(sql).bind(projection).fetch_all(&mut connection).await.expect("documents")
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::query_as(sql).bind(projection).fetch_all(&mut connection).await.expect("documents")
+            }
+        };
+        rows.into_iter()
+            .map(|(key, body)| (key, serde_json::from_str(&body).expect("JSON body")))
+            .collect()
+    }
+
+    /// Drops the PostgreSQL database (the SQLite file goes with the temporary directory).
+    pub(crate) async fn cleanup(self) {
+        if let Some(name) = &self.postgres_name {
+            if let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Fixed metadata for test events.
+pub(crate) fn metadata() -> EventMetadata {
+    EventMetadata {
+        actor: String::from("test"),
+        causation_id: None,
+        correlation_id: Some(String::from("corr-1")),
+        request_id: None,
+        effective_at: Utc.with_ymd_and_hms(2026, 4, 1, 12, 0, 0).unwrap(),
+    }
+}
+
+/// A stream name for tests.
+pub(crate) fn stream(stream_type: &str, stream_id: &str) -> StreamName {
+    StreamName::parse(stream_type, stream_id).expect("valid stream name")
+}
+
+/// A schema-version-1 event with a JSON payload.
+pub(crate) fn event(event_type: &str, payload: serde_json::Value) -> EncodedEvent {
+    EncodedEvent {
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        payload,
+    }
+}
+
+/// An append of `events` at `expected` without an idempotency key.
+pub(crate) fn append(stream: &StreamName, expected: i64, events: Vec<EncodedEvent>) -> AppendRequest {
+    AppendRequest {
+        stream: stream.clone(),
+        expected_version: StreamVersion(expected),
+        events,
+        metadata: metadata(),
+        idempotency: None,
+    }
+}

@@ -1,0 +1,8 @@
+//! The black-box suite of Pulse Account: one test binary, a module per capability. Every test of
+//! the store, the command handler and the projection runner runs on SQLite and on PostgreSQL
+//! (`…::sqlite::…` and `…::postgres::…`); see `helpers` for how PostgreSQL is found.
+
+mod helpers;
+mod store_contract;
+mod gap_safety;
+mod projection_runner;
