@@ -6,3 +6,6 @@ mod helpers;
 mod store_contract;
 mod gap_safety;
 mod projection_runner;
+mod command_handling;
+mod http_ops;
+mod cli;

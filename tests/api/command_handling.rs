@@ -1,0 +1,147 @@
+//! The command handler: load → fold → decide → append, with conflict retries and idempotent
+//! commands, on both stores. The decider here is a small test counter, so the tests are about the
+//! handler, not about any business rule.
+
+use crate::helpers::{metadata, Backend, TestDatabase};
+use aggregates::decider::{Context, Decider, DomainEvent};
+use aggregates::log::StreamVersion;
+use chrono::{TimeZone, Utc};
+use pulse_account::command::{handle, load, Command, CommandError};
+use pulse_account::store::{Idempotency, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+crate::on_both_stores!(
+    a_command_appends_what_the_decider_decides_at_the_loaded_version,
+    a_refused_command_writes_nothing,
+    concurrent_commands_on_one_stream_are_retried_until_each_decides_on_fresh_state,
+    a_repeated_idempotent_command_returns_the_first_outcome_without_deciding_again,
+);
+
+/// A counter that may not exceed ten.
+struct Counter;
+
+#[derive(Clone, Default)]
+struct Total(u32);
+
+enum CounterCommand {
+    Add(u32),
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+enum CounterEvent {
+    Added { amount: u32, total: u32 },
+}
+
+impl DomainEvent for CounterEvent {}
+
+#[derive(Debug, PartialEq)]
+enum CounterError {
+    WouldExceedTen,
+}
+
+impl Decider for Counter {
+    const STREAM_TYPE: &'static str = "counter";
+    type State = Total;
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type Error = CounterError;
+
+    fn decide(state: &Total, command: &CounterCommand, _: &Context) -> Result<Vec<CounterEvent>, CounterError> {
+        let CounterCommand::Add(amount) = command;
+        let total = state.0 + amount;
+        if total > 10 {
+            return Err(CounterError::WouldExceedTen);
+        }
+        Ok(vec![CounterEvent::Added { amount: *amount, total }])
+    }
+
+    fn evolve(_: Total, event: &CounterEvent) -> Total {
+        match event {
+            CounterEvent::Added { total, .. } => Total(*total),
+        }
+    }
+}
+
+fn command<'a>(stream_id: &'a str, add: &'a CounterCommand, key: Option<&str>) -> Command<'a, Counter> {
+    Command {
+        stream_id,
+        command: add,
+        context: Context::at(Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap()),
+        metadata: metadata(),
+        idempotency: key.map(|key| Idempotency::for_request(key, &json!({ "stream": stream_id }))),
+    }
+}
+
+async fn a_command_appends_what_the_decider_decides_at_the_loaded_version(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let first = handle(store.as_ref(), command("c1", &CounterCommand::Add(3), None)).await.unwrap();
+    assert_eq!(first.events, vec![CounterEvent::Added { amount: 3, total: 3 }]);
+    let second = handle(store.as_ref(), command("c1", &CounterCommand::Add(4), None)).await.unwrap();
+    assert_eq!(second.events, vec![CounterEvent::Added { amount: 4, total: 7 }]);
+    assert_eq!(second.stream_version, StreamVersion(2));
+    let appended = second.appended.unwrap();
+    assert!(appended.positions[0] > first.appended.unwrap().positions[0]);
+    let stream = aggregates::log::StreamName::parse("counter", "c1").unwrap();
+    let (total, version) = load::<Counter>(store.as_ref(), &stream).await.unwrap();
+    assert_eq!((total.0, version), (7, StreamVersion(2)));
+    db.cleanup().await;
+}
+
+async fn a_refused_command_writes_nothing(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    handle(store.as_ref(), command("c2", &CounterCommand::Add(9), None)).await.unwrap();
+    let refused = handle(store.as_ref(), command("c2", &CounterCommand::Add(2), None)).await.unwrap_err();
+    assert!(matches!(refused, CommandError::Domain(CounterError::WouldExceedTen)));
+    let invalid = handle(store.as_ref(), command("no spaces", &CounterCommand::Add(1), None)).await.unwrap_err();
+    assert!(matches!(invalid, CommandError::StreamName(_)));
+    assert_eq!(store.head_position().await.unwrap().0, first_position(&store).await);
+    db.cleanup().await;
+}
+
+async fn first_position(store: &Arc<dyn pulse_account::store::Store>) -> i64 {
+    let events = store.read_all(aggregates::log::Position::START, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    events[0].global_position.0
+}
+
+async fn concurrent_commands_on_one_stream_are_retried_until_each_decides_on_fresh_state(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            handle(store.as_ref(), command("c3", &CounterCommand::Add(2), None)).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("three writers, three attempts each: all succeed");
+    }
+    let stream = aggregates::log::StreamName::parse("counter", "c3").unwrap();
+    let events = store.read_stream(&stream, StreamVersion(1), 10).await.unwrap();
+    let totals: Vec<_> = events.iter().map(|e| e.payload["total"].as_u64().unwrap()).collect();
+    assert_eq!(totals, [2, 4, 6], "each decision saw the state its predecessor left");
+    db.cleanup().await;
+}
+
+async fn a_repeated_idempotent_command_returns_the_first_outcome_without_deciding_again(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let add = CounterCommand::Add(6);
+    let first = handle(store.as_ref(), command("c4", &add, Some("http:add-6"))).await.unwrap();
+    // Deciding again would be refused (6 + 6 > 10); the key answers with the first outcome instead.
+    let again = handle(store.as_ref(), command("c4", &add, Some("http:add-6"))).await.unwrap();
+    assert!(again.events.is_empty());
+    let (first, again) = (first.appended.unwrap(), again.appended.unwrap());
+    assert!(again.replayed);
+    assert_eq!(again.positions, first.positions);
+    let reused = handle(store.as_ref(), command("c5", &add, Some("http:add-6"))).await.unwrap_err();
+    assert!(matches!(reused, CommandError::Store(StoreError::IdempotencyKeyReused { .. })));
+    assert_eq!(store.head_position().await.unwrap(), first.positions[0]);
+    db.cleanup().await;
+}
