@@ -2,10 +2,10 @@
 //! here (clap), turned into validated settings, and handed to the library. This is CLI glue, so it
 //! reports failures with `anyhow` context chains.
 
+use crate::metrics::Metrics;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{active_checkpoint, registry};
 use crate::startup::{open_store, Application, Settings};
-use crate::metrics::Metrics;
 use crate::telemetry::LogFormat;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -97,7 +97,9 @@ impl DatabaseArgs {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating the data directory {}", self.data_dir.display()))?;
         let path = self.data_dir.join(SQLITE_FILE_NAME);
-        let path = path.to_str().context("the data directory path is not valid UTF-8")?;
+        let path = path
+            .to_str()
+            .context("the data directory path is not valid UTF-8")?;
         Ok(format!("sqlite://{path}"))
     }
 }
@@ -107,12 +109,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(database) => {
-            open_store(&database.resolve()?).await.context("migrating the database")?;
+            open_store(&database.resolve()?)
+                .await
+                .context("migrating the database")?;
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Projections(ProjectionsCommand::Status(database)) => projections_status(&database).await,
-        Command::Projections(ProjectionsCommand::Rebuild { name, database }) => rebuild(&name, &database).await,
+        Command::Projections(ProjectionsCommand::Status(database)) => {
+            projections_status(&database).await
+        }
+        Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
+            rebuild(&name, &database).await
+        }
     }
 }
 
@@ -124,13 +132,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         readiness_lag_max: args.readiness_lag_max,
         runner: RunnerConfig::default(),
     };
-    let application = Application::build(settings).await.context("starting the service")?;
+    let application = Application::build(settings)
+        .await
+        .context("starting the service")?;
     tracing::info!(
         address = %application.local_addr(),
         store = application.state().store.backend(),
         "pulse-account is serving"
     );
-    application.run_until_stopped(shutdown_signal()).await.context("serving HTTP")?;
+    application
+        .run_until_stopped(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
     tracing::info!("pulse-account stopped");
     Ok(())
 }
@@ -165,14 +178,26 @@ async fn shutdown_signal() {
 }
 
 async fn projections_status(database: &DatabaseArgs) -> anyhow::Result<()> {
-    let store = open_store(&database.resolve()?).await.context("opening the database")?;
+    let store = open_store(&database.resolve()?)
+        .await
+        .context("opening the database")?;
     let head = store.head_position().await?;
     println!("log head position: {head}");
-    println!("{:<24} {:>10} {:<9} {:>12} {:>12}", "projection", "generation", "status", "checkpoint", "lag");
+    println!(
+        "{:<24} {:>10} {:<9} {:>12} {:>12}",
+        "projection", "generation", "status", "checkpoint", "lag"
+    );
     for fold in registry() {
         let generations = store.projection_generations(fold.name()).await?;
         if generations.is_empty() {
-            println!("{:<24} {:>10} {:<9} {:>12} {:>12}", fold.name(), "-", "not run", 0, head.0);
+            println!(
+                "{:<24} {:>10} {:<9} {:>12} {:>12}",
+                fold.name(),
+                "-",
+                "not run",
+                0,
+                head.0
+            );
         }
         for generation in generations {
             let status = serde_json::to_value(generation.status)?;
@@ -193,25 +218,40 @@ async fn rebuild(name: &str, database: &DatabaseArgs) -> anyhow::Result<()> {
     let folds = registry();
     let Some(fold) = folds.iter().find(|fold| fold.name() == name) else {
         let names: Vec<_> = folds.iter().map(|fold| fold.name()).collect();
-        bail!("unknown projection {name:?}; known projections: {}", names.join(", "));
+        bail!(
+            "unknown projection {name:?}; known projections: {}",
+            names.join(", ")
+        );
     };
-    let store = open_store(&database.resolve()?).await.context("opening the database")?;
+    let store = open_store(&database.resolve()?)
+        .await
+        .context("opening the database")?;
     let runner = Runner::new(
         Arc::clone(&store),
         Arc::clone(fold),
-        RunnerConfig { batch_len: crate::store::READ_PAGE_MAX, ..RunnerConfig::default() },
+        RunnerConfig {
+            batch_len: crate::store::READ_PAGE_MAX,
+            ..RunnerConfig::default()
+        },
         Arc::new(Metrics::default()),
     )?;
     let started = Instant::now();
     let mut last_print = Instant::now();
     let mut progress = |checkpoint: aggregates::log::Position, head: aggregates::log::Position| {
         if last_print.elapsed() >= PROGRESS_INTERVAL {
-            let percent = if head.0 > 0 { (checkpoint.0.min(head.0) * 100) / head.0 } else { 100 };
+            let percent = if head.0 > 0 {
+                (checkpoint.0.min(head.0) * 100) / head.0
+            } else {
+                100
+            };
             eprintln!("rebuilding {name}: position {checkpoint} of {head} ({percent}%)");
             last_print = Instant::now();
         }
     };
-    let report = runner.rebuild(&mut progress).await.with_context(|| format!("rebuilding {name}"))?;
+    let report = runner
+        .rebuild(&mut progress)
+        .await
+        .with_context(|| format!("rebuilding {name}"))?;
     let checkpoint = active_checkpoint(store.as_ref(), name).await?;
     println!(
         "rebuilt {name}: generation {} active, {} events folded up to position {} in {:.1?} (checkpoint now {checkpoint})",

@@ -4,8 +4,10 @@
 //! conflict means another writer appended between our load and our append; the decision may no
 //! longer hold, so the handler reloads and decides again, at most [`COMMAND_ATTEMPTS_MAX`] times.
 
-use crate::store::{AppendOutcome, AppendRequest, EventStore, Idempotency, StoreError, READ_PAGE_MAX};
-use aggregates::decider::{decode, encode, Context, DecodeError, Decider};
+use crate::store::{
+    AppendOutcome, AppendRequest, EventStore, Idempotency, StoreError, READ_PAGE_MAX,
+};
+use aggregates::decider::{decode, encode, Context, Decider, DecodeError};
 use aggregates::log::{EventMetadata, StreamName, StreamNameError, StreamVersion};
 
 /// Attempts per command before a conflict is returned to the caller: contention on one small
@@ -101,7 +103,10 @@ pub async fn handle<D: Decider>(
 ) -> Result<CommandOutcome<D::Event>, CommandError<D::Error>> {
     let stream = StreamName::parse(D::STREAM_TYPE, request.stream_id)?;
     if let Some(idempotency) = &request.idempotency {
-        let previous = store.idempotent_outcome(idempotency).await.map_err(CommandError::Store)?;
+        let previous = store
+            .idempotent_outcome(idempotency)
+            .await
+            .map_err(CommandError::Store)?;
         if let Some(appended) = previous {
             return Ok(CommandOutcome {
                 events: Vec::new(),
@@ -112,7 +117,8 @@ pub async fn handle<D: Decider>(
     }
     for attempt in 1..=COMMAND_ATTEMPTS_MAX {
         let (state, version) = load::<D>(store, &stream).await?;
-        let events = D::decide(&state, request.command, &request.context).map_err(CommandError::Domain)?;
+        let events =
+            D::decide(&state, request.command, &request.context).map_err(CommandError::Domain)?;
         if events.is_empty() {
             return Ok(CommandOutcome {
                 events,
@@ -132,7 +138,11 @@ pub async fn handle<D: Decider>(
             Ok(appended) => {
                 return Ok(CommandOutcome {
                     stream_version: appended.stream_version,
-                    events: if appended.replayed { Vec::new() } else { events },
+                    events: if appended.replayed {
+                        Vec::new()
+                    } else {
+                        events
+                    },
                     appended: Some(appended),
                 })
             }

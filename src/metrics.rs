@@ -27,7 +27,10 @@ pub struct Metrics {
 
 impl Metrics {
     fn update(&self, projection: &'static str, change: impl FnOnce(&mut ProjectionCounters)) {
-        let mut projections = self.projections.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut projections = self
+            .projections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         change(projections.entry(projection).or_default());
     }
 
@@ -64,9 +67,17 @@ impl Metrics {
     }
 
     /// Renders every metric in the Prometheus text exposition format.
-    pub async fn render(&self, store: &dyn Store, folds: &[Arc<dyn ProjectionFold>]) -> Result<String, StoreError> {
+    pub async fn render(
+        &self,
+        store: &dyn Store,
+        folds: &[Arc<dyn ProjectionFold>],
+    ) -> Result<String, StoreError> {
         let (head, lags) = Metrics::lags(store, folds).await?;
-        let counters = self.projections.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let counters = self
+            .projections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut text = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, i64)>| {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -77,7 +88,12 @@ impl Metrics {
         let per_projection = |value: &dyn Fn(&str) -> i64| -> Vec<(String, i64)> {
             folds
                 .iter()
-                .map(|fold| (format!("{{projection=\"{}\"}}", fold.name()), value(fold.name())))
+                .map(|fold| {
+                    (
+                        format!("{{projection=\"{}\"}}", fold.name()),
+                        value(fold.name()),
+                    )
+                })
                 .collect()
         };
         let counter = |name: &str, pick: fn(&ProjectionCounters) -> u64| {

@@ -66,12 +66,13 @@ impl Application {
     /// Opens and migrates the store and binds the listener.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
         let store = open_store(&settings.database_url).await?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                address: settings.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    address: settings.listen,
+                    source,
+                })?;
         let projections: Arc<[Arc<dyn ProjectionFold>]> = registry().into();
         let state = AppState {
             store,
@@ -100,7 +101,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish, and
     /// stops the projection runners after their current batch.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let (stop_runners, stopped) = watch::channel(false);
         let mut runners = Vec::new();
         for fold in self.state.projections.iter() {
@@ -114,11 +118,18 @@ impl Application {
             runners.push(tokio::spawn(runner.run(stopped.clone())));
         }
         let app = router(self.state);
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = stop_runners.send(true);
         for runner in runners {
-            if tokio::time::timeout(RUNNER_SHUTDOWN_WAIT, runner).await.is_err() {
-                tracing::warn!("a projection runner did not stop in time; its open batch rolls back");
+            if tokio::time::timeout(RUNNER_SHUTDOWN_WAIT, runner)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "a projection runner did not stop in time; its open batch rolls back"
+                );
             }
         }
         served

@@ -72,7 +72,11 @@ pub struct DecodeError {
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot decode event {:?}: {}", self.event_type, self.reason)
+        write!(
+            f,
+            "cannot decode event {:?}: {}",
+            self.event_type, self.reason
+        )
     }
 }
 
@@ -100,7 +104,9 @@ pub fn encode<E: DomainEvent>(event: &E) -> Result<EncodedEvent, DecodeError> {
         return Err(fail(String::from("an event must serialise to an object")));
     };
     let Some(serde_json::Value::String(event_type)) = fields.remove("event_type") else {
-        return Err(fail(String::from("an event must carry a string `event_type` tag")));
+        return Err(fail(String::from(
+            "an event must carry a string `event_type` tag",
+        )));
     };
     let payload = fields
         .remove("payload")

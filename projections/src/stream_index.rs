@@ -97,7 +97,8 @@ mod tests {
     use chrono::TimeZone;
 
     fn event(position: i64, id: &str, version: i64, event_type: &str) -> RecordedEvent {
-        let at = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(position);
+        let at = Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap()
+            + chrono::Duration::seconds(position);
         RecordedEvent {
             global_position: Position(position),
             stream: StreamName::parse("license", id).unwrap(),
@@ -142,7 +143,10 @@ mod tests {
     #[test]
     fn a_version_gap_stops_the_fold_instead_of_hiding_it() {
         let error = fold(&[event(1, "lic_a", 1, "a"), event(2, "lic_a", 3, "b")]).unwrap_err();
-        assert!(error.reason.contains("jumps from version 1 to 3"), "{error}");
+        assert!(
+            error.reason.contains("jumps from version 1 to 3"),
+            "{error}"
+        );
     }
 
     #[test]

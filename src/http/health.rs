@@ -24,13 +24,19 @@ pub(super) async fn readyz(State(state): State<AppState>, headers: HeaderMap) ->
     };
     if let Err(error) = state.store.ping().await {
         tracing::warn!(%error, "readiness: database unreachable");
-        return not_ready("The database is unreachable.", json!({ "database": "unreachable" }));
+        return not_ready(
+            "The database is unreachable.",
+            json!({ "database": "unreachable" }),
+        );
     }
     let (head, lags) = match Metrics::lags(state.store.as_ref(), &state.projections).await {
         Ok(lags) => lags,
         Err(error) => {
             tracing::warn!(%error, "readiness: cannot read projection checkpoints");
-            return not_ready("Projection checkpoints cannot be read.", json!({ "database": "error" }));
+            return not_ready(
+                "Projection checkpoints cannot be read.",
+                json!({ "database": "error" }),
+            );
         }
     };
     let projections: Vec<_> = lags
@@ -39,15 +45,33 @@ pub(super) async fn readyz(State(state): State<AppState>, headers: HeaderMap) ->
         .collect();
     let details = json!({ "database": "ok", "head_position": head, "lag_max": state.readiness_lag_max, "projections": projections });
     if lags.iter().any(|(_, lag)| *lag > state.readiness_lag_max) {
-        return not_ready("A projection is further behind the log than the readiness bound.", details);
+        return not_ready(
+            "A projection is further behind the log than the readiness bound.",
+            details,
+        );
     }
-    (StatusCode::OK, Json(json!({ "status": "ready", "details": details }))).into_response()
+    (
+        StatusCode::OK,
+        Json(json!({ "status": "ready", "details": details })),
+    )
+        .into_response()
 }
 
 /// Prometheus metrics.
 pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.metrics.render(state.store.as_ref(), &state.projections).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+    match state
+        .metrics
+        .render(state.store.as_ref(), &state.projections)
+        .await
+    {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
         Err(error) => ApiError::internal(&error, &headers).into_response(),
     }
 }

@@ -49,6 +49,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(headers: HeaderMap) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No route matches this method and path.")
-        .for_request(&headers)
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "No route matches this method and path.",
+    )
+    .for_request(&headers)
 }

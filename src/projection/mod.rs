@@ -70,10 +70,12 @@ impl<P: DocumentProjection> ProjectionFold for Typed<P> {
         events: &[RecordedEvent],
         loaded: HashMap<String, serde_json::Value>,
     ) -> Result<Vec<DocumentWrite>, FoldError> {
-        let mut documents: HashMap<String, Option<P::Document>> = HashMap::with_capacity(loaded.len());
+        let mut documents: HashMap<String, Option<P::Document>> =
+            HashMap::with_capacity(loaded.len());
         for (key, body) in loaded {
-            let document = serde_json::from_value(body)
-                .map_err(|e| FoldError::new(format!("stored document {key:?} is unreadable: {e}")))?;
+            let document = serde_json::from_value(body).map_err(|e| {
+                FoldError::new(format!("stored document {key:?} is unreadable: {e}"))
+            })?;
             documents.insert(key, Some(document));
         }
         let mut changed: HashMap<String, Position> = HashMap::new();
@@ -88,13 +90,16 @@ impl<P: DocumentProjection> ProjectionFold for Typed<P> {
             .into_iter()
             .map(|(key, position)| {
                 let body = match documents.remove(&key).flatten() {
-                    Some(document) => Some(
-                        serde_json::to_value(document)
-                            .map_err(|e| FoldError::new(format!("document {key:?} does not serialise: {e}")))?,
-                    ),
+                    Some(document) => Some(serde_json::to_value(document).map_err(|e| {
+                        FoldError::new(format!("document {key:?} does not serialise: {e}"))
+                    })?),
                     None => None,
                 };
-                Ok(DocumentWrite { key, body, position })
+                Ok(DocumentWrite {
+                    key,
+                    body,
+                    position,
+                })
             })
             .collect()
     }
@@ -107,7 +112,10 @@ pub fn registry() -> Vec<Arc<dyn ProjectionFold>> {
 
 /// The keys a run of events touches, in order, stopping before the event that would take the
 /// batch past [`DOCUMENT_BATCH_MAX`] documents. Returns how many events fit and their keys.
-pub fn keys_that_fit(fold: &dyn ProjectionFold, events: &[RecordedEvent]) -> Result<(usize, Vec<String>), FoldError> {
+pub fn keys_that_fit(
+    fold: &dyn ProjectionFold,
+    events: &[RecordedEvent],
+) -> Result<(usize, Vec<String>), FoldError> {
     let mut keys = BTreeSet::new();
     for (index, event) in events.iter().enumerate() {
         let event_keys = fold.document_keys(event);
@@ -127,7 +135,10 @@ pub fn keys_that_fit(fold: &dyn ProjectionFold, events: &[RecordedEvent]) -> Res
 }
 
 /// The active generation's checkpoint of a projection (0 before its first batch).
-pub async fn active_checkpoint(store: &dyn ProjectionStore, projection: &str) -> Result<Position, StoreError> {
+pub async fn active_checkpoint(
+    store: &dyn ProjectionStore,
+    projection: &str,
+) -> Result<Position, StoreError> {
     let generations = store.projection_generations(projection).await?;
     Ok(generations
         .iter()

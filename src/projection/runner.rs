@@ -117,13 +117,19 @@ impl Runner {
     /// Folds one batch after `checkpoint` into `generation` and commits it with the new checkpoint.
     #[tracing::instrument(skip(self), fields(projection = self.fold.name()))]
     pub async fn step(&self, generation: i64, checkpoint: Position) -> Result<Step, RunnerError> {
-        let events = self.store.read_all(checkpoint, self.config.batch_len).await?;
+        let events = self
+            .store
+            .read_all(checkpoint, self.config.batch_len)
+            .await?;
         if events.is_empty() {
             return Ok(Step::Idle);
         }
         let (fitting, keys) = keys_that_fit(self.fold.as_ref(), &events)?;
         let events = &events[..fitting];
-        let loaded = self.store.load_documents(self.name(), generation, &keys).await?;
+        let loaded = self
+            .store
+            .load_documents(self.name(), generation, &keys)
+            .await?;
         let writes = self.fold.fold_batch(events, loaded)?;
         let to = events[events.len() - 1].global_position;
         self.store
@@ -144,7 +150,13 @@ impl Runner {
                 Ok(Some((leadership, generation, checkpoint))) => {
                     self.metrics.set_leading(self.name(), true);
                     let pause = self
-                        .follow(leadership, generation, checkpoint, &mut appended, &mut shutdown)
+                        .follow(
+                            leadership,
+                            generation,
+                            checkpoint,
+                            &mut appended,
+                            &mut shutdown,
+                        )
                         .await;
                     self.metrics.set_leading(self.name(), false);
                     pause
@@ -164,10 +176,15 @@ impl Runner {
     }
 
     /// Becomes the runner of the active generation, if no other process is.
-    async fn lead_active(&self) -> Result<Option<(Box<dyn Leadership>, i64, Position)>, StoreError> {
+    async fn lead_active(
+        &self,
+    ) -> Result<Option<(Box<dyn Leadership>, i64, Position)>, StoreError> {
         self.store.ensure_projection(self.name()).await?;
         let generations = self.store.projection_generations(self.name()).await?;
-        let Some(active) = generations.iter().find(|g| g.status == GenerationStatus::Active) else {
+        let Some(active) = generations
+            .iter()
+            .find(|g| g.status == GenerationStatus::Active)
+        else {
             return Ok(None);
         };
         let Some(leadership) = self.store.try_lead(self.name(), active.generation).await? else {
@@ -175,7 +192,9 @@ impl Runner {
         };
         // Read the checkpoint again now that we lead: the previous holder may have moved it.
         let generations = self.store.projection_generations(self.name()).await?;
-        let current = generations.iter().find(|g| g.generation == active.generation);
+        let current = generations
+            .iter()
+            .find(|g| g.generation == active.generation);
         Ok(current.map(|g| (leadership, g.generation, g.checkpoint)))
     }
 
@@ -204,7 +223,11 @@ impl Runner {
                     }
                 }
                 Err(RunnerError::Store(StoreError::CheckpointMoved { .. })) => {
-                    tracing::info!(projection = self.name(), generation, "generation switched; following the new one");
+                    tracing::info!(
+                        projection = self.name(),
+                        generation,
+                        "generation switched; following the new one"
+                    );
                     return Duration::ZERO;
                 }
                 Err(error) => {
@@ -219,7 +242,10 @@ impl Runner {
 
     /// Folds the whole log into a fresh generation, then makes it the active one. `progress` is
     /// called after each batch with the checkpoint reached and the head seen at the start.
-    pub async fn rebuild(&self, progress: &mut (dyn FnMut(Position, Position) + Send)) -> Result<RebuildReport, RunnerError> {
+    pub async fn rebuild(
+        &self,
+        progress: &mut (dyn FnMut(Position, Position) + Send),
+    ) -> Result<RebuildReport, RunnerError> {
         self.store.ensure_projection(self.name()).await?;
         let generation = self.store.begin_generation(self.name()).await?;
         let Some(_leadership) = self.store.try_lead(self.name(), generation).await? else {
@@ -233,7 +259,9 @@ impl Runner {
             checkpoint = to;
             progress(checkpoint, head);
         }
-        self.store.activate_generation(self.name(), generation).await?;
+        self.store
+            .activate_generation(self.name(), generation)
+            .await?;
         Ok(RebuildReport {
             generation,
             checkpoint,

@@ -120,7 +120,9 @@ pub enum StoreError {
     #[error(transparent)]
     Upcast(#[from] UpcastError),
     /// The projection's checkpoint moved under the runner (another runner, or a generation switch).
-    #[error("projection {projection} generation {generation} is no longer at checkpoint {expected}")]
+    #[error(
+        "projection {projection} generation {generation} is no longer at checkpoint {expected}"
+    )]
     CheckpointMoved {
         /// The projection.
         projection: String,
@@ -175,7 +177,11 @@ pub trait EventStore: Send + Sync {
 
     /// Reads up to `limit` events after `after` in global order, upcast. Never skips an event
     /// that commits later with an earlier position: such reads stop before it until it commits.
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The position of the newest event a reader may see (0 for an empty log).
     async fn head_position(&self) -> Result<Position, StoreError>;
@@ -186,7 +192,10 @@ pub trait EventStore: Send + Sync {
 
     /// What an idempotency key already stands for: `None` when unseen, the first outcome for the
     /// same request, [`StoreError::IdempotencyKeyReused`] for another.
-    async fn idempotent_outcome(&self, idempotency: &Idempotency) -> Result<Option<AppendOutcome>, StoreError>;
+    async fn idempotent_outcome(
+        &self,
+        idempotency: &Idempotency,
+    ) -> Result<Option<AppendOutcome>, StoreError>;
 
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -230,7 +239,9 @@ impl GenerationStatus {
         match status {
             "building" => Ok(GenerationStatus::Building),
             "active" => Ok(GenerationStatus::Active),
-            other => Err(StoreError::Invariant(format!("unknown generation status {other:?}"))),
+            other => Err(StoreError::Invariant(format!(
+                "unknown generation status {other:?}"
+            ))),
         }
     }
 }
@@ -261,13 +272,20 @@ pub trait ProjectionStore: Send + Sync {
     async fn ensure_projection(&self, projection: &str) -> Result<(), StoreError>;
 
     /// The projection's generations: the active one, and a building one during a rebuild.
-    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError>;
+    async fn projection_generations(
+        &self,
+        projection: &str,
+    ) -> Result<Vec<GenerationState>, StoreError>;
 
     /// Starts a new `building` generation at checkpoint 0, replacing any earlier unfinished one.
     async fn begin_generation(&self, projection: &str) -> Result<i64, StoreError>;
 
     /// Makes a building generation the active one and deletes the documents of the one it replaces.
-    async fn activate_generation(&self, projection: &str, generation: i64) -> Result<(), StoreError>;
+    async fn activate_generation(
+        &self,
+        projection: &str,
+        generation: i64,
+    ) -> Result<(), StoreError>;
 
     /// Loads the documents stored under `keys` in one generation.
     async fn load_documents(
@@ -290,11 +308,19 @@ pub trait ProjectionStore: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Reads one document of the active generation.
-    async fn read_document(&self, projection: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    async fn read_document(
+        &self,
+        projection: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
 
     /// Tries to become the single runner of a projection generation across every process sharing
     /// this database. `None` when another holds it.
-    async fn try_lead(&self, projection: &str, generation: i64) -> Result<Option<Box<dyn Leadership>>, StoreError>;
+    async fn try_lead(
+        &self,
+        projection: &str,
+        generation: i64,
+    ) -> Result<Option<Box<dyn Leadership>>, StoreError>;
 }
 
 /// The whole store a service needs.
@@ -323,7 +349,9 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
         return invalid(String::from("an append needs at least one event"));
     }
     if request.events.len() > APPEND_EVENTS_MAX {
-        return invalid(format!("an append carries at most {APPEND_EVENTS_MAX} events"));
+        return invalid(format!(
+            "an append carries at most {APPEND_EVENTS_MAX} events"
+        ));
     }
     if request.expected_version.0 < 0 {
         return invalid(String::from("expected version must not be negative"));
@@ -339,9 +367,14 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
             return invalid(format!("invalid event type {:?}", event.event_type));
         }
         if event.schema_version < 1 {
-            return invalid(format!("schema version of {} must be at least 1", event.event_type));
+            return invalid(format!(
+                "schema version of {} must be at least 1",
+                event.event_type
+            ));
         }
-        let payload_bytes = serde_json::to_vec(&event.payload).map(|b| b.len()).unwrap_or(usize::MAX);
+        let payload_bytes = serde_json::to_vec(&event.payload)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
         if payload_bytes > EVENT_PAYLOAD_BYTES_MAX {
             return invalid(format!(
                 "payload of {} is {payload_bytes} bytes; at most {EVENT_PAYLOAD_BYTES_MAX}",
@@ -351,7 +384,10 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
     }
     if let Some(idempotency) = &request.idempotency {
         let key = &idempotency.key;
-        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX || key.chars().any(char::is_control) {
+        if key.is_empty()
+            || key.len() > IDEMPOTENCY_KEY_LEN_MAX
+            || key.chars().any(char::is_control)
+        {
             return invalid(format!(
                 "idempotency key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} printable characters"
             ));
@@ -399,7 +435,9 @@ impl IdempotencyRecord {
         }
         Ok(AppendOutcome {
             stream: self.stream,
-            positions: (self.first_position..=self.last_position).map(Position).collect(),
+            positions: (self.first_position..=self.last_position)
+                .map(Position)
+                .collect(),
             stream_version: StreamVersion(self.stream_version),
             replayed: true,
         })
@@ -413,9 +451,13 @@ fn checked_outcome(
     mut written: Vec<(i64, i64)>,
 ) -> Result<AppendOutcome, StoreError> {
     written.sort_unstable();
-    let expected_versions = (1..=request.events.len() as i64).map(|offset| request.expected_version.0 + offset);
+    let expected_versions =
+        (1..=request.events.len() as i64).map(|offset| request.expected_version.0 + offset);
     let versions_ok = written.len() == request.events.len()
-        && written.iter().map(|(_, version)| *version).eq(expected_versions);
+        && written
+            .iter()
+            .map(|(_, version)| *version)
+            .eq(expected_versions);
     let positions_contiguous = written.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1);
     if !versions_ok || !positions_contiguous {
         return Err(StoreError::Invariant(format!(
@@ -425,7 +467,10 @@ fn checked_outcome(
     }
     Ok(AppendOutcome {
         stream: request.stream.clone(),
-        positions: written.iter().map(|(position, _)| Position(*position)).collect(),
+        positions: written
+            .iter()
+            .map(|(position, _)| Position(*position))
+            .collect(),
         stream_version: StreamVersion(request.expected_version.0 + request.events.len() as i64),
         replayed: false,
     })
@@ -433,15 +478,13 @@ fn checked_outcome(
 
 /// Asserts a stream read came back in version order without gaps, starting where asked.
 fn check_stream_page(events: &[RecordedEvent], from: StreamVersion) -> Result<(), StoreError> {
-    let mut expected = from.0.max(1);
-    for event in events {
+    for (expected, event) in (from.0.max(1)..).zip(events) {
         if event.stream_version.0 != expected {
             return Err(StoreError::Invariant(format!(
                 "stream {} has version {} where {expected} was expected",
                 event.stream, event.stream_version
             )));
         }
-        expected += 1;
     }
     Ok(())
 }

@@ -22,8 +22,8 @@
 use super::{
     check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
     validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore, Store,
-    StoreError,
+    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore,
+    Store, StoreError,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -59,7 +59,8 @@ const LISTENER_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// another database; the snapshot's xmax when none was. A transaction that ended between the
 /// snapshot and the `pg_stat_activity` scan is not found there and so still counts: the guard errs
 /// towards waiting one more poll, never towards skipping.
-const VISIBLE_GUARD: &str = "(SELECT COALESCE(MIN(running.xid), pg_snapshot_xmax(pg_current_snapshot())) \
+const VISIBLE_GUARD: &str =
+    "(SELECT COALESCE(MIN(running.xid), pg_snapshot_xmax(pg_current_snapshot())) \
      FROM pg_snapshot_xip(pg_current_snapshot()) AS running(xid) \
      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity activity \
          WHERE activity.backend_xid = running.xid::xid \
@@ -131,7 +132,11 @@ impl PostgresStore {
     }
 
     async fn stream_version(&self, stream: &StreamName) -> Result<StreamVersion, StoreError> {
-        current_version(&mut *self.pool.acquire().await.during("acquiring a connection")?, stream).await
+        current_version(
+            &mut *self.pool.acquire().await.during("acquiring a connection")?,
+            stream,
+        )
+        .await
     }
 
     fn decode(&self, row: &PgRow) -> Result<RecordedEvent, StoreError> {
@@ -210,11 +215,22 @@ async fn insert_events(
     recorded_at: DateTime<Utc>,
 ) -> Result<Option<Vec<(i64, i64)>>, StoreError> {
     let count = request.events.len() as i64;
-    let versions: Vec<i64> = (1..=count).map(|n| request.expected_version.0 + n).collect();
-    let event_ids: Vec<uuid::Uuid> = request.events.iter().map(|_| uuid::Uuid::now_v7()).collect();
-    let types: Vec<&str> = request.events.iter().map(|e| e.event_type.as_str()).collect();
+    let versions: Vec<i64> = (1..=count)
+        .map(|n| request.expected_version.0 + n)
+        .collect();
+    let event_ids: Vec<uuid::Uuid> = request
+        .events
+        .iter()
+        .map(|_| uuid::Uuid::now_v7())
+        .collect();
+    let types: Vec<&str> = request
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
     let schema_versions: Vec<i32> = request.events.iter().map(|e| e.schema_version).collect();
-    let payloads: Vec<serde_json::Value> = request.events.iter().map(|e| e.payload.clone()).collect();
+    let payloads: Vec<serde_json::Value> =
+        request.events.iter().map(|e| e.payload.clone()).collect();
     let metadata = serde_json::to_value(&request.metadata)
         .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
     let inserted = sqlx::query_as::<_, (i64, i64)>(
@@ -239,7 +255,11 @@ async fn insert_events(
     .await;
     match inserted {
         Ok(rows) => Ok(Some(rows)),
-        Err(sqlx::Error::Database(error)) if error.constraint() == Some("events_stream_version_key") => Ok(None),
+        Err(sqlx::Error::Database(error))
+            if error.constraint() == Some("events_stream_version_key") =>
+        {
+            Ok(None)
+        }
         Err(error) => Err(StoreError::Database {
             during: "inserting events",
             source: error,
@@ -251,7 +271,10 @@ async fn append_in_transaction(
     connection: &mut PgConnection,
     request: &AppendRequest,
 ) -> Result<Attempt, StoreError> {
-    sqlx::query("BEGIN").execute(&mut *connection).await.during("beginning an append")?;
+    sqlx::query("BEGIN")
+        .execute(&mut *connection)
+        .await
+        .during("beginning an append")?;
     let current = current_version(connection, &request.stream).await?;
     if current != request.expected_version {
         return Ok(Attempt::WrongVersion(current));
@@ -292,12 +315,18 @@ async fn append_in_transaction(
             return Ok(Attempt::KeyTaken);
         }
     }
-    sqlx::query("COMMIT").execute(&mut *connection).await.during("committing an append")?;
+    sqlx::query("COMMIT")
+        .execute(&mut *connection)
+        .await
+        .during("committing an append")?;
     Ok(Attempt::Written(outcome))
 }
 
 async fn rollback_and_unlock(connection: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("ROLLBACK").execute(&mut *connection).await.during("rolling back an append")?;
+    sqlx::query("ROLLBACK")
+        .execute(&mut *connection)
+        .await
+        .during("rolling back an append")?;
     sqlx::query("SELECT pg_advisory_unlock_all()")
         .execute(&mut *connection)
         .await
@@ -316,7 +345,11 @@ impl EventStore for PostgresStore {
             }
         }
         let mut append = AppendConnection {
-            connection: self.pool.acquire().await.during("acquiring a connection to append")?,
+            connection: self
+                .pool
+                .acquire()
+                .await
+                .during("acquiring a connection to append")?,
             dirty: true,
         };
         let attempt = append_in_transaction(&mut append.connection, &request).await;
@@ -349,7 +382,10 @@ impl EventStore for PostgresStore {
                 expected: request.expected_version,
             }),
             Attempt::KeyTaken => {
-                let idempotency = request.idempotency.as_ref().expect("only keyed appends take a key");
+                let idempotency = request
+                    .idempotency
+                    .as_ref()
+                    .expect("only keyed appends take a key");
                 match self.find_idempotency(&idempotency.key).await? {
                     Some(record) => record.replay(idempotency),
                     None => Err(StoreError::Invariant(format!(
@@ -380,12 +416,19 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .during("reading a stream")?;
-        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        let events = rows
+            .iter()
+            .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
         check_stream_page(&events, from_version)?;
         Ok(events)
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = validate_page(limit)?;
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
@@ -397,7 +440,10 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .during("reading the log")?;
-        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        let events = rows
+            .iter()
+            .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
         check_global_page(&events, after)?;
         Ok(events)
     }
@@ -416,7 +462,10 @@ impl EventStore for PostgresStore {
         self.appended.subscribe()
     }
 
-    async fn idempotent_outcome(&self, idempotency: &Idempotency) -> Result<Option<AppendOutcome>, StoreError> {
+    async fn idempotent_outcome(
+        &self,
+        idempotency: &Idempotency,
+    ) -> Result<Option<AppendOutcome>, StoreError> {
         match self.find_idempotency(&idempotency.key).await? {
             Some(record) => record.replay(idempotency).map(Some),
             None => Ok(None),
@@ -424,7 +473,10 @@ impl EventStore for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.during("pinging PostgreSQL")?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .during("pinging PostgreSQL")?;
         Ok(())
     }
 
@@ -504,7 +556,10 @@ impl ProjectionStore for PostgresStore {
         Ok(())
     }
 
-    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
+    async fn projection_generations(
+        &self,
+        projection: &str,
+    ) -> Result<Vec<GenerationState>, StoreError> {
         let rows = sqlx::query(
             "SELECT generation, status, checkpoint FROM projection_generations \
              WHERE projection = $1 ORDER BY generation",
@@ -527,11 +582,13 @@ impl ProjectionStore for PostgresStore {
 
     async fn begin_generation(&self, projection: &str) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await.during("beginning a rebuild")?;
-        sqlx::query("DELETE FROM projection_generations WHERE projection = $1 AND status = 'building'")
-            .bind(projection)
-            .execute(&mut *tx)
-            .await
-            .during("dropping an unfinished rebuild")?;
+        sqlx::query(
+            "DELETE FROM projection_generations WHERE projection = $1 AND status = 'building'",
+        )
+        .bind(projection)
+        .execute(&mut *tx)
+        .await
+        .during("dropping an unfinished rebuild")?;
         let generation: i64 = sqlx::query_scalar(
             "INSERT INTO projection_generations (projection, generation, status, checkpoint, created_at) \
              SELECT $1, COALESCE(MAX(generation), 0) + 1, 'building', 0, now() \
@@ -546,8 +603,16 @@ impl ProjectionStore for PostgresStore {
         Ok(generation)
     }
 
-    async fn activate_generation(&self, projection: &str, generation: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.during("beginning a generation switch")?;
+    async fn activate_generation(
+        &self,
+        projection: &str,
+        generation: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .during("beginning a generation switch")?;
         let status: Option<String> = sqlx::query_scalar(
             "SELECT status FROM projection_generations WHERE projection = $1 AND generation = $2 FOR UPDATE",
         )
@@ -561,11 +626,13 @@ impl ProjectionStore for PostgresStore {
                 "generation {generation} of {projection} is not being built"
             )));
         }
-        sqlx::query("DELETE FROM projection_generations WHERE projection = $1 AND status = 'active'")
-            .bind(projection)
-            .execute(&mut *tx)
-            .await
-            .during("retiring the active generation")?;
+        sqlx::query(
+            "DELETE FROM projection_generations WHERE projection = $1 AND status = 'active'",
+        )
+        .bind(projection)
+        .execute(&mut *tx)
+        .await
+        .during("retiring the active generation")?;
         sqlx::query("UPDATE projection_generations SET status = 'active' WHERE projection = $1 AND generation = $2")
             .bind(projection)
             .bind(generation)
@@ -606,7 +673,11 @@ impl ProjectionStore for PostgresStore {
         writes: &[DocumentWrite],
     ) -> Result<(), StoreError> {
         validate_documents(writes.len())?;
-        let mut tx = self.pool.begin().await.during("beginning a projection batch")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .during("beginning a projection batch")?;
         let moved = sqlx::query(
             "UPDATE projection_generations SET checkpoint = $4 \
              WHERE projection = $1 AND generation = $2 AND checkpoint = $3",
@@ -628,7 +699,8 @@ impl ProjectionStore for PostgresStore {
         let (upserts, deletes): (Vec<&DocumentWrite>, Vec<&DocumentWrite>) =
             writes.iter().partition(|write| write.body.is_some());
         let keys: Vec<&str> = upserts.iter().map(|w| w.key.as_str()).collect();
-        let bodies: Vec<&serde_json::Value> = upserts.iter().filter_map(|w| w.body.as_ref()).collect();
+        let bodies: Vec<&serde_json::Value> =
+            upserts.iter().filter_map(|w| w.body.as_ref()).collect();
         let positions: Vec<i64> = upserts.iter().map(|w| w.position.0).collect();
         sqlx::query(
             "INSERT INTO projection_documents (projection, generation, doc_key, body, last_position) \
@@ -659,7 +731,11 @@ impl ProjectionStore for PostgresStore {
         Ok(())
     }
 
-    async fn read_document(&self, projection: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn read_document(
+        &self,
+        projection: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         sqlx::query_scalar(
             "SELECT d.body FROM projection_documents d \
              JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
@@ -672,7 +748,11 @@ impl ProjectionStore for PostgresStore {
         .during("reading a projection document")
     }
 
-    async fn try_lead(&self, projection: &str, generation: i64) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+    async fn try_lead(
+        &self,
+        projection: &str,
+        generation: i64,
+    ) -> Result<Option<Box<dyn Leadership>>, StoreError> {
         let mut connection = PgConnection::connect_with(&self.options)
             .await
             .during("connecting for a projection lock")?;

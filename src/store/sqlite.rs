@@ -10,8 +10,8 @@
 use super::{
     check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
     validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore, Store,
-    StoreError,
+    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore,
+    Store, StoreError,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -245,12 +245,19 @@ impl EventStore for SqliteStore {
         .fetch_all(&self.readers)
         .await
         .during("reading a stream")?;
-        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        let events = rows
+            .iter()
+            .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
         check_stream_page(&events, from_version)?;
         Ok(events)
     }
 
-    async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = validate_page(limit)?;
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2"
@@ -260,7 +267,10 @@ impl EventStore for SqliteStore {
         .fetch_all(&self.readers)
         .await
         .during("reading the log")?;
-        let events = rows.iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+        let events = rows
+            .iter()
+            .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
         check_global_page(&events, after)?;
         Ok(events)
     }
@@ -277,8 +287,15 @@ impl EventStore for SqliteStore {
         self.appended.subscribe()
     }
 
-    async fn idempotent_outcome(&self, idempotency: &Idempotency) -> Result<Option<AppendOutcome>, StoreError> {
-        let mut connection = self.readers.acquire().await.during("acquiring a connection")?;
+    async fn idempotent_outcome(
+        &self,
+        idempotency: &Idempotency,
+    ) -> Result<Option<AppendOutcome>, StoreError> {
+        let mut connection = self
+            .readers
+            .acquire()
+            .await
+            .during("acquiring a connection")?;
         match find_idempotency(&mut connection, &idempotency.key).await? {
             Some(record) => record.replay(idempotency).map(Some),
             None => Ok(None),
@@ -286,7 +303,10 @@ impl EventStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.readers).await.during("pinging SQLite")?;
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .during("pinging SQLite")?;
         Ok(())
     }
 
@@ -339,7 +359,10 @@ impl ProjectionStore for SqliteStore {
         Ok(())
     }
 
-    async fn projection_generations(&self, projection: &str) -> Result<Vec<GenerationState>, StoreError> {
+    async fn projection_generations(
+        &self,
+        projection: &str,
+    ) -> Result<Vec<GenerationState>, StoreError> {
         let rows = sqlx::query(
             "SELECT generation, status, checkpoint FROM projection_generations \
              WHERE projection = ?1 ORDER BY generation",
@@ -361,12 +384,18 @@ impl ProjectionStore for SqliteStore {
     }
 
     async fn begin_generation(&self, projection: &str) -> Result<i64, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.during("beginning a rebuild")?;
-        sqlx::query("DELETE FROM projection_generations WHERE projection = ?1 AND status = 'building'")
-            .bind(projection)
-            .execute(&mut *tx)
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .during("dropping an unfinished rebuild")?;
+            .during("beginning a rebuild")?;
+        sqlx::query(
+            "DELETE FROM projection_generations WHERE projection = ?1 AND status = 'building'",
+        )
+        .bind(projection)
+        .execute(&mut *tx)
+        .await
+        .during("dropping an unfinished rebuild")?;
         let generation: i64 = sqlx::query_scalar(
             "INSERT INTO projection_generations (projection, generation, status, checkpoint, created_at) \
              SELECT ?1, COALESCE(MAX(generation), 0) + 1, 'building', 0, ?2 \
@@ -382,7 +411,11 @@ impl ProjectionStore for SqliteStore {
         Ok(generation)
     }
 
-    async fn activate_generation(&self, projection: &str, generation: i64) -> Result<(), StoreError> {
+    async fn activate_generation(
+        &self,
+        projection: &str,
+        generation: i64,
+    ) -> Result<(), StoreError> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -401,11 +434,13 @@ impl ProjectionStore for SqliteStore {
                 "generation {generation} of {projection} is not being built"
             )));
         }
-        sqlx::query("DELETE FROM projection_generations WHERE projection = ?1 AND status = 'active'")
-            .bind(projection)
-            .execute(&mut *tx)
-            .await
-            .during("retiring the active generation")?;
+        sqlx::query(
+            "DELETE FROM projection_generations WHERE projection = ?1 AND status = 'active'",
+        )
+        .bind(projection)
+        .execute(&mut *tx)
+        .await
+        .during("retiring the active generation")?;
         sqlx::query("UPDATE projection_generations SET status = 'active' WHERE projection = ?1 AND generation = ?2")
             .bind(projection)
             .bind(generation)
@@ -436,8 +471,9 @@ impl ProjectionStore for SqliteStore {
         .during("loading projection documents")?;
         rows.into_iter()
             .map(|(key, body)| {
-                let body = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Invariant(format!("unreadable document {key:?}: {e}")))?;
+                let body = serde_json::from_str(&body).map_err(|e| {
+                    StoreError::Invariant(format!("unreadable document {key:?}: {e}"))
+                })?;
                 Ok((key, body))
             })
             .collect()
@@ -496,13 +532,20 @@ impl ProjectionStore for SqliteStore {
                 .bind(generation)
                 .bind(&write.key),
             };
-            statement.execute(&mut *tx).await.during("writing projection documents")?;
+            statement
+                .execute(&mut *tx)
+                .await
+                .during("writing projection documents")?;
         }
         tx.commit().await.during("committing a projection batch")?;
         Ok(())
     }
 
-    async fn read_document(&self, projection: &str, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn read_document(
+        &self,
+        projection: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
         let body: Option<String> = sqlx::query_scalar(
             "SELECT d.body FROM projection_documents d \
              JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
@@ -520,9 +563,16 @@ impl ProjectionStore for SqliteStore {
         .transpose()
     }
 
-    async fn try_lead(&self, projection: &str, generation: i64) -> Result<Option<Box<dyn Leadership>>, StoreError> {
+    async fn try_lead(
+        &self,
+        projection: &str,
+        generation: i64,
+    ) -> Result<Option<Box<dyn Leadership>>, StoreError> {
         let held = (projection.to_owned(), generation);
-        let mut leaders = self.leaders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut leaders = self
+            .leaders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !leaders.insert(held.clone()) {
             return Ok(None);
         }

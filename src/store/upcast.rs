@@ -42,7 +42,8 @@ impl Upcasters {
 
     /// Registers the step that lifts `event_type` from `from_version` to `from_version + 1`.
     pub fn register(mut self, event_type: &str, from_version: i32, step: UpcastStep) -> Upcasters {
-        self.steps.insert((event_type.to_owned(), from_version), step);
+        self.steps
+            .insert((event_type.to_owned(), from_version), step);
         self
     }
 

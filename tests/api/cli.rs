@@ -21,7 +21,11 @@ fn binary() -> Command {
 }
 
 fn run(args: &[&str], cwd: &Path) -> Output {
-    binary().args(args).current_dir(cwd).output().expect("the binary runs")
+    binary()
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the binary runs")
 }
 
 #[test]
@@ -36,7 +40,10 @@ fn serve_with_no_configuration_uses_a_sqlite_file_in_the_local_data_directory() 
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
     let address = loop {
-        assert!(Instant::now() < deadline, "serve never reported its address");
+        assert!(
+            Instant::now() < deadline,
+            "serve never reported its address"
+        );
         let line = lines.next().expect("serve exited early").unwrap();
         let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         if entry["message"] == "pulse-account is serving" {
@@ -45,39 +52,68 @@ fn serve_with_no_configuration_uses_a_sqlite_file_in_the_local_data_directory() 
         }
     };
     let mut socket = std::net::TcpStream::connect(&address).unwrap();
-    socket.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
     let mut response = String::new();
     socket.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
-    assert!(cwd.path().join("data/pulse-account.db").exists(), "the SQLite file is in ./data");
-    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(
+        cwd.path().join("data/pulse-account.db").exists(),
+        "the SQLite file is in ./data"
+    );
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(terminated.success());
     let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM shuts down gracefully with exit 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM shuts down gracefully with exit 0, got {status}"
+    );
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|line| line.contains("pulse-account stopped")), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("pulse-account stopped")),
+        "{rest:?}"
+    );
 }
 
 #[test]
 fn migrate_creates_the_database_and_bad_arguments_get_clear_errors() {
     let cwd = tempfile::tempdir().unwrap();
     let migrated = run(&["migrate", "--data-dir", "state"], cwd.path());
-    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
     assert!(cwd.path().join("state/pulse-account.db").exists());
 
-    let wrong_scheme = run(&["migrate", "--database-url", "mysql://localhost/x"], cwd.path());
+    let wrong_scheme = run(
+        &["migrate", "--database-url", "mysql://localhost/x"],
+        cwd.path(),
+    );
     assert!(!wrong_scheme.status.success());
     assert!(String::from_utf8_lossy(&wrong_scheme.stderr).contains("must start with postgres://"));
 
     let bad_listen = run(&["serve", "--listen", "not-an-address"], cwd.path());
-    assert_eq!(bad_listen.status.code(), Some(2), "clap refuses it before anything starts");
+    assert_eq!(
+        bad_listen.status.code(),
+        Some(2),
+        "clap refuses it before anything starts"
+    );
     assert!(String::from_utf8_lossy(&bad_listen.stderr).contains("invalid value 'not-an-address'"));
 
     let negative = run(&["serve", "--readiness-lag-max", "-1"], cwd.path());
     assert_eq!(negative.status.code(), Some(2));
 
-    let unknown = run(&["projections", "rebuild", "nope", "--data-dir", "state"], cwd.path());
+    let unknown = run(
+        &["projections", "rebuild", "nope", "--data-dir", "state"],
+        cwd.path(),
+    );
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("known projections: stream_index"));
 }
@@ -85,28 +121,59 @@ fn migrate_creates_the_database_and_bad_arguments_get_clear_errors() {
 async fn projections_status_and_rebuild_work_from_the_command_line(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
-    let events = (0..3).map(|n| event("touched", json!({ "n": n }))).collect();
-    store.append(append(&stream("license", "lic_0000000001"), 0, events)).await.unwrap();
+    let events = (0..3)
+        .map(|n| event("touched", json!({ "n": n })))
+        .collect();
+    store
+        .append(append(&stream("license", "lic_0000000001"), 0, events))
+        .await
+        .unwrap();
     let cwd = tempfile::tempdir().unwrap();
     let url = db.url.clone();
     let cwd_path = cwd.path().to_owned();
     let (rebuilt, status) = tokio::task::spawn_blocking(move || {
-        let rebuilt = run(&["projections", "rebuild", "stream_index", "--database-url", &url], &cwd_path);
-        let status = run(&["projections", "status", "--database-url", &url], &cwd_path);
+        let rebuilt = run(
+            &[
+                "projections",
+                "rebuild",
+                "stream_index",
+                "--database-url",
+                &url,
+            ],
+            &cwd_path,
+        );
+        let status = run(
+            &["projections", "status", "--database-url", &url],
+            &cwd_path,
+        );
         (rebuilt, status)
     })
     .await
     .unwrap();
     let rebuilt_out = String::from_utf8_lossy(&rebuilt.stdout);
-    assert!(rebuilt.status.success(), "{}", String::from_utf8_lossy(&rebuilt.stderr));
-    assert!(rebuilt_out.contains("rebuilt stream_index: generation 2 active, 3 events folded"), "{rebuilt_out}");
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(
+        rebuilt_out.contains("rebuilt stream_index: generation 2 active, 3 events folded"),
+        "{rebuilt_out}"
+    );
     let status_out = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success());
     assert!(status_out.contains("log head position: 3"), "{status_out}");
-    let row = status_out.lines().find(|line| line.starts_with("stream_index")).unwrap();
+    let row = status_out
+        .lines()
+        .find(|line| line.starts_with("stream_index"))
+        .unwrap();
     let columns: Vec<_> = row.split_whitespace().collect();
     assert_eq!(columns, ["stream_index", "2", "active", "3", "0"]);
-    let document = store.read_document("stream_index", "license/lic_0000000001").await.unwrap().unwrap();
+    let document = store
+        .read_document("stream_index", "license/lic_0000000001")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(document["version"], 3);
     drop(store);
     db.cleanup().await;

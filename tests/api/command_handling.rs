@@ -49,13 +49,20 @@ impl Decider for Counter {
     type Event = CounterEvent;
     type Error = CounterError;
 
-    fn decide(state: &Total, command: &CounterCommand, _: &Context) -> Result<Vec<CounterEvent>, CounterError> {
+    fn decide(
+        state: &Total,
+        command: &CounterCommand,
+        _: &Context,
+    ) -> Result<Vec<CounterEvent>, CounterError> {
         let CounterCommand::Add(amount) = command;
         let total = state.0 + amount;
         if total > 10 {
             return Err(CounterError::WouldExceedTen);
         }
-        Ok(vec![CounterEvent::Added { amount: *amount, total }])
+        Ok(vec![CounterEvent::Added {
+            amount: *amount,
+            total,
+        }])
     }
 
     fn evolve(_: Total, event: &CounterEvent) -> Total {
@@ -65,7 +72,11 @@ impl Decider for Counter {
     }
 }
 
-fn command<'a>(stream_id: &'a str, add: &'a CounterCommand, key: Option<&str>) -> Command<'a, Counter> {
+fn command<'a>(
+    stream_id: &'a str,
+    add: &'a CounterCommand,
+    key: Option<&str>,
+) -> Command<'a, Counter> {
     Command {
         stream_id,
         command: add,
@@ -78,10 +89,26 @@ fn command<'a>(stream_id: &'a str, add: &'a CounterCommand, key: Option<&str>) -
 async fn a_command_appends_what_the_decider_decides_at_the_loaded_version(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
-    let first = handle(store.as_ref(), command("c1", &CounterCommand::Add(3), None)).await.unwrap();
-    assert_eq!(first.events, vec![CounterEvent::Added { amount: 3, total: 3 }]);
-    let second = handle(store.as_ref(), command("c1", &CounterCommand::Add(4), None)).await.unwrap();
-    assert_eq!(second.events, vec![CounterEvent::Added { amount: 4, total: 7 }]);
+    let first = handle(store.as_ref(), command("c1", &CounterCommand::Add(3), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.events,
+        vec![CounterEvent::Added {
+            amount: 3,
+            total: 3
+        }]
+    );
+    let second = handle(store.as_ref(), command("c1", &CounterCommand::Add(4), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.events,
+        vec![CounterEvent::Added {
+            amount: 4,
+            total: 7
+        }]
+    );
     assert_eq!(second.stream_version, StreamVersion(2));
     let appended = second.appended.unwrap();
     assert!(appended.positions[0] > first.appended.unwrap().positions[0]);
@@ -94,22 +121,42 @@ async fn a_command_appends_what_the_decider_decides_at_the_loaded_version(backen
 async fn a_refused_command_writes_nothing(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
-    handle(store.as_ref(), command("c2", &CounterCommand::Add(9), None)).await.unwrap();
-    let refused = handle(store.as_ref(), command("c2", &CounterCommand::Add(2), None)).await.unwrap_err();
-    assert!(matches!(refused, CommandError::Domain(CounterError::WouldExceedTen)));
-    let invalid = handle(store.as_ref(), command("no spaces", &CounterCommand::Add(1), None)).await.unwrap_err();
+    handle(store.as_ref(), command("c2", &CounterCommand::Add(9), None))
+        .await
+        .unwrap();
+    let refused = handle(store.as_ref(), command("c2", &CounterCommand::Add(2), None))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        CommandError::Domain(CounterError::WouldExceedTen)
+    ));
+    let invalid = handle(
+        store.as_ref(),
+        command("no spaces", &CounterCommand::Add(1), None),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(invalid, CommandError::StreamName(_)));
-    assert_eq!(store.head_position().await.unwrap().0, first_position(&store).await);
+    assert_eq!(
+        store.head_position().await.unwrap().0,
+        first_position(&store).await
+    );
     db.cleanup().await;
 }
 
 async fn first_position(store: &Arc<dyn pulse_account::store::Store>) -> i64 {
-    let events = store.read_all(aggregates::log::Position::START, 10).await.unwrap();
+    let events = store
+        .read_all(aggregates::log::Position::START, 10)
+        .await
+        .unwrap();
     assert_eq!(events.len(), 1);
     events[0].global_position.0
 }
 
-async fn concurrent_commands_on_one_stream_are_retried_until_each_decides_on_fresh_state(backend: Backend) {
+async fn concurrent_commands_on_one_stream_are_retried_until_each_decides_on_fresh_state(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     let mut tasks = Vec::new();
@@ -120,28 +167,51 @@ async fn concurrent_commands_on_one_stream_are_retried_until_each_decides_on_fre
         }));
     }
     for task in tasks {
-        task.await.unwrap().expect("three writers, three attempts each: all succeed");
+        task.await
+            .unwrap()
+            .expect("three writers, three attempts each: all succeed");
     }
     let stream = aggregates::log::StreamName::parse("counter", "c3").unwrap();
-    let events = store.read_stream(&stream, StreamVersion(1), 10).await.unwrap();
-    let totals: Vec<_> = events.iter().map(|e| e.payload["total"].as_u64().unwrap()).collect();
-    assert_eq!(totals, [2, 4, 6], "each decision saw the state its predecessor left");
+    let events = store
+        .read_stream(&stream, StreamVersion(1), 10)
+        .await
+        .unwrap();
+    let totals: Vec<_> = events
+        .iter()
+        .map(|e| e.payload["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        totals,
+        [2, 4, 6],
+        "each decision saw the state its predecessor left"
+    );
     db.cleanup().await;
 }
 
-async fn a_repeated_idempotent_command_returns_the_first_outcome_without_deciding_again(backend: Backend) {
+async fn a_repeated_idempotent_command_returns_the_first_outcome_without_deciding_again(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     let add = CounterCommand::Add(6);
-    let first = handle(store.as_ref(), command("c4", &add, Some("http:add-6"))).await.unwrap();
+    let first = handle(store.as_ref(), command("c4", &add, Some("http:add-6")))
+        .await
+        .unwrap();
     // Deciding again would be refused (6 + 6 > 10); the key answers with the first outcome instead.
-    let again = handle(store.as_ref(), command("c4", &add, Some("http:add-6"))).await.unwrap();
+    let again = handle(store.as_ref(), command("c4", &add, Some("http:add-6")))
+        .await
+        .unwrap();
     assert!(again.events.is_empty());
     let (first, again) = (first.appended.unwrap(), again.appended.unwrap());
     assert!(again.replayed);
     assert_eq!(again.positions, first.positions);
-    let reused = handle(store.as_ref(), command("c5", &add, Some("http:add-6"))).await.unwrap_err();
-    assert!(matches!(reused, CommandError::Store(StoreError::IdempotencyKeyReused { .. })));
+    let reused = handle(store.as_ref(), command("c5", &add, Some("http:add-6")))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        reused,
+        CommandError::Store(StoreError::IdempotencyKeyReused { .. })
+    ));
     assert_eq!(store.head_position().await.unwrap(), first.positions[0]);
     db.cleanup().await;
 }

@@ -46,7 +46,11 @@ mod postgres {
 
         let early = AppendRequest {
             idempotency: Some(Idempotency::for_request("gap:t1", &json!({}))),
-            ..append(&stream("license", "lic_T1T1T1T1T1"), 0, vec![event("t1", json!({}))])
+            ..append(
+                &stream("license", "lic_T1T1T1T1T1"),
+                0,
+                vec![event("t1", json!({}))],
+            )
         };
         let first = {
             let store = Arc::clone(&store);
@@ -56,23 +60,40 @@ mod postgres {
 
         // The second append takes a later position and commits first.
         let second = store
-            .append(append(&stream("license", "lic_T2T2T2T2T2"), 0, vec![event("t2", json!({}))]))
+            .append(append(
+                &stream("license", "lic_T2T2T2T2T2"),
+                0,
+                vec![event("t2", json!({}))],
+            ))
             .await
             .unwrap();
 
         // A reader running now must stop before the open transaction's position.
         let seen = store.read_all(Position::START, 100).await.unwrap();
-        assert!(seen.is_empty(), "the reader passed an uncommitted earlier position: {seen:?}");
+        assert!(
+            seen.is_empty(),
+            "the reader passed an uncommitted earlier position: {seen:?}"
+        );
         assert_eq!(store.head_position().await.unwrap(), Position::START);
         let checkpoint = seen.last().map_or(Position::START, |e| e.global_position);
 
         sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
-        let first = first.await.unwrap().expect("the first append commits once unblocked");
-        assert!(first.positions[0] < second.positions[0], "the first append took the earlier position");
+        let first = first
+            .await
+            .unwrap()
+            .expect("the first append commits once unblocked");
+        assert!(
+            first.positions[0] < second.positions[0],
+            "the first append took the earlier position"
+        );
 
         let delivered = store.read_all(checkpoint, 100).await.unwrap();
         let positions: Vec<_> = delivered.iter().map(|e| e.global_position).collect();
-        assert_eq!(positions, vec![first.positions[0], second.positions[0]], "nothing skipped, in order");
+        assert_eq!(
+            positions,
+            vec![first.positions[0], second.positions[0]],
+            "nothing skipped, in order"
+        );
         drop(store);
         db.cleanup().await;
     }

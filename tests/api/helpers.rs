@@ -80,7 +80,9 @@ impl TestDatabase {
                     .execute(&mut admin)
                     .await
                     .expect("CREATE DATABASE");
-                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(base, _)| base);
                 TestDatabase {
                     backend,
                     url: format!("{base}/{name}"),
@@ -99,7 +101,9 @@ impl TestDatabase {
 
     /// Opens a store with a given upcaster registry.
     pub(crate) async fn open_with(&self, upcasters: Upcasters) -> Arc<dyn Store> {
-        let store = store::open(&self.url, Arc::new(upcasters)).await.expect("open the store");
+        let store = store::open(&self.url, Arc::new(upcasters))
+            .await
+            .expect("open the store");
         store.migrate().await.expect("migrate");
         store
     }
@@ -108,12 +112,22 @@ impl TestDatabase {
     pub(crate) async fn execute(&self, sql: &str) {
         match self.backend {
             Backend::Sqlite => {
-                let mut connection = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
-                sqlx::raw_sql(sql).execute(&mut connection).await.expect("raw SQL");
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql)
+                    .execute(&mut connection)
+                    .await
+                    .expect("raw SQL");
             }
             Backend::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(&self.url).await.expect("connect");
-                sqlx::raw_sql(sql).execute(&mut connection).await.expect("raw SQL");
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql)
+                    .execute(&mut connection)
+                    .await
+                    .expect("raw SQL");
             }
         }
     }
@@ -123,28 +137,49 @@ impl TestDatabase {
         match self.backend {
             Backend::Sqlite => {
                 let mut connection = sqlx::SqliteConnection::connect(&self.url).await?;
-                sqlx::raw_sql(sql).execute(&mut connection).await.map(|_| ())
+                sqlx::raw_sql(sql)
+                    .execute(&mut connection)
+                    .await
+                    .map(|_| ())
             }
             Backend::Postgres => {
                 let mut connection = sqlx::PgConnection::connect(&self.url).await?;
-                sqlx::raw_sql(sql).execute(&mut connection).await.map(|_| ())
+                sqlx::raw_sql(sql)
+                    .execute(&mut connection)
+                    .await
+                    .map(|_| ())
             }
         }
     }
 
     /// Every document of a projection's active generation, sorted by key.
-    pub(crate) async fn active_documents(&self, projection: &str) -> Vec<(String, serde_json::Value)> {
+    pub(crate) async fn active_documents(
+        &self,
+        projection: &str,
+    ) -> Vec<(String, serde_json::Value)> {
         let sql = "SELECT d.doc_key, CAST(d.body AS TEXT) FROM projection_documents d \
                    JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
                    WHERE g.projection = $1 AND g.status = 'active' ORDER BY d.doc_key";
         let rows: Vec<(String, String)> = match self.backend {
             Backend::Sqlite => {
-                let mut connection = sqlx::SqliteConnection::connect(&self.url).await.expect("connect");
-                sqlx::query_as(sql).bind(projection).fetch_all(&mut connection).await.expect("documents")
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_as(sql)
+                    .bind(projection)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("documents")
             }
             Backend::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(&self.url).await.expect("connect");
-                sqlx::query_as(sql).bind(projection).fetch_all(&mut connection).await.expect("documents")
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_as(sql)
+                    .bind(projection)
+                    .fetch_all(&mut connection)
+                    .await
+                    .expect("documents")
             }
         };
         rows.into_iter()
@@ -190,7 +225,11 @@ pub(crate) fn event(event_type: &str, payload: serde_json::Value) -> EncodedEven
 }
 
 /// An append of `events` at `expected` without an idempotency key.
-pub(crate) fn append(stream: &StreamName, expected: i64, events: Vec<EncodedEvent>) -> AppendRequest {
+pub(crate) fn append(
+    stream: &StreamName,
+    expected: i64,
+    events: Vec<EncodedEvent>,
+) -> AppendRequest {
     AppendRequest {
         stream: stream.clone(),
         expected_version: StreamVersion(expected),

@@ -31,23 +31,44 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let request = Request::get(uri).header("x-request-id", "req-test-1").body(Body::empty()).unwrap();
+    let request = Request::get(uri)
+        .header("x-request-id", "req-test-1")
+        .body(Body::empty())
+        .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let (parts, body) = response.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes().to_vec(),
+    )
 }
 
-async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_it(backend: Backend) {
+async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_it(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let application = application(&db, 2).await;
     let state = application.state().clone();
     let app = pulse_account::http::router(state.clone());
     let (status, _, body) = get(&app, "/healthz").await;
-    assert_eq!((status, serde_json::from_slice::<serde_json::Value>(&body).unwrap()), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        ),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
 
     let license = stream("license", "lic_0000000009");
-    let events = (0..5).map(|n| event("touched", json!({ "n": n }))).collect();
-    state.store.append(append(&license, 0, events)).await.unwrap();
+    let events = (0..5)
+        .map(|n| event("touched", json!({ "n": n })))
+        .collect();
+    state
+        .store
+        .append(append(&license, 0, events))
+        .await
+        .unwrap();
     let (status, _, body) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -55,10 +76,19 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
     assert_eq!(body["request_id"], "req-test-1");
     assert_eq!(body["details"]["projections"][0]["lag_positions"], 5);
     let (_, headers, metrics) = get(&app, "/metrics").await;
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let metrics = String::from_utf8(metrics).unwrap();
-    assert!(metrics.contains("pulse_account_log_head_position 5\n"), "{metrics}");
-    assert!(metrics.contains("pulse_account_projection_lag_positions{projection=\"stream_index\"} 5\n"), "{metrics}");
+    assert!(
+        metrics.contains("pulse_account_log_head_position 5\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pulse_account_projection_lag_positions{projection=\"stream_index\"} 5\n"),
+        "{metrics}"
+    );
 
     let runner = Runner::new(
         Arc::clone(&state.store),
@@ -68,12 +98,19 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
     )
     .unwrap();
     state.store.ensure_projection("stream_index").await.unwrap();
-    runner.step(1, aggregates::log::Position::START).await.unwrap();
+    runner
+        .step(1, aggregates::log::Position::START)
+        .await
+        .unwrap();
     let (status, _, body) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let metrics = String::from_utf8(get(&app, "/metrics").await.2).unwrap();
-    assert!(metrics.contains("pulse_account_projection_lag_positions{projection=\"stream_index\"} 0\n"));
-    assert!(metrics.contains("pulse_account_projection_events_total{projection=\"stream_index\"} 5\n"));
+    assert!(
+        metrics.contains("pulse_account_projection_lag_positions{projection=\"stream_index\"} 0\n")
+    );
+    assert!(
+        metrics.contains("pulse_account_projection_events_total{projection=\"stream_index\"} 5\n")
+    );
     drop((app, state, application));
     db.cleanup().await;
 }
@@ -84,7 +121,10 @@ async fn unknown_routes_get_the_json_error_shape_with_the_request_id(backend: Ba
     let app = pulse_account::http::router(application.state().clone());
     let (status, headers, body) = get(&app, "/v1/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(headers["x-request-id"], "req-test-1", "the request id is echoed");
+    assert_eq!(
+        headers["x-request-id"], "req-test-1",
+        "the request id is echoed"
+    );
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         body,
@@ -99,7 +139,11 @@ async fn unknown_routes_get_the_json_error_shape_with_the_request_id(backend: Ba
     let request = Request::get("/healthz").body(Body::empty()).unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let generated = response.headers()["x-request-id"].to_str().unwrap();
-    assert_eq!(generated.len(), 36, "a request without an id gets a generated UUID: {generated}");
+    assert_eq!(
+        generated.len(),
+        36,
+        "a request without an id gets a generated UUID: {generated}"
+    );
     drop((app, application));
     db.cleanup().await;
 }
@@ -125,10 +169,19 @@ async fn the_server_boots_on_a_free_port_serves_and_stops_gracefully(backend: Ba
     let response = raw_get(address, "/healthz").await;
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     let metrics = raw_get(address, "/metrics").await;
-    assert!(metrics.contains("pulse_account_projection_leader{projection=\"stream_index\"}"), "{metrics}");
+    assert!(
+        metrics.contains("pulse_account_projection_leader{projection=\"stream_index\"}"),
+        "{metrics}"
+    );
     stop.send(()).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(15), server).await;
-    stopped.expect("the server stops in time").unwrap().expect("the server stops cleanly");
-    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "the listener is closed");
+    stopped
+        .expect("the server stops in time")
+        .unwrap()
+        .expect("the server stops cleanly");
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "the listener is closed"
+    );
     db.cleanup().await;
 }

@@ -2,10 +2,10 @@
 //! the store, the command handler and the projection runner runs on SQLite and on PostgreSQL
 //! (`…::sqlite::…` and `…::postgres::…`); see `helpers` for how PostgreSQL is found.
 
-mod helpers;
-mod store_contract;
-mod gap_safety;
-mod projection_runner;
-mod command_handling;
-mod http_ops;
 mod cli;
+mod command_handling;
+mod gap_safety;
+mod helpers;
+mod http_ops;
+mod projection_runner;
+mod store_contract;

@@ -3,11 +3,11 @@
 
 use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use aggregates::log::{Position, RecordedEvent};
+use projections::stream_index::StreamIndex;
 use pulse_account::metrics::Metrics;
 use pulse_account::projection::runner::{Runner, RunnerConfig, RunnerError, Step};
 use pulse_account::projection::{active_checkpoint, wait_for_position, ProjectionFold, Typed};
 use pulse_account::store::{GenerationStatus, Store, StoreError};
-use projections::stream_index::StreamIndex;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +36,13 @@ fn config(batch_len: usize) -> RunnerConfig {
 }
 
 fn runner(store: &Arc<dyn Store>, batch_len: usize, metrics: &Arc<Metrics>) -> Runner {
-    Runner::new(Arc::clone(store), fold(), config(batch_len), Arc::clone(metrics)).unwrap()
+    Runner::new(
+        Arc::clone(store),
+        fold(),
+        config(batch_len),
+        Arc::clone(metrics),
+    )
+    .unwrap()
 }
 
 /// Appends `per_stream` events to each of `streams` license streams, interleaved round-robin.
@@ -44,7 +50,14 @@ async fn interleaved_history(store: &Arc<dyn Store>, streams: usize, per_stream:
     for version in 0..per_stream {
         for n in 0..streams {
             let license = stream("license", &format!("lic_{n:010}"));
-            store.append(append(&license, version, vec![event("touched", json!({ "n": n }))])).await.unwrap();
+            store
+                .append(append(
+                    &license,
+                    version,
+                    vec![event("touched", json!({ "n": n }))],
+                ))
+                .await
+                .unwrap();
         }
     }
 }
@@ -75,18 +88,34 @@ async fn run_to_idle(runner: &Runner, store: &Arc<dyn Store>) -> Result<Position
     Ok(checkpoint)
 }
 
-async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_head(backend: Backend) {
+async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_head(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     interleaved_history(&store, 3, 4).await;
     let metrics = Arc::new(Metrics::default());
-    let checkpoint = run_to_idle(&runner(&store, 5, &metrics), &store).await.unwrap();
+    let checkpoint = run_to_idle(&runner(&store, 5, &metrics), &store)
+        .await
+        .unwrap();
     assert_eq!(checkpoint, store.head_position().await.unwrap());
-    assert_eq!(active_checkpoint(store.as_ref(), "stream_index").await.unwrap(), checkpoint);
-    let summary = store.read_document("stream_index", "license/lic_0000000001").await.unwrap().unwrap();
+    assert_eq!(
+        active_checkpoint(store.as_ref(), "stream_index")
+            .await
+            .unwrap(),
+        checkpoint
+    );
+    let summary = store
+        .read_document("stream_index", "license/lic_0000000001")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(summary["version"], json!(4));
     assert_eq!(summary["last_event_type"], json!("touched"));
-    assert_eq!(db.active_documents("stream_index").await, folded(&all_events(&store).await));
+    assert_eq!(
+        db.active_documents("stream_index").await,
+        folded(&all_events(&store).await)
+    );
     db.cleanup().await;
 }
 
@@ -111,12 +140,16 @@ async fn fail_writes_of(db: &TestDatabase, key: &str) {
 async fn heal(db: &TestDatabase) {
     let sql = match db.backend {
         Backend::Sqlite => "DROP TRIGGER injected_insert; DROP TRIGGER injected_update;",
-        Backend::Postgres => "DROP TRIGGER injected ON projection_documents; DROP FUNCTION injected();",
+        Backend::Postgres => {
+            "DROP TRIGGER injected ON projection_documents; DROP FUNCTION injected();"
+        }
     };
     db.execute(sql).await;
 }
 
-async fn a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_runner_resumes(backend: Backend) {
+async fn a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_runner_resumes(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     interleaved_history(&store, 10, 3).await;
@@ -124,13 +157,23 @@ async fn a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_
     // The 8th stream's first event is the 8th event: the batch of 3 holding it is the third.
     fail_writes_of(&db, "license/lic_0000000007").await;
     let metrics = Arc::new(Metrics::default());
-    let error = run_to_idle(&runner(&store, 3, &metrics), &store).await.unwrap_err();
+    let error = run_to_idle(&runner(&store, 3, &metrics), &store)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("database error"), "{error}");
 
-    let checkpoint = active_checkpoint(store.as_ref(), "stream_index").await.unwrap();
-    assert_eq!(checkpoint, events[5].global_position, "the two batches before the failure committed");
-    let folded_up_to_checkpoint: Vec<_> =
-        events.iter().take_while(|e| e.global_position <= checkpoint).cloned().collect();
+    let checkpoint = active_checkpoint(store.as_ref(), "stream_index")
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint, events[5].global_position,
+        "the two batches before the failure committed"
+    );
+    let folded_up_to_checkpoint: Vec<_> = events
+        .iter()
+        .take_while(|e| e.global_position <= checkpoint)
+        .cloned()
+        .collect();
     assert_eq!(
         db.active_documents("stream_index").await,
         folded(&folded_up_to_checkpoint),
@@ -141,26 +184,56 @@ async fn a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_
     let (stop, stopped) = watch::channel(false);
     let live = tokio::spawn(runner(&store, 3, &metrics).run(stopped));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !metrics.render(store.as_ref(), &[fold()]).await.unwrap().contains("errors_total{projection=\"stream_index\"} 2") {
-        assert!(Instant::now() < deadline, "the runner did not retry the failing batch");
+    while !metrics
+        .render(store.as_ref(), &[fold()])
+        .await
+        .unwrap()
+        .contains("errors_total{projection=\"stream_index\"} 2")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the runner did not retry the failing batch"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(active_checkpoint(store.as_ref(), "stream_index").await.unwrap(), checkpoint);
+    assert_eq!(
+        active_checkpoint(store.as_ref(), "stream_index")
+            .await
+            .unwrap(),
+        checkpoint
+    );
     heal(&db).await;
     let head = store.head_position().await.unwrap();
-    assert!(wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5)).await.unwrap());
+    assert!(
+        wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
     let resumed = db.active_documents("stream_index").await;
-    assert_eq!(resumed, folded(&events), "after resuming, the read model is the fold of the whole log");
+    assert_eq!(
+        resumed,
+        folded(&events),
+        "after resuming, the read model is the fold of the whole log"
+    );
     stop.send(true).unwrap();
     live.await.unwrap();
 
-    let report = runner(&store, 100, &metrics).rebuild(&mut |_, _| {}).await.unwrap();
+    let report = runner(&store, 100, &metrics)
+        .rebuild(&mut |_, _| {})
+        .await
+        .unwrap();
     assert_eq!(report.events, events.len() as u64);
-    assert_eq!(db.active_documents("stream_index").await, resumed, "identical to a full rebuild");
+    assert_eq!(
+        db.active_documents("stream_index").await,
+        resumed,
+        "identical to a full rebuild"
+    );
     db.cleanup().await;
 }
 
-async fn a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_follows_it(backend: Backend) {
+async fn a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_follows_it(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     interleaved_history(&store, 4, 5).await;
@@ -168,7 +241,11 @@ async fn a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_fo
     let (stop, stopped) = watch::channel(false);
     let live = tokio::spawn(runner(&store, 7, &metrics).run(stopped));
     let head = store.head_position().await.unwrap();
-    assert!(wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5)).await.unwrap());
+    assert!(
+        wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
     let before = db.active_documents("stream_index").await;
 
     let mut progress = Vec::new();
@@ -182,16 +259,32 @@ async fn a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_fo
     assert_eq!(progress.last(), Some(&(head, head)));
     let generations = store.projection_generations("stream_index").await.unwrap();
     assert_eq!(generations.len(), 1, "the replaced generation is gone");
-    assert_eq!((generations[0].generation, generations[0].status), (2, GenerationStatus::Active));
+    assert_eq!(
+        (generations[0].generation, generations[0].status),
+        (2, GenerationStatus::Active)
+    );
     assert_eq!(db.active_documents("stream_index").await, before);
 
-    store.append(append(&stream("license", "lic_0000000000"), 5, vec![event("after_rebuild", json!({}))])).await.unwrap();
+    store
+        .append(append(
+            &stream("license", "lic_0000000000"),
+            5,
+            vec![event("after_rebuild", json!({}))],
+        ))
+        .await
+        .unwrap();
     let head = store.head_position().await.unwrap();
     assert!(
-        wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5)).await.unwrap(),
+        wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5))
+            .await
+            .unwrap(),
         "the live runner follows the new generation"
     );
-    let summary = store.read_document("stream_index", "license/lic_0000000000").await.unwrap().unwrap();
+    let summary = store
+        .read_document("stream_index", "license/lic_0000000000")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(summary["last_event_type"], json!("after_rebuild"));
     stop.send(true).unwrap();
     live.await.unwrap();
@@ -225,13 +318,23 @@ async fn exactly_one_runner_leads_and_another_takes_over_when_it_dies(backend: B
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for _ in 0..10 {
-        let (a, b) = (leads(&metrics_a, &store_a).await, leads(&metrics_b, &store_b).await);
+        let (a, b) = (
+            leads(&metrics_a, &store_a).await,
+            leads(&metrics_b, &store_b).await,
+        );
         assert!(a != b, "exactly one runner leads (a: {a}, b: {b})");
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     interleaved_history(&store_a, 2, 2).await;
     let head = store_a.head_position().await.unwrap();
-    assert!(wait_for_position(store_a.as_ref(), "stream_index", head, Duration::from_secs(5)).await.unwrap());
+    assert!(wait_for_position(
+        store_a.as_ref(),
+        "stream_index",
+        head,
+        Duration::from_secs(5)
+    )
+    .await
+    .unwrap());
 
     let a_led = leads(&metrics_a, &store_a).await;
     let (leader, survivor, survivor_store, survivor_metrics) = if a_led {
@@ -247,11 +350,22 @@ async fn exactly_one_runner_leads_and_another_takes_over_when_it_dies(backend: B
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     survivor_store
-        .append(append(&stream("license", "lic_0000000000"), 2, vec![event("after_takeover", json!({}))]))
+        .append(append(
+            &stream("license", "lic_0000000000"),
+            2,
+            vec![event("after_takeover", json!({}))],
+        ))
         .await
         .unwrap();
     let head = survivor_store.head_position().await.unwrap();
-    assert!(wait_for_position(survivor_store.as_ref(), "stream_index", head, Duration::from_secs(5)).await.unwrap());
+    assert!(wait_for_position(
+        survivor_store.as_ref(),
+        "stream_index",
+        head,
+        Duration::from_secs(5)
+    )
+    .await
+    .unwrap());
     survivor.abort();
     let _ = survivor.await;
     drop((store_a, store_b));
@@ -263,25 +377,48 @@ async fn a_read_can_wait_for_its_own_write_within_a_bound(backend: Backend) {
     let store = db.open().await;
     store.ensure_projection("stream_index").await.unwrap();
     let written = store
-        .append(append(&stream("handoff", "cph_0000000001"), 0, vec![event("handoff_created", json!({}))]))
+        .append(append(
+            &stream("handoff", "cph_0000000001"),
+            0,
+            vec![event("handoff_created", json!({}))],
+        ))
         .await
         .unwrap();
     let started = Instant::now();
-    let reached = wait_for_position(store.as_ref(), "stream_index", written.last_position(), Duration::from_millis(200))
-        .await
-        .unwrap();
+    let reached = wait_for_position(
+        store.as_ref(),
+        "stream_index",
+        written.last_position(),
+        Duration::from_millis(200),
+    )
+    .await
+    .unwrap();
     assert!(!reached, "no runner is running, so the wait gives up");
-    assert!(started.elapsed() < Duration::from_secs(2), "the wait is bounded");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the wait is bounded"
+    );
 
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = watch::channel(false);
     let live = tokio::spawn(runner(&store, 10, &metrics).run(stopped));
-    let reached = wait_for_position(store.as_ref(), "stream_index", written.last_position(), Duration::from_secs(5))
+    let reached = wait_for_position(
+        store.as_ref(),
+        "stream_index",
+        written.last_position(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(reached);
+    let document = store
+        .read_document("stream_index", "handoff/cph_0000000001")
         .await
         .unwrap();
-    assert!(reached);
-    let document = store.read_document("stream_index", "handoff/cph_0000000001").await.unwrap();
-    assert!(document.is_some(), "after the wait, the read sees the write");
+    assert!(
+        document.is_some(),
+        "after the wait, the read sees the write"
+    );
     stop.send(true).unwrap();
     live.await.unwrap();
     assert!(matches!(

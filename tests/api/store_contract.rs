@@ -5,7 +5,8 @@ use crate::helpers::{append, event, metadata, stream, Backend, TestDatabase};
 use aggregates::log::{Position, StreamVersion};
 use pulse_account::store::upcast::Upcasters;
 use pulse_account::store::{
-    AppendRequest, Idempotency, StoreError, APPEND_EVENTS_MAX, EVENT_PAYLOAD_BYTES_MAX, READ_PAGE_MAX,
+    AppendRequest, Idempotency, StoreError, APPEND_EVENTS_MAX, EVENT_PAYLOAD_BYTES_MAX,
+    READ_PAGE_MAX,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -31,25 +32,42 @@ async fn appended_events_read_back_in_order_on_both_read_paths(backend: Backend)
     let store = db.open().await;
     let license = stream("license", "lic_AAAAAAAAAA");
     let first = store
-        .append(append(&license, 0, vec![event("license_issued", json!({"tier": "pro"})), event("grant_issued", json!({"jti": "j1"}))]))
+        .append(append(
+            &license,
+            0,
+            vec![
+                event("license_issued", json!({"tier": "pro"})),
+                event("grant_issued", json!({"jti": "j1"})),
+            ],
+        ))
         .await
         .unwrap();
     assert_eq!(first.stream_version, StreamVersion(2));
     assert_eq!(first.positions.len(), 2);
     assert!(!first.replayed);
     let second = store
-        .append(append(&license, 2, vec![event("license_revoked", json!({}))]))
+        .append(append(
+            &license,
+            2,
+            vec![event("license_revoked", json!({}))],
+        ))
         .await
         .unwrap();
     assert!(second.positions[0] > first.positions[1]);
 
-    let by_stream = store.read_stream(&license, StreamVersion(1), 100).await.unwrap();
+    let by_stream = store
+        .read_stream(&license, StreamVersion(1), 100)
+        .await
+        .unwrap();
     let types: Vec<_> = by_stream.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["license_issued", "grant_issued", "license_revoked"]);
     assert_eq!(by_stream[0].payload, json!({"tier": "pro"}));
     assert_eq!(by_stream[0].metadata, metadata());
     assert_eq!(by_stream[1].stream_version, StreamVersion(2));
-    let from_two = store.read_stream(&license, StreamVersion(2), 100).await.unwrap();
+    let from_two = store
+        .read_stream(&license, StreamVersion(2), 100)
+        .await
+        .unwrap();
     assert_eq!(from_two.len(), 2);
 
     let all = store.read_all(Position::START, 100).await.unwrap();
@@ -64,11 +82,19 @@ async fn a_stale_expected_version_is_a_typed_conflict_that_writes_nothing(backen
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     let license = stream("license", "lic_BBBBBBBBBB");
-    store.append(append(&license, 0, vec![event("a", json!({}))])).await.unwrap();
+    store
+        .append(append(&license, 0, vec![event("a", json!({}))]))
+        .await
+        .unwrap();
     for stale in [0, 2] {
-        let error = store.append(append(&license, stale, vec![event("b", json!({}))])).await.unwrap_err();
+        let error = store
+            .append(append(&license, stale, vec![event("b", json!({}))]))
+            .await
+            .unwrap_err();
         match error {
-            StoreError::WrongExpectedVersion { expected, actual, .. } => {
+            StoreError::WrongExpectedVersion {
+                expected, actual, ..
+            } => {
                 assert_eq!(expected, StreamVersion(stale));
                 assert_eq!(actual, StreamVersion(1));
             }
@@ -83,24 +109,36 @@ async fn two_writers_at_the_same_expected_version_exactly_one_wins(backend: Back
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     let license = stream("license", "lic_CCCCCCCCCC");
-    store.append(append(&license, 0, vec![event("opened", json!({}))])).await.unwrap();
+    store
+        .append(append(&license, 0, vec![event("opened", json!({}))]))
+        .await
+        .unwrap();
     let writers = 8;
     let mut tasks = Vec::new();
     for writer in 0..writers {
         let store = Arc::clone(&store);
-        let request = append(&license, 1, vec![event("changed", json!({ "writer": writer }))]);
+        let request = append(
+            &license,
+            1,
+            vec![event("changed", json!({ "writer": writer }))],
+        );
         tasks.push(tokio::spawn(async move { store.append(request).await }));
     }
     let mut winners = Vec::new();
     for task in tasks {
         match task.await.unwrap() {
             Ok(outcome) => winners.push(outcome),
-            Err(StoreError::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, StreamVersion(2)),
+            Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                assert_eq!(actual, StreamVersion(2))
+            }
             Err(other) => panic!("a losing writer must get the typed conflict, got {other:?}"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one writer wins");
-    let events = store.read_stream(&license, StreamVersion(1), 100).await.unwrap();
+    let events = store
+        .read_stream(&license, StreamVersion(1), 100)
+        .await
+        .unwrap();
     assert_eq!(events.len(), 2, "no event lost or duplicated");
     assert_eq!(events[1].global_position, winners[0].positions[0]);
     assert_eq!(store.read_all(Position::START, 100).await.unwrap().len(), 2);
@@ -118,8 +156,18 @@ async fn concurrent_writers_on_distinct_streams_lose_and_duplicate_nothing(backe
             let account = stream("account", &format!("a_{writer:010}"));
             let mut positions = Vec::new();
             for version in 0..appends_each {
-                let request = append(&account, version, vec![event("touched", json!({ "n": version }))]);
-                positions.extend(store.append(request).await.expect("distinct streams never conflict").positions);
+                let request = append(
+                    &account,
+                    version,
+                    vec![event("touched", json!({ "n": version }))],
+                );
+                positions.extend(
+                    store
+                        .append(request)
+                        .await
+                        .expect("distinct streams never conflict")
+                        .positions,
+                );
             }
             positions
         }));
@@ -136,10 +184,20 @@ async fn concurrent_writers_on_distinct_streams_lose_and_duplicate_nothing(backe
         after = last.global_position;
         read.extend(page.into_iter().map(|e| e.global_position));
     }
-    assert_eq!(read.len(), (writers * appends_each) as usize, "every acknowledged event is read once");
-    assert!(read.windows(2).all(|pair| pair[0] < pair[1]), "global order strictly rises");
+    assert_eq!(
+        read.len(),
+        (writers * appends_each) as usize,
+        "every acknowledged event is read once"
+    );
+    assert!(
+        read.windows(2).all(|pair| pair[0] < pair[1]),
+        "global order strictly rises"
+    );
     written.sort();
-    assert_eq!(read, written, "the reader sees exactly the positions the writers were given");
+    assert_eq!(
+        read, written,
+        "the reader sees exactly the positions the writers were given"
+    );
     db.cleanup().await;
 }
 
@@ -150,11 +208,19 @@ fn keyed(request: AppendRequest, key: &str, fingerprint_of: serde_json::Value) -
     }
 }
 
-async fn replaying_an_idempotency_key_returns_the_first_positions_and_writes_nothing(backend: Backend) {
+async fn replaying_an_idempotency_key_returns_the_first_positions_and_writes_nothing(
+    backend: Backend,
+) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     let handoff = stream("handoff", "cph_DDDDDDDDDD");
-    let request = || keyed(append(&handoff, 0, vec![event("handoff_created", json!({}))]), "http:k1", json!({"body": 1}));
+    let request = || {
+        keyed(
+            append(&handoff, 0, vec![event("handoff_created", json!({}))]),
+            "http:k1",
+            json!({"body": 1}),
+        )
+    };
     let first = store.append(request()).await.unwrap();
     assert!(!first.replayed);
     for _ in 0..3 {
@@ -164,10 +230,21 @@ async fn replaying_an_idempotency_key_returns_the_first_positions_and_writes_not
         assert_eq!(again.stream_version, first.stream_version);
     }
     // A replay is answered even though the stream has moved on since.
-    store.append(append(&handoff, 1, vec![event("handoff_resolved", json!({}))])).await.unwrap();
+    store
+        .append(append(
+            &handoff,
+            1,
+            vec![event("handoff_resolved", json!({}))],
+        ))
+        .await
+        .unwrap();
     let later = store.append(request()).await.unwrap();
     assert_eq!(later.positions, first.positions);
-    assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 2, "replays wrote nothing");
+    assert_eq!(
+        store.read_all(Position::START, 10).await.unwrap().len(),
+        2,
+        "replays wrote nothing"
+    );
     let known = store
         .idempotent_outcome(&Idempotency::for_request("http:k1", &json!({"body": 1})))
         .await
@@ -181,16 +258,31 @@ async fn an_idempotency_key_reused_with_another_request_is_refused(backend: Back
     let store = db.open().await;
     let handoff = stream("handoff", "cph_EEEEEEEEEE");
     store
-        .append(keyed(append(&handoff, 0, vec![event("a", json!({}))]), "http:k2", json!({"body": 1})))
+        .append(keyed(
+            append(&handoff, 0, vec![event("a", json!({}))]),
+            "http:k2",
+            json!({"body": 1}),
+        ))
         .await
         .unwrap();
     let other = stream("handoff", "cph_FFFFFFFFFF");
     let error = store
-        .append(keyed(append(&other, 0, vec![event("a", json!({}))]), "http:k2", json!({"body": 2})))
+        .append(keyed(
+            append(&other, 0, vec![event("a", json!({}))]),
+            "http:k2",
+            json!({"body": 2}),
+        ))
         .await
         .unwrap_err();
-    assert!(matches!(error, StoreError::IdempotencyKeyReused { ref key } if key == "http:k2"), "{error:?}");
-    assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 1, "the refused append wrote nothing");
+    assert!(
+        matches!(error, StoreError::IdempotencyKeyReused { ref key } if key == "http:k2"),
+        "{error:?}"
+    );
+    assert_eq!(
+        store.read_all(Position::START, 10).await.unwrap().len(),
+        1,
+        "the refused append wrote nothing"
+    );
     db.cleanup().await;
 }
 
@@ -202,7 +294,11 @@ async fn concurrent_appends_with_one_key_take_effect_once(backend: Backend) {
         let store = Arc::clone(&store);
         // Different streams, so only the key can stop the duplicates.
         let request = keyed(
-            append(&stream("receipt", &format!("r{attempt}")), 0, vec![event("stripe_event_received", json!({}))]),
+            append(
+                &stream("receipt", &format!("r{attempt}")),
+                0,
+                vec![event("stripe_event_received", json!({}))],
+            ),
             "stripe:evt_1",
             json!({"event": "evt_1"}),
         );
@@ -210,7 +306,11 @@ async fn concurrent_appends_with_one_key_take_effect_once(backend: Backend) {
     }
     let mut outcomes = Vec::new();
     for task in tasks {
-        outcomes.push(task.await.unwrap().expect("same key and request: every caller gets the first outcome"));
+        outcomes.push(
+            task.await
+                .unwrap()
+                .expect("same key and request: every caller gets the first outcome"),
+        );
     }
     let written: Vec<_> = outcomes.iter().filter(|o| !o.replayed).collect();
     assert_eq!(written.len(), 1, "exactly one append wrote");
@@ -230,7 +330,13 @@ async fn invalid_appends_are_refused_and_write_nothing(backend: Backend) {
     bad_schema.schema_version = 0;
     let invalid = [
         append(&license, 0, vec![]),
-        append(&license, 0, (0..=APPEND_EVENTS_MAX).map(|_| event("a", json!({}))).collect()),
+        append(
+            &license,
+            0,
+            (0..=APPEND_EVENTS_MAX)
+                .map(|_| event("a", json!({})))
+                .collect(),
+        ),
         append(&license, 0, vec![event("a", too_big)]),
         append(&license, 0, vec![event("Not A Type", json!({}))]),
         append(&license, 0, vec![bad_schema]),
@@ -241,7 +347,11 @@ async fn invalid_appends_are_refused_and_write_nothing(backend: Backend) {
         let error = store.append(request).await.unwrap_err();
         assert!(matches!(error, StoreError::InvalidRequest(_)), "{error:?}");
     }
-    assert!(store.read_all(Position::START, 10).await.unwrap().is_empty());
+    assert!(store
+        .read_all(Position::START, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.head_position().await.unwrap(), Position::START);
     db.cleanup().await;
 }
@@ -251,13 +361,18 @@ async fn reads_refuse_page_sizes_outside_the_bound_and_page_through_everything(b
     let store = db.open().await;
     let license = stream("license", "lic_HHHHHHHHHH");
     for limit in [0, READ_PAGE_MAX + 1] {
-        assert!(matches!(store.read_all(Position::START, limit).await, Err(StoreError::InvalidRequest(_))));
+        assert!(matches!(
+            store.read_all(Position::START, limit).await,
+            Err(StoreError::InvalidRequest(_))
+        ));
         assert!(matches!(
             store.read_stream(&license, StreamVersion(1), limit).await,
             Err(StoreError::InvalidRequest(_))
         ));
     }
-    let events = (0..APPEND_EVENTS_MAX).map(|n| event("tick", json!({ "n": n }))).collect();
+    let events = (0..APPEND_EVENTS_MAX)
+        .map(|n| event("tick", json!({ "n": n })))
+        .collect();
     store.append(append(&license, 0, events)).await.unwrap();
     let mut version = StreamVersion(1);
     let mut seen = 0;
@@ -292,22 +407,34 @@ async fn upcasters_apply_on_stream_reads_and_global_reads(backend: Backend) {
         let writer = db.open().await;
         let mut old = event("plan_changed", json!({ "plan": "pro" }));
         old.schema_version = 1;
-        let mut current = event("plan_changed", json!({ "plan_version": "relay", "source": "new" }));
+        let mut current = event(
+            "plan_changed",
+            json!({ "plan_version": "relay", "source": "new" }),
+        );
         current.schema_version = 3;
-        writer.append(append(&license, 0, vec![old, current])).await.unwrap();
+        writer
+            .append(append(&license, 0, vec![old, current]))
+            .await
+            .unwrap();
     }
     let upcasters = Upcasters::default()
         .register("plan_changed", 1, rename_plan_field)
         .register("plan_changed", 2, add_source_field);
     let store = db.open_with(upcasters).await;
     let expected_first = json!({ "plan_version": "pro", "source": "upcast" });
-    let by_stream = store.read_stream(&license, StreamVersion(1), 10).await.unwrap();
+    let by_stream = store
+        .read_stream(&license, StreamVersion(1), 10)
+        .await
+        .unwrap();
     let all = store.read_all(Position::START, 10).await.unwrap();
     for events in [&by_stream, &all] {
         assert_eq!(events[0].schema_version, 3);
         assert_eq!(events[0].payload, expected_first);
         assert_eq!(events[1].schema_version, 3, "a current event is left alone");
-        assert_eq!(events[1].payload, json!({ "plan_version": "relay", "source": "new" }));
+        assert_eq!(
+            events[1].payload,
+            json!({ "plan_version": "relay", "source": "new" })
+        );
     }
     db.cleanup().await;
 }
@@ -315,8 +442,14 @@ async fn upcasters_apply_on_stream_reads_and_global_reads(backend: Backend) {
 async fn a_failing_upcaster_is_an_error_not_a_silent_skip(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let license = stream("license", "lic_JJJJJJJJJJ");
-    db.open().await.append(append(&license, 0, vec![event("plan_changed", json!({}))])).await.unwrap();
-    let store = db.open_with(Upcasters::default().register("plan_changed", 1, rename_plan_field)).await;
+    db.open()
+        .await
+        .append(append(&license, 0, vec![event("plan_changed", json!({}))]))
+        .await
+        .unwrap();
+    let store = db
+        .open_with(Upcasters::default().register("plan_changed", 1, rename_plan_field))
+        .await;
     for result in [
         store.read_all(Position::START, 10).await,
         store.read_stream(&license, StreamVersion(1), 10).await,
@@ -332,11 +465,24 @@ async fn a_failing_upcaster_is_an_error_not_a_silent_skip(backend: Backend) {
 async fn the_log_refuses_updates_and_deletes(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
-    store.append(append(&stream("license", "lic_KKKKKKKKKK"), 0, vec![event("a", json!({"v": 1}))])).await.unwrap();
-    let update = db.try_execute("UPDATE events SET event_type = 'b'").await.unwrap_err();
+    store
+        .append(append(
+            &stream("license", "lic_KKKKKKKKKK"),
+            0,
+            vec![event("a", json!({"v": 1}))],
+        ))
+        .await
+        .unwrap();
+    let update = db
+        .try_execute("UPDATE events SET event_type = 'b'")
+        .await
+        .unwrap_err();
     assert!(update.to_string().contains("append-only"), "{update}");
     let delete = db.try_execute("DELETE FROM events").await.unwrap_err();
     assert!(delete.to_string().contains("append-only"), "{delete}");
-    assert_eq!(store.read_all(Position::START, 10).await.unwrap()[0].event_type, "a");
+    assert_eq!(
+        store.read_all(Position::START, 10).await.unwrap()[0].event_type,
+        "a"
+    );
     db.cleanup().await;
 }
