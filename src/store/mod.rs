@@ -342,6 +342,17 @@ pub async fn open(url: &str, upcasters: Arc<Upcasters>) -> Result<Arc<dyn Store>
     }
 }
 
+/// Raises the local wake-up signal to `position` if it is newer than what it holds.
+fn announce(appended: &watch::Sender<Position>, position: Position) {
+    appended.send_if_modified(|head| {
+        let moved = position > *head;
+        if moved {
+            *head = position;
+        }
+        moved
+    });
+}
+
 /// Checks what no database needs to see: counts, sizes, key lengths, and version arithmetic.
 fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
     let invalid = |message: String| Err(StoreError::InvalidRequest(message));

@@ -20,10 +20,10 @@
 //! turns notifications from every process into the [`EventStore::subscribe_appends`] signal.
 
 use super::{
-    check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
-    validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore,
-    Store, StoreError,
+    announce, check_global_page, check_stream_page, checked_outcome, validate_append,
+    validate_documents, validate_page, AppendOutcome, AppendRequest, DatabaseContext,
+    DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
+    Leadership, ProjectionStore, Store, StoreError,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -95,7 +95,9 @@ impl PostgresStore {
             .await
             .during("connecting to PostgreSQL")?;
         let (appended, _) = watch::channel(Position::START);
-        let listener = tokio::spawn(listen_for_appends(pool.clone(), appended.clone()));
+        // Listen before returning, so no append after `open` can go unheard.
+        let listening = listen(&pool).await.during("listening for appends")?;
+        let listener = tokio::spawn(forward_appends(listening, pool.clone(), appended.clone()));
         Ok(PostgresStore {
             pool,
             options,
@@ -156,16 +158,6 @@ impl PostgresStore {
             recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
         };
         Ok(self.upcasters.upcast(event)?)
-    }
-
-    fn announce(&self, position: Position) {
-        self.appended.send_if_modified(|head| {
-            let moved = position > *head;
-            if moved {
-                *head = position;
-            }
-            moved
-        });
     }
 }
 
@@ -360,7 +352,7 @@ impl EventStore for PostgresStore {
         match attempt? {
             Attempt::Written(outcome) => {
                 let last = outcome.last_position();
-                self.announce(last);
+                announce(&self.appended, last);
                 let notified = sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(NOTIFY_CHANNEL)
                     .bind(last.0.to_string())
@@ -486,30 +478,36 @@ impl EventStore for PostgresStore {
     }
 }
 
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    Ok(listener)
+}
+
 /// Forwards NOTIFYs of every process to the local wake-up signal, reconnecting when it must.
-async fn listen_for_appends(pool: PgPool, appended: watch::Sender<Position>) {
+async fn forward_appends(
+    mut listener: PgListener,
+    pool: PgPool,
+    appended: watch::Sender<Position>,
+) {
     loop {
-        let listening = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(NOTIFY_CHANNEL).await?;
-            loop {
-                let notification = listener.recv().await?;
+        match listener.recv().await {
+            Ok(notification) => {
                 if let Ok(position) = notification.payload().parse::<i64>() {
-                    appended.send_if_modified(|head| {
-                        let moved = Position(position) > *head;
-                        if moved {
-                            *head = Position(position);
-                        }
-                        moved
-                    });
+                    announce(&appended, Position(position));
                 }
             }
-        };
-        let result: Result<(), sqlx::Error> = listening.await;
-        if let Err(error) = result {
-            tracing::warn!(%error, "lost the append listener; readers poll until it reconnects");
+            Err(error) => {
+                tracing::warn!(%error, "lost the append listener; readers poll until it reconnects");
+                loop {
+                    tokio::time::sleep(LISTENER_RETRY_DELAY).await;
+                    match listen(&pool).await {
+                        Ok(reconnected) => break listener = reconnected,
+                        Err(error) => tracing::warn!(%error, "cannot listen for appends yet"),
+                    }
+                }
+            }
         }
-        tokio::time::sleep(LISTENER_RETRY_DELAY).await;
     }
 }
 

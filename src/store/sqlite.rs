@@ -8,10 +8,10 @@
 //! but projection leadership is held in-process only: run one service process per SQLite file.
 
 use super::{
-    check_global_page, check_stream_page, checked_outcome, validate_append, validate_documents,
-    validate_page, AppendOutcome, AppendRequest, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, ProjectionStore,
-    Store, StoreError,
+    announce, check_global_page, check_stream_page, checked_outcome, validate_append,
+    validate_documents, validate_page, AppendOutcome, AppendRequest, DatabaseContext,
+    DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
+    Leadership, ProjectionStore, Store, StoreError,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -215,14 +215,7 @@ impl EventStore for SqliteStore {
             .during("recording the idempotency key")?;
         }
         tx.commit().await.during("committing an append")?;
-        let last = outcome.last_position();
-        self.appended.send_if_modified(|head| {
-            let moved = last > *head;
-            if moved {
-                *head = last;
-            }
-            moved
-        });
+        announce(&self.appended, outcome.last_position());
         Ok(outcome)
     }
 

@@ -20,6 +20,7 @@ crate::on_both_stores!(
     a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_follows_it,
     exactly_one_runner_leads_and_another_takes_over_when_it_dies,
     a_read_can_wait_for_its_own_write_within_a_bound,
+    an_append_wakes_an_idle_runner_long_before_its_poll,
 );
 
 fn fold() -> Arc<dyn ProjectionFold> {
@@ -425,5 +426,56 @@ async fn a_read_can_wait_for_its_own_write_within_a_bound(backend: Backend) {
         Runner::new(Arc::clone(&store), fold(), config(0), metrics),
         Err(StoreError::InvalidRequest(_))
     ));
+    db.cleanup().await;
+}
+
+async fn an_append_wakes_an_idle_runner_long_before_its_poll(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    // On PostgreSQL the append comes from another pool, as from another process: the wake-up
+    // travels by LISTEN/NOTIFY. On SQLite it is the in-process signal.
+    let writer = match backend {
+        Backend::Postgres => db.open().await,
+        Backend::Sqlite => Arc::clone(&store),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let slow_poll = RunnerConfig {
+        poll_interval: Duration::from_secs(60),
+        ..config(10)
+    };
+    let runner = Runner::new(Arc::clone(&store), fold(), slow_poll, Arc::clone(&metrics)).unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let live = tokio::spawn(runner.run(stopped));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leads(&metrics, &store).await {
+        assert!(Instant::now() < deadline, "the runner never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the runner find the log empty and go idle.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let written = writer
+        .append(append(
+            &stream("license", "lic_0000000042"),
+            0,
+            vec![event("woken", json!({}))],
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(wait_for_position(
+        store.as_ref(),
+        "stream_index",
+        written.last_position(),
+        Duration::from_secs(5)
+    )
+    .await
+    .unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken by the append, not by the 60 s poll"
+    );
+    stop.send(true).unwrap();
+    live.await.unwrap();
+    drop((store, writer));
     db.cleanup().await;
 }
