@@ -7,7 +7,7 @@
 use crate::store::{
     AppendOutcome, AppendRequest, EventStore, Idempotency, StoreError, READ_PAGE_MAX,
 };
-use aggregates::decider::{decode, encode, Context, Decider, DecodeError};
+use aggregates::decider::{decode, encode, CodecError, Context, Decider};
 use aggregates::log::{EventMetadata, StreamName, StreamNameError, StreamVersion};
 
 /// Attempts per command before a conflict is returned to the caller: contention on one small
@@ -28,7 +28,7 @@ pub enum CommandError<E> {
     StreamName(#[from] StreamNameError),
     /// A stored event does not decode into the decider's events.
     #[error(transparent)]
-    Decode(#[from] DecodeError),
+    Decode(#[from] CodecError),
     /// The stream is longer than [`STREAM_EVENTS_MAX`].
     #[error("stream {0} is longer than {STREAM_EVENTS_MAX} events")]
     StreamTooLong(StreamName),

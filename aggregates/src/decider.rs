@@ -61,16 +61,17 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
     }
 }
 
-/// A stored event that does not decode into the decider's event type.
+/// An event that does not encode to the log's shape, or a stored event that does not decode into
+/// the decider's event type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError {
-    /// The stored event type.
+pub struct CodecError {
+    /// The event type (`?` when encoding failed before the type was known).
     pub event_type: String,
     /// What serde said.
     pub reason: String,
 }
 
-impl fmt::Display for DecodeError {
+impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -80,7 +81,7 @@ impl fmt::Display for DecodeError {
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for CodecError {}
 
 /// One event ready for the log: its type, schema version and payload.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,8 +95,8 @@ pub struct EncodedEvent {
 }
 
 /// Splits an adjacently tagged event into its type and payload.
-pub fn encode<E: DomainEvent>(event: &E) -> Result<EncodedEvent, DecodeError> {
-    let fail = |reason: String| DecodeError {
+pub fn encode<E: DomainEvent>(event: &E) -> Result<EncodedEvent, CodecError> {
+    let fail = |reason: String| CodecError {
         event_type: String::from("?"),
         reason,
     };
@@ -122,7 +123,7 @@ pub fn encode<E: DomainEvent>(event: &E) -> Result<EncodedEvent, DecodeError> {
 pub fn decode<E: DomainEvent>(
     event_type: &str,
     payload: &serde_json::Value,
-) -> Result<E, DecodeError> {
+) -> Result<E, CodecError> {
     let tagged = serde_json::json!({ "event_type": event_type, "payload": payload });
     let error = match serde_json::from_value(tagged) {
         Ok(event) => return Ok(event),
@@ -135,7 +136,7 @@ pub fn decode<E: DomainEvent>(
             return Ok(event);
         }
     }
-    Err(DecodeError {
+    Err(CodecError {
         event_type: event_type.to_owned(),
         reason: error.to_string(),
     })

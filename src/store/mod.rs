@@ -47,11 +47,12 @@ pub struct Idempotency {
 
 impl Idempotency {
     /// A key whose fingerprint is the SHA-256 of `request`'s canonical JSON (serde_json's `Value`
-    /// keeps object keys sorted, so equal requests give equal bytes).
+    /// keeps object keys sorted, so equal requests give equal bytes). A request type that cannot
+    /// serialise is a programming error, and asserted.
     pub fn for_request<T: Serialize>(key: impl Into<String>, request: &T) -> Idempotency {
         let canonical = serde_json::to_value(request)
             .and_then(|value| serde_json::to_vec(&value))
-            .unwrap_or_default();
+            .expect("an idempotent request serialises to JSON");
         Idempotency {
             key: key.into(),
             fingerprint: Sha256::digest(&canonical).into(),

@@ -107,11 +107,6 @@ impl PostgresStore {
         })
     }
 
-    /// The connection pool, for the benchmarks' raw baselines and the tests' fault injection.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT fingerprint, stream_type, stream_id, first_position, last_position, stream_version \

@@ -80,11 +80,6 @@ impl SqliteStore {
         })
     }
 
-    /// The writer pool, for the benchmarks' raw baselines and the tests' fault injection.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.writer
-    }
-
     fn decode(&self, row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         let json = |column: &str| -> Result<serde_json::Value, StoreError> {
             serde_json::from_str(row.get::<&str, _>(column))
