@@ -60,8 +60,8 @@ pub struct Command<'a, D: Decider> {
     pub stream_id: &'a str,
     /// What is asked.
     pub command: &'a D::Command,
-    /// Time and generated values for the decision.
-    pub context: Context,
+    /// Time and the catalog in force for the decision.
+    pub context: Context<'a>,
     /// Who, why and when, recorded with the events.
     pub metadata: EventMetadata,
     /// When set, the command takes effect at most once for this key.

@@ -7,23 +7,27 @@
 //! event enum describes that mapping with serde's adjacent tagging:
 //! `#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]`.
 
+use crate::catalog::Catalog;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
 
-/// What a decision may depend on besides the state and the command. Time comes in here, never from
-/// a clock inside the domain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Context {
+/// What a decision may depend on besides the state and the command: the time and the catalog in
+/// force. Time comes in here, never from a clock inside the domain; generated ids and secret hashes
+/// come in with the command that needs them, drawn by the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context<'a> {
     /// The instant the command is decided at.
     pub now: DateTime<Utc>,
+    /// The plan catalog in force.
+    pub catalog: &'a Catalog,
 }
 
-impl Context {
-    /// A context deciding at `now`.
-    pub fn at(now: DateTime<Utc>) -> Context {
-        Context { now }
+impl<'a> Context<'a> {
+    /// A context deciding at `now` under `catalog`.
+    pub fn new(now: DateTime<Utc>, catalog: &'a Catalog) -> Context<'a> {
+        Context { now, catalog }
     }
 }
 
@@ -45,7 +49,7 @@ pub trait Decider {
     fn decide(
         state: &Self::State,
         command: &Self::Command,
-        context: &Context,
+        context: &Context<'_>,
     ) -> Result<Vec<Self::Event>, Self::Error>;
 
     /// Folds one event into the state. Total: every event the decider ever produced must fold.

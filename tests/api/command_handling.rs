@@ -3,6 +3,7 @@
 //! handler, not about any business rule.
 
 use crate::helpers::{metadata, Backend, TestDatabase};
+use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider, DomainEvent};
 use aggregates::log::StreamVersion;
 use chrono::{TimeZone, Utc};
@@ -77,10 +78,11 @@ fn command<'a>(
     add: &'a CounterCommand,
     key: Option<&str>,
 ) -> Command<'a, Counter> {
+    static CATALOG: std::sync::LazyLock<Catalog> = std::sync::LazyLock::new(Catalog::v1);
     Command {
         stream_id,
         command: add,
-        context: Context::at(Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap()),
+        context: Context::new(Utc.with_ymd_and_hms(2026, 4, 1, 0, 0, 0).unwrap(), &CATALOG),
         metadata: metadata(),
         idempotency: key.map(|key| Idempotency::for_request(key, &json!({ "stream": stream_id }))),
     }
