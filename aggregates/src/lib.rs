@@ -8,4 +8,6 @@
 pub mod catalog;
 pub mod decider;
 pub mod error;
+pub mod ids;
 pub mod log;
+pub mod subscription;
