@@ -130,7 +130,10 @@ impl Email {
             && !parts[1].ends_with('.')
             && !email.chars().any(|c| c.is_whitespace() || c.is_control());
         if !ok {
-            return Err(DomainError::invalid("email", "must be a valid email address"));
+            return Err(DomainError::invalid(
+                "email",
+                "must be a valid email address",
+            ));
         }
         Ok(Email(email))
     }
@@ -162,9 +165,15 @@ pub struct SecretHash(String);
 impl SecretHash {
     /// Parses 64 lower-case hex characters.
     pub fn parse(raw: &str) -> Result<SecretHash, DomainError> {
-        let ok = raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = raw.len() == 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
-            return Err(DomainError::invalid("secret_hash", "must be 64 lower-case hex characters"));
+            return Err(DomainError::invalid(
+                "secret_hash",
+                "must be 64 lower-case hex characters",
+            ));
         }
         Ok(SecretHash(raw.to_owned()))
     }
@@ -192,7 +201,10 @@ impl<'de> Deserialize<'de> for SecretHash {
 pub fn bounded_text(field: &'static str, raw: &str, max: usize) -> Result<String, DomainError> {
     let text = raw.trim();
     if text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control) {
-        return Err(DomainError::invalid(field, format!("must be 1 to {max} printable characters")));
+        return Err(DomainError::invalid(
+            field,
+            format!("must be 1 to {max} printable characters"),
+        ));
     }
     Ok(text.to_owned())
 }
@@ -207,15 +219,33 @@ mod tests {
         assert_eq!(id.as_str(), "lic_ZZZZZZZZZZ");
         assert_eq!(LicenseId::parse(id.as_str()).unwrap(), id);
         assert_eq!(TenantId::from_entropy(1).as_str(), "t-0000000001");
-        for bad in ["lic_", "lic_ABCDEFGHIJ", "lic_abcdefghjk", "inst_ABCDEFGHJK", "lic_ABCDEFGHJKM"] {
+        for bad in [
+            "lic_",
+            "lic_ABCDEFGHIJ",
+            "lic_abcdefghjk",
+            "inst_ABCDEFGHJK",
+            "lic_ABCDEFGHJKM",
+        ] {
             assert!(LicenseId::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(Email::parse("  Ops@Example.COM ").unwrap().as_str(), "ops@example.com");
-        for bad in ["", "a", "a@b", "@b.c", "a@b.c@d.e", "a b@c.d", "a@.c", "a@c."] {
+        assert_eq!(
+            Email::parse("  Ops@Example.COM ").unwrap().as_str(),
+            "ops@example.com"
+        );
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.c",
+            "a@b.c@d.e",
+            "a b@c.d",
+            "a@.c",
+            "a@c.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }

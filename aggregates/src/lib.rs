@@ -9,5 +9,6 @@ pub mod catalog;
 pub mod decider;
 pub mod error;
 pub mod ids;
+pub mod license;
 pub mod log;
 pub mod subscription;

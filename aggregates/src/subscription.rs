@@ -52,7 +52,10 @@ impl SubscriptionState {
 
     /// Whether the state grants paid capabilities (trial, active, grace).
     pub fn grants_paid(self) -> bool {
-        matches!(self, SubscriptionState::Trial | SubscriptionState::Active | SubscriptionState::Grace)
+        matches!(
+            self,
+            SubscriptionState::Trial | SubscriptionState::Active | SubscriptionState::Grace
+        )
     }
 
     /// Whether `self → next` is in the table of §4. Staying in the same state is not a transition.
