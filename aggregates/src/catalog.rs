@@ -375,6 +375,12 @@ impl Catalog {
         .unwrap_or_default()
     }
 
+    /// Whether any tier grants this capability (internal capabilities excluded).
+    pub fn is_capability(&self, key: &str) -> bool {
+        !self.internal_capabilities.contains(key)
+            && self.tiers.values().any(|t| t.capabilities.contains(key))
+    }
+
     /// Days of history a plan keeps: the non-granting figure when not granting.
     pub fn history_days(&self, plan: Option<&str>, granting: bool) -> u32 {
         if !granting {

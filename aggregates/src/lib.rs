@@ -8,7 +8,9 @@
 pub mod catalog;
 pub mod decider;
 pub mod error;
+pub mod handoff;
 pub mod ids;
 pub mod license;
 pub mod log;
+pub mod redemption;
 pub mod subscription;
