@@ -8,9 +8,12 @@
 pub mod catalog;
 pub mod decider;
 pub mod error;
+pub mod exchange;
 pub mod handoff;
 pub mod ids;
 pub mod license;
+pub mod limiter;
 pub mod log;
 pub mod redemption;
 pub mod subscription;
+pub mod trial;
