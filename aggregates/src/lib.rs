@@ -5,6 +5,7 @@
 //! async code, reads no clock and draws no random numbers: time and generated ids come in through a
 //! [`decider::Context`]. The service crate wraps these functions with the event store.
 
+pub mod account;
 pub mod catalog;
 pub mod decider;
 pub mod error;

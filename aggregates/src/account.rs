@@ -1,0 +1,894 @@
+//! Hosted accounts (`DOMAIN.md` §10, §11): members and roles, invitations, billing, and tenants
+//! (workspaces) with their caps. An MSP account's subscription applies to all its tenants.
+//!
+//! One stream per account. Role rules: Owner and Admin change workspaces, members and billing;
+//! only an Owner grants or touches owner rows; the last owner can be neither demoted nor removed.
+
+use crate::decider::{Context, Decider, DomainEvent};
+use crate::error::DomainError;
+use crate::ids::{bounded_text, AccountId, Email, InvitationId, TenantId, UserId};
+use crate::subscription::{grace_ends_at, SubscriptionState, HOSTED_GRACE_DAYS};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A tenant still provisioning after this long has failed (§10).
+pub const PROVISIONING_STUCK_SECONDS: i64 = 15 * 60;
+/// Longest account display name.
+pub const DISPLAY_NAME_LEN_MAX: usize = 120;
+/// Members plus pending invitations one account may hold: a bound on the stream's state.
+pub const MEMBERS_MAX: usize = 500;
+
+/// An individual (Cloud) account or an MSP account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// One organisation's Cloud account.
+    Individual,
+    /// A managed-service provider operating many tenants.
+    Msp,
+}
+
+impl AccountKind {
+    /// The label the portal shows (`Cloud` or `MSP`).
+    pub fn label(self) -> &'static str {
+        match self {
+            AccountKind::Individual => "Cloud",
+            AccountKind::Msp => "MSP",
+        }
+    }
+}
+
+/// A member's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including owner rows.
+    Owner,
+    /// Workspaces, members and billing.
+    Admin,
+    /// View and open workspaces, view the roster.
+    Tech,
+    /// View and open workspaces, view the roster.
+    ReadOnly,
+}
+
+impl Role {
+    /// The name customers see: Owner, Admin, Tech, Read-only (never `read_only`, never `member`).
+    pub fn display(self) -> &'static str {
+        match self {
+            Role::Owner => "Owner",
+            Role::Admin => "Admin",
+            Role::Tech => "Tech",
+            Role::ReadOnly => "Read-only",
+        }
+    }
+
+    /// The role inside a tenant: owner→owner, admin→admin, tech→editor, read_only→viewer.
+    pub fn tenant_role(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Tech => "editor",
+            Role::ReadOnly => "viewer",
+        }
+    }
+
+    /// Whether the role changes workspaces, members and billing.
+    pub fn can_manage(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// A tenant's state (§10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantState {
+    /// Being created.
+    Provisioning,
+    /// Running.
+    Active,
+    /// Stopped, kept.
+    Suspended,
+    /// Canceled, kept until deleted.
+    Canceled,
+    /// Being deleted.
+    Deleting,
+    /// Gone.
+    Deleted,
+    /// Provisioning failed.
+    Failed,
+}
+
+impl TenantState {
+    /// The name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::Provisioning => "provisioning",
+            TenantState::Active => "active",
+            TenantState::Suspended => "suspended",
+            TenantState::Canceled => "canceled",
+            TenantState::Deleting => "deleting",
+            TenantState::Deleted => "deleted",
+            TenantState::Failed => "failed",
+        }
+    }
+
+    /// Whether the tenant counts against the workspace cap: `canceled`, `deleting` and `deleted`
+    /// do not.
+    pub fn counts_toward_cap(self) -> bool {
+        !matches!(
+            self,
+            TenantState::Canceled | TenantState::Deleting | TenantState::Deleted
+        )
+    }
+
+    /// The tenant transitions this ledger allows (`DOMAIN.md` names the states, not the moves;
+    /// this table is our decision and is listed in `README.md`).
+    pub fn can_become(self, next: TenantState) -> bool {
+        use TenantState::*;
+        matches!(
+            (self, next),
+            (Provisioning, Active | Failed | Canceled)
+                | (Active, Suspended | Canceled | Deleting)
+                | (Suspended, Active | Canceled | Deleting)
+                | (Canceled, Active | Deleting)
+                | (Failed, Deleting)
+                | (Deleting, Deleted)
+        )
+    }
+}
+
+/// A member of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Their email.
+    pub email: Email,
+    /// Their role.
+    pub role: Role,
+}
+
+/// A pending invitation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invitation {
+    /// Who is invited.
+    pub email: Email,
+    /// The role they will get.
+    pub role: Role,
+}
+
+/// The account's billing record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Billing {
+    /// The canonical plan.
+    pub plan_version: String,
+    /// The subscription state.
+    pub state: SubscriptionState,
+    /// When grace started.
+    pub grace_started_at: Option<DateTime<Utc>>,
+}
+
+/// A tenant (workspace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Its state.
+    pub state: TenantState,
+    /// Since when.
+    pub state_since: DateTime<Utc>,
+}
+
+/// An open account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenAccount {
+    /// Its id.
+    pub account_id: AccountId,
+    /// Individual or MSP.
+    pub kind: AccountKind,
+    /// Its name.
+    pub display_name: String,
+    /// Members by user id.
+    pub members: BTreeMap<UserId, Member>,
+    /// Pending invitations by id.
+    pub invitations: BTreeMap<InvitationId, Invitation>,
+    /// The billing record, once Stripe or a trial created one.
+    pub billing: Option<Billing>,
+    /// Tenants by id.
+    pub tenants: BTreeMap<TenantId, Tenant>,
+}
+
+impl OpenAccount {
+    /// How many owners there are.
+    pub fn owners(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::Owner)
+            .count()
+    }
+
+    /// Tenants counting against the cap, and the cap.
+    pub fn workspace_usage(&self, context: &Context<'_>) -> (usize, usize) {
+        let current = self
+            .tenants
+            .values()
+            .filter(|t| t.state.counts_toward_cap())
+            .count();
+        let plan = self.billing.as_ref().map(|b| b.plan_version.as_str());
+        (current, context.catalog.max_workspaces(plan) as usize)
+    }
+
+    /// Whether a tenant is entitled now: it is active and the account's subscription (for an MSP,
+    /// the one subscription of all its tenants) grants paid capabilities.
+    pub fn tenant_entitled(&self, tenant_id: &TenantId) -> bool {
+        let tenant_active = self
+            .tenants
+            .get(tenant_id)
+            .is_some_and(|t| t.state == TenantState::Active);
+        tenant_active && self.billing.as_ref().is_some_and(|b| b.state.grants_paid())
+    }
+
+    fn member_role(&self, actor: &UserId) -> Result<Role, DomainError> {
+        self.members
+            .get(actor)
+            .map(|m| m.role)
+            .ok_or(DomainError::Forbidden {
+                action: "act on this account",
+            })
+    }
+
+    fn manager(&self, actor: &UserId, action: &'static str) -> Result<Role, DomainError> {
+        let role = self.member_role(actor)?;
+        if !role.can_manage() {
+            return Err(DomainError::Forbidden { action });
+        }
+        Ok(role)
+    }
+}
+
+/// The account decider.
+pub struct Account;
+
+/// The state of an account stream: nothing until opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountState {
+    /// The account, once opened.
+    pub account: Option<OpenAccount>,
+}
+
+/// What can be asked of an account.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccountCommand {
+    /// Open it with its first owner.
+    Open {
+        /// A fresh id.
+        account_id: AccountId,
+        /// Individual or MSP.
+        kind: AccountKind,
+        /// Its name.
+        display_name: String,
+        /// The first owner.
+        owner: UserId,
+        /// The first owner's email.
+        owner_email: Email,
+    },
+    /// Rename it.
+    Rename {
+        /// Who asks.
+        actor: UserId,
+        /// The new name.
+        display_name: String,
+    },
+    /// Invite someone: a known user joins at once, an unknown email gets a pending invitation.
+    Invite {
+        /// Who asks.
+        actor: UserId,
+        /// A fresh id, used for a pending invitation.
+        invitation_id: InvitationId,
+        /// Who.
+        email: Email,
+        /// As what.
+        role: Role,
+        /// The user with this email, if one exists.
+        existing_user: Option<UserId>,
+    },
+    /// A pending invitation is accepted.
+    AcceptInvitation {
+        /// Which.
+        invitation_id: InvitationId,
+        /// The user accepting.
+        user_id: UserId,
+    },
+    /// Change a member's role.
+    ChangeRole {
+        /// Who asks.
+        actor: UserId,
+        /// Whose role.
+        member: UserId,
+        /// The new role.
+        role: Role,
+    },
+    /// Remove a member.
+    RemoveMember {
+        /// Who asks.
+        actor: UserId,
+        /// Whom.
+        member: UserId,
+    },
+    /// Record the billing state Stripe (or a trial) established.
+    RecordBilling {
+        /// The plan.
+        plan_version: String,
+        /// The state.
+        state: SubscriptionState,
+    },
+    /// Create a workspace.
+    ProvisionTenant {
+        /// Who asks.
+        actor: UserId,
+        /// A fresh id.
+        tenant_id: TenantId,
+    },
+    /// Move a tenant to another state (provisioner, lifecycle jobs).
+    ChangeTenantState {
+        /// Which.
+        tenant_id: TenantId,
+        /// The new state.
+        to: TenantState,
+        /// Why.
+        reason: String,
+    },
+    /// Mark tenants provisioning for 15 minutes or more as failed.
+    FailStuckProvisioning,
+    /// Cancel a hosted subscription (and its tenants) in grace for 14 days or more.
+    EnforceGrace,
+}
+
+/// What happened to an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+pub enum AccountEvent {
+    /// The account was opened.
+    AccountOpened {
+        /// Its id.
+        account_id: AccountId,
+        /// Individual or MSP.
+        kind: AccountKind,
+        /// Its name.
+        display_name: String,
+    },
+    /// It was renamed.
+    AccountRenamed {
+        /// The new name.
+        display_name: String,
+    },
+    /// A member was invited (pending).
+    MemberInvited {
+        /// The invitation.
+        invitation_id: InvitationId,
+        /// Who.
+        email: Email,
+        /// As what.
+        role: Role,
+        /// By whom.
+        invited_by: UserId,
+    },
+    /// Someone joined.
+    MemberJoined {
+        /// Who.
+        user_id: UserId,
+        /// Their email.
+        email: Email,
+        /// Their role.
+        role: Role,
+        /// The invitation accepted, if any.
+        invitation_id: Option<InvitationId>,
+    },
+    /// A member's role changed.
+    MemberRoleChanged {
+        /// Whose.
+        user_id: UserId,
+        /// Before.
+        from: Role,
+        /// After.
+        to: Role,
+        /// By whom.
+        changed_by: UserId,
+    },
+    /// A member was removed.
+    MemberRemoved {
+        /// Who.
+        user_id: UserId,
+        /// By whom.
+        removed_by: UserId,
+    },
+    /// The billing record changed.
+    BillingRecorded {
+        /// The plan.
+        plan_version: String,
+        /// The state.
+        state: SubscriptionState,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A tenant was provisioned.
+    TenantProvisioned {
+        /// Its id.
+        tenant_id: TenantId,
+        /// By whom.
+        provisioned_by: UserId,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A tenant's state changed.
+    TenantStateChanged {
+        /// Which.
+        tenant_id: TenantId,
+        /// Before.
+        from: TenantState,
+        /// After.
+        to: TenantState,
+        /// Why.
+        reason: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for AccountEvent {}
+
+impl Decider for Account {
+    const STREAM_TYPE: &'static str = "account";
+    type State = AccountState;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = DomainError;
+
+    fn decide(
+        state: &AccountState,
+        command: &AccountCommand,
+        context: &Context<'_>,
+    ) -> Result<Vec<AccountEvent>, DomainError> {
+        if let AccountCommand::Open {
+            account_id,
+            kind,
+            display_name,
+            owner,
+            owner_email,
+        } = command
+        {
+            if state.account.is_some() {
+                return Err(DomainError::AlreadyExists { entity: "account" });
+            }
+            return Ok(vec![
+                AccountEvent::AccountOpened {
+                    account_id: account_id.clone(),
+                    kind: *kind,
+                    display_name: bounded_text("display_name", display_name, DISPLAY_NAME_LEN_MAX)?,
+                },
+                AccountEvent::MemberJoined {
+                    user_id: owner.clone(),
+                    email: owner_email.clone(),
+                    role: Role::Owner,
+                    invitation_id: None,
+                },
+            ]);
+        }
+        let account = state
+            .account
+            .as_ref()
+            .ok_or(DomainError::NotFound { entity: "account" })?;
+        match command {
+            AccountCommand::Open { .. } => Err(DomainError::AlreadyExists { entity: "account" }),
+            AccountCommand::Rename {
+                actor,
+                display_name,
+            } => {
+                account.manager(actor, "rename the account")?;
+                let display_name =
+                    bounded_text("display_name", display_name, DISPLAY_NAME_LEN_MAX)?;
+                Ok((display_name != account.display_name)
+                    .then_some(AccountEvent::AccountRenamed { display_name })
+                    .into_iter()
+                    .collect())
+            }
+            AccountCommand::Invite {
+                actor,
+                invitation_id,
+                email,
+                role,
+                existing_user,
+            } => decide_invite(
+                account,
+                actor,
+                invitation_id,
+                email,
+                *role,
+                existing_user.as_ref(),
+            ),
+            AccountCommand::AcceptInvitation {
+                invitation_id,
+                user_id,
+            } => decide_accept(account, invitation_id, user_id),
+            AccountCommand::ChangeRole {
+                actor,
+                member,
+                role,
+            } => decide_change_role(account, actor, member, *role),
+            AccountCommand::RemoveMember { actor, member } => decide_remove(account, actor, member),
+            AccountCommand::RecordBilling {
+                plan_version,
+                state,
+            } => {
+                let plan_version = context.catalog.canonical_plan(plan_version);
+                let unchanged = account
+                    .billing
+                    .as_ref()
+                    .is_some_and(|b| b.plan_version == plan_version && b.state == *state);
+                Ok((!unchanged)
+                    .then_some(AccountEvent::BillingRecorded {
+                        plan_version,
+                        state: *state,
+                        at: context.now,
+                    })
+                    .into_iter()
+                    .collect())
+            }
+            AccountCommand::ProvisionTenant { actor, tenant_id } => {
+                decide_provision(account, actor, tenant_id, context)
+            }
+            AccountCommand::ChangeTenantState {
+                tenant_id,
+                to,
+                reason,
+            } => {
+                let tenant = account
+                    .tenants
+                    .get(tenant_id)
+                    .ok_or(DomainError::NotFound { entity: "tenant" })?;
+                if tenant.state == *to {
+                    return Ok(Vec::new());
+                }
+                if !tenant.state.can_become(*to) {
+                    return Err(DomainError::InvalidTransition {
+                        from: tenant.state.as_str(),
+                        to: to.as_str(),
+                    });
+                }
+                let reason = bounded_text("reason", reason, 500)?;
+                Ok(vec![tenant_changed(
+                    tenant_id,
+                    tenant.state,
+                    *to,
+                    &reason,
+                    context.now,
+                )])
+            }
+            AccountCommand::FailStuckProvisioning => Ok(account
+                .tenants
+                .iter()
+                .filter(|(_, t)| {
+                    t.state == TenantState::Provisioning
+                        && context.now - t.state_since
+                            >= Duration::seconds(PROVISIONING_STUCK_SECONDS)
+                })
+                .map(|(id, t)| {
+                    tenant_changed(
+                        id,
+                        t.state,
+                        TenantState::Failed,
+                        "provisioning for 15 minutes or more",
+                        context.now,
+                    )
+                })
+                .collect()),
+            AccountCommand::EnforceGrace => decide_enforce_grace(account, context),
+        }
+    }
+
+    fn evolve(mut state: AccountState, event: &AccountEvent) -> AccountState {
+        match (event, state.account.as_mut()) {
+            (
+                AccountEvent::AccountOpened {
+                    account_id,
+                    kind,
+                    display_name,
+                },
+                _,
+            ) => {
+                state.account = Some(OpenAccount {
+                    account_id: account_id.clone(),
+                    kind: *kind,
+                    display_name: display_name.clone(),
+                    members: BTreeMap::new(),
+                    invitations: BTreeMap::new(),
+                    billing: None,
+                    tenants: BTreeMap::new(),
+                });
+            }
+            (_, Some(account)) => evolve_open(account, event),
+            (_, None) => {}
+        }
+        state
+    }
+}
+
+fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
+    match event {
+        AccountEvent::AccountOpened { .. } => {}
+        AccountEvent::AccountRenamed { display_name } => {
+            account.display_name = display_name.clone()
+        }
+        AccountEvent::MemberInvited {
+            invitation_id,
+            email,
+            role,
+            ..
+        } => {
+            account.invitations.insert(
+                invitation_id.clone(),
+                Invitation {
+                    email: email.clone(),
+                    role: *role,
+                },
+            );
+        }
+        AccountEvent::MemberJoined {
+            user_id,
+            email,
+            role,
+            invitation_id,
+        } => {
+            if let Some(invitation_id) = invitation_id {
+                account.invitations.remove(invitation_id);
+            }
+            account.members.insert(
+                user_id.clone(),
+                Member {
+                    email: email.clone(),
+                    role: *role,
+                },
+            );
+        }
+        AccountEvent::MemberRoleChanged { user_id, to, .. } => {
+            if let Some(member) = account.members.get_mut(user_id) {
+                member.role = *to;
+            }
+        }
+        AccountEvent::MemberRemoved { user_id, .. } => {
+            account.members.remove(user_id);
+        }
+        AccountEvent::BillingRecorded {
+            plan_version,
+            state,
+            at,
+        } => {
+            let grace_started_at = match (state, account.billing.as_ref()) {
+                (SubscriptionState::Grace, Some(b)) if b.state == SubscriptionState::Grace => {
+                    b.grace_started_at
+                }
+                (SubscriptionState::Grace, _) => Some(*at),
+                _ => None,
+            };
+            account.billing = Some(Billing {
+                plan_version: plan_version.clone(),
+                state: *state,
+                grace_started_at,
+            });
+        }
+        AccountEvent::TenantProvisioned { tenant_id, at, .. } => {
+            account.tenants.insert(
+                tenant_id.clone(),
+                Tenant {
+                    state: TenantState::Provisioning,
+                    state_since: *at,
+                },
+            );
+        }
+        AccountEvent::TenantStateChanged {
+            tenant_id, to, at, ..
+        } => {
+            if let Some(tenant) = account.tenants.get_mut(tenant_id) {
+                tenant.state = *to;
+                tenant.state_since = *at;
+            }
+        }
+    }
+}
+
+fn tenant_changed(
+    tenant_id: &TenantId,
+    from: TenantState,
+    to: TenantState,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> AccountEvent {
+    AccountEvent::TenantStateChanged {
+        tenant_id: tenant_id.clone(),
+        from,
+        to,
+        reason: reason.to_owned(),
+        at,
+    }
+}
+
+fn decide_invite(
+    account: &OpenAccount,
+    actor: &UserId,
+    invitation_id: &InvitationId,
+    email: &Email,
+    role: Role,
+    existing_user: Option<&UserId>,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let actor_role = account.manager(actor, "invite members")?;
+    if role == Role::Owner && actor_role != Role::Owner {
+        return Err(DomainError::OwnerRequired);
+    }
+    if account.members.values().any(|m| &m.email == email) {
+        return Err(DomainError::AlreadyMember);
+    }
+    if account
+        .invitations
+        .values()
+        .any(|i| &i.email == email && i.role == role)
+    {
+        return Ok(Vec::new());
+    }
+    if account.members.len() + account.invitations.len() >= MEMBERS_MAX {
+        return Err(DomainError::invalid(
+            "email",
+            format!("an account holds at most {MEMBERS_MAX} members and invitations"),
+        ));
+    }
+    Ok(vec![match existing_user {
+        Some(user_id) => AccountEvent::MemberJoined {
+            user_id: user_id.clone(),
+            email: email.clone(),
+            role,
+            invitation_id: None,
+        },
+        None => AccountEvent::MemberInvited {
+            invitation_id: invitation_id.clone(),
+            email: email.clone(),
+            role,
+            invited_by: actor.clone(),
+        },
+    }])
+}
+
+fn decide_accept(
+    account: &OpenAccount,
+    invitation_id: &InvitationId,
+    user_id: &UserId,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let invitation = account
+        .invitations
+        .get(invitation_id)
+        .ok_or(DomainError::NotFound {
+            entity: "invitation",
+        })?;
+    if account.members.contains_key(user_id) {
+        return Err(DomainError::AlreadyMember);
+    }
+    Ok(vec![AccountEvent::MemberJoined {
+        user_id: user_id.clone(),
+        email: invitation.email.clone(),
+        role: invitation.role,
+        invitation_id: Some(invitation_id.clone()),
+    }])
+}
+
+fn decide_change_role(
+    account: &OpenAccount,
+    actor: &UserId,
+    member: &UserId,
+    role: Role,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let actor_role = account.manager(actor, "change roles")?;
+    let current = account
+        .members
+        .get(member)
+        .ok_or(DomainError::NotFound { entity: "member" })?
+        .role;
+    if (current == Role::Owner || role == Role::Owner) && actor_role != Role::Owner {
+        return Err(DomainError::OwnerRequired);
+    }
+    if current == role {
+        return Ok(Vec::new());
+    }
+    if current == Role::Owner && account.owners() == 1 {
+        return Err(DomainError::LastOwner);
+    }
+    Ok(vec![AccountEvent::MemberRoleChanged {
+        user_id: member.clone(),
+        from: current,
+        to: role,
+        changed_by: actor.clone(),
+    }])
+}
+
+fn decide_remove(
+    account: &OpenAccount,
+    actor: &UserId,
+    member: &UserId,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let actor_role = account.manager(actor, "remove members")?;
+    let current = account
+        .members
+        .get(member)
+        .ok_or(DomainError::NotFound { entity: "member" })?
+        .role;
+    if current == Role::Owner && actor_role != Role::Owner {
+        return Err(DomainError::OwnerRequired);
+    }
+    if current == Role::Owner && account.owners() == 1 {
+        return Err(DomainError::LastOwner);
+    }
+    Ok(vec![AccountEvent::MemberRemoved {
+        user_id: member.clone(),
+        removed_by: actor.clone(),
+    }])
+}
+
+fn decide_provision(
+    account: &OpenAccount,
+    actor: &UserId,
+    tenant_id: &TenantId,
+    context: &Context<'_>,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    account.manager(actor, "create workspaces")?;
+    if account.tenants.contains_key(tenant_id) {
+        return Err(DomainError::AlreadyExists { entity: "tenant" });
+    }
+    let billing = account
+        .billing
+        .as_ref()
+        .ok_or(DomainError::NoBillingRecord)?;
+    if !billing.state.grants_paid() {
+        return Err(DomainError::SubscriptionCanceled);
+    }
+    let (current, limit) = account.workspace_usage(context);
+    if current >= limit {
+        return Err(DomainError::WorkspaceLimitReached { current, limit });
+    }
+    Ok(vec![AccountEvent::TenantProvisioned {
+        tenant_id: tenant_id.clone(),
+        provisioned_by: actor.clone(),
+        at: context.now,
+    }])
+}
+
+fn decide_enforce_grace(
+    account: &OpenAccount,
+    context: &Context<'_>,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let Some(billing) = &account.billing else {
+        return Ok(Vec::new());
+    };
+    let due = billing.state == SubscriptionState::Grace
+        && billing
+            .grace_started_at
+            .is_some_and(|at| context.now >= grace_ends_at(at, HOSTED_GRACE_DAYS));
+    if !due {
+        return Ok(Vec::new());
+    }
+    let mut events = vec![AccountEvent::BillingRecorded {
+        plan_version: billing.plan_version.clone(),
+        state: SubscriptionState::Canceled,
+        at: context.now,
+    }];
+    events.extend(
+        account
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.state.can_become(TenantState::Canceled))
+            .map(|(id, t)| {
+                tenant_changed(
+                    id,
+                    t.state,
+                    TenantState::Canceled,
+                    "hosted grace ended unpaid",
+                    context.now,
+                )
+            }),
+    );
+    Ok(events)
+}

@@ -1,0 +1,460 @@
+//! DOMAIN.md §10 and §11 — hosted accounts: roles, invitations, tenants and their caps.
+
+mod support;
+
+use aggregates::account::{
+    Account, AccountCommand, AccountEvent, AccountKind, Role, TenantState,
+    PROVISIONING_STUCK_SECONDS,
+};
+use aggregates::error::DomainError;
+use aggregates::ids::{AccountId, Email, InvitationId, TenantId, UserId};
+use aggregates::subscription::SubscriptionState;
+use support::{at, given, t0};
+
+fn user(n: u64) -> UserId {
+    UserId::from_entropy(n)
+}
+
+fn email(n: u64) -> Email {
+    Email::parse(&format!("user{n}@example.com")).unwrap()
+}
+
+fn tenant(n: u64) -> TenantId {
+    TenantId::from_entropy(n)
+}
+
+fn opened(kind: AccountKind) -> Vec<AccountEvent> {
+    vec![
+        AccountEvent::AccountOpened {
+            account_id: AccountId::from_entropy(1),
+            kind,
+            display_name: String::from("Acme"),
+        },
+        AccountEvent::MemberJoined {
+            user_id: user(1),
+            email: email(1),
+            role: Role::Owner,
+            invitation_id: None,
+        },
+    ]
+}
+
+fn joined(n: u64, role: Role) -> AccountEvent {
+    AccountEvent::MemberJoined {
+        user_id: user(n),
+        email: email(n),
+        role,
+        invitation_id: None,
+    }
+}
+
+/// Owner 1, Admin 2, Tech 3, Read-only 4, and (optionally) a second owner 5.
+fn team(second_owner: bool) -> Vec<AccountEvent> {
+    let mut events = opened(AccountKind::Individual);
+    events.extend([
+        joined(2, Role::Admin),
+        joined(3, Role::Tech),
+        joined(4, Role::ReadOnly),
+    ]);
+    if second_owner {
+        events.push(joined(5, Role::Owner));
+    }
+    events
+}
+
+fn billing(plan: &str, state: SubscriptionState) -> AccountEvent {
+    AccountEvent::BillingRecorded {
+        plan_version: plan.to_owned(),
+        state,
+        at: t0(),
+    }
+}
+
+fn provisioned(n: u64) -> AccountEvent {
+    AccountEvent::TenantProvisioned {
+        tenant_id: tenant(n),
+        provisioned_by: user(1),
+        at: t0(),
+    }
+}
+
+#[test]
+fn opening_an_account_makes_its_creator_the_owner() {
+    let state = given::<Account>(vec![])
+        .when(AccountCommand::Open {
+            account_id: AccountId::from_entropy(1),
+            kind: AccountKind::Msp,
+            display_name: String::from(" Acme "),
+            owner: user(1),
+            owner_email: email(1),
+        })
+        .then(opened(AccountKind::Msp));
+    let account = state.account.unwrap();
+    assert_eq!(account.members[&user(1)].role, Role::Owner);
+    assert_eq!(account.kind.label(), "MSP");
+}
+
+#[test]
+fn roles_are_shown_as_owner_admin_tech_read_only_and_map_to_tenant_roles() {
+    let table = [
+        (Role::Owner, "Owner", "owner", true),
+        (Role::Admin, "Admin", "admin", true),
+        (Role::Tech, "Tech", "editor", false),
+        (Role::ReadOnly, "Read-only", "viewer", false),
+    ];
+    for (role, display, tenant_role, manages) in table {
+        assert_eq!(
+            (role.display(), role.tenant_role(), role.can_manage()),
+            (display, tenant_role, manages)
+        );
+    }
+}
+
+fn change_role(actor: u64, member: u64, role: Role) -> AccountCommand {
+    AccountCommand::ChangeRole {
+        actor: user(actor),
+        member: user(member),
+        role,
+    }
+}
+
+#[test]
+fn the_role_rules_decision_table() {
+    use Role::*;
+    // (actor, target member, new role, expected error code or None for allowed)
+    let table: [(u64, u64, Role, Option<&str>); 12] = [
+        (1, 3, Admin, None),                   // owner promotes tech
+        (2, 3, ReadOnly, None),                // admin demotes tech
+        (2, 4, Owner, Some("owner_required")), // admin cannot grant owner
+        (2, 1, Admin, Some("owner_required")), // admin cannot touch an owner row
+        (3, 4, Tech, Some("forbidden")),       // tech changes nothing
+        (4, 3, ReadOnly, Some("forbidden")),   // read-only changes nothing
+        (1, 4, Owner, None),                   // owner grants owner
+        (1, 1, Admin, Some("last_owner")),     // the last owner cannot be demoted
+        (1, 2, Admin, None),                   // no change is allowed and does nothing
+        (2, 2, Tech, None),                    // an admin may step down
+        (3, 3, Admin, Some("forbidden")),      // a tech cannot promote themself
+        (9, 3, Admin, Some("forbidden")),      // a stranger changes nothing
+    ];
+    for (actor, member, role, expected) in table {
+        let result = given::<Account>(team(false))
+            .when(change_role(actor, member, role))
+            .result();
+        match expected {
+            None => assert!(
+                result.is_ok(),
+                "{actor} -> {member} as {role:?}: {result:?}"
+            ),
+            Some(code) => assert_eq!(
+                result.unwrap_err().code(),
+                code,
+                "{actor} -> {member} as {role:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn an_owner_may_be_demoted_while_another_owner_remains() {
+    given::<Account>(team(true))
+        .when(change_role(5, 1, Role::Admin))
+        .then(vec![AccountEvent::MemberRoleChanged {
+            user_id: user(1),
+            from: Role::Owner,
+            to: Role::Admin,
+            changed_by: user(5),
+        }]);
+}
+
+#[test]
+fn the_last_owner_cannot_be_removed_and_only_an_owner_removes_an_owner() {
+    let remove = |actor, member| AccountCommand::RemoveMember {
+        actor: user(actor),
+        member: user(member),
+    };
+    given::<Account>(team(false))
+        .when(remove(1, 1))
+        .then_err(DomainError::LastOwner);
+    given::<Account>(team(true))
+        .when(remove(2, 5))
+        .then_err(DomainError::OwnerRequired);
+    given::<Account>(team(true))
+        .when(remove(1, 5))
+        .then(vec![AccountEvent::MemberRemoved {
+            user_id: user(5),
+            removed_by: user(1),
+        }]);
+    given::<Account>(team(false))
+        .when(remove(3, 4))
+        .then_err(DomainError::Forbidden {
+            action: "remove members",
+        });
+}
+
+fn invite(actor: u64, n: u64, role: Role, existing: bool) -> AccountCommand {
+    AccountCommand::Invite {
+        actor: user(actor),
+        invitation_id: InvitationId::from_entropy(n),
+        email: email(n),
+        role,
+        existing_user: existing.then(|| user(n)),
+    }
+}
+
+#[test]
+fn inviting_an_unknown_email_creates_a_pending_invitation() {
+    given::<Account>(team(false))
+        .when(invite(2, 7, Role::Tech, false))
+        .then(vec![AccountEvent::MemberInvited {
+            invitation_id: InvitationId::from_entropy(7),
+            email: email(7),
+            role: Role::Tech,
+            invited_by: user(2),
+        }]);
+}
+
+#[test]
+fn inviting_a_known_user_makes_them_a_member_at_once() {
+    given::<Account>(team(false))
+        .when(invite(1, 7, Role::Admin, true))
+        .then(vec![joined(7, Role::Admin)]);
+}
+
+#[test]
+fn inviting_a_member_again_is_refused() {
+    given::<Account>(team(false))
+        .when(invite(1, 3, Role::Tech, true))
+        .then_err(DomainError::AlreadyMember);
+}
+
+#[test]
+fn only_an_owner_invites_an_owner_and_only_managers_invite() {
+    given::<Account>(team(false))
+        .when(invite(2, 7, Role::Owner, false))
+        .then_err(DomainError::OwnerRequired);
+    given::<Account>(team(false))
+        .when(invite(3, 7, Role::Tech, false))
+        .then_err(DomainError::Forbidden {
+            action: "invite members",
+        });
+}
+
+#[test]
+fn accepting_an_invitation_joins_with_its_role() {
+    let mut history = team(false);
+    history.push(AccountEvent::MemberInvited {
+        invitation_id: InvitationId::from_entropy(7),
+        email: email(7),
+        role: Role::Tech,
+        invited_by: user(2),
+    });
+    let state = given::<Account>(history)
+        .when(AccountCommand::AcceptInvitation {
+            invitation_id: InvitationId::from_entropy(7),
+            user_id: user(7),
+        })
+        .then(vec![AccountEvent::MemberJoined {
+            user_id: user(7),
+            email: email(7),
+            role: Role::Tech,
+            invitation_id: Some(InvitationId::from_entropy(7)),
+        }]);
+    assert!(state.account.unwrap().invitations.is_empty());
+}
+
+fn provision(actor: u64, n: u64) -> AccountCommand {
+    AccountCommand::ProvisionTenant {
+        actor: user(actor),
+        tenant_id: tenant(n),
+    }
+}
+
+#[test]
+fn creating_a_workspace_needs_a_billing_record() {
+    given::<Account>(team(false))
+        .when(provision(1, 1))
+        .then_err(DomainError::NoBillingRecord);
+}
+
+#[test]
+fn creating_a_workspace_on_a_canceled_subscription_is_refused() {
+    let mut history = team(false);
+    history.push(billing("cloud_power", SubscriptionState::Canceled));
+    given::<Account>(history)
+        .when(provision(1, 1))
+        .then_err(DomainError::SubscriptionCanceled);
+}
+
+#[test]
+fn the_workspace_cap_is_the_plans_and_reports_current_and_limit() {
+    let mut history = team(false);
+    history.push(billing("cloud_power", SubscriptionState::Active));
+    given::<Account>(history.clone())
+        .at(at(1))
+        .when(provision(2, 1))
+        .then(vec![AccountEvent::TenantProvisioned {
+            tenant_id: tenant(1),
+            provisioned_by: user(2),
+            at: at(1),
+        }]);
+    history.push(provisioned(1));
+    given::<Account>(history)
+        .when(provision(1, 2))
+        .then_err(DomainError::WorkspaceLimitReached {
+            current: 1,
+            limit: 1,
+        });
+}
+
+#[test]
+fn canceled_deleting_and_deleted_workspaces_do_not_count() {
+    let mut history = team(false);
+    history.push(billing("msp-starter", SubscriptionState::Active));
+    for n in 1..=10 {
+        history.push(provisioned(n));
+    }
+    given::<Account>(history.clone())
+        .when(provision(1, 11))
+        .then_err(DomainError::WorkspaceLimitReached {
+            current: 10,
+            limit: 10,
+        });
+    history.push(AccountEvent::TenantStateChanged {
+        tenant_id: tenant(3),
+        from: TenantState::Provisioning,
+        to: TenantState::Canceled,
+        reason: String::from("r"),
+        at: t0(),
+    });
+    assert!(given::<Account>(history)
+        .when(provision(1, 11))
+        .result()
+        .is_ok());
+}
+
+#[test]
+fn an_unknown_plan_allows_one_workspace() {
+    let mut history = team(false);
+    history.push(billing("enterprise_custom", SubscriptionState::Active));
+    history.push(provisioned(1));
+    given::<Account>(history)
+        .when(provision(1, 2))
+        .then_err(DomainError::WorkspaceLimitReached {
+            current: 1,
+            limit: 1,
+        });
+}
+
+#[test]
+fn tech_and_read_only_cannot_create_workspaces() {
+    let mut history = team(false);
+    history.push(billing("msp_growth", SubscriptionState::Active));
+    for actor in [3, 4] {
+        given::<Account>(history.clone())
+            .when(provision(actor, 1))
+            .then_err(DomainError::Forbidden {
+                action: "create workspaces",
+            });
+    }
+}
+
+#[test]
+fn an_msp_subscription_applies_to_all_its_tenants() {
+    let mut history = opened(AccountKind::Msp);
+    history.push(billing("msp_growth", SubscriptionState::Active));
+    for n in 1..=3 {
+        history.push(provisioned(n));
+        history.push(AccountEvent::TenantStateChanged {
+            tenant_id: tenant(n),
+            from: TenantState::Provisioning,
+            to: TenantState::Active,
+            reason: String::from("up"),
+            at: t0(),
+        });
+    }
+    let account = given::<Account>(history.clone()).state().account.unwrap();
+    assert!((1..=3).all(|n| account.tenant_entitled(&tenant(n))));
+    history.push(billing("msp_growth", SubscriptionState::Canceled));
+    let account = given::<Account>(history).state().account.unwrap();
+    assert!((1..=3).all(|n| !account.tenant_entitled(&tenant(n))));
+}
+
+#[test]
+fn provisioning_for_fifteen_minutes_becomes_failed() {
+    let mut history = team(false);
+    history.push(billing("msp_growth", SubscriptionState::Active));
+    history.push(provisioned(1));
+    given::<Account>(history.clone())
+        .at(at(PROVISIONING_STUCK_SECONDS - 1))
+        .when(AccountCommand::FailStuckProvisioning)
+        .then(vec![]);
+    given::<Account>(history)
+        .at(at(PROVISIONING_STUCK_SECONDS))
+        .when(AccountCommand::FailStuckProvisioning)
+        .then(vec![AccountEvent::TenantStateChanged {
+            tenant_id: tenant(1),
+            from: TenantState::Provisioning,
+            to: TenantState::Failed,
+            reason: String::from("provisioning for 15 minutes or more"),
+            at: at(PROVISIONING_STUCK_SECONDS),
+        }]);
+}
+
+#[test]
+fn tenant_moves_outside_the_table_are_refused() {
+    let mut history = team(false);
+    history.push(billing("msp_growth", SubscriptionState::Active));
+    history.push(provisioned(1));
+    let change = |to| AccountCommand::ChangeTenantState {
+        tenant_id: tenant(1),
+        to,
+        reason: String::from("ops"),
+    };
+    given::<Account>(history.clone())
+        .when(change(TenantState::Deleted))
+        .then_err(DomainError::InvalidTransition {
+            from: "provisioning",
+            to: "deleted",
+        });
+    assert!(given::<Account>(history)
+        .when(change(TenantState::Active))
+        .result()
+        .is_ok());
+}
+
+#[test]
+fn hosted_grace_of_fourteen_days_cancels_the_subscription_and_its_tenants() {
+    let mut history = opened(AccountKind::Msp);
+    history.push(billing("msp_growth", SubscriptionState::Active));
+    history.push(provisioned(1));
+    history.push(AccountEvent::TenantStateChanged {
+        tenant_id: tenant(1),
+        from: TenantState::Provisioning,
+        to: TenantState::Active,
+        reason: String::from("up"),
+        at: t0(),
+    });
+    history.push(billing("msp_growth", SubscriptionState::Grace));
+    let fourteen_days = 14 * 86_400;
+    given::<Account>(history.clone())
+        .at(at(fourteen_days - 1))
+        .when(AccountCommand::EnforceGrace)
+        .then(vec![]);
+    given::<Account>(history)
+        .at(at(fourteen_days))
+        .when(AccountCommand::EnforceGrace)
+        .then(vec![
+            AccountEvent::BillingRecorded {
+                plan_version: String::from("msp_growth"),
+                state: SubscriptionState::Canceled,
+                at: at(fourteen_days),
+            },
+            AccountEvent::TenantStateChanged {
+                tenant_id: tenant(1),
+                from: TenantState::Active,
+                to: TenantState::Canceled,
+                reason: String::from("hosted grace ended unpaid"),
+                at: at(fourteen_days),
+            },
+        ]);
+}
