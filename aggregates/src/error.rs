@@ -221,3 +221,105 @@ impl fmt::Display for DomainError {
 }
 
 impl std::error::Error for DomainError {}
+
+#[cfg(test)]
+mod tests {
+    use super::DomainError::{self, *};
+    use std::collections::BTreeSet;
+
+    /// One value of every variant: adding a variant without a distinct code fails here.
+    fn every_variant() -> Vec<DomainError> {
+        vec![
+            InvalidInput {
+                field: "f",
+                reason: String::new(),
+            },
+            UnknownPlan {
+                plan: String::new(),
+            },
+            PlanNotPurchasable {
+                plan: String::new(),
+            },
+            NotFound { entity: "e" },
+            AlreadyExists { entity: "e" },
+            InvalidTransition { from: "a", to: "b" },
+            MaxInstallations {
+                current: 3,
+                limit: 3,
+            },
+            TokenRevoked,
+            InstallationRevoked,
+            LicenseRevoked,
+            LicenseSuspended,
+            FloorNotApplicable,
+            HandoffCompleted,
+            HandoffExpired,
+            UnknownCheckoutSession,
+            RedemptionConflict,
+            RedemptionInProgress,
+            RedemptionAlreadyActivated,
+            ExchangeMalformed,
+            RenewedKeyAvailable,
+            ExchangeInvalid,
+            ExchangeRevoked,
+            ExchangeNotMigratable,
+            ExchangeRateLimited {
+                retry_after_seconds: 1,
+            },
+            TrialRateLimited {
+                retry_after_seconds: 1,
+            },
+            TrialSignupRequired {
+                action_url: String::new(),
+            },
+            TrialNotAvailable {
+                reason: "license_active",
+            },
+            TrialAlreadyUsed,
+            NoBillingRecord,
+            SubscriptionCanceled,
+            WorkspaceLimitReached {
+                current: 1,
+                limit: 1,
+            },
+            Forbidden { action: "a" },
+            OwnerRequired,
+            LastOwner,
+            AlreadyMember,
+            CatalogVersionNotNewer { latest: 1 },
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_its_own_code() {
+        let variants = every_variant();
+        let codes: BTreeSet<_> = variants.iter().map(DomainError::code).collect();
+        assert_eq!(codes.len(), variants.len());
+    }
+
+    #[test]
+    fn the_codes_named_in_domain_md_are_used_exactly() {
+        let codes: BTreeSet<_> = every_variant().iter().map(DomainError::code).collect();
+        for code in [
+            "MAX_INSTALLATIONS",
+            "TOKEN_REVOKED",
+            "INSTALLATION_REVOKED",
+            "LICENSE_REVOKED",
+            "LICENSE_SUSPENDED",
+            "exchange_malformed",
+            "RENEWED_KEY_AVAILABLE",
+            "trial_rate_limited",
+            "trial_signup_required",
+            "trial_not_available",
+            "trial_already_used",
+            "no_billing_record",
+            "subscription_canceled",
+            "workspace_limit_reached",
+            "conflict",
+            "already_activated",
+            "in_progress",
+        ] {
+            assert!(codes.contains(code), "{code}");
+        }
+    }
+}

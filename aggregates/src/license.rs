@@ -226,6 +226,13 @@ impl IssuedLicense {
         }
     }
 
+    /// The monitored-system limit the license persists (§9): the effective limit while it grants
+    /// paid capabilities, nothing once revoked or in a non-granting state.
+    pub fn paid_limit(&self, catalog: &Catalog) -> Option<u32> {
+        (self.revoked.is_none() && self.state.grants_paid())
+            .then(|| self.continuity(catalog).effective_limit)
+    }
+
     /// The claims a grant for `installation_id` says now.
     pub fn grant_claims(
         &self,

@@ -872,3 +872,27 @@ fn the_floor_never_lowers_a_higher_plan_limit() {
         .continuity(&CATALOG);
     assert_eq!((report.plan_limit, report.effective_limit), (50, 50));
 }
+
+#[test]
+fn paid_state_persists_the_catalog_limit_and_revoked_or_lapsed_state_clears_it() {
+    let active = given::<License>(vec![issued("cloud_power", BillingCycle::Monthly)])
+        .state()
+        .issued
+        .unwrap();
+    assert_eq!(active.paid_limit(&CATALOG), Some(30));
+    let revoked = given::<License>(revoked()).state().issued.unwrap();
+    assert_eq!(revoked.paid_limit(&CATALOG), None);
+    let lapsed = given::<License>(vec![
+        issued("pro", BillingCycle::Monthly),
+        state_changed(
+            SubscriptionState::Active,
+            SubscriptionState::Canceled,
+            "canceled",
+            2,
+        ),
+    ])
+    .state()
+    .issued
+    .unwrap();
+    assert_eq!(lapsed.paid_limit(&CATALOG), None);
+}
