@@ -107,7 +107,12 @@ pub async fn handle<D: Decider>(
             .idempotent_outcome(idempotency)
             .await
             .map_err(CommandError::Store)?;
-        if let Some(appended) = previous {
+        if let Some(previous) = previous {
+            let Some(appended) = previous.outcomes.into_iter().find(|o| o.stream == stream) else {
+                return Err(CommandError::Store(StoreError::IdempotencyKeyReused {
+                    key: idempotency.key.clone(),
+                }));
+            };
             return Ok(CommandOutcome {
                 events: Vec::new(),
                 stream_version: appended.stream_version,

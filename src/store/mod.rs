@@ -25,6 +25,8 @@ use upcast::{UpcastError, Upcasters};
 /// Most events one append may carry: one command of one aggregate produces a handful; a bound keeps
 /// one transaction short and the position lock brief.
 pub const APPEND_EVENTS_MAX: usize = 100;
+/// Most streams one atomic append may touch: a command and the index streams it maintains.
+pub const APPEND_STREAMS_MAX: usize = 8;
 /// Largest serialised payload of one event. Events are facts, not blobs.
 pub const EVENT_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 /// Longest idempotency key: Stripe event ids and `Idempotency-Key` headers are far shorter.
@@ -60,14 +62,14 @@ impl Idempotency {
     }
 }
 
-/// Everything one append writes, in one transaction.
+/// One stream's events, appended at the version the caller last saw.
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
     /// The stream appended to.
     pub stream: StreamName,
     /// The version the caller last saw; the append fails with a conflict if the stream has moved.
     pub expected_version: StreamVersion,
-    /// The events, in order; at least one and at most [`APPEND_EVENTS_MAX`].
+    /// The events, in order; at least one.
     pub events: Vec<EncodedEvent>,
     /// Who, why and when, shared by all events of the append.
     pub metadata: EventMetadata,
@@ -75,7 +77,45 @@ pub struct AppendRequest {
     pub idempotency: Option<Idempotency>,
 }
 
-/// What an append wrote, or, for a replayed idempotency key, what the first append wrote.
+/// One stream's part of an atomic append.
+#[derive(Clone, Debug)]
+pub struct StreamAppend {
+    /// The stream appended to.
+    pub stream: StreamName,
+    /// The version the caller last saw.
+    pub expected_version: StreamVersion,
+    /// The events, in order; at least one.
+    pub events: Vec<EncodedEvent>,
+}
+
+/// Appends to several streams in one transaction: all of them happen, or none. Positions are
+/// contiguous across the batch, in the order of `appends`.
+#[derive(Clone, Debug)]
+pub struct AppendBatch {
+    /// The streams and their events; at most [`APPEND_STREAMS_MAX`], each stream once, at most
+    /// [`APPEND_EVENTS_MAX`] events in all.
+    pub appends: Vec<StreamAppend>,
+    /// Who, why and when, shared by every event.
+    pub metadata: EventMetadata,
+    /// When set, the batch happens at most once for this key.
+    pub idempotency: Option<Idempotency>,
+}
+
+impl From<AppendRequest> for AppendBatch {
+    fn from(request: AppendRequest) -> AppendBatch {
+        AppendBatch {
+            appends: vec![StreamAppend {
+                stream: request.stream,
+                expected_version: request.expected_version,
+                events: request.events,
+            }],
+            metadata: request.metadata,
+            idempotency: request.idempotency,
+        }
+    }
+}
+
+/// What one stream's append wrote, or, for a replayed idempotency key, what the first one wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendOutcome {
     /// The stream appended to.
@@ -92,6 +132,36 @@ impl AppendOutcome {
     /// The last position written: wait for projections to reach it to read your own write.
     pub fn last_position(&self) -> Position {
         self.positions.last().copied().unwrap_or(Position::START)
+    }
+}
+
+/// What an atomic append wrote, one outcome per stream in the order of the batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOutcome {
+    /// Per stream, in the batch's order.
+    pub outcomes: Vec<AppendOutcome>,
+}
+
+impl BatchOutcome {
+    /// The last position the batch wrote.
+    pub fn last_position(&self) -> Position {
+        self.outcomes
+            .iter()
+            .map(AppendOutcome::last_position)
+            .max()
+            .unwrap_or(Position::START)
+    }
+
+    /// True when the idempotency key answered with the first outcome and nothing was written.
+    pub fn replayed(&self) -> bool {
+        self.outcomes.iter().any(|o| o.replayed)
+    }
+
+    fn marked_replayed(mut self) -> BatchOutcome {
+        for outcome in &mut self.outcomes {
+            outcome.replayed = true;
+        }
+        self
     }
 }
 
@@ -164,9 +234,20 @@ impl<T> DatabaseContext<T> for Result<T, sqlx::Error> {
 /// The append-only log.
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Appends events to one stream at the expected version, with the idempotency record, in one
-    /// transaction. See [`AppendRequest`].
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+    /// Appends to one or more streams at their expected versions, with the idempotency record, in
+    /// one transaction. See [`AppendBatch`].
+    async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError>;
+
+    /// Appends events to one stream at the expected version. See [`AppendRequest`].
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let stream = request.stream.clone();
+        let outcome = self.append_batch(request.into()).await?;
+        outcome
+            .outcomes
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Invariant(format!("the append to {stream} has no outcome")))
+    }
 
     /// Reads up to `limit` events of one stream with version ≥ `from_version`, upcast.
     async fn read_stream(
@@ -196,7 +277,7 @@ pub trait EventStore: Send + Sync {
     async fn idempotent_outcome(
         &self,
         idempotency: &Idempotency,
-    ) -> Result<Option<AppendOutcome>, StoreError>;
+    ) -> Result<Option<BatchOutcome>, StoreError>;
 
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -355,46 +436,33 @@ fn announce(appended: &watch::Sender<Position>, position: Position) {
 }
 
 /// Checks what no database needs to see: counts, sizes, key lengths, and version arithmetic.
-fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
+fn validate_batch(batch: &AppendBatch) -> Result<(), StoreError> {
     let invalid = |message: String| Err(StoreError::InvalidRequest(message));
-    if request.events.is_empty() {
-        return invalid(String::from("an append needs at least one event"));
+    if batch.appends.is_empty() || batch.appends.len() > APPEND_STREAMS_MAX {
+        return invalid(format!(
+            "an append touches 1 to {APPEND_STREAMS_MAX} streams"
+        ));
     }
-    if request.events.len() > APPEND_EVENTS_MAX {
+    let streams: std::collections::BTreeSet<_> = batch.appends.iter().map(|a| &a.stream).collect();
+    if streams.len() != batch.appends.len() {
+        return invalid(String::from("an append names each stream once"));
+    }
+    let total: usize = batch.appends.iter().map(|a| a.events.len()).sum();
+    if total > APPEND_EVENTS_MAX {
         return invalid(format!(
             "an append carries at most {APPEND_EVENTS_MAX} events"
         ));
     }
-    if request.expected_version.0 < 0 {
-        return invalid(String::from("expected version must not be negative"));
+    for append in &batch.appends {
+        if append.events.is_empty() {
+            return invalid(format!("the append to {} has no event", append.stream));
+        }
+        if append.expected_version.0 < 0 {
+            return invalid(String::from("expected version must not be negative"));
+        }
+        append.events.iter().try_for_each(validate_event)?;
     }
-    for event in &request.events {
-        let type_ok = !event.event_type.is_empty()
-            && event.event_type.len() <= 128
-            && event
-                .event_type
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
-        if !type_ok {
-            return invalid(format!("invalid event type {:?}", event.event_type));
-        }
-        if event.schema_version < 1 {
-            return invalid(format!(
-                "schema version of {} must be at least 1",
-                event.event_type
-            ));
-        }
-        let payload_bytes = serde_json::to_vec(&event.payload)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if payload_bytes > EVENT_PAYLOAD_BYTES_MAX {
-            return invalid(format!(
-                "payload of {} is {payload_bytes} bytes; at most {EVENT_PAYLOAD_BYTES_MAX}",
-                event.event_type
-            ));
-        }
-    }
-    if let Some(idempotency) = &request.idempotency {
+    if let Some(idempotency) = &batch.idempotency {
         let key = &idempotency.key;
         if key.is_empty()
             || key.len() > IDEMPOTENCY_KEY_LEN_MAX
@@ -404,6 +472,35 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
                 "idempotency key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} printable characters"
             ));
         }
+    }
+    Ok(())
+}
+
+fn validate_event(event: &EncodedEvent) -> Result<(), StoreError> {
+    let invalid = |message: String| Err(StoreError::InvalidRequest(message));
+    let type_ok = !event.event_type.is_empty()
+        && event.event_type.len() <= 128
+        && event
+            .event_type
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if !type_ok {
+        return invalid(format!("invalid event type {:?}", event.event_type));
+    }
+    if event.schema_version < 1 {
+        return invalid(format!(
+            "schema version of {} must be at least 1",
+            event.event_type
+        ));
+    }
+    let payload_bytes = serde_json::to_vec(&event.payload)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    if payload_bytes > EVENT_PAYLOAD_BYTES_MAX {
+        return invalid(format!(
+            "payload of {} is {payload_bytes} bytes; at most {EVENT_PAYLOAD_BYTES_MAX}",
+            event.event_type
+        ));
     }
     Ok(())
 }
@@ -431,61 +528,74 @@ fn validate_documents(count: usize) -> Result<(), StoreError> {
 /// What the idempotency table holds for one key.
 struct IdempotencyRecord {
     fingerprint: Vec<u8>,
-    stream: StreamName,
-    first_position: i64,
-    last_position: i64,
-    stream_version: i64,
+    outcome: BatchOutcome,
 }
 
 impl IdempotencyRecord {
+    /// Reads a stored record: the `outcome` column holds the whole batch's outcome.
+    fn from_stored(fingerprint: Vec<u8>, outcome: &str) -> Result<IdempotencyRecord, StoreError> {
+        let outcome = serde_json::from_str(outcome)
+            .map_err(|e| StoreError::Invariant(format!("unreadable idempotency outcome: {e}")))?;
+        Ok(IdempotencyRecord {
+            fingerprint,
+            outcome,
+        })
+    }
+
     /// Answers a repeated key: the first outcome for the same request, a refusal for another.
-    fn replay(self, idempotency: &Idempotency) -> Result<AppendOutcome, StoreError> {
+    fn replay(self, idempotency: &Idempotency) -> Result<BatchOutcome, StoreError> {
         if self.fingerprint != idempotency.fingerprint {
             return Err(StoreError::IdempotencyKeyReused {
                 key: idempotency.key.clone(),
             });
         }
-        Ok(AppendOutcome {
-            stream: self.stream,
-            positions: (self.first_position..=self.last_position)
-                .map(Position)
-                .collect(),
-            stream_version: StreamVersion(self.stream_version),
-            replayed: true,
-        })
+        Ok(self.outcome.marked_replayed())
     }
 }
 
-/// Checks what an append wrote: positions strictly rising, versions rising by one from the
-/// expected version. Returns the outcome.
+/// Checks what a batch wrote — positions contiguous across the whole batch, each stream's versions
+/// rising by one from its expected version — and returns the outcome. `written` holds
+/// `(position, stream, version)` triples.
 fn checked_outcome(
-    request: &AppendRequest,
-    mut written: Vec<(i64, i64)>,
-) -> Result<AppendOutcome, StoreError> {
-    written.sort_unstable();
-    let expected_versions =
-        (1..=request.events.len() as i64).map(|offset| request.expected_version.0 + offset);
-    let versions_ok = written.len() == request.events.len()
-        && written
+    batch: &AppendBatch,
+    mut written: Vec<(i64, StreamName, i64)>,
+) -> Result<BatchOutcome, StoreError> {
+    written.sort_unstable_by_key(|(position, _, _)| *position);
+    let total: usize = batch.appends.iter().map(|a| a.events.len()).sum();
+    let contiguous =
+        written.len() == total && written.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1);
+    let mut outcomes = Vec::with_capacity(batch.appends.len());
+    for append in &batch.appends {
+        let mine: Vec<_> = written
             .iter()
-            .map(|(_, version)| *version)
-            .eq(expected_versions);
-    let positions_contiguous = written.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1);
-    if !versions_ok || !positions_contiguous {
-        return Err(StoreError::Invariant(format!(
-            "append to {} wrote (position, version) pairs {written:?}",
-            request.stream
-        )));
+            .filter(|(_, stream, _)| stream == &append.stream)
+            .collect();
+        let expected_versions =
+            (1..=append.events.len() as i64).map(|offset| append.expected_version.0 + offset);
+        let versions_ok = mine.len() == append.events.len()
+            && mine.iter().map(|(_, _, v)| *v).eq(expected_versions);
+        if !contiguous || !versions_ok {
+            return Err(StoreError::Invariant(format!(
+                "append to {} wrote (position, stream, version) triples {written:?}",
+                append.stream
+            )));
+        }
+        outcomes.push(AppendOutcome {
+            stream: append.stream.clone(),
+            positions: mine
+                .iter()
+                .map(|(position, _, _)| Position(*position))
+                .collect(),
+            stream_version: StreamVersion(append.expected_version.0 + append.events.len() as i64),
+            replayed: false,
+        });
     }
-    Ok(AppendOutcome {
-        stream: request.stream.clone(),
-        positions: written
-            .iter()
-            .map(|(position, _)| Position(*position))
-            .collect(),
-        stream_version: StreamVersion(request.expected_version.0 + request.events.len() as i64),
-        replayed: false,
-    })
+    Ok(BatchOutcome { outcomes })
+}
+
+/// The serialised outcome stored with an idempotency key.
+fn stored_outcome(outcome: &BatchOutcome) -> String {
+    serde_json::to_string(outcome).expect("an outcome serialises to JSON")
 }
 
 /// Asserts a stream read came back in version order without gaps, starting where asked.

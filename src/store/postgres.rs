@@ -20,8 +20,8 @@
 //! turns notifications from every process into the [`EventStore::subscribe_appends`] signal.
 
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, validate_append,
-    validate_documents, validate_page, AppendOutcome, AppendRequest, DatabaseContext,
+    announce, check_global_page, check_stream_page, checked_outcome, stored_outcome,
+    validate_batch, validate_documents, validate_page, AppendBatch, BatchOutcome, DatabaseContext,
     DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
     Leadership, ProjectionStore, Store, StoreError,
 };
@@ -108,22 +108,15 @@ impl PostgresStore {
     }
 
     async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT fingerprint, stream_type, stream_id, first_position, last_position, stream_version \
-             FROM idempotency_keys WHERE idempotency_key = $1",
+        let row: Option<(Vec<u8>, serde_json::Value)> = sqlx::query_as(
+            "SELECT fingerprint, outcome FROM idempotency_keys WHERE idempotency_key = $1",
         )
         .bind(key)
         .fetch_optional(&self.pool)
         .await
         .during("reading an idempotency key")?;
-        row.map(|row| {
-            Ok(IdempotencyRecord {
-                fingerprint: row.get("fingerprint"),
-                stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
-                first_position: row.get("first_position"),
-                last_position: row.get("last_position"),
-                stream_version: row.get("stream_version"),
-            })
+        row.map(|(fingerprint, outcome)| {
+            IdempotencyRecord::from_stored(fingerprint, &outcome.to_string())
         })
         .transpose()
     }
@@ -158,8 +151,8 @@ impl PostgresStore {
 
 /// How one attempt to append inside a transaction ended. Anything but `Written` is rolled back.
 enum Attempt {
-    Written(AppendOutcome),
-    WrongVersion(StreamVersion),
+    Written(BatchOutcome),
+    WrongVersion(StreamName, StreamVersion),
     VersionTaken,
     KeyTaken,
 }
@@ -194,46 +187,49 @@ async fn current_version(
     Ok(StreamVersion(version))
 }
 
-/// Inserts the events under the append lock; returns `(position, version)` pairs, or `None` when
-/// another writer took one of the versions.
+/// Inserts every event of the batch under the append lock; returns `(position, stream, version)`
+/// triples, or `None` when another writer took one of the versions.
 async fn insert_events(
     connection: &mut PgConnection,
-    request: &AppendRequest,
+    batch: &AppendBatch,
     recorded_at: DateTime<Utc>,
-) -> Result<Option<Vec<(i64, i64)>>, StoreError> {
-    let count = request.events.len() as i64;
-    let versions: Vec<i64> = (1..=count)
-        .map(|n| request.expected_version.0 + n)
-        .collect();
-    let event_ids: Vec<uuid::Uuid> = request
-        .events
-        .iter()
-        .map(|_| uuid::Uuid::now_v7())
-        .collect();
-    let types: Vec<&str> = request
-        .events
-        .iter()
-        .map(|e| e.event_type.as_str())
-        .collect();
-    let schema_versions: Vec<i32> = request.events.iter().map(|e| e.schema_version).collect();
-    let payloads: Vec<serde_json::Value> =
-        request.events.iter().map(|e| e.payload.clone()).collect();
-    let metadata = serde_json::to_value(&request.metadata)
+) -> Result<Option<Vec<(i64, StreamName, i64)>>, StoreError> {
+    let mut types = Vec::new();
+    let mut ids = Vec::new();
+    let mut versions = Vec::new();
+    let mut event_ids = Vec::new();
+    let mut event_types = Vec::new();
+    let mut schema_versions = Vec::new();
+    let mut payloads = Vec::new();
+    for append in &batch.appends {
+        for (offset, event) in append.events.iter().enumerate() {
+            types.push(append.stream.stream_type());
+            ids.push(append.stream.stream_id());
+            versions.push(append.expected_version.0 + 1 + offset as i64);
+            event_ids.push(uuid::Uuid::now_v7());
+            event_types.push(event.event_type.as_str());
+            schema_versions.push(event.schema_version);
+            payloads.push(&event.payload);
+        }
+    }
+    let metadata = serde_json::to_value(&batch.metadata)
         .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
-    let inserted = sqlx::query_as::<_, (i64, i64)>(
+    let inserted = sqlx::query_as::<_, (i64, String, String, i64)>(
         "INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, \
              schema_version, payload, metadata, recorded_at) \
-         SELECT $1, $2, v.stream_version, v.event_id, v.event_type, v.schema_version, v.payload, $8, $9 \
-         FROM UNNEST($3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[]) WITH ORDINALITY \
-             AS v(stream_version, event_id, event_type, schema_version, payload, ordinality) \
+         SELECT v.stream_type, v.stream_id, v.stream_version, v.event_id, v.event_type, v.schema_version, \
+             v.payload, $8, $9 \
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[]) \
+             WITH ORDINALITY AS v(stream_type, stream_id, stream_version, event_id, event_type, schema_version, \
+                 payload, ordinality) \
          ORDER BY v.ordinality \
-         RETURNING global_position, stream_version",
+         RETURNING global_position, stream_type, stream_id, stream_version",
     )
-    .bind(request.stream.stream_type())
-    .bind(request.stream.stream_id())
+    .bind(&types)
+    .bind(&ids)
     .bind(&versions)
     .bind(&event_ids)
-    .bind(&types)
+    .bind(&event_types)
     .bind(&schema_versions)
     .bind(&payloads)
     .bind(&metadata)
@@ -241,7 +237,17 @@ async fn insert_events(
     .fetch_all(connection)
     .await;
     match inserted {
-        Ok(rows) => Ok(Some(rows)),
+        Ok(rows) => rows
+            .into_iter()
+            .map(|(position, stream_type, stream_id, version)| {
+                Ok((
+                    position,
+                    stored_stream_name(stream_type, stream_id)?,
+                    version,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some),
         Err(sqlx::Error::Database(error))
             if error.constraint() == Some("events_stream_version_key") =>
         {
@@ -256,15 +262,17 @@ async fn insert_events(
 
 async fn append_in_transaction(
     connection: &mut PgConnection,
-    request: &AppendRequest,
+    batch: &AppendBatch,
 ) -> Result<Attempt, StoreError> {
     sqlx::query("BEGIN")
         .execute(&mut *connection)
         .await
         .during("beginning an append")?;
-    let current = current_version(connection, &request.stream).await?;
-    if current != request.expected_version {
-        return Ok(Attempt::WrongVersion(current));
+    for append in &batch.appends {
+        let current = current_version(connection, &append.stream).await?;
+        if current != append.expected_version {
+            return Ok(Attempt::WrongVersion(append.stream.clone(), current));
+        }
     }
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(APPEND_LOCK_KEY)
@@ -272,7 +280,7 @@ async fn append_in_transaction(
         .await
         .during("taking the append lock")?;
     let recorded_at = Utc::now();
-    let Some(written) = insert_events(connection, request, recorded_at).await? else {
+    let Some(written) = insert_events(connection, batch, recorded_at).await? else {
         return Ok(Attempt::VersionTaken);
     };
     sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -280,20 +288,15 @@ async fn append_in_transaction(
         .execute(&mut *connection)
         .await
         .during("releasing the append lock")?;
-    let outcome = checked_outcome(request, written)?;
-    if let Some(idempotency) = &request.idempotency {
+    let outcome = checked_outcome(batch, written)?;
+    if let Some(idempotency) = &batch.idempotency {
         let recorded = sqlx::query(
-            "INSERT INTO idempotency_keys (idempotency_key, fingerprint, stream_type, stream_id, \
-                 first_position, last_position, stream_version, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+            "INSERT INTO idempotency_keys (idempotency_key, fingerprint, outcome, recorded_at) \
+             VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&idempotency.key)
         .bind(&idempotency.fingerprint[..])
-        .bind(request.stream.stream_type())
-        .bind(request.stream.stream_id())
-        .bind(outcome.positions[0].0)
-        .bind(outcome.last_position().0)
-        .bind(outcome.stream_version.0)
+        .bind(stored_outcome(&outcome))
         .bind(recorded_at)
         .execute(&mut *connection)
         .await
@@ -323,10 +326,10 @@ async fn rollback_and_unlock(connection: &mut PgConnection) -> Result<(), StoreE
 
 #[async_trait]
 impl EventStore for PostgresStore {
-    #[tracing::instrument(skip_all, fields(stream = %request.stream, events = request.events.len()))]
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        validate_append(&request)?;
-        if let Some(idempotency) = &request.idempotency {
+    #[tracing::instrument(skip_all, fields(streams = batch.appends.len()))]
+    async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError> {
+        validate_batch(&batch)?;
+        if let Some(idempotency) = &batch.idempotency {
             if let Some(record) = self.find_idempotency(&idempotency.key).await? {
                 return record.replay(idempotency);
             }
@@ -339,7 +342,7 @@ impl EventStore for PostgresStore {
                 .during("acquiring a connection to append")?,
             dirty: true,
         };
-        let attempt = append_in_transaction(&mut append.connection, &request).await;
+        let attempt = append_in_transaction(&mut append.connection, &batch).await;
         if !matches!(attempt, Ok(Attempt::Written(_))) {
             rollback_and_unlock(&mut append.connection).await?;
         }
@@ -358,18 +361,35 @@ impl EventStore for PostgresStore {
                 }
                 Ok(outcome)
             }
-            Attempt::WrongVersion(actual) => Err(StoreError::WrongExpectedVersion {
-                stream: request.stream,
-                expected: request.expected_version,
-                actual,
-            }),
-            Attempt::VersionTaken => Err(StoreError::WrongExpectedVersion {
-                actual: self.stream_version(&request.stream).await?,
-                stream: request.stream,
-                expected: request.expected_version,
-            }),
+            Attempt::WrongVersion(stream, actual) => {
+                let expected = batch
+                    .appends
+                    .iter()
+                    .find(|a| a.stream == stream)
+                    .map_or(StreamVersion::EMPTY, |a| a.expected_version);
+                Err(StoreError::WrongExpectedVersion {
+                    stream,
+                    expected,
+                    actual,
+                })
+            }
+            Attempt::VersionTaken => {
+                for append in &batch.appends {
+                    let actual = self.stream_version(&append.stream).await?;
+                    if actual != append.expected_version {
+                        return Err(StoreError::WrongExpectedVersion {
+                            stream: append.stream.clone(),
+                            expected: append.expected_version,
+                            actual,
+                        });
+                    }
+                }
+                Err(StoreError::Invariant(String::from(
+                    "a version was taken but no stream moved",
+                )))
+            }
             Attempt::KeyTaken => {
-                let idempotency = request
+                let idempotency = batch
                     .idempotency
                     .as_ref()
                     .expect("only keyed appends take a key");
@@ -452,7 +472,7 @@ impl EventStore for PostgresStore {
     async fn idempotent_outcome(
         &self,
         idempotency: &Idempotency,
-    ) -> Result<Option<AppendOutcome>, StoreError> {
+    ) -> Result<Option<BatchOutcome>, StoreError> {
         match self.find_idempotency(&idempotency.key).await? {
             Some(record) => record.replay(idempotency).map(Some),
             None => Ok(None),

@@ -8,8 +8,8 @@
 //! but projection leadership is held in-process only: run one service process per SQLite file.
 
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, validate_append,
-    validate_documents, validate_page, AppendOutcome, AppendRequest, DatabaseContext,
+    announce, check_global_page, check_stream_page, checked_outcome, stored_outcome,
+    validate_batch, validate_documents, validate_page, AppendBatch, BatchOutcome, DatabaseContext,
     DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
     Leadership, ProjectionStore, Store, StoreError,
 };
@@ -106,104 +106,96 @@ async fn find_idempotency(
     connection: &mut SqliteConnection,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
-    let row = sqlx::query(
-        "SELECT fingerprint, stream_type, stream_id, first_position, last_position, stream_version \
-         FROM idempotency_keys WHERE idempotency_key = ?1",
+    let row: Option<(Vec<u8>, Option<String>)> = sqlx::query_as(
+        "SELECT fingerprint, outcome FROM idempotency_keys WHERE idempotency_key = ?1",
     )
     .bind(key)
     .fetch_optional(connection)
     .await
     .during("reading an idempotency key")?;
-    row.map(|row| {
-        Ok(IdempotencyRecord {
-            fingerprint: row.get("fingerprint"),
-            stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
-            first_position: row.get("first_position"),
-            last_position: row.get("last_position"),
-            stream_version: row.get("stream_version"),
-        })
+    row.map(|(fingerprint, outcome)| {
+        IdempotencyRecord::from_stored(fingerprint, outcome.as_deref().unwrap_or(""))
     })
     .transpose()
 }
 
 async fn insert_events(
     connection: &mut SqliteConnection,
-    request: &AppendRequest,
+    batch: &AppendBatch,
     recorded_at: DateTime<Utc>,
-) -> Result<Vec<(i64, i64)>, StoreError> {
-    let metadata = serde_json::to_string(&request.metadata)
+) -> Result<Vec<(i64, StreamName, i64)>, StoreError> {
+    let metadata = serde_json::to_string(&batch.metadata)
         .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
-    let mut written = Vec::with_capacity(request.events.len());
-    for (offset, event) in request.events.iter().enumerate() {
-        let version = request.expected_version.0 + 1 + offset as i64;
-        let position: i64 = sqlx::query_scalar(
-            "INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, \
-                 schema_version, payload, metadata, recorded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING global_position",
-        )
-        .bind(request.stream.stream_type())
-        .bind(request.stream.stream_id())
-        .bind(version)
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&event.event_type)
-        .bind(event.schema_version)
-        .bind(event.payload.to_string())
-        .bind(&metadata)
-        .bind(recorded_at)
-        .fetch_one(&mut *connection)
-        .await
-        .during("inserting events")?;
-        written.push((position, version));
+    let mut written = Vec::new();
+    for append in &batch.appends {
+        for (offset, event) in append.events.iter().enumerate() {
+            let version = append.expected_version.0 + 1 + offset as i64;
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, \
+                     schema_version, payload, metadata, recorded_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING global_position",
+            )
+            .bind(append.stream.stream_type())
+            .bind(append.stream.stream_id())
+            .bind(version)
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(&event.event_type)
+            .bind(event.schema_version)
+            .bind(event.payload.to_string())
+            .bind(&metadata)
+            .bind(recorded_at)
+            .fetch_one(&mut *connection)
+            .await
+            .during("inserting events")?;
+            written.push((position, append.stream.clone(), version));
+        }
     }
     Ok(written)
 }
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    #[tracing::instrument(skip_all, fields(stream = %request.stream, events = request.events.len()))]
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        validate_append(&request)?;
+    #[tracing::instrument(skip_all, fields(streams = batch.appends.len()))]
+    async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError> {
+        validate_batch(&batch)?;
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .during("beginning an append")?;
-        if let Some(idempotency) = &request.idempotency {
+        if let Some(idempotency) = &batch.idempotency {
             if let Some(record) = find_idempotency(&mut tx, &idempotency.key).await? {
                 return record.replay(idempotency);
             }
         }
-        let current: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_type = ?1 AND stream_id = ?2",
-        )
-        .bind(request.stream.stream_type())
-        .bind(request.stream.stream_id())
-        .fetch_one(&mut *tx)
-        .await
-        .during("reading a stream's version")?;
-        if current != request.expected_version.0 {
-            return Err(StoreError::WrongExpectedVersion {
-                stream: request.stream,
-                expected: request.expected_version,
-                actual: StreamVersion(current),
-            });
+        for append in &batch.appends {
+            let current: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_type = ?1 AND stream_id = ?2",
+            )
+            .bind(append.stream.stream_type())
+            .bind(append.stream.stream_id())
+            .fetch_one(&mut *tx)
+            .await
+            .during("reading a stream's version")?;
+            if current != append.expected_version.0 {
+                return Err(StoreError::WrongExpectedVersion {
+                    stream: append.stream.clone(),
+                    expected: append.expected_version,
+                    actual: StreamVersion(current),
+                });
+            }
         }
         let recorded_at = Utc::now();
-        let written = insert_events(&mut tx, &request, recorded_at).await?;
-        let outcome = checked_outcome(&request, written)?;
-        if let Some(idempotency) = &request.idempotency {
+        let written = insert_events(&mut tx, &batch, recorded_at).await?;
+        let outcome = checked_outcome(&batch, written)?;
+        if let Some(idempotency) = &batch.idempotency {
             sqlx::query(
-                "INSERT INTO idempotency_keys (idempotency_key, fingerprint, stream_type, stream_id, \
-                     first_position, last_position, stream_version, recorded_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO idempotency_keys (idempotency_key, fingerprint, outcome, recorded_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
             )
             .bind(&idempotency.key)
             .bind(&idempotency.fingerprint[..])
-            .bind(request.stream.stream_type())
-            .bind(request.stream.stream_id())
-            .bind(outcome.positions[0].0)
-            .bind(outcome.last_position().0)
-            .bind(outcome.stream_version.0)
+            .bind(stored_outcome(&outcome))
             .bind(recorded_at)
             .execute(&mut *tx)
             .await
@@ -278,7 +270,7 @@ impl EventStore for SqliteStore {
     async fn idempotent_outcome(
         &self,
         idempotency: &Idempotency,
-    ) -> Result<Option<AppendOutcome>, StoreError> {
+    ) -> Result<Option<BatchOutcome>, StoreError> {
         let mut connection = self
             .readers
             .acquire()

@@ -5,8 +5,8 @@ use crate::helpers::{append, event, metadata, stream, Backend, TestDatabase};
 use aggregates::log::{Position, StreamVersion};
 use pulse_account::store::upcast::Upcasters;
 use pulse_account::store::{
-    AppendRequest, Idempotency, StoreError, APPEND_EVENTS_MAX, EVENT_PAYLOAD_BYTES_MAX,
-    READ_PAGE_MAX,
+    AppendBatch, AppendRequest, Idempotency, StoreError, StreamAppend, APPEND_EVENTS_MAX,
+    APPEND_STREAMS_MAX, EVENT_PAYLOAD_BYTES_MAX, READ_PAGE_MAX,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -25,6 +25,10 @@ crate::on_both_stores!(
     upcasters_apply_on_stream_reads_and_global_reads,
     a_failing_upcaster_is_an_error_not_a_silent_skip,
     the_log_refuses_updates_and_deletes,
+    an_atomic_append_to_several_streams_writes_all_of_them_contiguously,
+    a_conflict_on_any_stream_of_a_batch_writes_none_of_it,
+    a_batch_must_name_each_stream_once_and_stay_within_its_bounds,
+    a_replayed_batch_answers_with_every_streams_first_outcome,
 );
 
 async fn appended_events_read_back_in_order_on_both_read_paths(backend: Backend) {
@@ -249,7 +253,10 @@ async fn replaying_an_idempotency_key_returns_the_first_positions_and_writes_not
         .idempotent_outcome(&Idempotency::for_request("http:k1", &json!({"body": 1})))
         .await
         .unwrap();
-    assert_eq!(known.map(|o| o.positions), Some(first.positions));
+    assert_eq!(
+        known.map(|o| o.outcomes[0].positions.clone()),
+        Some(first.positions)
+    );
     db.cleanup().await;
 }
 
@@ -484,5 +491,143 @@ async fn the_log_refuses_updates_and_deletes(backend: Backend) {
         store.read_all(Position::START, 10).await.unwrap()[0].event_type,
         "a"
     );
+    db.cleanup().await;
+}
+
+fn part(stream_id: &str, expected: i64, count: usize) -> StreamAppend {
+    StreamAppend {
+        stream: stream("license", stream_id),
+        expected_version: StreamVersion(expected),
+        events: (0..count)
+            .map(|n| event("touched", json!({ "n": n })))
+            .collect(),
+    }
+}
+
+fn batch(appends: Vec<StreamAppend>) -> AppendBatch {
+    AppendBatch {
+        appends,
+        metadata: metadata(),
+        idempotency: None,
+    }
+}
+
+async fn an_atomic_append_to_several_streams_writes_all_of_them_contiguously(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    store
+        .append(append(
+            &stream("license", "lic_B1"),
+            0,
+            vec![event("a", json!({}))],
+        ))
+        .await
+        .unwrap();
+    let outcome = store
+        .append_batch(batch(vec![part("lic_B1", 1, 2), part("lic_B2", 0, 3)]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.outcomes.len(), 2);
+    assert_eq!(outcome.outcomes[0].stream_version, StreamVersion(3));
+    assert_eq!(outcome.outcomes[1].stream_version, StreamVersion(3));
+    let positions: Vec<_> = outcome
+        .outcomes
+        .iter()
+        .flat_map(|o| o.positions.clone())
+        .collect();
+    assert!(
+        positions.windows(2).all(|p| p[1].0 == p[0].0 + 1),
+        "contiguous in batch order: {positions:?}"
+    );
+    assert_eq!(outcome.last_position(), *positions.last().unwrap());
+    assert_eq!(store.read_all(Position::START, 100).await.unwrap().len(), 6);
+    db.cleanup().await;
+}
+
+async fn a_conflict_on_any_stream_of_a_batch_writes_none_of_it(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    store
+        .append(append(
+            &stream("license", "lic_C2"),
+            0,
+            vec![event("a", json!({}))],
+        ))
+        .await
+        .unwrap();
+    let error = store
+        .append_batch(batch(vec![part("lic_C1", 0, 1), part("lic_C2", 0, 1)]))
+        .await
+        .unwrap_err();
+    match error {
+        StoreError::WrongExpectedVersion {
+            stream: conflicted,
+            actual,
+            ..
+        } => {
+            assert_eq!(conflicted, stream("license", "lic_C2"));
+            assert_eq!(actual, StreamVersion(1));
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store.read_all(Position::START, 100).await.unwrap().len(),
+        1,
+        "the first stream got nothing"
+    );
+    db.cleanup().await;
+}
+
+async fn a_batch_must_name_each_stream_once_and_stay_within_its_bounds(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let too_many = (0..=APPEND_STREAMS_MAX)
+        .map(|n| part(&format!("lic_M{n}"), 0, 1))
+        .collect();
+    let refused = [
+        batch(vec![]),
+        batch(vec![part("lic_D1", 0, 1), part("lic_D1", 1, 1)]),
+        batch(too_many),
+        batch(vec![part("lic_D1", 0, 1), part("lic_D2", 0, 0)]),
+        batch(vec![
+            part("lic_D1", 0, APPEND_EVENTS_MAX),
+            part("lic_D2", 0, 1),
+        ]),
+    ];
+    for request in refused {
+        assert!(matches!(
+            store.append_batch(request).await,
+            Err(StoreError::InvalidRequest(_))
+        ));
+    }
+    assert!(store
+        .read_all(Position::START, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    db.cleanup().await;
+}
+
+async fn a_replayed_batch_answers_with_every_streams_first_outcome(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let keyed_batch = || AppendBatch {
+        idempotency: Some(Idempotency::for_request(
+            "stripe:evt_batch",
+            &json!({"id": "evt_batch"}),
+        )),
+        ..batch(vec![part("lic_E1", 0, 1), part("lic_E2", 0, 2)])
+    };
+    let first = store.append_batch(keyed_batch()).await.unwrap();
+    let again = store.append_batch(keyed_batch()).await.unwrap();
+    assert!(!first.replayed() && again.replayed());
+    let positions = |o: &pulse_account::store::BatchOutcome| {
+        o.outcomes
+            .iter()
+            .map(|x| x.positions.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(positions(&again), positions(&first));
+    assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 3);
     db.cleanup().await;
 }
