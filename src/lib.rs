@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod command;
+pub mod crypto;
 pub mod http;
 pub mod metrics;
 pub mod projection;
