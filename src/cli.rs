@@ -2,6 +2,7 @@
 //! here (clap), turned into validated settings, and handed to the library. This is CLI glue, so it
 //! reports failures with `anyhow` context chains.
 
+use crate::crypto::KeyConfig;
 use crate::metrics::Metrics;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{active_checkpoint, registry};
@@ -67,6 +68,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_ACCOUNT_READINESS_LAG_MAX", default_value_t = 10_000,
           value_parser = clap::value_parser!(i64).range(0..))]
     readiness_lag_max: i64,
+    /// The Ed25519 signing key, `kid:base64url(32-byte seed)`. Without it, a development key is
+    /// generated into the data directory.
+    #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
+    signing_key: Option<String>,
+    /// The 32-byte HMAC key (base64url) for bearer-secret hashes. Without it, a development key is
+    /// generated into the data directory.
+    #[arg(long, env = "PULSE_ACCOUNT_SECRET_HASH_KEY", hide_env_values = true)]
+    secret_hash_key: Option<String>,
 }
 
 /// `projections` subcommands.
@@ -131,6 +140,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         readiness_lag_max: args.readiness_lag_max,
         runner: RunnerConfig::default(),
+        data_dir: args.database.data_dir.clone(),
+        keys: KeyConfig {
+            signing_key: args.signing_key,
+            secret_hash_key: args.secret_hash_key,
+        },
     };
     let application = Application::build(settings)
         .await

@@ -73,11 +73,21 @@ pub async fn load<D: Decider>(
     store: &dyn EventStore,
     stream: &StreamName,
 ) -> Result<(D::State, StreamVersion), CommandError<D::Error>> {
+    load_until::<D>(store, stream, StreamVersion(STREAM_EVENTS_MAX as i64 + 1)).await
+}
+
+/// Like [`load`], folding only the events up to `until` (inclusive): the state as it was then.
+pub async fn load_until<D: Decider>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    until: StreamVersion,
+) -> Result<(D::State, StreamVersion), CommandError<D::Error>> {
     let mut state = D::State::default();
     let mut version = StreamVersion::EMPTY;
-    loop {
+    while version < until {
+        let page_len = READ_PAGE_MAX.min((until.0 - version.0) as usize);
         let page = store
-            .read_stream(stream, version.next(), READ_PAGE_MAX)
+            .read_stream(stream, version.next(), page_len)
             .await
             .map_err(CommandError::Store)?;
         let full_page = page.len() == READ_PAGE_MAX;
@@ -93,6 +103,45 @@ pub async fn load<D: Decider>(
             return Ok((state, version));
         }
     }
+    Ok((state, version))
+}
+
+/// The events an append wrote to its stream, decoded: how a replayed idempotent request rebuilds
+/// the answer it gave the first time.
+pub async fn recorded_events<D: Decider>(
+    store: &dyn EventStore,
+    appended: &AppendOutcome,
+) -> Result<Vec<D::Event>, CommandError<D::Error>> {
+    let count = appended.positions.len();
+    let from = StreamVersion(appended.stream_version.0 - count as i64 + 1);
+    let page = store
+        .read_stream(&appended.stream, from, count.clamp(1, READ_PAGE_MAX))
+        .await
+        .map_err(CommandError::Store)?;
+    page.iter()
+        .take(count)
+        .map(|recorded| Ok(decode(&recorded.event_type, &recorded.payload)?))
+        .collect()
+}
+
+/// Every event of a run of decisions, and the state they leave.
+pub type Decided<D> = (Vec<<D as Decider>::Event>, <D as Decider>::State);
+
+/// Decides `commands` one after another, each on the state the previous one's events left;
+/// returns every event and the final state. One command's refusal refuses them all.
+pub fn decide_all<D: Decider>(
+    state: D::State,
+    commands: &[D::Command],
+    context: &Context<'_>,
+) -> Result<Decided<D>, D::Error> {
+    let mut events = Vec::new();
+    let mut state = state;
+    for command in commands {
+        let decided = D::decide(&state, command, context)?;
+        state = decided.iter().fold(state, D::evolve);
+        events.extend(decided);
+    }
+    Ok((events, state))
 }
 
 /// Handles one command: load → fold → decide → append at the loaded version, retrying conflicts.

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod command;
 pub mod crypto;
 pub mod http;
+pub mod licensing;
 pub mod metrics;
 pub mod projection;
 pub mod startup;

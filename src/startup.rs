@@ -2,12 +2,14 @@
 //! runners, and shut all of it down gracefully. `main` and the tests boot through the same
 //! [`Application::build`], the tests on port 0.
 
+use crate::crypto::{KeyConfig, KeyError, KeyMaterial};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{registry, ProjectionFold};
 use crate::store::upcast::Upcasters;
 use crate::store::{self, Store, StoreError};
+use aggregates::catalog::Catalog;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +31,10 @@ pub struct Settings {
     pub readiness_lag_max: i64,
     /// How projection runners pace themselves.
     pub runner: RunnerConfig,
+    /// The local data directory (development keys).
+    pub data_dir: std::path::PathBuf,
+    /// Configured keys; missing ones come from the data directory's development file.
+    pub keys: KeyConfig,
 }
 
 /// Why the service could not start.
@@ -37,6 +43,9 @@ pub enum StartupError {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -65,6 +74,14 @@ pub async fn open_store(database_url: &str) -> Result<Arc<dyn Store>, StoreError
 impl Application {
     /// Opens and migrates the store and binds the listener.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let keys = KeyMaterial::load(&settings.keys, &settings.data_dir)?;
+        if let Some(file) = &keys.dev_keys_file {
+            tracing::warn!(
+                file = %file.display(),
+                key_id = keys.signer.key_id(),
+                "DEVELOPMENT KEYS in use: grants are signed with a key from the data directory; configure --signing-key and --secret-hash-key in production"
+            );
+        }
         let store = open_store(&settings.database_url).await?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -79,6 +96,8 @@ impl Application {
             projections,
             metrics: Arc::new(Metrics::default()),
             readiness_lag_max: settings.readiness_lag_max,
+            keys: Arc::new(keys),
+            catalog: Arc::new(Catalog::v1()),
         };
         Ok(Application {
             listener,

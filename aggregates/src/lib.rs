@@ -16,5 +16,6 @@ pub mod license;
 pub mod limiter;
 pub mod log;
 pub mod redemption;
+pub mod secret_index;
 pub mod subscription;
 pub mod trial;

@@ -1,7 +1,10 @@
 //! The one place HTTP errors become responses: status, stable `code`, and the JSON body
 //! `{error, code, message, details, request_id}`. Causes are logged here, never sent.
 
-use axum::http::{HeaderMap, StatusCode};
+use crate::command::CommandError;
+use crate::store::StoreError;
+use aggregates::error::DomainError;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -17,6 +20,7 @@ pub struct ApiError {
     message: String,
     details: serde_json::Value,
     request_id: String,
+    retry_after_seconds: Option<i64>,
 }
 
 impl ApiError {
@@ -28,6 +32,62 @@ impl ApiError {
             message: message.into(),
             details: json!({}),
             request_id: String::new(),
+            retry_after_seconds: None,
+        }
+    }
+
+    /// The answer to a domain refusal: its code, the status `README.md` lists for it, and its
+    /// machine-readable details (a 429 also carries `Retry-After`).
+    pub fn domain(error: &DomainError, headers: &HeaderMap) -> ApiError {
+        let (status, details) = domain_status_and_details(error);
+        let mut api = ApiError::new(status, error.code(), error.to_string())
+            .with_details(details)
+            .for_request(headers);
+        if let DomainError::TrialRateLimited {
+            retry_after_seconds,
+        }
+        | DomainError::ExchangeRateLimited {
+            retry_after_seconds,
+        } = error
+        {
+            api.retry_after_seconds = Some(*retry_after_seconds);
+        }
+        api
+    }
+
+    /// The answer to a store failure: typed refusals become client errors, the rest an opaque 500.
+    pub fn store(error: &StoreError, headers: &HeaderMap) -> ApiError {
+        match error {
+            StoreError::IdempotencyKeyReused { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "This Idempotency-Key was already used with a different request.",
+            )
+            .for_request(headers),
+            StoreError::WrongExpectedVersion { .. } => concurrent_update(headers),
+            StoreError::InvalidRequest(reason) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason.clone())
+                    .for_request(headers)
+            }
+            other => ApiError::internal(other, headers),
+        }
+    }
+
+    /// The answer to a failed command.
+    pub fn command(error: &CommandError<DomainError>, headers: &HeaderMap) -> ApiError {
+        match error {
+            CommandError::Domain(domain) => ApiError::domain(domain, headers),
+            CommandError::Store(store) => ApiError::store(store, headers),
+            CommandError::Contended { .. } => concurrent_update(headers),
+            CommandError::StreamName(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                error.to_string(),
+            )
+            .for_request(headers),
+            CommandError::Decode(_) | CommandError::StreamTooLong(_) => {
+                ApiError::internal(error, headers)
+            }
         }
     }
 
@@ -65,6 +125,71 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+fn concurrent_update(headers: &HeaderMap) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "concurrent_update",
+        "Another request changed the same record at the same moment; retry.",
+    )
+    .for_request(headers)
+}
+
+/// The HTTP status of each domain refusal, and the details it carries.
+fn domain_status_and_details(error: &DomainError) -> (StatusCode, serde_json::Value) {
+    use DomainError::*;
+    match error {
+        InvalidInput { field, reason } => (
+            StatusCode::BAD_REQUEST,
+            json!({ "field": field, "reason": reason }),
+        ),
+        UnknownPlan { plan } | PlanNotPurchasable { plan } => {
+            (StatusCode::BAD_REQUEST, json!({ "plan": plan }))
+        }
+        ExchangeMalformed => (StatusCode::BAD_REQUEST, json!({})),
+        NotFound { entity } => (StatusCode::NOT_FOUND, json!({ "entity": entity })),
+        UnknownCheckoutSession => (StatusCode::NOT_FOUND, json!({})),
+        TokenRevoked | InstallationRevoked | RenewedKeyAvailable | ExchangeInvalid => {
+            (StatusCode::UNAUTHORIZED, json!({}))
+        }
+        LicenseRevoked | LicenseSuspended | ExchangeRevoked | NoBillingRecord
+        | SubscriptionCanceled | OwnerRequired => (StatusCode::FORBIDDEN, json!({})),
+        Forbidden { action } => (StatusCode::FORBIDDEN, json!({ "action": action })),
+        WorkspaceLimitReached { current, limit } => (
+            StatusCode::FORBIDDEN,
+            json!({ "current": current, "limit": limit }),
+        ),
+        MaxInstallations { current, limit } => (
+            StatusCode::CONFLICT,
+            json!({ "current": current, "limit": limit }),
+        ),
+        InvalidTransition { from, to } => (StatusCode::CONFLICT, json!({ "from": from, "to": to })),
+        TrialSignupRequired { action_url } => {
+            (StatusCode::CONFLICT, json!({ "action_url": action_url }))
+        }
+        TrialNotAvailable { reason } => (StatusCode::CONFLICT, json!({ "reason": reason })),
+        CatalogVersionNotNewer { latest } => (StatusCode::CONFLICT, json!({ "latest": latest })),
+        AlreadyExists { .. }
+        | FloorNotApplicable
+        | HandoffCompleted
+        | RedemptionConflict
+        | RedemptionInProgress
+        | RedemptionAlreadyActivated
+        | TrialAlreadyUsed
+        | LastOwner
+        | AlreadyMember => (StatusCode::CONFLICT, json!({})),
+        HandoffExpired | ExchangeNotMigratable => (StatusCode::GONE, json!({})),
+        TrialRateLimited {
+            retry_after_seconds,
+        }
+        | ExchangeRateLimited {
+            retry_after_seconds,
+        } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({ "retry_after_seconds": retry_after_seconds }),
+        ),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({
@@ -74,6 +199,12 @@ impl IntoResponse for ApiError {
             "details": self.details,
             "request_id": self.request_id,
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }

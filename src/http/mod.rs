@@ -3,14 +3,18 @@
 //! command handler or read a projection, and map errors in [`error`].
 
 pub mod error;
+pub mod extract;
 mod health;
+mod licensing;
 
+use crate::crypto::KeyMaterial;
 use crate::metrics::Metrics;
 use crate::projection::ProjectionFold;
 use crate::store::Store;
+use aggregates::catalog::Catalog;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use error::{ApiError, REQUEST_ID_HEADER};
 use std::sync::Arc;
@@ -31,6 +35,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Most positions a projection may lag behind the log while the service reports ready.
     pub readiness_lag_max: i64,
+    /// Signing keys and the bearer-secret hasher.
+    pub keys: Arc<KeyMaterial>,
+    /// The plan catalog in force.
+    pub catalog: Arc<Catalog>,
 }
 
 /// The whole application as one router, usable without a socket in tests.
@@ -40,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/.well-known/jwks.json", get(licensing::jwks))
+        .route("/v1/activate", post(licensing::activate))
+        .route("/v1/grants/refresh", post(licensing::refresh))
+        .route("/v1/grants/status", post(licensing::status))
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

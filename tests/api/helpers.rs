@@ -93,6 +93,11 @@ impl TestDatabase {
         }
     }
 
+    /// A data directory of this test's own (development keys live there).
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        self._directory.path().join("data")
+    }
+
     /// Opens and migrates a store on this database; a second call opens a second, independent
     /// store, as another process would.
     pub(crate) async fn open(&self) -> Arc<dyn Store> {
@@ -236,5 +241,95 @@ pub(crate) fn append(
         events,
         metadata: metadata(),
         idempotency: None,
+    }
+}
+
+/// The real application on a free loopback port, with a database and data directory of its own.
+pub(crate) struct TestApp {
+    pub(crate) db: TestDatabase,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) state: pulse_account::http::AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    /// Builds and starts the application on `backend`.
+    pub(crate) async fn spawn(backend: Backend) -> TestApp {
+        let db = TestDatabase::new(backend).await;
+        let application =
+            pulse_account::startup::Application::build(pulse_account::startup::Settings {
+                database_url: db.url.clone(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                readiness_lag_max: 10_000,
+                runner: pulse_account::projection::runner::RunnerConfig::default(),
+                data_dir: db.data_dir(),
+                keys: Default::default(),
+            })
+            .await
+            .expect("the application builds");
+        let base = format!("http://{}", application.local_addr());
+        let state = application.state().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(application.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            db,
+            base,
+            client: reqwest::Client::new(),
+            state,
+            stop,
+            server,
+        }
+    }
+
+    /// `POST path` with a JSON body; returns the status and the JSON answer.
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body, headers)
+    }
+
+    /// `GET path`; returns the status and the JSON answer.
+    pub(crate) async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Stops the server and drops the database.
+    pub(crate) async fn stop(self) {
+        let TestApp {
+            db,
+            state,
+            stop,
+            server,
+            ..
+        } = self;
+        let _ = stop.send(());
+        let _ = server.await;
+        drop(state);
+        db.cleanup().await;
     }
 }

@@ -25,6 +25,8 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         listen: "127.0.0.1:0".parse().unwrap(),
         readiness_lag_max,
         runner: RunnerConfig::default(),
+        data_dir: db.data_dir(),
+        keys: Default::default(),
     })
     .await
     .expect("the application builds")

@@ -7,5 +7,6 @@ mod command_handling;
 mod gap_safety;
 mod helpers;
 mod http_ops;
+mod licensing;
 mod projection_runner;
 mod store_contract;

@@ -1,0 +1,147 @@
+//! Indexes from a bearer secret's keyed hash to what it opens: an activation key to its license, an
+//! installation token to its installation. Each is a stream named by the hash, holding one binding
+//! event, so a lookup is a strongly consistent stream read and a binding can never be taken twice.
+//! The hash is keyed (HMAC under a server key), so the log never holds anything that opens a door.
+
+use crate::decider::{Context, Decider, DomainEvent};
+use crate::error::DomainError;
+use crate::ids::{InstallationId, LicenseId};
+use serde::{Deserialize, Serialize};
+
+/// The activation-key index: `activation_key/<hash>` → license.
+pub struct ActivationKeyIndex;
+
+/// What an activation-key index stream holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ActivationKeyBinding {
+    /// The license the key activates.
+    pub license_id: Option<LicenseId>,
+}
+
+/// Bind an activation key to its license.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindActivationKey {
+    /// The license.
+    pub license_id: LicenseId,
+}
+
+/// Events of the activation-key index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+pub enum ActivationKeyEvent {
+    /// The key now activates this license.
+    ActivationKeyBound {
+        /// The license.
+        license_id: LicenseId,
+    },
+}
+
+impl DomainEvent for ActivationKeyEvent {}
+
+impl Decider for ActivationKeyIndex {
+    const STREAM_TYPE: &'static str = "activation_key";
+    type State = ActivationKeyBinding;
+    type Command = BindActivationKey;
+    type Event = ActivationKeyEvent;
+    type Error = DomainError;
+
+    fn decide(
+        state: &ActivationKeyBinding,
+        command: &BindActivationKey,
+        _: &Context<'_>,
+    ) -> Result<Vec<ActivationKeyEvent>, DomainError> {
+        match &state.license_id {
+            Some(bound) if bound == &command.license_id => Ok(Vec::new()),
+            Some(_) => Err(DomainError::AlreadyExists {
+                entity: "activation key",
+            }),
+            None => Ok(vec![ActivationKeyEvent::ActivationKeyBound {
+                license_id: command.license_id.clone(),
+            }]),
+        }
+    }
+
+    fn evolve(state: ActivationKeyBinding, event: &ActivationKeyEvent) -> ActivationKeyBinding {
+        match event {
+            ActivationKeyEvent::ActivationKeyBound { license_id } => ActivationKeyBinding {
+                license_id: state.license_id.or_else(|| Some(license_id.clone())),
+            },
+        }
+    }
+}
+
+/// The installation-token index: `installation_token/<hash>` → license and installation.
+pub struct InstallationTokenIndex;
+
+/// What an installation-token index stream holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstallationTokenBinding {
+    /// The license and installation the token belongs to.
+    pub bound: Option<(LicenseId, InstallationId)>,
+}
+
+/// Bind an installation token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindInstallationToken {
+    /// The license.
+    pub license_id: LicenseId,
+    /// The installation.
+    pub installation_id: InstallationId,
+}
+
+/// Events of the installation-token index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+pub enum InstallationTokenEvent {
+    /// The token now belongs to this installation.
+    InstallationTokenBound {
+        /// The license.
+        license_id: LicenseId,
+        /// The installation.
+        installation_id: InstallationId,
+    },
+}
+
+impl DomainEvent for InstallationTokenEvent {}
+
+impl Decider for InstallationTokenIndex {
+    const STREAM_TYPE: &'static str = "installation_token";
+    type State = InstallationTokenBinding;
+    type Command = BindInstallationToken;
+    type Event = InstallationTokenEvent;
+    type Error = DomainError;
+
+    fn decide(
+        state: &InstallationTokenBinding,
+        command: &BindInstallationToken,
+        _: &Context<'_>,
+    ) -> Result<Vec<InstallationTokenEvent>, DomainError> {
+        let wanted = (command.license_id.clone(), command.installation_id.clone());
+        match &state.bound {
+            Some(bound) if bound == &wanted => Ok(Vec::new()),
+            Some(_) => Err(DomainError::AlreadyExists {
+                entity: "installation token",
+            }),
+            None => Ok(vec![InstallationTokenEvent::InstallationTokenBound {
+                license_id: command.license_id.clone(),
+                installation_id: command.installation_id.clone(),
+            }]),
+        }
+    }
+
+    fn evolve(
+        state: InstallationTokenBinding,
+        event: &InstallationTokenEvent,
+    ) -> InstallationTokenBinding {
+        match event {
+            InstallationTokenEvent::InstallationTokenBound {
+                license_id,
+                installation_id,
+            } => InstallationTokenBinding {
+                bound: state
+                    .bound
+                    .or_else(|| Some((license_id.clone(), installation_id.clone()))),
+            },
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! DOMAIN.md §2 — secret indexes: a keyed hash opens exactly one thing, bound once.
+
+mod support;
+
+use aggregates::error::DomainError;
+use aggregates::ids::{InstallationId, LicenseId};
+use aggregates::secret_index::{
+    ActivationKeyEvent, ActivationKeyIndex, BindActivationKey, BindInstallationToken,
+    InstallationTokenEvent, InstallationTokenIndex,
+};
+use support::given;
+
+#[test]
+fn an_activation_key_binds_to_one_license_once() {
+    let bound = ActivationKeyEvent::ActivationKeyBound {
+        license_id: LicenseId::from_entropy(1),
+    };
+    given::<ActivationKeyIndex>(vec![])
+        .when(BindActivationKey {
+            license_id: LicenseId::from_entropy(1),
+        })
+        .then(vec![bound.clone()]);
+    given::<ActivationKeyIndex>(vec![bound.clone()])
+        .when(BindActivationKey {
+            license_id: LicenseId::from_entropy(1),
+        })
+        .then(vec![]);
+    given::<ActivationKeyIndex>(vec![bound])
+        .when(BindActivationKey {
+            license_id: LicenseId::from_entropy(2),
+        })
+        .then_err(DomainError::AlreadyExists {
+            entity: "activation key",
+        });
+}
+
+#[test]
+fn an_installation_token_binds_to_one_installation_once() {
+    let bind = |n| BindInstallationToken {
+        license_id: LicenseId::from_entropy(1),
+        installation_id: InstallationId::from_entropy(n),
+    };
+    let bound = InstallationTokenEvent::InstallationTokenBound {
+        license_id: LicenseId::from_entropy(1),
+        installation_id: InstallationId::from_entropy(1),
+    };
+    given::<InstallationTokenIndex>(vec![])
+        .when(bind(1))
+        .then(vec![bound.clone()]);
+    given::<InstallationTokenIndex>(vec![bound])
+        .when(bind(2))
+        .then_err(DomainError::AlreadyExists {
+            entity: "installation token",
+        });
+}

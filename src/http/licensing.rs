@@ -1,0 +1,166 @@
+//! Routes of self-hosted licensing (`DOMAIN.md` §5.2, §5.3): activation, grant refresh and
+//! status, and the JWKS that verifies every grant. Thin: parse, call [`crate::licensing`], answer.
+
+use super::error::{request_id, ApiError};
+use super::extract::{ApiJson, Bearer, IdempotencyKey};
+use super::AppState;
+use crate::licensing::{ActivateRequest, Licensing, LicensingError, SignedGrant};
+use aggregates::catalog::Catalog;
+use aggregates::license::IssuedLicense;
+use aggregates::log::EventMetadata;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// How often a runtime should refresh its grant, and by how much to spread refreshes (§5.2).
+const RECOMMENDED_REFRESH_AFTER_SECONDS: u32 = 21_600;
+const REFRESH_JITTER_PERCENT: u32 = 20;
+
+/// Metadata of an event caused by this request.
+pub(super) fn metadata(actor: &str, headers: &HeaderMap) -> EventMetadata {
+    let request = request_id(headers);
+    EventMetadata {
+        actor: actor.to_owned(),
+        causation_id: None,
+        correlation_id: Some(request.clone()).filter(|r| !r.is_empty()),
+        request_id: Some(request).filter(|r| !r.is_empty()),
+        effective_at: Utc::now(),
+    }
+}
+
+fn licensing(state: &AppState) -> Licensing<'_> {
+    Licensing {
+        store: state.store.as_ref(),
+        keys: &state.keys,
+        catalog: &state.catalog,
+    }
+}
+
+impl LicensingError {
+    fn into_api(self, headers: &HeaderMap) -> ApiError {
+        match &self {
+            LicensingError::Domain(error) => ApiError::domain(error, headers),
+            LicensingError::Store(error) => ApiError::store(error, headers),
+            LicensingError::Command(error) => ApiError::command(error, headers),
+            LicensingError::UnknownActivationKey => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_activation_key",
+                "No license has this activation key.",
+            )
+            .for_request(headers),
+            LicensingError::UnknownInstallationToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_REVOKED",
+                "This installation token is not valid; activate again.",
+            )
+            .for_request(headers),
+            LicensingError::Contended => {
+                ApiError::new(StatusCode::CONFLICT, "concurrent_update", self.to_string())
+                    .for_request(headers)
+            }
+            LicensingError::Codec(_) | LicensingError::Jwt(_) => ApiError::internal(&self, headers),
+        }
+    }
+}
+
+fn license_view(license: &IssuedLicense, catalog: &Catalog) -> Value {
+    let granting = license.state.grants_paid() && license.revoked.is_none();
+    json!({
+        "license_id": license.license_id,
+        "state": if license.revoked.is_some() { "revoked" } else { license.state.as_str() },
+        "tier": catalog.plan(&license.plan_version).map(|p| p.tier.clone()),
+        "features": catalog.capabilities(Some(&license.plan_version), granting),
+        "license_version": license.license_version,
+        "current_period_end": license.current_period_end,
+    })
+}
+
+fn refresh_policy() -> Value {
+    json!({ "recommended_refresh_after_sec": RECOMMENDED_REFRESH_AFTER_SECONDS, "jitter_percent": REFRESH_JITTER_PERCENT })
+}
+
+fn grant_view(grant: &SignedGrant) -> Value {
+    json!({ "jwt": grant.jwt, "jti": grant.jti, "expires_at": grant.expires_at })
+}
+
+/// `GET /.well-known/jwks.json`.
+pub(super) async fn jwks(State(state): State<AppState>) -> Json<Value> {
+    Json(state.keys.signer.jwks())
+}
+
+/// `POST /v1/activate`.
+pub(super) async fn activate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(request): ApiJson<ActivateRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let activation = licensing(&state)
+        .activate(&request, key.as_deref(), metadata("installation", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(json!({
+        "license": license_view(&activation.license, &state.catalog),
+        "installation": {
+            "installation_id": activation.installation_id,
+            "installation_token": activation.installation_token.expose(),
+            "status": "active",
+        },
+        "grant": grant_view(&activation.grant),
+        "refresh_policy": refresh_policy(),
+    })))
+}
+
+/// `POST /v1/grants/refresh` (Bearer installation token).
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
+    Bearer(token): Bearer,
+) -> Result<Json<Value>, ApiError> {
+    let (license, grant) = licensing(&state)
+        .refresh_grant(&token, key.as_deref(), metadata("installation", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(json!({
+        "license": license_view(&license, &state.catalog),
+        "grant": grant_view(&grant),
+        "refresh_policy": refresh_policy(),
+    })))
+}
+
+/// What `POST /v1/grants/status` may send: the `license_version` the runtime holds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatusRequest {
+    license_version: Option<u64>,
+}
+
+/// `POST /v1/grants/status` (Bearer installation token).
+pub(super) async fn status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Bearer(token): Bearer,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // The body is optional: an empty one asks for the current version only.
+    let request: StatusRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StatusRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+                .for_request(&headers)
+        })?
+    };
+    let known = request.license_version;
+    let (license_version, refresh_required) = licensing(&state)
+        .grant_status(&token, known, Utc::now())
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(
+        json!({ "license_version": license_version, "refresh_required": refresh_required }),
+    ))
+}

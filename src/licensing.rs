@@ -1,0 +1,485 @@
+//! Self-hosted licensing flows (`DOMAIN.md` §5): issuing a license with its activation key,
+//! activating an installation, refreshing a grant and answering grant status.
+//!
+//! Each flow loads the streams it needs, decides with the pure deciders, and appends every stream
+//! it changes in one atomic batch (the license and the secret indexes move together). A retried
+//! request with the same `Idempotency-Key` rebuilds its first answer from the recorded events: the
+//! installation token is then derived from the key under the server's secret instead of drawn at
+//! random, so it can be shown again without ever being stored.
+
+use crate::command::{decide_all, load, load_until, recorded_events, CommandError};
+use crate::crypto::secrets::{
+    Secret, SecretHasher, ACTIVATION_KEY_PREFIX, INSTALLATION_TOKEN_PREFIX,
+};
+use crate::crypto::signing::JwtError;
+use crate::crypto::KeyMaterial;
+use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend};
+use aggregates::catalog::{BillingCycle, Catalog};
+use aggregates::decider::{encode, CodecError, Context, Decider};
+use aggregates::error::DomainError;
+use aggregates::ids::{Email, InstallationId, LicenseId, SecretHash};
+use aggregates::license::{
+    ActivateInstallation, GrantClaims, IssueLicense, IssuedLicense, License, LicenseCommand,
+    LicenseEvent, LicenseOrigin,
+};
+use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::secret_index::{
+    ActivationKeyIndex, BindActivationKey, BindInstallationToken, InstallationTokenIndex,
+};
+use aggregates::subscription::SubscriptionState;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+
+/// Attempts of a multi-stream flow before a conflict is returned: as in the command handler.
+pub const FLOW_ATTEMPTS_MAX: usize = crate::command::COMMAND_ATTEMPTS_MAX;
+
+/// Why a licensing flow failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LicensingError {
+    /// The domain refused.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Loading or deciding failed.
+    #[error(transparent)]
+    Command(#[from] CommandError<DomainError>),
+    /// An event did not fit the log's encoding.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Signing failed.
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    /// No license has this activation key.
+    #[error("unknown activation key")]
+    UnknownActivationKey,
+    /// No installation has this token.
+    #[error("unknown installation token")]
+    UnknownInstallationToken,
+    /// Every attempt met a concurrent writer.
+    #[error("the license kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
+    Contended,
+}
+
+/// What `POST /v1/activate` asks.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    /// `ppk_live_…`.
+    pub activation_key: String,
+    /// The instance's name.
+    pub instance_name: String,
+    /// The instance's stable fingerprint.
+    pub instance_fingerprint: String,
+    /// The instance's version.
+    pub client_version: String,
+}
+
+/// A signed grant.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignedGrant {
+    /// The EdDSA JWT.
+    pub jwt: String,
+    /// Its id.
+    pub jti: String,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an activation produced.
+#[derive(Clone, Debug)]
+pub struct Activation {
+    /// The license after the activation.
+    pub license: IssuedLicense,
+    /// The installation.
+    pub installation_id: InstallationId,
+    /// Its token, shown once.
+    pub installation_token: Secret,
+    /// Its first grant.
+    pub grant: SignedGrant,
+}
+
+/// A license issued with its activation key.
+#[derive(Clone, Debug)]
+pub struct IssuedWithKey {
+    /// The license.
+    pub license_id: LicenseId,
+    /// Its activation key, shown to the buyer.
+    pub activation_key: Secret,
+    /// The append's outcome.
+    pub outcome: BatchOutcome,
+}
+
+/// What issuing a license needs.
+#[derive(Clone, Debug)]
+pub struct NewLicense {
+    /// The owner.
+    pub owner_email: Email,
+    /// The plan.
+    pub plan_version: String,
+    /// Its cadence.
+    pub billing_cycle: Option<BillingCycle>,
+    /// Its first period end.
+    pub current_period_end: Option<DateTime<Utc>>,
+    /// How it came to be.
+    pub origin: LicenseOrigin,
+    /// The Stripe price billed.
+    pub stripe_price_id: Option<String>,
+}
+
+/// The licensing flows over one store and one set of keys.
+pub struct Licensing<'a> {
+    /// The store.
+    pub store: &'a dyn Store,
+    /// Keys for hashing secrets and signing grants.
+    pub keys: &'a KeyMaterial,
+    /// The catalog in force.
+    pub catalog: &'a Catalog,
+}
+
+fn stream(stream_type: &str, id: &str) -> Result<StreamName, LicensingError> {
+    StreamName::parse(stream_type, id)
+        .map_err(|e| LicensingError::Domain(DomainError::invalid("stream", e.to_string())))
+}
+
+fn random_u64() -> u64 {
+    rand::rngs::OsRng.next_u64()
+}
+
+fn part<D: Decider>(
+    stream: StreamName,
+    version: StreamVersion,
+    events: &[D::Event],
+) -> Result<Option<StreamAppend>, LicensingError> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(StreamAppend {
+        stream,
+        expected_version: version,
+        events: events.iter().map(encode).collect::<Result<_, _>>()?,
+    }))
+}
+
+impl Licensing<'_> {
+    fn hasher(&self) -> &SecretHasher {
+        &self.keys.hasher
+    }
+
+    /// Issues a license and binds a new activation key to it, atomically.
+    pub async fn issue(
+        &self,
+        license: NewLicense,
+        metadata: EventMetadata,
+        idempotency: Option<Idempotency>,
+    ) -> Result<IssuedWithKey, LicensingError> {
+        let license_id = LicenseId::from_entropy(random_u64());
+        let activation_key = self.hasher().generate(ACTIVATION_KEY_PREFIX);
+        let key_hash = self.hasher().hash(activation_key.expose());
+        let context = Context::new(metadata.effective_at, self.catalog);
+        let issue = LicenseCommand::Issue(Box::new(IssueLicense {
+            license_id: license_id.clone(),
+            owner_email: license.owner_email,
+            plan_version: license.plan_version,
+            billing_cycle: license.billing_cycle,
+            state: SubscriptionState::Active,
+            current_period_end: license.current_period_end,
+            origin: license.origin,
+            stripe_price_id: license.stripe_price_id,
+            activation_key_prefix: activation_key.shown_prefix(),
+            activation_key_hash: key_hash.clone(),
+        }));
+        let (license_events, _) = decide_all::<License>(Default::default(), &[issue], &context)?;
+        let bind = BindActivationKey {
+            license_id: license_id.clone(),
+        };
+        let (key_events, _) =
+            decide_all::<ActivationKeyIndex>(Default::default(), &[bind], &context)?;
+        let appends = [
+            part::<License>(
+                stream(License::STREAM_TYPE, license_id.as_str())?,
+                StreamVersion::EMPTY,
+                &license_events,
+            )?,
+            part::<ActivationKeyIndex>(
+                stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
+                StreamVersion::EMPTY,
+                &key_events,
+            )?,
+        ];
+        let batch = AppendBatch {
+            appends: appends.into_iter().flatten().collect(),
+            metadata,
+            idempotency,
+        };
+        let outcome = self.store.append_batch(batch).await?;
+        Ok(IssuedWithKey {
+            license_id,
+            activation_key,
+            outcome,
+        })
+    }
+
+    /// The license an activation key opens.
+    async fn license_of_key(&self, activation_key: &str) -> Result<LicenseId, LicensingError> {
+        if !SecretHasher::well_formed(ACTIVATION_KEY_PREFIX, activation_key) {
+            return Err(LicensingError::UnknownActivationKey);
+        }
+        let key_hash = self.hasher().hash(activation_key);
+        let (binding, _) = load::<ActivationKeyIndex>(
+            self.store,
+            &stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
+        )
+        .await?;
+        binding
+            .license_id
+            .ok_or(LicensingError::UnknownActivationKey)
+    }
+
+    /// The license and installation an installation token belongs to.
+    pub async fn installation_of_token(
+        &self,
+        token: &str,
+    ) -> Result<(LicenseId, InstallationId, SecretHash), LicensingError> {
+        if !SecretHasher::well_formed(INSTALLATION_TOKEN_PREFIX, token) {
+            return Err(LicensingError::UnknownInstallationToken);
+        }
+        let token_hash = self.hasher().hash(token);
+        let (binding, _) = load::<InstallationTokenIndex>(
+            self.store,
+            &stream(InstallationTokenIndex::STREAM_TYPE, token_hash.as_str())?,
+        )
+        .await?;
+        let (license_id, installation_id) = binding
+            .bound
+            .ok_or(LicensingError::UnknownInstallationToken)?;
+        Ok((license_id, installation_id, token_hash))
+    }
+
+    fn sign(&self, claims: &GrantClaims) -> Result<SignedGrant, LicensingError> {
+        Ok(SignedGrant {
+            jwt: self.keys.signer.sign(claims)?,
+            jti: claims.jti.clone(),
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
+        })
+    }
+
+    /// `POST /v1/activate`: activates (or re-activates) an installation and issues its first grant.
+    pub async fn activate(
+        &self,
+        request: &ActivateRequest,
+        idempotency_key: Option<&str>,
+        metadata: EventMetadata,
+    ) -> Result<Activation, LicensingError> {
+        let license_id = self.license_of_key(&request.activation_key).await?;
+        let idempotency = idempotency_key.map(|key| {
+            let fingerprint = serde_json::json!({
+                "activation_key_hash": self.hasher().hash(&request.activation_key).as_str(),
+                "instance_name": request.instance_name,
+                "instance_fingerprint": request.instance_fingerprint,
+                "client_version": request.client_version,
+            });
+            Idempotency::for_request(format!("activate:{key}"), &fingerprint)
+        });
+        let token = match idempotency_key {
+            Some(key) => self.hasher().derive(
+                INSTALLATION_TOKEN_PREFIX,
+                &format!("activate:{key}:{license_id}"),
+            ),
+            None => self.hasher().generate(INSTALLATION_TOKEN_PREFIX),
+        };
+        if let Some(idempotency) = &idempotency {
+            if let Some(previous) = self.store.idempotent_outcome(idempotency).await? {
+                return self.replayed_activation(&previous, token).await;
+            }
+        }
+        for _ in 0..FLOW_ATTEMPTS_MAX {
+            match self
+                .try_activate(&license_id, request, &token, &metadata, idempotency.clone())
+                .await
+            {
+                Err(LicensingError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
+                Ok(outcome) => return self.replayed_activation(&outcome, token).await,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(LicensingError::Contended)
+    }
+
+    async fn try_activate(
+        &self,
+        license_id: &LicenseId,
+        request: &ActivateRequest,
+        token: &Secret,
+        metadata: &EventMetadata,
+        idempotency: Option<Idempotency>,
+    ) -> Result<BatchOutcome, LicensingError> {
+        let context = Context::new(metadata.effective_at, self.catalog);
+        let license_stream = stream(License::STREAM_TYPE, license_id.as_str())?;
+        let (state, version) = load::<License>(self.store, &license_stream).await?;
+        let token_hash = self.hasher().hash(token.expose());
+        let activate = LicenseCommand::ActivateInstallation(Box::new(ActivateInstallation {
+            installation_id: InstallationId::from_entropy(random_u64()),
+            fingerprint: request.instance_fingerprint.clone(),
+            instance_name: request.instance_name.clone(),
+            token_hash: token_hash.clone(),
+            client_version: request.client_version.clone(),
+        }));
+        let (mut events, activated) = decide_all::<License>(state, &[activate], &context)?;
+        let installation_id = activated_installation(&events).ok_or(DomainError::NotFound {
+            entity: "installation",
+        })?;
+        let grant = LicenseCommand::IssueGrant {
+            installation_id: installation_id.clone(),
+            token_hash: token_hash.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let (grant_events, _) = decide_all::<License>(activated, &[grant], &context)?;
+        events.extend(grant_events);
+        let token_stream = stream(InstallationTokenIndex::STREAM_TYPE, token_hash.as_str())?;
+        let (binding, token_version) =
+            load::<InstallationTokenIndex>(self.store, &token_stream).await?;
+        let bind = BindInstallationToken {
+            license_id: license_id.clone(),
+            installation_id,
+        };
+        let (token_events, _) = decide_all::<InstallationTokenIndex>(binding, &[bind], &context)?;
+        let appends = [
+            part::<License>(license_stream, version, &events)?,
+            part::<InstallationTokenIndex>(token_stream, token_version, &token_events)?,
+        ];
+        let batch = AppendBatch {
+            appends: appends.into_iter().flatten().collect(),
+            metadata: metadata.clone(),
+            idempotency,
+        };
+        Ok(self.store.append_batch(batch).await?)
+    }
+
+    /// Builds the answer of an activation from what it recorded: the license as it was right
+    /// after, the installation it activated, and the grant it issued (re-signed: Ed25519 is
+    /// deterministic, so the JWT is the same).
+    async fn replayed_activation(
+        &self,
+        outcome: &BatchOutcome,
+        token: Secret,
+    ) -> Result<Activation, LicensingError> {
+        let appended = outcome
+            .outcomes
+            .iter()
+            .find(|o| o.stream.stream_type() == License::STREAM_TYPE)
+            .ok_or_else(|| {
+                StoreError::Invariant(String::from("an activation outcome names no license"))
+            })?;
+        let events = recorded_events::<License>(self.store, appended).await?;
+        let (state, _) =
+            load_until::<License>(self.store, &appended.stream, appended.stream_version).await?;
+        let license = state
+            .issued
+            .ok_or(DomainError::NotFound { entity: "license" })?;
+        let installation_id = activated_installation(&events).ok_or(DomainError::NotFound {
+            entity: "installation",
+        })?;
+        let claims = events
+            .iter()
+            .find_map(|e| match e {
+                LicenseEvent::GrantIssued { claims } => Some(claims.clone()),
+                _ => None,
+            })
+            .ok_or(DomainError::NotFound { entity: "grant" })?;
+        Ok(Activation {
+            license,
+            installation_id,
+            installation_token: token,
+            grant: self.sign(&claims)?,
+        })
+    }
+
+    /// `POST /v1/grants/refresh`: a new grant for the installation presenting its token.
+    pub async fn refresh_grant(
+        &self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        metadata: EventMetadata,
+    ) -> Result<(IssuedLicense, SignedGrant), LicensingError> {
+        let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
+        let jti = uuid::Uuid::new_v4().to_string();
+        let command = LicenseCommand::IssueGrant {
+            installation_id: installation_id.clone(),
+            token_hash,
+            jti,
+        };
+        let idempotency = idempotency_key.map(|key| {
+            Idempotency::for_request(
+                format!("grant:{key}"),
+                &serde_json::json!({ "installation_id": installation_id }),
+            )
+        });
+        let outcome = crate::command::handle::<License>(
+            self.store,
+            crate::command::Command {
+                stream_id: license_id.as_str(),
+                command: &command,
+                context: Context::new(metadata.effective_at, self.catalog),
+                metadata,
+                idempotency,
+            },
+        )
+        .await?;
+        let appended = outcome
+            .appended
+            .ok_or(DomainError::NotFound { entity: "grant" })?;
+        let events = recorded_events::<License>(self.store, &appended).await?;
+        let claims = events
+            .iter()
+            .find_map(|e| match e {
+                LicenseEvent::GrantIssued { claims } => Some(claims.clone()),
+                _ => None,
+            })
+            .ok_or(DomainError::NotFound { entity: "grant" })?;
+        let (state, _) =
+            load_until::<License>(self.store, &appended.stream, appended.stream_version).await?;
+        let license = state
+            .issued
+            .ok_or(DomainError::NotFound { entity: "license" })?;
+        Ok((license, self.sign(&claims)?))
+    }
+
+    /// `POST /v1/grants/status`: the current `license_version`, and whether a runtime holding
+    /// `known_version` must refresh. Revocation and suspension answer as a refresh would.
+    pub async fn grant_status(
+        &self,
+        token: &str,
+        known_version: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, bool), LicensingError> {
+        let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
+        let (state, _) = load::<License>(
+            self.store,
+            &stream(License::STREAM_TYPE, license_id.as_str())?,
+        )
+        .await?;
+        let check = LicenseCommand::IssueGrant {
+            installation_id,
+            token_hash,
+            jti: String::from("status-check"),
+        };
+        License::decide(&state, &check, &Context::new(now, self.catalog))?;
+        let license = state
+            .issued
+            .ok_or(DomainError::NotFound { entity: "license" })?;
+        let current = license.license_version;
+        Ok((current, known_version.is_none_or(|known| known < current)))
+    }
+}
+
+fn activated_installation(events: &[LicenseEvent]) -> Option<InstallationId> {
+    events.iter().find_map(|e| match e {
+        LicenseEvent::InstallationActivated {
+            installation_id, ..
+        } => Some(installation_id.clone()),
+        _ => None,
+    })
+}
