@@ -18,14 +18,14 @@ use aggregates::catalog::{BillingCycle, Catalog};
 use aggregates::decider::{encode, CodecError, Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::ids::{Email, InstallationId, LicenseId, SecretHash};
+use aggregates::index::{
+    ActivationKeyIndex, BindActivationKey, BindInstallationToken, InstallationTokenIndex,
+};
 use aggregates::license::{
     ActivateInstallation, GrantClaims, IssueLicense, IssuedLicense, License, LicenseCommand,
     LicenseEvent, LicenseOrigin,
 };
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
-use aggregates::secret_index::{
-    ActivationKeyIndex, BindActivationKey, BindInstallationToken, InstallationTokenIndex,
-};
 use aggregates::subscription::SubscriptionState;
 use chrono::{DateTime, Utc};
 use rand::RngCore;

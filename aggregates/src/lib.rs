@@ -12,10 +12,12 @@ pub mod error;
 pub mod exchange;
 pub mod handoff;
 pub mod ids;
+pub mod index;
 pub mod license;
 pub mod limiter;
 pub mod log;
 pub mod redemption;
-pub mod secret_index;
+
+pub mod stripe_event;
 pub mod subscription;
 pub mod trial;

@@ -1,11 +1,13 @@
-//! Indexes from a bearer secret's keyed hash to what it opens: an activation key to its license, an
-//! installation token to its installation. Each is a stream named by the hash, holding one binding
-//! event, so a lookup is a strongly consistent stream read and a binding can never be taken twice.
-//! The hash is keyed (HMAC under a server key), so the log never holds anything that opens a door.
+//! Lookup indexes kept in the log: an activation key to its license, an installation token to its
+//! installation, a Stripe Checkout Session to its handoff. Each is a stream named by what is looked
+//! up, holding one binding event, so a lookup is a strongly consistent stream read, written in the
+//! same atomic append as the fact it indexes, and a binding can never be taken twice. Secrets are
+//! named by their keyed hash (HMAC under a server key), so the log never holds anything that opens
+//! a door.
 
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
-use crate::ids::{InstallationId, LicenseId};
+use crate::ids::{HandoffId, InstallationId, LicenseId};
 use serde::{Deserialize, Serialize};
 
 /// The activation-key index: `activation_key/<hash>` → license.
@@ -141,6 +143,71 @@ impl Decider for InstallationTokenIndex {
                 bound: state
                     .bound
                     .or_else(|| Some((license_id.clone(), installation_id.clone()))),
+            },
+        }
+    }
+}
+
+/// The checkout-session index: `checkout_session/<session id>` → the handoff that started it.
+pub struct CheckoutSessionIndex;
+
+/// What a checkout-session index stream holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckoutSessionBinding {
+    /// The handoff the session belongs to.
+    pub handoff_id: Option<HandoffId>,
+}
+
+/// Bind a Checkout Session to its handoff.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindCheckoutSession {
+    /// The handoff.
+    pub handoff_id: HandoffId,
+}
+
+/// Events of the checkout-session index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+pub enum CheckoutSessionEvent {
+    /// The session belongs to this handoff.
+    CheckoutSessionBound {
+        /// The handoff.
+        handoff_id: HandoffId,
+    },
+}
+
+impl DomainEvent for CheckoutSessionEvent {}
+
+impl Decider for CheckoutSessionIndex {
+    const STREAM_TYPE: &'static str = "checkout_session";
+    type State = CheckoutSessionBinding;
+    type Command = BindCheckoutSession;
+    type Event = CheckoutSessionEvent;
+    type Error = DomainError;
+
+    fn decide(
+        state: &CheckoutSessionBinding,
+        command: &BindCheckoutSession,
+        _: &Context<'_>,
+    ) -> Result<Vec<CheckoutSessionEvent>, DomainError> {
+        match &state.handoff_id {
+            Some(bound) if bound == &command.handoff_id => Ok(Vec::new()),
+            Some(_) => Err(DomainError::AlreadyExists {
+                entity: "checkout session",
+            }),
+            None => Ok(vec![CheckoutSessionEvent::CheckoutSessionBound {
+                handoff_id: command.handoff_id.clone(),
+            }]),
+        }
+    }
+
+    fn evolve(
+        state: CheckoutSessionBinding,
+        event: &CheckoutSessionEvent,
+    ) -> CheckoutSessionBinding {
+        match event {
+            CheckoutSessionEvent::CheckoutSessionBound { handoff_id } => CheckoutSessionBinding {
+                handoff_id: state.handoff_id.or_else(|| Some(handoff_id.clone())),
             },
         }
     }

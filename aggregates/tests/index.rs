@@ -4,7 +4,7 @@ mod support;
 
 use aggregates::error::DomainError;
 use aggregates::ids::{InstallationId, LicenseId};
-use aggregates::secret_index::{
+use aggregates::index::{
     ActivationKeyEvent, ActivationKeyIndex, BindActivationKey, BindInstallationToken,
     InstallationTokenEvent, InstallationTokenIndex,
 };
@@ -51,5 +51,26 @@ fn an_installation_token_binds_to_one_installation_once() {
         .when(bind(2))
         .then_err(DomainError::AlreadyExists {
             entity: "installation token",
+        });
+}
+
+#[test]
+fn a_checkout_session_belongs_to_one_handoff() {
+    use aggregates::ids::HandoffId;
+    use aggregates::index::{BindCheckoutSession, CheckoutSessionEvent, CheckoutSessionIndex};
+    let bound = CheckoutSessionEvent::CheckoutSessionBound {
+        handoff_id: HandoffId::from_entropy(1),
+    };
+    given::<CheckoutSessionIndex>(vec![])
+        .when(BindCheckoutSession {
+            handoff_id: HandoffId::from_entropy(1),
+        })
+        .then(vec![bound.clone()]);
+    given::<CheckoutSessionIndex>(vec![bound])
+        .when(BindCheckoutSession {
+            handoff_id: HandoffId::from_entropy(2),
+        })
+        .then_err(DomainError::AlreadyExists {
+            entity: "checkout session",
         });
 }
