@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{active_checkpoint, registry};
 use crate::startup::{open_store, Application, Settings};
+use crate::stripe_gateway::StripeConfig;
 use crate::telemetry::LogFormat;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -76,6 +77,19 @@ pub struct ServeArgs {
     /// generated into the data directory.
     #[arg(long, env = "PULSE_ACCOUNT_SECRET_HASH_KEY", hide_env_values = true)]
     secret_hash_key: Option<String>,
+    /// Stripe's secret API key; without it checkout is unavailable.
+    #[arg(long, env = "PULSE_ACCOUNT_STRIPE_SECRET_KEY", hide_env_values = true)]
+    stripe_secret_key: Option<String>,
+    /// Stripe's webhook signing secret; without it webhooks are refused.
+    #[arg(
+        long,
+        env = "PULSE_ACCOUNT_STRIPE_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    stripe_webhook_secret: Option<String>,
+    /// Stripe's API base URL.
+    #[arg(long, env = "PULSE_ACCOUNT_STRIPE_API_BASE")]
+    stripe_api_base: Option<String>,
 }
 
 /// `projections` subcommands.
@@ -144,6 +158,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keys: KeyConfig {
             signing_key: args.signing_key,
             secret_hash_key: args.secret_hash_key,
+        },
+        stripe: StripeConfig {
+            secret_key: args.stripe_secret_key,
+            webhook_secret: args.stripe_webhook_secret,
+            api_base: args.stripe_api_base,
         },
     };
     let application = Application::build(settings)

@@ -3,6 +3,7 @@
 //! The library half of the `pulse-account` binary, so that the tests and benchmarks drive the same
 //! code `main` does. See `ARCHITECTURE.md` for the map.
 
+pub mod checkout;
 pub mod cli;
 pub mod command;
 pub mod crypto;
@@ -12,4 +13,5 @@ pub mod metrics;
 pub mod projection;
 pub mod startup;
 pub mod store;
+pub mod stripe_gateway;
 pub mod telemetry;

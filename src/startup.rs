@@ -9,6 +9,7 @@ use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{registry, ProjectionFold};
 use crate::store::upcast::Upcasters;
 use crate::store::{self, Store, StoreError};
+use crate::stripe_gateway::{StripeConfig, StripeGateway, StripeGatewayError};
 use aggregates::catalog::Catalog;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub data_dir: std::path::PathBuf,
     /// Configured keys; missing ones come from the data directory's development file.
     pub keys: KeyConfig,
+    /// Stripe.
+    pub stripe: StripeConfig,
 }
 
 /// Why the service could not start.
@@ -43,6 +46,9 @@ pub enum StartupError {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Stripe is misconfigured.
+    #[error(transparent)]
+    Stripe(#[from] StripeGatewayError),
     /// Keys could not be loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -82,6 +88,10 @@ impl Application {
                 "DEVELOPMENT KEYS in use: grants are signed with a key from the data directory; configure --signing-key and --secret-hash-key in production"
             );
         }
+        let stripe = StripeGateway::new(&settings.stripe)?;
+        if !stripe.checkout_available() {
+            tracing::warn!("no Stripe secret key: checkout is unavailable (POST /v1/checkout/session answers 503)");
+        }
         let store = open_store(&settings.database_url).await?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -98,6 +108,7 @@ impl Application {
             readiness_lag_max: settings.readiness_lag_max,
             keys: Arc::new(keys),
             catalog: Arc::new(Catalog::v1()),
+            stripe: Arc::new(stripe),
         };
         Ok(Application {
             listener,

@@ -2,6 +2,7 @@
 //! (request ids, body limits, tracing). Handlers stay thin: they parse, call the domain through the
 //! command handler or read a projection, and map errors in [`error`].
 
+mod checkout;
 pub mod error;
 pub mod extract;
 mod health;
@@ -11,6 +12,7 @@ use crate::crypto::KeyMaterial;
 use crate::metrics::Metrics;
 use crate::projection::ProjectionFold;
 use crate::store::Store;
+use crate::stripe_gateway::{StripeGateway, WEBHOOK_BODY_BYTES_MAX};
 use aggregates::catalog::Catalog;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
@@ -39,6 +41,8 @@ pub struct AppState {
     pub keys: Arc<KeyMaterial>,
     /// The plan catalog in force.
     pub catalog: Arc<Catalog>,
+    /// Stripe.
+    pub stripe: Arc<StripeGateway>,
 }
 
 /// The whole application as one router, usable without a socket in tests.
@@ -52,6 +56,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/activate", post(licensing::activate))
         .route("/v1/grants/refresh", post(licensing::refresh))
         .route("/v1/grants/status", post(licensing::status))
+        .route(
+            "/v1/checkout/portal-handoff",
+            post(checkout::create_handoff).get(checkout::resolve_handoff),
+        )
+        .route(
+            "/v1/checkout/session",
+            post(checkout::start_checkout).get(checkout::session_result),
+        )
+        .route(
+            "/v1/webhooks/stripe",
+            post(checkout::stripe_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX)),
+        )
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

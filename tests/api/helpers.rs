@@ -250,6 +250,7 @@ pub(crate) struct TestApp {
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
     pub(crate) state: pulse_account::http::AppState,
+    pub(crate) stripe: crate::fake_stripe::FakeStripe,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -258,6 +259,7 @@ impl TestApp {
     /// Builds and starts the application on `backend`.
     pub(crate) async fn spawn(backend: Backend) -> TestApp {
         let db = TestDatabase::new(backend).await;
+        let stripe = crate::fake_stripe::FakeStripe::start().await;
         let application =
             pulse_account::startup::Application::build(pulse_account::startup::Settings {
                 database_url: db.url.clone(),
@@ -266,6 +268,7 @@ impl TestApp {
                 runner: pulse_account::projection::runner::RunnerConfig::default(),
                 data_dir: db.data_dir(),
                 keys: Default::default(),
+                stripe: stripe.config(),
             })
             .await
             .expect("the application builds");
@@ -280,6 +283,7 @@ impl TestApp {
             base,
             client: reqwest::Client::new(),
             state,
+            stripe,
             stop,
             server,
         }
@@ -318,6 +322,35 @@ impl TestApp {
         )
     }
 
+    /// Posts a Stripe event to the webhook, signed with the webhook secret (or with `bad_secret`).
+    pub(crate) async fn send_webhook(
+        &self,
+        event: &serde_json::Value,
+        bad_secret: bool,
+    ) -> (u16, serde_json::Value) {
+        let payload = event.to_string();
+        let secret = if bad_secret {
+            "whsec_wrong"
+        } else {
+            crate::fake_stripe::WEBHOOK_SECRET
+        };
+        let signature = stripe_webhook::Webhook::generate_test_header(&payload, secret, None);
+        let response = self
+            .client
+            .post(format!("{}/v1/webhooks/stripe", self.base))
+            .header("stripe-signature", signature)
+            .header("content-type", "application/json")
+            .body(payload)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Stops the server and drops the database.
     pub(crate) async fn stop(self) {
         let TestApp {
@@ -325,8 +358,10 @@ impl TestApp {
             state,
             stop,
             server,
+            stripe,
             ..
         } = self;
+        stripe.stop();
         let _ = stop.send(());
         let _ = server.await;
         drop(state);

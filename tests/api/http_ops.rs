@@ -27,6 +27,7 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         runner: RunnerConfig::default(),
         data_dir: db.data_dir(),
         keys: Default::default(),
+        stripe: Default::default(),
     })
     .await
     .expect("the application builds")

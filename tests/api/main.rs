@@ -4,9 +4,11 @@
 
 mod cli;
 mod command_handling;
+mod fake_stripe;
 mod gap_safety;
 mod helpers;
 mod http_ops;
 mod licensing;
 mod projection_runner;
+mod purchase;
 mod store_contract;

@@ -1,0 +1,582 @@
+//! The purchase flow (`DOMAIN.md` §6, §9): purchase handoffs, Stripe Checkout Sessions started from
+//! them, Stripe webhooks, and the session lookup an installation makes on its return.
+//!
+//! A completed self-hosted checkout issues the license, binds its activation key, completes the
+//! handoff and records the Stripe event, in one atomic append: the webhook either took full effect
+//! or none, and Stripe's retry (we answer 500 on failure) finds either nothing or the receipt. The
+//! activation key of a purchase is derived from its Checkout Session under the server's secret, so
+//! the session lookup can show it again without it ever being stored.
+
+use crate::command::{decide_all, handle, load, Command, CommandError};
+use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
+use crate::crypto::KeyMaterial;
+use crate::store::{AppendBatch, Idempotency, Store, StoreError, StreamAppend};
+use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
+use aggregates::catalog::{BillingCycle, Catalog};
+use aggregates::decider::{encode, CodecError, Context, Decider};
+use aggregates::error::DomainError;
+use aggregates::handoff::{
+    Handoff, HandoffCommand, HandoffStatus, PurchaseHandoff, StartedCheckout,
+};
+use aggregates::ids::{Email, HandoffId, IntentId, LicenseId};
+use aggregates::index::{
+    ActivationKeyIndex, BindActivationKey, BindCheckoutSession, CheckoutSessionIndex,
+};
+use aggregates::license::{IssueLicense, License, LicenseCommand, LicenseOrigin};
+use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::stripe_event::{RecordStripeEvent, StripeEventReceipt};
+use aggregates::subscription::SubscriptionState;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Attempts of a multi-stream flow before a conflict is returned.
+const FLOW_ATTEMPTS_MAX: usize = crate::command::COMMAND_ATTEMPTS_MAX;
+
+/// Why a purchase flow failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// The domain refused.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Loading or deciding failed.
+    #[error(transparent)]
+    Command(#[from] CommandError<DomainError>),
+    /// An event did not fit the log's encoding.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Stripe failed or is not configured.
+    #[error(transparent)]
+    Stripe(#[from] StripeGatewayError),
+    /// Every attempt met a concurrent writer.
+    #[error("the purchase kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
+    Contended,
+}
+
+/// `POST /v1/checkout/portal-handoff`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHandoffRequest {
+    /// The feature asked for.
+    pub feature: String,
+    /// The return URL after payment.
+    pub success_url: String,
+    /// The return URL on cancel.
+    pub cancel_url: String,
+    /// The runtime's purchase-return token id.
+    pub purchase_return_jti: String,
+}
+
+/// `POST /v1/checkout/session`: what the browser sends, and nothing else.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartCheckoutRequest {
+    /// The handoff.
+    pub portal_handoff_id: String,
+    /// The plan.
+    pub plan_key: String,
+    /// Its tier.
+    pub tier: String,
+    /// `monthly` or `annual`.
+    pub billing_cycle: BillingCycle,
+    /// Whether to include a trial.
+    #[serde(default)]
+    pub trial: bool,
+}
+
+/// What `POST /v1/checkout/session` answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct StartedCheckoutView {
+    /// Where to send the browser.
+    pub url: String,
+    /// The plan.
+    pub plan_key: String,
+    /// Its tier.
+    pub tier: String,
+    /// Its cadence.
+    pub billing_cycle: BillingCycle,
+}
+
+/// What `GET /v1/checkout/session` answers to the returning installation (§6.5).
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionResult {
+    /// `fulfilled`, `pending` or `failed`.
+    pub status: &'static str,
+    /// The handoff.
+    pub portal_handoff_id: HandoffId,
+    /// The runtime's purchase-return token id (the runtime checks it).
+    pub purchase_return_jti: String,
+    /// The license, once fulfilled.
+    pub license_id: Option<LicenseId>,
+    /// Its activation key, once fulfilled.
+    pub activation_key: Option<String>,
+    /// The key's first characters.
+    pub activation_key_prefix: Option<String>,
+    /// The buyer.
+    pub owner_email: Option<Email>,
+    /// The plan's tier.
+    pub tier: String,
+    /// The plan.
+    pub plan_key: String,
+}
+
+/// What became of a webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookOutcome {
+    /// It took effect now.
+    Applied,
+    /// It was recorded and changes nothing (the reason is in the log).
+    Ignored,
+    /// It had already taken effect.
+    AlreadyProcessed,
+}
+
+/// The purchase flows over one store, one Stripe gateway and one set of keys.
+pub struct Checkout<'a> {
+    /// The store.
+    pub store: &'a dyn Store,
+    /// Stripe.
+    pub stripe: &'a StripeGateway,
+    /// Keys for deriving activation keys.
+    pub keys: &'a KeyMaterial,
+    /// The catalog in force.
+    pub catalog: &'a Catalog,
+}
+
+fn stream(stream_type: &str, id: &str) -> Result<StreamName, CheckoutError> {
+    StreamName::parse(stream_type, id)
+        .map_err(|_| CheckoutError::Domain(DomainError::NotFound { entity: "stream" }))
+}
+
+fn part<D: Decider>(
+    stream: StreamName,
+    version: StreamVersion,
+    events: &[D::Event],
+) -> Result<Option<StreamAppend>, CheckoutError> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(StreamAppend {
+        stream,
+        expected_version: version,
+        events: events.iter().map(encode).collect::<Result<_, _>>()?,
+    }))
+}
+
+/// The handoff id a browser or runtime sent: `[A-Za-z0-9_-]+` and our prefix, else not found.
+pub fn parse_handoff_id(raw: &str) -> Result<HandoffId, DomainError> {
+    let charset_ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !charset_ok {
+        return Err(DomainError::invalid(
+            "portal_handoff_id",
+            "must match [A-Za-z0-9_-]+",
+        ));
+    }
+    HandoffId::parse(raw).map_err(|_| DomainError::NotFound { entity: "handoff" })
+}
+
+/// Appends `{CHECKOUT_SESSION_ID}` for Stripe to fill, keeping any query the URL already has.
+fn with_session_placeholder(success_url: &str) -> String {
+    let separator = if success_url.contains('?') { '&' } else { '?' };
+    format!("{success_url}{separator}session_id={{CHECKOUT_SESSION_ID}}")
+}
+
+impl Checkout<'_> {
+    fn context(&self, now: DateTime<Utc>) -> Context<'_> {
+        Context::new(now, self.catalog)
+    }
+
+    /// The activation key of the license a Checkout Session bought.
+    pub fn activation_key_of(&self, session_id: &str) -> Secret {
+        self.keys
+            .hasher
+            .derive(ACTIVATION_KEY_PREFIX, &format!("checkout:{session_id}"))
+    }
+
+    async fn handoff(
+        &self,
+        handoff_id: &HandoffId,
+    ) -> Result<(Handoff, StreamVersion), CheckoutError> {
+        let (state, version) = load::<PurchaseHandoff>(
+            self.store,
+            &stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
+        )
+        .await?;
+        Ok((
+            state
+                .handoff
+                .ok_or(DomainError::NotFound { entity: "handoff" })?,
+            version,
+        ))
+    }
+
+    /// Creates a handoff and its checkout intent; returns the handoff.
+    pub async fn create_handoff(
+        &self,
+        request: &CreateHandoffRequest,
+        idempotency_key: Option<&str>,
+        metadata: EventMetadata,
+    ) -> Result<Handoff, CheckoutError> {
+        let handoff_id = HandoffId::from_entropy(rand::rngs::OsRng.next_u64());
+        let command = HandoffCommand::Create {
+            handoff_id: handoff_id.clone(),
+            intent_id: IntentId::from_entropy(rand::rngs::OsRng.next_u64()),
+            feature: request.feature.clone(),
+            success_url: request.success_url.clone(),
+            cancel_url: request.cancel_url.clone(),
+            purchase_return_jti: request.purchase_return_jti.clone(),
+        };
+        let outcome = handle::<PurchaseHandoff>(
+            self.store,
+            Command {
+                stream_id: handoff_id.as_str(),
+                command: &command,
+                context: self.context(metadata.effective_at),
+                idempotency: idempotency_key
+                    .map(|key| Idempotency::for_request(format!("handoff:{key}"), request)),
+                metadata,
+            },
+        )
+        .await?;
+        let created = outcome
+            .appended
+            .ok_or(DomainError::NotFound { entity: "handoff" })?;
+        let created_id = HandoffId::parse(created.stream.stream_id())?;
+        Ok(self.handoff(&created_id).await?.0)
+    }
+
+    /// The browser's lookup: stamps `resolved_at` on the first one, returns the handoff.
+    pub async fn resolve_handoff(
+        &self,
+        handoff_id: &HandoffId,
+        metadata: EventMetadata,
+    ) -> Result<Handoff, CheckoutError> {
+        handle::<PurchaseHandoff>(
+            self.store,
+            Command {
+                stream_id: handoff_id.as_str(),
+                command: &HandoffCommand::Resolve,
+                context: self.context(metadata.effective_at),
+                idempotency: None,
+                metadata,
+            },
+        )
+        .await?;
+        Ok(self.handoff(handoff_id).await?.0)
+    }
+
+    /// Starts a Stripe Checkout from a handoff; the intent's URLs and jti stay server-side.
+    pub async fn start_checkout(
+        &self,
+        request: &StartCheckoutRequest,
+        metadata: EventMetadata,
+    ) -> Result<StartedCheckoutView, CheckoutError> {
+        let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
+        for _ in 0..FLOW_ATTEMPTS_MAX {
+            let (handoff, version) = self.handoff(&handoff_id).await?;
+            let context = self.context(metadata.effective_at);
+            let wanted = StartedCheckout {
+                session_id: String::from("cs_pending"),
+                plan_key: request.plan_key.clone(),
+                tier: request.tier.clone(),
+                billing_cycle: request.billing_cycle,
+                price_id: String::new(),
+                trial: request.trial,
+            };
+            let state = aggregates::handoff::HandoffState {
+                handoff: Some(handoff.clone()),
+            };
+            let checked = PurchaseHandoff::decide(
+                &state,
+                &HandoffCommand::StartCheckout(wanted.clone()),
+                &context,
+            )?;
+            let Some(aggregates::handoff::HandoffEvent::CheckoutStarted(priced)) =
+                checked.into_iter().next()
+            else {
+                return Err(DomainError::NotFound { entity: "checkout" }.into());
+            };
+            let mut meta = BTreeMap::new();
+            meta.insert(String::from("portal_handoff_id"), handoff_id.to_string());
+            meta.insert(String::from("plan_version"), priced.plan_key.clone());
+            let session = self
+                .stripe
+                .create_checkout_session(&NewCheckoutSession {
+                    price_id: priced.price_id.clone(),
+                    success_url: with_session_placeholder(&handoff.intent.success_url),
+                    cancel_url: handoff.intent.cancel_url.clone(),
+                    client_reference_id: handoff_id.to_string(),
+                    metadata: meta,
+                    trial_period_days: request
+                        .trial
+                        .then_some(aggregates::trial::TRIAL_DAYS as u32),
+                    idempotency_key: format!("checkout:{handoff_id}:{}", version.0),
+                })
+                .await?;
+            let started = StartedCheckout {
+                session_id: session.id.clone(),
+                ..priced.clone()
+            };
+            let (handoff_events, _) = decide_all::<PurchaseHandoff>(
+                state,
+                &[HandoffCommand::StartCheckout(started)],
+                &context,
+            )?;
+            let (index_events, _) = decide_all::<CheckoutSessionIndex>(
+                Default::default(),
+                &[BindCheckoutSession {
+                    handoff_id: handoff_id.clone(),
+                }],
+                &context,
+            )?;
+            let appends = [
+                part::<PurchaseHandoff>(
+                    stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
+                    version,
+                    &handoff_events,
+                )?,
+                part::<CheckoutSessionIndex>(
+                    stream(CheckoutSessionIndex::STREAM_TYPE, &session.id)?,
+                    StreamVersion::EMPTY,
+                    &index_events,
+                )?,
+            ];
+            let batch = AppendBatch {
+                appends: appends.into_iter().flatten().collect(),
+                metadata: metadata.clone(),
+                idempotency: None,
+            };
+            match self.store.append_batch(batch).await {
+                Ok(_) => {
+                    return Ok(StartedCheckoutView {
+                        url: session.url,
+                        plan_key: priced.plan_key,
+                        tier: priced.tier,
+                        billing_cycle: priced.billing_cycle,
+                    });
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(CheckoutError::Contended)
+    }
+
+    /// The installation's lookup on return (§6.5).
+    pub async fn session_result(
+        &self,
+        session_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<SessionResult, CheckoutError> {
+        let index = stream(CheckoutSessionIndex::STREAM_TYPE, session_id)?;
+        let (binding, _) = load::<CheckoutSessionIndex>(self.store, &index).await?;
+        let handoff_id = binding.handoff_id.ok_or(DomainError::NotFound {
+            entity: "checkout session",
+        })?;
+        let (handoff, _) = self.handoff(&handoff_id).await?;
+        let checkout = handoff
+            .checkout(session_id)
+            .cloned()
+            .ok_or(DomainError::UnknownCheckoutSession)?;
+        let mut result = SessionResult {
+            status: "pending",
+            portal_handoff_id: handoff.handoff_id.clone(),
+            purchase_return_jti: handoff.intent.purchase_return_jti.clone(),
+            license_id: None,
+            activation_key: None,
+            activation_key_prefix: None,
+            owner_email: None,
+            tier: checkout.tier.clone(),
+            plan_key: checkout.plan_key.clone(),
+        };
+        match &handoff.completed {
+            Some((completed_session, Some(license_id))) if completed_session == session_id => {
+                let (license, _) = load::<License>(
+                    self.store,
+                    &stream(License::STREAM_TYPE, license_id.as_str())?,
+                )
+                .await?;
+                let key = self.activation_key_of(session_id);
+                result.status = "fulfilled";
+                result.license_id = Some(license_id.clone());
+                result.activation_key_prefix = Some(key.shown_prefix());
+                result.activation_key = Some(key.expose().to_owned());
+                result.owner_email = license.issued.map(|l| l.owner_email);
+            }
+            Some(_) => result.status = "failed",
+            None if handoff.status(now) == HandoffStatus::Expired => result.status = "failed",
+            None => {}
+        }
+        Ok(result)
+    }
+
+    /// Applies a verified Stripe event exactly once; every event leaves a receipt.
+    pub async fn apply_stripe_event(
+        &self,
+        event: &StripeEvent,
+        metadata: EventMetadata,
+    ) -> Result<WebhookOutcome, CheckoutError> {
+        for _ in 0..FLOW_ATTEMPTS_MAX {
+            match self.try_apply(event, &metadata).await {
+                Err(CheckoutError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
+                other => return other,
+            }
+        }
+        Err(CheckoutError::Contended)
+    }
+
+    async fn try_apply(
+        &self,
+        event: &StripeEvent,
+        metadata: &EventMetadata,
+    ) -> Result<WebhookOutcome, CheckoutError> {
+        let receipt_stream = stream(StripeEventReceipt::STREAM_TYPE, &event.id)?;
+        let (receipt, receipt_version) =
+            load::<StripeEventReceipt>(self.store, &receipt_stream).await?;
+        if receipt.received.is_some() {
+            return Ok(WebhookOutcome::AlreadyProcessed);
+        }
+        let created = DateTime::from_timestamp(event.created, 0).unwrap_or(metadata.effective_at);
+        let (effects, ignored_because) = match event.event_type.as_str() {
+            "checkout.session.completed" => {
+                self.checkout_completed(&event.data.object, metadata)
+                    .await?
+            }
+            other => (
+                Vec::new(),
+                Some(format!(
+                    "{other} is not handled by this version of the ledger"
+                )),
+            ),
+        };
+        let context = self.context(metadata.effective_at);
+        let record = RecordStripeEvent {
+            event_type: event.event_type.clone(),
+            created,
+            ignored_because: ignored_because.clone(),
+        };
+        let (receipt_events, _) = decide_all::<StripeEventReceipt>(receipt, &[record], &context)?;
+        let mut appends: Vec<StreamAppend> =
+            part::<StripeEventReceipt>(receipt_stream, receipt_version, &receipt_events)?
+                .into_iter()
+                .collect();
+        appends.extend(effects);
+        self.store
+            .append_batch(AppendBatch {
+                appends,
+                metadata: metadata.clone(),
+                idempotency: None,
+            })
+            .await?;
+        Ok(if ignored_because.is_some() {
+            WebhookOutcome::Ignored
+        } else {
+            WebhookOutcome::Applied
+        })
+    }
+
+    /// `checkout.session.completed`: for a self-hosted plan, the license, its key and the handoff's
+    /// completion; anything the ledger cannot act on is ignored with its reason.
+    async fn checkout_completed(
+        &self,
+        session: &serde_json::Value,
+        metadata: &EventMetadata,
+    ) -> Result<(Vec<StreamAppend>, Option<String>), CheckoutError> {
+        let ignore = |reason: &str| Ok((Vec::new(), Some(reason.to_owned())));
+        let Some(session_id) = session["id"].as_str() else {
+            return ignore("the session has no id");
+        };
+        let Ok(index) = stream(CheckoutSessionIndex::STREAM_TYPE, session_id) else {
+            return ignore("the session id is malformed");
+        };
+        let (binding, _) = load::<CheckoutSessionIndex>(self.store, &index).await?;
+        let Some(handoff_id) = binding.handoff_id else {
+            return ignore("the session was not started by a handoff of this ledger");
+        };
+        let (handoff, handoff_version) = self.handoff(&handoff_id).await?;
+        let Some(checkout) = handoff.checkout(session_id).cloned() else {
+            return ignore("the handoff never started this session");
+        };
+        if handoff.completed.is_some() {
+            return ignore("the handoff is already completed");
+        }
+        if self
+            .catalog
+            .plan(&checkout.plan_key)
+            .is_some_and(|plan| plan.max_workspaces.is_some())
+        {
+            return ignore("hosted plans are not provisioned by this version of the ledger yet");
+        }
+        let email = session["customer_details"]["email"]
+            .as_str()
+            .or_else(|| session["customer_email"].as_str());
+        let Some(Ok(owner_email)) = email.map(Email::parse) else {
+            return ignore("the session has no valid customer email");
+        };
+        let context = self.context(metadata.effective_at);
+        let license_id = LicenseId::from_entropy(rand::rngs::OsRng.next_u64());
+        let key = self.activation_key_of(session_id);
+        let key_hash = self.keys.hasher.hash(key.expose());
+        let issue = LicenseCommand::Issue(Box::new(IssueLicense {
+            license_id: license_id.clone(),
+            owner_email,
+            plan_version: checkout.plan_key.clone(),
+            billing_cycle: Some(checkout.billing_cycle),
+            state: if checkout.trial {
+                SubscriptionState::Trial
+            } else {
+                SubscriptionState::Active
+            },
+            current_period_end: None,
+            origin: LicenseOrigin::Checkout {
+                session_id: session_id.to_owned(),
+            },
+            stripe_price_id: Some(checkout.price_id.clone()),
+            activation_key_prefix: key.shown_prefix(),
+            activation_key_hash: key_hash.clone(),
+        }));
+        let (license_events, _) = decide_all::<License>(Default::default(), &[issue], &context)?;
+        let (key_events, _) = decide_all::<ActivationKeyIndex>(
+            Default::default(),
+            &[BindActivationKey {
+                license_id: license_id.clone(),
+            }],
+            &context,
+        )?;
+        let complete = HandoffCommand::Complete {
+            session_id: session_id.to_owned(),
+            license_id: Some(license_id.clone()),
+        };
+        let state = aggregates::handoff::HandoffState {
+            handoff: Some(handoff),
+        };
+        let (handoff_events, _) = decide_all::<PurchaseHandoff>(state, &[complete], &context)?;
+        let appends = [
+            part::<License>(
+                stream(License::STREAM_TYPE, license_id.as_str())?,
+                StreamVersion::EMPTY,
+                &license_events,
+            )?,
+            part::<ActivationKeyIndex>(
+                stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
+                StreamVersion::EMPTY,
+                &key_events,
+            )?,
+            part::<PurchaseHandoff>(
+                stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
+                handoff_version,
+                &handoff_events,
+            )?,
+        ];
+        Ok((appends.into_iter().flatten().collect(), None))
+    }
+}

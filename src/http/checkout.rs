@@ -1,0 +1,184 @@
+//! Routes of the purchase flow (`DOMAIN.md` §6, §9): handoffs, Checkout Sessions, the session
+//! lookup, and Stripe's webhook. Thin: parse, call [`crate::checkout`], answer.
+
+use super::error::ApiError;
+use super::extract::{ApiJson, IdempotencyKey};
+use super::licensing::metadata;
+use super::AppState;
+use crate::checkout::{
+    parse_handoff_id, Checkout, CheckoutError, CreateHandoffRequest, StartCheckoutRequest,
+};
+use crate::stripe_gateway::{StripeGatewayError, WebhookRejection};
+use aggregates::handoff::Handoff;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn checkout(state: &AppState) -> Checkout<'_> {
+    Checkout {
+        store: state.store.as_ref(),
+        stripe: &state.stripe,
+        keys: &state.keys,
+        catalog: &state.catalog,
+    }
+}
+
+impl CheckoutError {
+    fn into_api(self, headers: &HeaderMap) -> ApiError {
+        match &self {
+            CheckoutError::Domain(error) => ApiError::domain(error, headers),
+            CheckoutError::Store(error) => ApiError::store(error, headers),
+            CheckoutError::Command(error) => ApiError::command(error, headers),
+            CheckoutError::Stripe(StripeGatewayError::NotConfigured) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stripe_not_configured",
+                "Checkout is not available: this ledger has no Stripe key configured.",
+            )
+            .for_request(headers),
+            CheckoutError::Stripe(StripeGatewayError::Api(reason)) => {
+                tracing::warn!(%reason, "Stripe refused or failed a request");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "stripe_unavailable",
+                    "Stripe did not complete the request; retry.",
+                )
+                .for_request(headers)
+            }
+            CheckoutError::Contended => {
+                ApiError::new(StatusCode::CONFLICT, "concurrent_update", self.to_string())
+                    .for_request(headers)
+            }
+            CheckoutError::Stripe(StripeGatewayError::Config(_)) | CheckoutError::Codec(_) => {
+                ApiError::internal(&self, headers)
+            }
+        }
+    }
+}
+
+fn browser_view(handoff: &Handoff) -> Value {
+    serde_json::to_value(handoff.browser_view(Utc::now())).unwrap_or(Value::Null)
+}
+
+/// `POST /v1/checkout/portal-handoff`, from the installation.
+pub(super) async fn create_handoff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
+    ApiJson(request): ApiJson<CreateHandoffRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let handoff = checkout(&state)
+        .create_handoff(&request, key.as_deref(), metadata("installation", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "portal_handoff_id": handoff.handoff_id, "feature": handoff.intent.feature, "expires_at": handoff.expires_at }),
+        ),
+    ))
+}
+
+/// The query of `GET /v1/checkout/portal-handoff`.
+#[derive(Debug, Deserialize)]
+pub(super) struct HandoffQuery {
+    portal_handoff_id: String,
+}
+
+/// `GET /v1/checkout/portal-handoff?portal_handoff_id=`, from the browser: the view only.
+pub(super) async fn resolve_handoff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<HandoffQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())
+            .for_request(&headers)
+    })?;
+    let handoff_id =
+        parse_handoff_id(&query.portal_handoff_id).map_err(|e| ApiError::domain(&e, &headers))?;
+    let handoff = checkout(&state)
+        .resolve_handoff(&handoff_id, metadata("browser", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(browser_view(&handoff)))
+}
+
+/// `POST /v1/checkout/session`, from the browser.
+pub(super) async fn start_checkout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<StartCheckoutRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let started = checkout(&state)
+        .start_checkout(&request, metadata("browser", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(json!(started)))
+}
+
+/// The query of `GET /v1/checkout/session`.
+#[derive(Debug, Deserialize)]
+pub(super) struct SessionQuery {
+    session_id: String,
+}
+
+/// `GET /v1/checkout/session?session_id=`, from the returning installation.
+pub(super) async fn session_result(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<SessionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())
+            .for_request(&headers)
+    })?;
+    let result = checkout(&state)
+        .session_result(&query.session_id, Utc::now())
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(json!(result)))
+}
+
+/// `POST /v1/webhooks/stripe`: 400 on a bad signature (nothing written), 200 once the event took
+/// effect (or already had), 500 so Stripe retries when it could not.
+pub(super) async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let payload = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The body is not UTF-8.",
+        )
+        .for_request(&headers)
+    })?;
+    let event = state
+        .stripe
+        .verify_webhook(payload, signature)
+        .map_err(|rejection| {
+            let code = match rejection {
+                WebhookRejection::NotConfigured => "webhooks_not_configured",
+                WebhookRejection::BadSignature(_) => "invalid_signature",
+                WebhookRejection::Malformed(_) => "invalid_request",
+            };
+            ApiError::new(StatusCode::BAD_REQUEST, code, rejection.to_string())
+                .for_request(&headers)
+        })?;
+    let mut meta = metadata("stripe", &headers);
+    meta.causation_id = Some(event.id.clone());
+    let outcome = checkout(&state).apply_stripe_event(&event, meta).await.map_err(|e| {
+        let api = e.into_api(&headers);
+        tracing::error!(event = %event.id, error = ?api, "a Stripe event could not be applied; Stripe will retry");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "The event could not be applied; retry.").for_request(&headers)
+    })?;
+    Ok(Json(json!({ "received": true, "outcome": outcome })))
+}

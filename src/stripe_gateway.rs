@@ -1,0 +1,226 @@
+//! The boundary with Stripe: Checkout Sessions created through async-stripe, and webhook signatures
+//! verified with async-stripe-webhook (5-minute tolerance). Event payloads are then read into the
+//! few typed fields the ledger uses, so a field Stripe adds never breaks a webhook.
+//!
+//! The API base URL is configurable (tests point it at a local fake Stripe over plain HTTP on
+//! loopback). Without a secret key, checkout is not available: `create_checkout_session` says so.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+};
+use stripe_checkout::CheckoutSessionMode;
+
+/// Stripe's API base.
+pub const STRIPE_API_BASE: &str = "https://api.stripe.com/";
+/// Largest webhook body accepted (§9).
+pub const WEBHOOK_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// Stripe settings. Secrets never print.
+#[derive(Clone, Default)]
+pub struct StripeConfig {
+    /// The secret API key (`sk_…`); without it checkout is unavailable.
+    pub secret_key: Option<String>,
+    /// The webhook signing secret (`whsec_…`); without it webhooks are refused.
+    pub webhook_secret: Option<String>,
+    /// The API base URL (default [`STRIPE_API_BASE`]).
+    pub api_base: Option<String>,
+}
+
+impl fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "…"))
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "…"))
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+/// Why a Stripe call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeGatewayError {
+    /// No secret key is configured.
+    #[error("Stripe is not configured")]
+    NotConfigured,
+    /// The configuration is unusable.
+    #[error("invalid Stripe configuration: {0}")]
+    Config(String),
+    /// Stripe (or the network) failed.
+    #[error("Stripe request failed: {0}")]
+    Api(String),
+}
+
+/// Why a webhook was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRejection {
+    /// No webhook secret is configured.
+    #[error("webhooks are not configured")]
+    NotConfigured,
+    /// The signature is missing, wrong, or outside the 5-minute tolerance.
+    #[error("bad Stripe signature: {0}")]
+    BadSignature(String),
+    /// The body is not a Stripe event.
+    #[error("not a Stripe event: {0}")]
+    Malformed(String),
+}
+
+/// What a Checkout Session needs.
+#[derive(Clone, Debug)]
+pub struct NewCheckoutSession {
+    /// The Stripe price.
+    pub price_id: String,
+    /// Where Stripe sends the buyer after paying (`{CHECKOUT_SESSION_ID}` is filled by Stripe).
+    pub success_url: String,
+    /// Where Stripe sends the buyer on cancel.
+    pub cancel_url: String,
+    /// The handoff, as `client_reference_id`.
+    pub client_reference_id: String,
+    /// Metadata for the session and its subscription.
+    pub metadata: BTreeMap<String, String>,
+    /// Trial days, if the checkout includes a trial.
+    pub trial_period_days: Option<u32>,
+    /// Stripe's idempotency key for this creation.
+    pub idempotency_key: String,
+}
+
+/// A session Stripe created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedCheckoutSession {
+    /// Its id (`cs_…`).
+    pub id: String,
+    /// Where to send the buyer.
+    pub url: String,
+}
+
+/// The typed head of a verified Stripe event.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StripeEvent {
+    /// `evt_…`.
+    pub id: String,
+    /// E.g. `checkout.session.completed`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    /// The object.
+    pub data: StripeEventData,
+}
+
+/// The data of a Stripe event.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StripeEventData {
+    /// The object, read field by field by each handler.
+    pub object: serde_json::Value,
+}
+
+/// Talks to Stripe.
+pub struct StripeGateway {
+    client: Option<Client>,
+    webhook_secret: Option<String>,
+}
+
+impl StripeGateway {
+    /// A gateway for `config`.
+    pub fn new(config: &StripeConfig) -> Result<StripeGateway, StripeGatewayError> {
+        let client = match &config.secret_key {
+            Some(secret) => {
+                let base = config
+                    .api_base
+                    .clone()
+                    .unwrap_or_else(|| String::from(STRIPE_API_BASE));
+                let base = if base.ends_with('/') {
+                    base
+                } else {
+                    format!("{base}/")
+                };
+                let client = ClientBuilder::new(secret.clone())
+                    .url(base)
+                    .app_info(
+                        "pulse-account",
+                        Some(env!("CARGO_PKG_VERSION").to_owned()),
+                        None,
+                    )
+                    .build()
+                    .map_err(|e| StripeGatewayError::Config(e.to_string()))?;
+                Some(client)
+            }
+            None => None,
+        };
+        Ok(StripeGateway {
+            client,
+            webhook_secret: config.webhook_secret.clone(),
+        })
+    }
+
+    /// Whether checkout can be offered.
+    pub fn checkout_available(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Creates a subscription-mode Checkout Session.
+    pub async fn create_checkout_session(
+        &self,
+        session: &NewCheckoutSession,
+    ) -> Result<CreatedCheckoutSession, StripeGatewayError> {
+        let client = self
+            .client
+            .as_ref()
+            .ok_or(StripeGatewayError::NotConfigured)?;
+        let metadata: HashMap<String, String> = session.metadata.clone().into_iter().collect();
+        let mut subscription = CreateCheckoutSessionSubscriptionData::new();
+        subscription.metadata = Some(metadata.clone());
+        subscription.trial_period_days = session.trial_period_days;
+        let mut line_item = CreateCheckoutSessionLineItems::new();
+        line_item.price = Some(session.price_id.clone());
+        line_item.quantity = Some(1);
+        let key = IdempotencyKey::new(&session.idempotency_key)
+            .map_err(|e| StripeGatewayError::Config(e.to_string()))?;
+        let created = CreateCheckoutSession::new()
+            .mode(CheckoutSessionMode::Subscription)
+            .line_items(vec![line_item])
+            .success_url(session.success_url.clone())
+            .cancel_url(session.cancel_url.clone())
+            .client_reference_id(session.client_reference_id.clone())
+            .metadata(metadata)
+            .subscription_data(subscription)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(client)
+            .await
+            .map_err(|e| StripeGatewayError::Api(e.to_string()))?;
+        let url = created
+            .url
+            .ok_or_else(|| StripeGatewayError::Api(String::from("the session has no url")))?;
+        Ok(CreatedCheckoutSession {
+            id: created.id.to_string(),
+            url,
+        })
+    }
+
+    /// Verifies a webhook's signature (and its 5-minute tolerance) and reads its head.
+    ///
+    /// async-stripe checks the signature and the timestamp before it parses the payload into its
+    /// own model, so `BadParse` means the event *is* authentic: its object merely does not fit the
+    /// library's model (a newer API version, a field it does not know). Such an event is read with
+    /// our own lenient types instead of being refused, since a 400 would make Stripe retry it
+    /// forever and the event would never take effect.
+    pub fn verify_webhook(
+        &self,
+        payload: &str,
+        signature: &str,
+    ) -> Result<StripeEvent, WebhookRejection> {
+        let secret = self
+            .webhook_secret
+            .as_deref()
+            .ok_or(WebhookRejection::NotConfigured)?;
+        match stripe_webhook::Webhook::construct_event(payload, signature, secret) {
+            Ok(_) | Err(stripe_webhook::WebhookError::BadParse(_)) => {}
+            Err(other) => return Err(WebhookRejection::BadSignature(other.to_string())),
+        }
+        serde_json::from_str(payload).map_err(|e| WebhookRejection::Malformed(e.to_string()))
+    }
+}

@@ -1,0 +1,144 @@
+//! A local fake of Stripe's HTTP API: real HTTP on loopback, answering like Stripe for the calls the
+//! ledger makes, and recording every request so tests can assert what Stripe was asked.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use pulse_account::stripe_gateway::StripeConfig;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// The webhook signing secret the fake and the app share.
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_test_fake";
+
+/// One request the fake received.
+#[derive(Clone, Debug)]
+pub(crate) struct Recorded {
+    pub(crate) path: String,
+    pub(crate) form: BTreeMap<String, String>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) authorization: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: Vec<Recorded>,
+    sessions_by_key: BTreeMap<String, Value>,
+}
+
+/// The running fake.
+pub(crate) struct FakeStripe {
+    address: std::net::SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn create_session(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: String,
+) -> Json<Value> {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let idempotency_key = header("idempotency-key");
+    let mut inner = inner.lock().unwrap();
+    inner.requests.push(Recorded {
+        path: String::from("/v1/checkout/sessions"),
+        form: form.clone(),
+        idempotency_key: idempotency_key.clone(),
+        authorization: header("authorization"),
+    });
+    if let Some(previous) = idempotency_key
+        .as_ref()
+        .and_then(|key| inner.sessions_by_key.get(key))
+    {
+        return Json(previous.clone());
+    }
+    let number = inner.sessions_by_key.len() + 1;
+    let id = format!("cs_test_fake{number:04}");
+    let now = chrono::Utc::now().timestamp();
+    let metadata: BTreeMap<_, _> = form
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), v.clone()))
+        })
+        .collect();
+    let session = json!({
+        "id": id,
+        "object": "checkout.session",
+        "automatic_tax": { "enabled": false },
+        "cancel_url": form.get("cancel_url"),
+        "client_reference_id": form.get("client_reference_id"),
+        "created": now,
+        "custom_fields": [],
+        "custom_text": {},
+        "expires_at": now + 86_400,
+        "livemode": false,
+        "metadata": metadata,
+        "mode": "subscription",
+        "payment_method_types": ["card"],
+        "payment_status": "unpaid",
+        "shipping_options": [],
+        "status": "open",
+        "success_url": form.get("success_url"),
+        "url": format!("https://checkout.stripe.test/c/pay/{id}"),
+    });
+    if let Some(key) = idempotency_key {
+        inner.sessions_by_key.insert(key, session.clone());
+    } else {
+        inner
+            .sessions_by_key
+            .insert(format!("no-key-{number}"), session.clone());
+    }
+    Json(session)
+}
+
+impl FakeStripe {
+    /// Starts the fake on a free loopback port.
+    pub(crate) async fn start() -> FakeStripe {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new()
+            .route("/v1/checkout/sessions", post(create_session))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeStripe {
+            address,
+            inner,
+            server,
+        }
+    }
+
+    /// The app's Stripe settings, pointed at this fake.
+    pub(crate) fn config(&self) -> StripeConfig {
+        StripeConfig {
+            secret_key: Some(String::from("sk_test_fake")),
+            webhook_secret: Some(String::from(WEBHOOK_SECRET)),
+            api_base: Some(format!("http://{}/", self.address)),
+        }
+    }
+
+    /// Every request received so far.
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// Stops the fake.
+    pub(crate) fn stop(self) {
+        self.server.abort();
+    }
+}
