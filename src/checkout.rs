@@ -12,7 +12,7 @@ use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
 use crate::crypto::KeyMaterial;
 use crate::store::{AppendBatch, Idempotency, Store, StoreError, StreamAppend};
 use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
-use aggregates::catalog::{BillingCycle, Catalog};
+use aggregates::catalog::{BillingCycle, Catalog, StripePlanSource};
 use aggregates::decider::{encode, CodecError, Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::handoff::{
@@ -21,8 +21,11 @@ use aggregates::handoff::{
 use aggregates::ids::{Email, HandoffId, IntentId, LicenseId};
 use aggregates::index::{
     ActivationKeyIndex, BindActivationKey, BindCheckoutSession, CheckoutSessionIndex,
+    LinkStripeObject, StripeObjectIndex,
 };
-use aggregates::license::{IssueLicense, License, LicenseCommand, LicenseOrigin};
+use aggregates::license::{
+    IssueLicense, License, LicenseCommand, LicenseOrigin, RevocationReason, StripeSnapshot,
+};
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use aggregates::stripe_event::{RecordStripeEvent, StripeEventReceipt};
 use aggregates::subscription::SubscriptionState;
@@ -446,18 +449,7 @@ impl Checkout<'_> {
             return Ok(WebhookOutcome::AlreadyProcessed);
         }
         let created = DateTime::from_timestamp(event.created, 0).unwrap_or(metadata.effective_at);
-        let (effects, ignored_because) = match event.event_type.as_str() {
-            "checkout.session.completed" => {
-                self.checkout_completed(&event.data.object, metadata)
-                    .await?
-            }
-            other => (
-                Vec::new(),
-                Some(format!(
-                    "{other} is not handled by this version of the ledger"
-                )),
-            ),
-        };
+        let (effects, ignored_because) = self.effects_of(event, created, metadata).await?;
         let context = self.context(metadata.effective_at);
         let record = RecordStripeEvent {
             event_type: event.event_type.clone(),
@@ -577,6 +569,183 @@ impl Checkout<'_> {
                 &handoff_events,
             )?,
         ];
-        Ok((appends.into_iter().flatten().collect(), None))
+        let mut effects: Vec<StreamAppend> = appends.into_iter().flatten().collect();
+        for linked in [
+            session["subscription"].as_str(),
+            session["customer"].as_str(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            effects.extend(self.link(linked, &license_id, &context).await?);
+        }
+        Ok((effects, None))
     }
+
+    /// What a verified Stripe event changes, by type; anything unhandled is ignored with a reason.
+    async fn effects_of(
+        &self,
+        event: &StripeEvent,
+        created: DateTime<Utc>,
+        metadata: &EventMetadata,
+    ) -> Result<(Vec<StreamAppend>, Option<String>), CheckoutError> {
+        let object = &event.data.object;
+        match event.event_type.as_str() {
+            "checkout.session.completed" => self.checkout_completed(object, metadata).await,
+            "customer.subscription.created"
+            | "customer.subscription.updated"
+            | "customer.subscription.deleted" => {
+                let snapshot = subscription_snapshot(event, created);
+                let command = LicenseCommand::ApplyStripeSnapshot(Box::new(snapshot));
+                self.on_license(object["id"].as_str(), command, None, metadata)
+                    .await
+            }
+            "invoice.paid" => {
+                let period_end = object["lines"]["data"][0]["period"]["end"].as_i64();
+                let command = LicenseCommand::RecordPaymentSucceeded {
+                    stripe_event_id: event.id.clone(),
+                    current_period_end: period_end.and_then(|t| DateTime::from_timestamp(t, 0)),
+                };
+                self.on_license(
+                    invoice_subscription(object),
+                    command,
+                    object["charge"].as_str(),
+                    metadata,
+                )
+                .await
+            }
+            "invoice.payment_failed" => {
+                let command = LicenseCommand::RecordPaymentFailed {
+                    stripe_event_id: event.id.clone(),
+                };
+                self.on_license(invoice_subscription(object), command, None, metadata)
+                    .await
+            }
+            "charge.refunded" | "charge.dispute.created" => {
+                let (reason, charge) = if event.event_type == "charge.refunded" {
+                    (RevocationReason::Refund, object["id"].as_str())
+                } else {
+                    (RevocationReason::Dispute, object["charge"].as_str())
+                };
+                let reference = object["id"].as_str().unwrap_or(&event.id).to_owned();
+                self.on_license(
+                    charge,
+                    LicenseCommand::Revoke { reason, reference },
+                    None,
+                    metadata,
+                )
+                .await
+            }
+            other => Ok((
+                Vec::new(),
+                Some(format!(
+                    "{other} is not handled by this version of the ledger"
+                )),
+            )),
+        }
+    }
+
+    /// Links a Stripe object (subscription, customer, charge) to a license, if it is a valid id.
+    async fn link(
+        &self,
+        stripe_id: &str,
+        license_id: &LicenseId,
+        context: &Context<'_>,
+    ) -> Result<Option<StreamAppend>, CheckoutError> {
+        let Ok(index) = StreamName::parse(StripeObjectIndex::STREAM_TYPE, stripe_id) else {
+            return Ok(None);
+        };
+        let (link, version) = load::<StripeObjectIndex>(self.store, &index).await?;
+        let (events, _) = decide_all::<StripeObjectIndex>(
+            link,
+            &[LinkStripeObject {
+                license_id: license_id.clone(),
+            }],
+            context,
+        )?;
+        part::<StripeObjectIndex>(index, version, &events)
+    }
+
+    /// Applies `command` to the license a Stripe object is linked to (and links `also_link` to it).
+    /// An event about no known license, or one the license refuses, is ignored with its reason.
+    async fn on_license(
+        &self,
+        stripe_id: Option<&str>,
+        command: LicenseCommand,
+        also_link: Option<&str>,
+        metadata: &EventMetadata,
+    ) -> Result<(Vec<StreamAppend>, Option<String>), CheckoutError> {
+        let ignore = |reason: String| Ok((Vec::new(), Some(reason)));
+        let Some(stripe_id) = stripe_id else {
+            return ignore(String::from("the object names no subscription or charge"));
+        };
+        let Ok(index) = StreamName::parse(StripeObjectIndex::STREAM_TYPE, stripe_id) else {
+            return ignore(format!("{stripe_id:?} is not a Stripe id"));
+        };
+        let (link, _) = load::<StripeObjectIndex>(self.store, &index).await?;
+        let Some(license_id) = link.license_id else {
+            return ignore(format!("{stripe_id} belongs to no license of this ledger"));
+        };
+        let license_stream = stream(License::STREAM_TYPE, license_id.as_str())?;
+        let (state, version) = load::<License>(self.store, &license_stream).await?;
+        let context = self.context(metadata.effective_at);
+        let events = match decide_all::<License>(state, &[command], &context) {
+            Ok((events, _)) => events,
+            Err(refusal) => return ignore(format!("the license refused it: {refusal}")),
+        };
+        let mut effects: Vec<StreamAppend> = part::<License>(license_stream, version, &events)?
+            .into_iter()
+            .collect();
+        if let Some(charge) = also_link {
+            effects.extend(self.link(charge, &license_id, &context).await?);
+        }
+        Ok((effects, None))
+    }
+}
+
+/// Reads a `customer.subscription.*` object into a snapshot. The period end is read from the
+/// subscription (older API versions) or its first item (newer ones); deletion is cancellation.
+fn subscription_snapshot(event: &StripeEvent, created: DateTime<Utc>) -> StripeSnapshot {
+    let object = &event.data.object;
+    let item = &object["items"]["data"][0];
+    let period_end = object["current_period_end"]
+        .as_i64()
+        .or_else(|| item["current_period_end"].as_i64());
+    let status = if event.event_type == "customer.subscription.deleted" {
+        "canceled"
+    } else {
+        object["status"].as_str().unwrap_or_default()
+    };
+    let metadata = object["metadata"]
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let billing_cycle = match item["price"]["recurring"]["interval"].as_str() {
+        Some("month") => Some(BillingCycle::Monthly),
+        Some("year") => Some(BillingCycle::Annual),
+        _ => None,
+    };
+    StripeSnapshot {
+        stripe_event_id: event.id.clone(),
+        created,
+        status: status.to_owned(),
+        current_period_end: period_end.and_then(|t| DateTime::from_timestamp(t, 0)),
+        plan_source: StripePlanSource {
+            metadata,
+            price_id: item["price"]["id"].as_str().map(str::to_owned),
+        },
+        billing_cycle,
+    }
+}
+
+/// The subscription an invoice bills: top-level in older API versions, under `parent` in newer ones.
+fn invoice_subscription(invoice: &serde_json::Value) -> Option<&str> {
+    invoice["subscription"]
+        .as_str()
+        .or_else(|| invoice["parent"]["subscription_details"]["subscription"].as_str())
 }

@@ -212,3 +212,64 @@ impl Decider for CheckoutSessionIndex {
         }
     }
 }
+
+/// The Stripe-object index: `stripe_object/<Stripe id>` → the license a subscription, customer or
+/// charge belongs to. Stripe ids are unique across object types (`sub_`, `cus_`, `ch_` …), so one
+/// stream type serves them all. A customer who buys again links to the newer license.
+pub struct StripeObjectIndex;
+
+/// What a Stripe-object index stream holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StripeObjectLink {
+    /// The license the object belongs to now.
+    pub license_id: Option<LicenseId>,
+}
+
+/// Link a Stripe object to a license.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStripeObject {
+    /// The license.
+    pub license_id: LicenseId,
+}
+
+/// Events of the Stripe-object index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+pub enum StripeObjectEvent {
+    /// The object belongs to this license from now on.
+    StripeObjectLinked {
+        /// The license.
+        license_id: LicenseId,
+    },
+}
+
+impl DomainEvent for StripeObjectEvent {}
+
+impl Decider for StripeObjectIndex {
+    const STREAM_TYPE: &'static str = "stripe_object";
+    type State = StripeObjectLink;
+    type Command = LinkStripeObject;
+    type Event = StripeObjectEvent;
+    type Error = DomainError;
+
+    fn decide(
+        state: &StripeObjectLink,
+        command: &LinkStripeObject,
+        _: &Context<'_>,
+    ) -> Result<Vec<StripeObjectEvent>, DomainError> {
+        if state.license_id.as_ref() == Some(&command.license_id) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![StripeObjectEvent::StripeObjectLinked {
+            license_id: command.license_id.clone(),
+        }])
+    }
+
+    fn evolve(_: StripeObjectLink, event: &StripeObjectEvent) -> StripeObjectLink {
+        match event {
+            StripeObjectEvent::StripeObjectLinked { license_id } => StripeObjectLink {
+                license_id: Some(license_id.clone()),
+            },
+        }
+    }
+}

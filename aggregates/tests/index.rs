@@ -74,3 +74,27 @@ fn a_checkout_session_belongs_to_one_handoff() {
             entity: "checkout session",
         });
 }
+
+#[test]
+fn a_stripe_object_links_to_the_latest_license() {
+    use aggregates::index::{LinkStripeObject, StripeObjectEvent, StripeObjectIndex};
+    let linked = |n| StripeObjectEvent::StripeObjectLinked {
+        license_id: LicenseId::from_entropy(n),
+    };
+    given::<StripeObjectIndex>(vec![])
+        .when(LinkStripeObject {
+            license_id: LicenseId::from_entropy(1),
+        })
+        .then(vec![linked(1)]);
+    given::<StripeObjectIndex>(vec![linked(1)])
+        .when(LinkStripeObject {
+            license_id: LicenseId::from_entropy(1),
+        })
+        .then(vec![]);
+    let state = given::<StripeObjectIndex>(vec![linked(1)])
+        .when(LinkStripeObject {
+            license_id: LicenseId::from_entropy(2),
+        })
+        .then(vec![linked(2)]);
+    assert_eq!(state.license_id, Some(LicenseId::from_entropy(2)));
+}

@@ -12,3 +12,4 @@ mod licensing;
 mod projection_runner;
 mod purchase;
 mod store_contract;
+mod stripe_billing;
