@@ -27,6 +27,7 @@ use aggregates::license::{
     IssueLicense, License, LicenseCommand, LicenseOrigin, RevocationReason, StripeSnapshot,
 };
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::redemption::{Redemption, RedemptionCommand, RedemptionRecord};
 use aggregates::stripe_event::{RecordStripeEvent, StripeEventReceipt};
 use aggregates::subscription::SubscriptionState;
 use chrono::{DateTime, Utc};
@@ -137,6 +138,37 @@ pub enum WebhookOutcome {
     Ignored,
     /// It had already taken effect.
     AlreadyProcessed,
+}
+
+/// `POST /v1/checkout/redemptions/begin`: the installation starts redeeming its purchase.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BeginRedemptionRequest {
+    /// The handoff.
+    pub portal_handoff_id: String,
+    /// The runtime's purchase-return token id.
+    pub purchase_return_jti: String,
+    /// The Checkout Session being redeemed.
+    pub session_id: String,
+}
+
+/// `POST /v1/checkout/redemptions/activated` and `…/failed`: how the attempt ended.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndRedemptionRequest {
+    /// The handoff.
+    pub portal_handoff_id: String,
+    /// The runtime's purchase-return token id.
+    pub purchase_return_jti: String,
+    /// The license activated (on success).
+    #[serde(default)]
+    pub license_id: Option<LicenseId>,
+    /// A reason code (on failure).
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+    /// A message for a human (on failure).
+    #[serde(default)]
+    pub failure_message: Option<String>,
 }
 
 /// The purchase flows over one store, one Stripe gateway and one set of keys.
@@ -372,6 +404,90 @@ impl Checkout<'_> {
             }
         }
         Err(CheckoutError::Contended)
+    }
+
+    /// Runs a redemption command on the handoff's redemption record and returns the record.
+    async fn redemption(
+        &self,
+        handoff_id: &HandoffId,
+        command: RedemptionCommand,
+        metadata: EventMetadata,
+    ) -> Result<RedemptionRecord, CheckoutError> {
+        handle::<Redemption>(
+            self.store,
+            Command {
+                stream_id: handoff_id.as_str(),
+                command: &command,
+                context: self.context(metadata.effective_at),
+                metadata,
+                idempotency: None,
+            },
+        )
+        .await?;
+        let (state, _) = load::<Redemption>(
+            self.store,
+            &stream(Redemption::STREAM_TYPE, handoff_id.as_str())?,
+        )
+        .await?;
+        Ok(state.record.ok_or(DomainError::NotFound {
+            entity: "redemption",
+        })?)
+    }
+
+    /// Begins (or restarts) a redemption, following the decision table of §6.6.
+    pub async fn begin_redemption(
+        &self,
+        request: &BeginRedemptionRequest,
+        metadata: EventMetadata,
+    ) -> Result<RedemptionRecord, CheckoutError> {
+        let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
+        let session_handoff =
+            match StreamName::parse(CheckoutSessionIndex::STREAM_TYPE, &request.session_id) {
+                Ok(index) => {
+                    load::<CheckoutSessionIndex>(self.store, &index)
+                        .await?
+                        .0
+                        .handoff_id
+                }
+                Err(_) => None,
+            };
+        let command = RedemptionCommand::Begin {
+            handoff_id: handoff_id.clone(),
+            purchase_return_jti: request.purchase_return_jti.clone(),
+            session_id: request.session_id.clone(),
+            session_handoff,
+        };
+        self.redemption(&handoff_id, command, metadata).await
+    }
+
+    /// Ends a redemption: activated when no failure is given, failed otherwise.
+    pub async fn end_redemption(
+        &self,
+        request: &EndRedemptionRequest,
+        activated: bool,
+        metadata: EventMetadata,
+    ) -> Result<RedemptionRecord, CheckoutError> {
+        let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
+        let purchase_return_jti = request.purchase_return_jti.clone();
+        let command = if activated {
+            RedemptionCommand::MarkActivated {
+                purchase_return_jti,
+                license_id: request.license_id.clone(),
+            }
+        } else {
+            RedemptionCommand::MarkFailed {
+                purchase_return_jti,
+                failure_reason: request
+                    .failure_reason
+                    .clone()
+                    .ok_or_else(|| DomainError::invalid("failure_reason", "is required"))?,
+                failure_message: request
+                    .failure_message
+                    .clone()
+                    .ok_or_else(|| DomainError::invalid("failure_message", "is required"))?,
+            }
+        };
+        self.redemption(&handoff_id, command, metadata).await
     }
 
     /// The installation's lookup on return (§6.5).

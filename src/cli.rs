@@ -90,6 +90,13 @@ pub struct ServeArgs {
     /// Stripe's API base URL.
     #[arg(long, env = "PULSE_ACCOUNT_STRIPE_API_BASE")]
     stripe_api_base: Option<String>,
+    /// The public base URL of this service, used in links it hands out.
+    #[arg(
+        long,
+        env = "PULSE_ACCOUNT_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    public_url: String,
 }
 
 /// `projections` subcommands.
@@ -164,6 +171,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             webhook_secret: args.stripe_webhook_secret,
             api_base: args.stripe_api_base,
         },
+        public_url: args.public_url,
     };
     let application = Application::build(settings)
         .await

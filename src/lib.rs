@@ -15,3 +15,4 @@ pub mod startup;
 pub mod store;
 pub mod stripe_gateway;
 pub mod telemetry;
+pub mod trials;

@@ -22,12 +22,13 @@ use aggregates::index::{
     ActivationKeyIndex, BindActivationKey, BindInstallationToken, InstallationTokenIndex,
 };
 use aggregates::license::{
-    ActivateInstallation, GrantClaims, IssueLicense, IssuedLicense, License, LicenseCommand,
-    LicenseEvent, LicenseOrigin,
+    ActivateInstallation, ContinuityReport, GrantClaims, IssueLicense, IssuedLicense, License,
+    LicenseCommand, LicenseEvent, LicenseOrigin,
 };
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use aggregates::subscription::SubscriptionState;
 use chrono::{DateTime, Utc};
+use projections::entitlements::{license_entitlements, Entitlements};
 use rand::RngCore;
 use serde::Serialize;
 
@@ -472,6 +473,78 @@ impl Licensing<'_> {
             .ok_or(DomainError::NotFound { entity: "license" })?;
         let current = license.license_version;
         Ok((current, known_version.is_none_or(|known| known < current)))
+    }
+}
+
+impl Licensing<'_> {
+    /// The license of an installation presenting its token, checked the way a grant would be:
+    /// an unknown or rotated token, or a deactivated installation, is refused.
+    async fn presented(
+        &self,
+        token: &str,
+    ) -> Result<(IssuedLicense, InstallationId), LicensingError> {
+        let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
+        let (state, _) = load::<License>(
+            self.store,
+            &stream(License::STREAM_TYPE, license_id.as_str())?,
+        )
+        .await?;
+        let license = state
+            .issued
+            .ok_or(DomainError::NotFound { entity: "license" })?;
+        let installation = license
+            .installations
+            .get(&installation_id)
+            .filter(|i| i.active)
+            .ok_or(DomainError::InstallationRevoked)?;
+        if installation.token_hash != token_hash {
+            return Err(DomainError::TokenRevoked.into());
+        }
+        Ok((license, installation_id))
+    }
+
+    /// `GET /v1/entitlements`: what the installation's license grants now (§14). A revoked or
+    /// lapsed license still answers, saying so (`valid: false`).
+    pub async fn entitlements(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(IssuedLicense, InstallationId, Entitlements), LicensingError> {
+        let (license, installation_id) = self.presented(token).await?;
+        let entitlements = license_entitlements(&license, self.catalog, now, None);
+        Ok((license, installation_id, entitlements))
+    }
+
+    /// `POST /v1/continuity/capture`: the first settled monitored-system count of a migrated
+    /// license (§7); later reports change nothing. Returns the continuity report.
+    pub async fn capture_floor(
+        &self,
+        token: &str,
+        monitored_systems: u32,
+        metadata: EventMetadata,
+    ) -> Result<ContinuityReport, LicensingError> {
+        let (license, _) = self.presented(token).await?;
+        let command = LicenseCommand::CaptureFloor { monitored_systems };
+        crate::command::handle::<License>(
+            self.store,
+            crate::command::Command {
+                stream_id: license.license_id.as_str(),
+                command: &command,
+                context: Context::new(metadata.effective_at, self.catalog),
+                metadata,
+                idempotency: None,
+            },
+        )
+        .await?;
+        let (state, _) = load::<License>(
+            self.store,
+            &stream(License::STREAM_TYPE, license.license_id.as_str())?,
+        )
+        .await?;
+        Ok(state
+            .issued
+            .ok_or(DomainError::NotFound { entity: "license" })?
+            .continuity(self.catalog))
     }
 }
 

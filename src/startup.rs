@@ -38,6 +38,8 @@ pub struct Settings {
     pub keys: KeyConfig,
     /// Stripe.
     pub stripe: StripeConfig,
+    /// The public base URL of this service.
+    pub public_url: String,
 }
 
 /// Why the service could not start.
@@ -109,6 +111,7 @@ impl Application {
             keys: Arc::new(keys),
             catalog: Arc::new(Catalog::v1()),
             stripe: Arc::new(stripe),
+            public_url: settings.public_url,
         };
         Ok(Application {
             listener,

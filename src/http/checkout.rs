@@ -182,3 +182,56 @@ pub(super) async fn stripe_webhook(
     })?;
     Ok(Json(json!({ "received": true, "outcome": outcome })))
 }
+
+fn redemption_view(record: &aggregates::redemption::RedemptionRecord) -> Value {
+    json!({
+        "portal_handoff_id": record.handoff_id,
+        "purchase_return_jti": record.purchase_return_jti,
+        "session_id": record.session_id,
+        "status": record.status,
+        "started_at": record.started_at,
+        "redeemed_at": record.redeemed_at,
+        "failure_reason": record.failure_reason,
+        "failure_message": record.failure_message,
+    })
+}
+
+/// `POST /v1/checkout/redemptions/begin`: `started`, or 409 `conflict` / `in_progress` /
+/// `already_activated` as the decision table says.
+pub(super) async fn begin_redemption(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<crate::checkout::BeginRedemptionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let record = checkout(&state)
+        .begin_redemption(&request, metadata("installation", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(redemption_view(&record)))
+}
+
+/// `POST /v1/checkout/redemptions/activated`.
+pub(super) async fn redemption_activated(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<crate::checkout::EndRedemptionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let record = checkout(&state)
+        .end_redemption(&request, true, metadata("installation", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(redemption_view(&record)))
+}
+
+/// `POST /v1/checkout/redemptions/failed`.
+pub(super) async fn redemption_failed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<crate::checkout::EndRedemptionRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let record = checkout(&state)
+        .end_redemption(&request, false, metadata("installation", &headers))
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(redemption_view(&record)))
+}

@@ -164,3 +164,45 @@ pub(super) async fn status(
         json!({ "license_version": license_version, "refresh_required": refresh_required }),
     ))
 }
+
+/// `GET /v1/entitlements` (Bearer installation token): the payload of `DOMAIN.md` §14.
+pub(super) async fn entitlements(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Bearer(token): Bearer,
+) -> Result<Json<Value>, ApiError> {
+    let (license, installation_id, entitlements) = licensing(&state)
+        .entitlements(&token, Utc::now())
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    let mut body = json!(entitlements);
+    body["license_id"] = json!(license.license_id);
+    body["installation_id"] = json!(installation_id);
+    body["license_version"] = json!(license.license_version);
+    Ok(Json(body))
+}
+
+/// What `POST /v1/continuity/capture` sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CaptureRequest {
+    monitored_systems: u32,
+}
+
+/// `POST /v1/continuity/capture` (Bearer installation token): the grandfather floor, once (§7).
+pub(super) async fn capture_continuity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Bearer(token): Bearer,
+    ApiJson(request): ApiJson<CaptureRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let report = licensing(&state)
+        .capture_floor(
+            &token,
+            request.monitored_systems,
+            metadata("installation", &headers),
+        )
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(json!(report)))
+}

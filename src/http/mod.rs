@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 mod health;
 mod licensing;
+mod trials;
 
 use crate::crypto::KeyMaterial;
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Stripe.
     pub stripe: Arc<StripeGateway>,
+    /// The public base URL of this service (links in answers, e.g. the signup URL).
+    pub public_url: String,
 }
 
 /// The whole application as one router, usable without a socket in tests.
@@ -64,6 +67,24 @@ pub fn router(state: AppState) -> Router {
             "/v1/checkout/session",
             post(checkout::start_checkout).get(checkout::session_result),
         )
+        .route(
+            "/v1/checkout/redemptions/begin",
+            post(checkout::begin_redemption),
+        )
+        .route(
+            "/v1/checkout/redemptions/activated",
+            post(checkout::redemption_activated),
+        )
+        .route(
+            "/v1/checkout/redemptions/failed",
+            post(checkout::redemption_failed),
+        )
+        .route("/v1/entitlements", get(licensing::entitlements))
+        .route(
+            "/v1/continuity/capture",
+            post(licensing::capture_continuity),
+        )
+        .route("/v1/trials/start", post(trials::start))
         .route(
             "/v1/webhooks/stripe",
             post(checkout::stripe_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX)),

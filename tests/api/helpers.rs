@@ -269,6 +269,7 @@ impl TestApp {
                 data_dir: db.data_dir(),
                 keys: Default::default(),
                 stripe: stripe.config(),
+                public_url: String::from("https://account.pulse.test"),
             })
             .await
             .expect("the application builds");

@@ -28,6 +28,7 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         data_dir: db.data_dir(),
         keys: Default::default(),
         stripe: Default::default(),
+        public_url: String::from("https://account.pulse.test"),
     })
     .await
     .expect("the application builds")

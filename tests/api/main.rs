@@ -8,6 +8,7 @@ mod fake_stripe;
 mod gap_safety;
 mod helpers;
 mod http_ops;
+mod installation_flows;
 mod licensing;
 mod projection_runner;
 mod purchase;
