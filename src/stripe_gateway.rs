@@ -3,7 +3,7 @@
 //! few typed fields the ledger uses, so a field Stripe adds never breaks a webhook.
 //!
 //! The API base URL is configurable (tests point it at a local fake Stripe over plain HTTP on
-//! loopback). Without a secret key, checkout is not available: `create_checkout_session` says so.
+//! loopback). Without a secret key, checkout runs in local mode (see [`StripeGateway::local_mode`]).
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -43,9 +43,6 @@ impl fmt::Debug for StripeConfig {
 /// Why a Stripe call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StripeGatewayError {
-    /// No secret key is configured.
-    #[error("Stripe is not configured")]
-    NotConfigured,
     /// The configuration is unusable.
     #[error("invalid Stripe configuration: {0}")]
     Config(String),
@@ -117,59 +114,97 @@ pub struct StripeEventData {
     pub object: serde_json::Value,
 }
 
+/// Where checkout happens: at Stripe, or — with no Stripe key configured — on a local page of this
+/// service that completes the purchase by posting itself a correctly signed webhook, so the whole
+/// flow runs offline. Local mode exists only while no secret key is set: configuring a key turns
+/// it off, and its pages then answer 404.
+enum CheckoutMode {
+    Stripe(Box<Client>),
+    Local { public_url: String },
+}
+
 /// Talks to Stripe.
 pub struct StripeGateway {
-    client: Option<Client>,
+    mode: CheckoutMode,
     webhook_secret: Option<String>,
 }
 
 impl StripeGateway {
-    /// A gateway for `config`.
-    pub fn new(config: &StripeConfig) -> Result<StripeGateway, StripeGatewayError> {
-        let client = match &config.secret_key {
-            Some(secret) => {
-                let base = config
-                    .api_base
-                    .clone()
-                    .unwrap_or_else(|| String::from(STRIPE_API_BASE));
-                let base = if base.ends_with('/') {
-                    base
-                } else {
-                    format!("{base}/")
-                };
-                let client = ClientBuilder::new(secret.clone())
-                    .url(base)
-                    .app_info(
-                        "pulse-account",
-                        Some(env!("CARGO_PKG_VERSION").to_owned()),
-                        None,
-                    )
-                    .build()
-                    .map_err(|e| StripeGatewayError::Config(e.to_string()))?;
-                Some(client)
-            }
-            None => None,
+    /// A gateway for `config`. Without a secret key it runs in local mode, its checkout pages
+    /// under `public_url`, webhooks signed with `local_webhook_secret` unless one is configured.
+    pub fn new(
+        config: &StripeConfig,
+        public_url: &str,
+        local_webhook_secret: &str,
+    ) -> Result<StripeGateway, StripeGatewayError> {
+        let Some(secret) = &config.secret_key else {
+            return Ok(StripeGateway {
+                mode: CheckoutMode::Local {
+                    public_url: public_url.trim_end_matches('/').to_owned(),
+                },
+                webhook_secret: Some(
+                    config
+                        .webhook_secret
+                        .clone()
+                        .unwrap_or_else(|| local_webhook_secret.to_owned()),
+                ),
+            });
         };
+        let base = config
+            .api_base
+            .clone()
+            .unwrap_or_else(|| String::from(STRIPE_API_BASE));
+        let base = if base.ends_with('/') {
+            base
+        } else {
+            format!("{base}/")
+        };
+        let client = ClientBuilder::new(secret.clone())
+            .url(base)
+            .app_info(
+                "pulse-account",
+                Some(env!("CARGO_PKG_VERSION").to_owned()),
+                None,
+            )
+            .build()
+            .map_err(|e| StripeGatewayError::Config(e.to_string()))?;
         Ok(StripeGateway {
-            client,
+            mode: CheckoutMode::Stripe(Box::new(client)),
             webhook_secret: config.webhook_secret.clone(),
         })
     }
 
-    /// Whether checkout can be offered.
-    pub fn checkout_available(&self) -> bool {
-        self.client.is_some()
+    /// Whether checkout runs on this service's local pages (no Stripe key is configured).
+    pub fn local_mode(&self) -> bool {
+        matches!(self.mode, CheckoutMode::Local { .. })
     }
 
-    /// Creates a subscription-mode Checkout Session.
+    /// Signs an event as Stripe would, for local mode's self-posted webhook. `None` outside local
+    /// mode: only Stripe can sign real events.
+    pub fn sign_local_event(&self, payload: &str) -> Option<String> {
+        match (&self.mode, &self.webhook_secret) {
+            (CheckoutMode::Local { .. }, Some(secret)) => Some(
+                stripe_webhook::Webhook::generate_test_header(payload, secret, None),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Creates a subscription-mode Checkout Session (a local one in local mode).
     pub async fn create_checkout_session(
         &self,
         session: &NewCheckoutSession,
     ) -> Result<CreatedCheckoutSession, StripeGatewayError> {
-        let client = self
-            .client
-            .as_ref()
-            .ok_or(StripeGatewayError::NotConfigured)?;
+        let client = match &self.mode {
+            CheckoutMode::Stripe(client) => client.as_ref(),
+            CheckoutMode::Local { public_url } => {
+                let id = format!("cs_local_{}", uuid::Uuid::new_v4().simple());
+                return Ok(CreatedCheckoutSession {
+                    url: format!("{public_url}/v1/checkout/local/{id}"),
+                    id,
+                });
+            }
+        };
         let metadata: HashMap<String, String> = session.metadata.clone().into_iter().collect();
         let mut subscription = CreateCheckoutSessionSubscriptionData::new();
         subscription.metadata = Some(metadata.clone());

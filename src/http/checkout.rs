@@ -32,12 +32,6 @@ impl CheckoutError {
             CheckoutError::Domain(error) => ApiError::domain(error, headers),
             CheckoutError::Store(error) => ApiError::store(error, headers),
             CheckoutError::Command(error) => ApiError::command(error, headers),
-            CheckoutError::Stripe(StripeGatewayError::NotConfigured) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stripe_not_configured",
-                "Checkout is not available: this ledger has no Stripe key configured.",
-            )
-            .for_request(headers),
             CheckoutError::Stripe(StripeGatewayError::Api(reason)) => {
                 tracing::warn!(%reason, "Stripe refused or failed a request");
                 ApiError::new(
@@ -234,4 +228,76 @@ pub(super) async fn redemption_failed(
         .await
         .map_err(|e| e.into_api(&headers))?;
     Ok(Json(redemption_view(&record)))
+}
+
+/// Escapes text for HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// `GET /v1/checkout/local/{session_id}`: local mode's checkout page (404 when Stripe is configured).
+pub(super) async fn local_checkout_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(session_id): axum::extract::Path<String>,
+) -> Result<axum::response::Html<String>, ApiError> {
+    let (_, started) = checkout(&state)
+        .local_session(&session_id)
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    let price = state.catalog.price(&started.price_id);
+    let amount = price.map_or(String::new(), |p| {
+        format!(
+            "{}.{:02} {}",
+            p.amount.amount_minor / 100,
+            p.amount.amount_minor % 100,
+            p.amount.currency.to_uppercase()
+        )
+    });
+    Ok(axum::response::Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Local checkout</title></head><body>\
+         <main><h1>Local checkout</h1>\
+         <p>This ledger runs without Stripe: completing this form records the purchase without taking any money.</p>\
+         <p>Plan <strong>{plan}</strong> ({cycle}) — {amount}</p>\
+         <form method=\"post\" action=\"/v1/checkout/local/{session}/complete\">\
+         <label>Email <input type=\"email\" name=\"email\" required></label>\
+         <button type=\"submit\">Complete purchase</button></form></main></body></html>",
+        plan = escape(&started.plan_key),
+        cycle = escape(&format!("{:?}", started.billing_cycle).to_lowercase()),
+        amount = escape(&amount),
+        session = escape(&session_id),
+    )))
+}
+
+/// The form of the local checkout page.
+#[derive(Debug, Deserialize)]
+pub(super) struct LocalCheckoutForm {
+    email: String,
+}
+
+/// `POST /v1/checkout/local/{session_id}/complete`: completes the purchase and sends the browser to
+/// the installation's success URL.
+pub(super) async fn local_checkout_complete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(session_id): axum::extract::Path<String>,
+    form: Result<axum::Form<LocalCheckoutForm>, axum::extract::rejection::FormRejection>,
+) -> Result<axum::response::Redirect, ApiError> {
+    let axum::Form(form) = form.map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())
+            .for_request(&headers)
+    })?;
+    let destination = checkout(&state)
+        .complete_local(
+            &session_id,
+            &form.email,
+            metadata("local_checkout", &headers),
+        )
+        .await
+        .map_err(|e| e.into_api(&headers))?;
+    Ok(axum::response::Redirect::to(&destination))
 }

@@ -86,6 +86,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/trials/start", post(trials::start))
         .route(
+            "/v1/checkout/local/{session_id}",
+            get(checkout::local_checkout_page),
+        )
+        .route(
+            "/v1/checkout/local/{session_id}/complete",
+            post(checkout::local_checkout_complete),
+        )
+        .route(
             "/v1/webhooks/stripe",
             post(checkout::stripe_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX)),
         )

@@ -256,8 +256,17 @@ pub(crate) struct TestApp {
 }
 
 impl TestApp {
-    /// Builds and starts the application on `backend`.
+    /// Builds and starts the application on `backend`, with Stripe pointed at a local fake.
     pub(crate) async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, true).await
+    }
+
+    /// Builds and starts the application with no Stripe key: checkout runs in local mode.
+    pub(crate) async fn spawn_local(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, false).await
+    }
+
+    async fn spawn_with(backend: Backend, with_stripe: bool) -> TestApp {
         let db = TestDatabase::new(backend).await;
         let stripe = crate::fake_stripe::FakeStripe::start().await;
         let application =
@@ -268,7 +277,11 @@ impl TestApp {
                 runner: pulse_account::projection::runner::RunnerConfig::default(),
                 data_dir: db.data_dir(),
                 keys: Default::default(),
-                stripe: stripe.config(),
+                stripe: if with_stripe {
+                    stripe.config()
+                } else {
+                    Default::default()
+                },
                 public_url: String::from("https://account.pulse.test"),
             })
             .await

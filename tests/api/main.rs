@@ -10,6 +10,7 @@ mod helpers;
 mod http_ops;
 mod installation_flows;
 mod licensing;
+mod local_checkout;
 mod projection_runner;
 mod purchase;
 mod store_contract;
