@@ -97,6 +97,10 @@ pub struct ServeArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     public_url: String,
+    /// The v5 Ed25519 public key (base64url) that verifies legacy license tokens; without it,
+    /// legacy exchange answers 503.
+    #[arg(long, env = "PULSE_ACCOUNT_LEGACY_PUBLIC_KEY")]
+    legacy_public_key: Option<String>,
 }
 
 /// `projections` subcommands.
@@ -172,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             api_base: args.stripe_api_base,
         },
         public_url: args.public_url,
+        legacy_public_key: args.legacy_public_key,
     };
     let application = Application::build(settings)
         .await

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod cli;
 pub mod command;
 pub mod crypto;
+pub mod exchange;
 pub mod http;
 pub mod licensing;
 pub mod metrics;

@@ -3,6 +3,7 @@
 //! [`Application::build`], the tests on port 0.
 
 use crate::crypto::{KeyConfig, KeyError, KeyMaterial};
+use crate::exchange::LegacyVerifier;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::projection::runner::{Runner, RunnerConfig};
@@ -40,6 +41,8 @@ pub struct Settings {
     pub stripe: StripeConfig,
     /// The public base URL of this service.
     pub public_url: String,
+    /// The v5 Ed25519 public key (base64url) that verifies legacy license tokens.
+    pub legacy_public_key: Option<String>,
 }
 
 /// Why the service could not start.
@@ -103,6 +106,15 @@ impl Application {
                 "LOCAL CHECKOUT MODE: no Stripe secret key is configured; checkout completes on a page of this service and takes no money"
             );
         }
+        let legacy = match &settings.legacy_public_key {
+            Some(key) => Some(Arc::new(LegacyVerifier::new(key).map_err(|reason| {
+                KeyError::Invalid {
+                    what: "legacy public key",
+                    reason,
+                }
+            })?)),
+            None => None,
+        };
         let store = open_store(&settings.database_url).await?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -121,6 +133,7 @@ impl Application {
             catalog: Arc::new(Catalog::v1()),
             stripe: Arc::new(stripe),
             public_url: settings.public_url,
+            legacy,
         };
         Ok(Application {
             listener,

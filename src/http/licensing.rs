@@ -206,3 +206,37 @@ pub(super) async fn capture_continuity(
         .map_err(|e| e.into_api(&headers))?;
     Ok(Json(json!(report)))
 }
+
+/// `POST /v1/licenses/exchange`: a v5 license token for a v6 license and an activation (§5.4).
+pub(super) async fn exchange(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<crate::exchange::ExchangeRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(verifier) = &state.legacy else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "exchange_not_configured",
+            "Legacy exchange is not available: no v5 public key is configured.",
+        )
+        .for_request(&headers));
+    };
+    let activation = crate::exchange::exchange(
+        &licensing(&state),
+        verifier,
+        &request,
+        metadata("installation", &headers),
+    )
+    .await
+    .map_err(|e| e.into_api(&headers))?;
+    Ok(Json(json!({
+        "license": license_view(&activation.license, &state.catalog),
+        "installation": {
+            "installation_id": activation.installation_id,
+            "installation_token": activation.installation_token.expose(),
+            "status": "active",
+        },
+        "grant": grant_view(&activation.grant),
+        "refresh_policy": refresh_policy(),
+    })))
+}

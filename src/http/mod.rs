@@ -46,6 +46,8 @@ pub struct AppState {
     pub stripe: Arc<StripeGateway>,
     /// The public base URL of this service (links in answers, e.g. the signup URL).
     pub public_url: String,
+    /// The v5 public key that verifies legacy tokens, when legacy exchange is configured.
+    pub legacy: Option<Arc<crate::exchange::LegacyVerifier>>,
 }
 
 /// The whole application as one router, usable without a socket in tests.
@@ -85,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             post(licensing::capture_continuity),
         )
         .route("/v1/trials/start", post(trials::start))
+        .route("/v1/licenses/exchange", post(licensing::exchange))
         .route(
             "/v1/checkout/local/{session_id}",
             get(checkout::local_checkout_page),

@@ -283,6 +283,7 @@ impl TestApp {
                     Default::default()
                 },
                 public_url: String::from("https://account.pulse.test"),
+                legacy_public_key: Some(crate::helpers::legacy_public_key()),
             })
             .await
             .expect("the application builds");
@@ -381,4 +382,13 @@ impl TestApp {
         drop(state);
         db.cleanup().await;
     }
+}
+
+/// The seed of the fake v5 signing key whose public half the test apps trust.
+pub(crate) const LEGACY_SEED: [u8; 32] = [5; 32];
+
+/// The v5 public key (base64url) the test apps are configured with.
+pub(crate) fn legacy_public_key() -> String {
+    let signer = pulse_account::crypto::signing::Signer::from_seed("v5", LEGACY_SEED).unwrap();
+    signer.jwks()["keys"][0]["x"].as_str().unwrap().to_owned()
 }

@@ -29,6 +29,7 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         keys: Default::default(),
         stripe: Default::default(),
         public_url: String::from("https://account.pulse.test"),
+        legacy_public_key: Some(crate::helpers::legacy_public_key()),
     })
     .await
     .expect("the application builds")

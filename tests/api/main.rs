@@ -9,6 +9,7 @@ mod gap_safety;
 mod helpers;
 mod http_ops;
 mod installation_flows;
+mod legacy_exchange;
 mod licensing;
 mod local_checkout;
 mod projection_runner;
