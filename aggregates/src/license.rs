@@ -72,7 +72,7 @@ pub enum ChangeTiming {
 }
 
 /// One installation of a license.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Installation {
     /// Its id.
     pub installation_id: InstallationId,
@@ -163,8 +163,9 @@ pub struct ContinuityReport {
     pub captured_at: Option<DateTime<Utc>>,
 }
 
-/// An issued license, as its events describe it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An issued license, as its events describe it. Serialisable so a read model can hold it: the
+/// license projection folds the same events with the same `evolve`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedLicense {
     /// Its id.
     pub license_id: LicenseId,

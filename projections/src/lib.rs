@@ -7,6 +7,7 @@
 //! rebuild from position 0 must reproduce the same documents, which the tests check.
 
 pub mod entitlements;
+pub mod licenses;
 pub mod stream_index;
 
 use aggregates::log::RecordedEvent;

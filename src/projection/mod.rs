@@ -8,6 +8,7 @@ pub mod runner;
 
 use crate::store::{DocumentWrite, ProjectionStore, StoreError, DOCUMENT_BATCH_MAX};
 use aggregates::log::{Position, RecordedEvent};
+use projections::licenses::{Licenses, LicensesByEmail};
 use projections::stream_index::StreamIndex;
 use projections::{DocumentProjection, FoldError};
 use std::collections::{BTreeSet, HashMap};
@@ -107,7 +108,11 @@ impl<P: DocumentProjection> ProjectionFold for Typed<P> {
 
 /// Every projection the service runs.
 pub fn registry() -> Vec<Arc<dyn ProjectionFold>> {
-    vec![Arc::new(Typed::<StreamIndex>::new())]
+    vec![
+        Arc::new(Typed::<StreamIndex>::new()),
+        Arc::new(Typed::<Licenses>::new()),
+        Arc::new(Typed::<LicensesByEmail>::new()),
+    ]
 }
 
 /// The keys a run of events touches, in order, stopping before the event that would take the

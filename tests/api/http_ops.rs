@@ -65,7 +65,7 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
         (StatusCode::OK, json!({"status": "ok"}))
     );
 
-    let license = stream("license", "lic_0000000009");
+    let license = stream("sample", "s_0000000009");
     let events = (0..5)
         .map(|n| event("touched", json!({ "n": n })))
         .collect();
@@ -95,18 +95,20 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
         "{metrics}"
     );
 
-    let runner = Runner::new(
-        Arc::clone(&state.store),
-        Arc::clone(&state.projections[0]),
-        RunnerConfig::default(),
-        Arc::clone(&state.metrics),
-    )
-    .unwrap();
-    state.store.ensure_projection("stream_index").await.unwrap();
-    runner
-        .step(1, aggregates::log::Position::START)
-        .await
+    for fold in state.projections.iter() {
+        let runner = Runner::new(
+            Arc::clone(&state.store),
+            Arc::clone(fold),
+            RunnerConfig::default(),
+            Arc::clone(&state.metrics),
+        )
         .unwrap();
+        state.store.ensure_projection(fold.name()).await.unwrap();
+        runner
+            .step(1, aggregates::log::Position::START)
+            .await
+            .unwrap();
+    }
     let (status, _, body) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let metrics = String::from_utf8(get(&app, "/metrics").await.2).unwrap();

@@ -14,5 +14,6 @@ mod licensing;
 mod local_checkout;
 mod projection_runner;
 mod purchase;
+mod read_models;
 mod store_contract;
 mod stripe_billing;
