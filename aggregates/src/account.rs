@@ -6,7 +6,7 @@
 
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
-use crate::ids::{bounded_text, AccountId, Email, InvitationId, TenantId, UserId};
+use crate::ids::{bounded_text, AccountId, Email, InvitationId, SecretHash, TenantId, UserId};
 use crate::subscription::{grace_ends_at, SubscriptionState, HOSTED_GRACE_DAYS};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -175,6 +175,10 @@ pub struct Tenant {
     pub state: TenantState,
     /// Since when.
     pub state_since: DateTime<Utc>,
+    /// The keyed hash of its lease refresh token (`etr_hosted_…`).
+    pub refresh_token_hash: Option<SecretHash>,
+    /// The host its runtime answers on, pinned by its first lease refresh.
+    pub instance_host: Option<String>,
 }
 
 /// An open account.
@@ -326,6 +330,17 @@ pub enum AccountCommand {
         actor: UserId,
         /// A fresh id.
         tenant_id: TenantId,
+        /// The keyed hash of the tenant's new lease refresh token.
+        refresh_token_hash: SecretHash,
+    },
+    /// Issue a hosted entitlement lease to a tenant runtime presenting its refresh token (§10).
+    IssueLease {
+        /// The tenant.
+        tenant_id: TenantId,
+        /// The host the runtime answers on.
+        instance_host: String,
+        /// The keyed hash of the refresh token presented.
+        refresh_token_hash: SecretHash,
     },
     /// Move a tenant to another state (provisioner, lifecycle jobs).
     ChangeTenantState {
@@ -417,6 +432,21 @@ pub enum AccountEvent {
         provisioned_by: UserId,
         /// When.
         at: DateTime<Utc>,
+        /// The keyed hash of its lease refresh token.
+        #[serde(default)]
+        refresh_token_hash: Option<SecretHash>,
+    },
+    /// A tenant's runtime host was pinned by its first lease refresh.
+    InstanceHostPinned {
+        /// Which tenant.
+        tenant_id: TenantId,
+        /// The host.
+        instance_host: String,
+    },
+    /// A hosted entitlement lease was issued.
+    LeaseIssued {
+        /// What it says.
+        claims: LeaseClaims,
     },
     /// A tenant's state changed.
     TenantStateChanged {
@@ -532,9 +562,22 @@ impl Decider for Account {
                     .into_iter()
                     .collect())
             }
-            AccountCommand::ProvisionTenant { actor, tenant_id } => {
-                decide_provision(account, actor, tenant_id, context)
-            }
+            AccountCommand::ProvisionTenant {
+                actor,
+                tenant_id,
+                refresh_token_hash,
+            } => decide_provision(account, actor, tenant_id, refresh_token_hash, context),
+            AccountCommand::IssueLease {
+                tenant_id,
+                instance_host,
+                refresh_token_hash,
+            } => decide_lease(
+                account,
+                tenant_id,
+                instance_host,
+                refresh_token_hash,
+                context,
+            ),
             AccountCommand::ChangeTenantState {
                 tenant_id,
                 to,
@@ -674,15 +717,33 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
                 grace_started_at,
             });
         }
-        AccountEvent::TenantProvisioned { tenant_id, at, .. } => {
+        AccountEvent::TenantProvisioned {
+            tenant_id,
+            at,
+            refresh_token_hash,
+            ..
+        } => {
             account.tenants.insert(
                 tenant_id.clone(),
                 Tenant {
                     state: TenantState::Provisioning,
                     state_since: *at,
+                    refresh_token_hash: refresh_token_hash.clone(),
+                    instance_host: None,
                 },
             );
         }
+        AccountEvent::InstanceHostPinned {
+            tenant_id,
+            instance_host,
+        } => {
+            if let Some(tenant) = account.tenants.get_mut(tenant_id) {
+                tenant
+                    .instance_host
+                    .get_or_insert_with(|| instance_host.clone());
+            }
+        }
+        AccountEvent::LeaseIssued { .. } => {}
         AccountEvent::TenantStateChanged {
             tenant_id, to, at, ..
         } => {
@@ -832,6 +893,7 @@ fn decide_provision(
     account: &OpenAccount,
     actor: &UserId,
     tenant_id: &TenantId,
+    refresh_token_hash: &SecretHash,
     context: &Context<'_>,
 ) -> Result<Vec<AccountEvent>, DomainError> {
     account.manager(actor, "create workspaces")?;
@@ -853,6 +915,7 @@ fn decide_provision(
         tenant_id: tenant_id.clone(),
         provisioned_by: actor.clone(),
         at: context.now,
+        refresh_token_hash: Some(refresh_token_hash.clone()),
     }])
 }
 
@@ -890,5 +953,133 @@ fn decide_enforce_grace(
                 )
             }),
     );
+    Ok(events)
+}
+
+/// The issuer of hosted entitlement leases (§10).
+pub const LEASE_ISSUER: &str = "pulse-pro-entitlement-lease";
+/// The audience of hosted entitlement leases (§10).
+pub const LEASE_AUDIENCE: &str = "pulse-pro-entitlement-cache";
+/// Lifetime of a paid lease (§10).
+pub const LEASE_LIFETIME_HOURS: i64 = 24;
+/// Longest instance host accepted.
+pub const INSTANCE_HOST_LEN_MAX: usize = 253;
+
+/// The limits block of a lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseLimits {
+    /// The monitored-system limit of the account's plan.
+    pub max_monitored_systems: u32,
+}
+
+/// What a hosted entitlement lease says (§10). Recorded in `lease_issued` and signed by the service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseClaims {
+    /// Always [`LEASE_ISSUER`].
+    pub iss: String,
+    /// Always [`LEASE_AUDIENCE`].
+    pub aud: String,
+    /// The tenant.
+    pub sub: String,
+    /// The org (account) id.
+    pub org_id: String,
+    /// The account owner's email.
+    pub email: String,
+    /// The host the tenant runtime answers on.
+    pub instance_host: String,
+    /// The account's plan.
+    pub plan_version: String,
+    /// The account's subscription state.
+    pub subscription_state: String,
+    /// Capabilities granted.
+    pub capabilities: Vec<String>,
+    /// Limits granted.
+    pub limits: LeaseLimits,
+    /// When a trial started (none for a paid account).
+    pub trial_started_at: Option<i64>,
+    /// When a trial ends (none for a paid account).
+    pub trial_ends_at: Option<i64>,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+}
+
+fn decide_lease(
+    account: &OpenAccount,
+    tenant_id: &TenantId,
+    instance_host: &str,
+    refresh_token_hash: &SecretHash,
+    context: &Context<'_>,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let tenant = account
+        .tenants
+        .get(tenant_id)
+        .ok_or(DomainError::LeaseTokenInvalid)?;
+    if tenant.refresh_token_hash.as_ref() != Some(refresh_token_hash) {
+        return Err(DomainError::LeaseTokenInvalid);
+    }
+    let host =
+        bounded_text("instance_host", instance_host, INSTANCE_HOST_LEN_MAX)?.to_ascii_lowercase();
+    if tenant
+        .instance_host
+        .as_ref()
+        .is_some_and(|pinned| pinned != &host)
+    {
+        return Err(DomainError::LeaseTokenInvalid);
+    }
+    if tenant.state != TenantState::Active {
+        return Err(DomainError::LeaseUnavailable {
+            reason: "tenant_inactive",
+        });
+    }
+    let billing = account
+        .billing
+        .as_ref()
+        .ok_or(DomainError::LeaseUnavailable {
+            reason: "non_granting_state",
+        })?;
+    if !billing.state.grants_paid() {
+        return Err(DomainError::LeaseUnavailable {
+            reason: "non_granting_state",
+        });
+    }
+    let owner = account
+        .members
+        .values()
+        .find(|m| m.role == Role::Owner)
+        .map(|m| m.email.to_string())
+        .unwrap_or_default();
+    let plan = Some(billing.plan_version.as_str());
+    let claims = LeaseClaims {
+        iss: String::from(LEASE_ISSUER),
+        aud: String::from(LEASE_AUDIENCE),
+        sub: tenant_id.to_string(),
+        org_id: account.account_id.to_string(),
+        email: owner,
+        instance_host: host.clone(),
+        plan_version: billing.plan_version.clone(),
+        subscription_state: billing.state.as_str().to_owned(),
+        capabilities: context
+            .catalog
+            .capabilities(plan, true)
+            .into_iter()
+            .collect(),
+        limits: LeaseLimits {
+            max_monitored_systems: context.catalog.max_monitored_systems(plan),
+        },
+        trial_started_at: None,
+        trial_ends_at: None,
+        iat: context.now.timestamp(),
+        exp: (context.now + Duration::hours(LEASE_LIFETIME_HOURS)).timestamp(),
+    };
+    let mut events = Vec::new();
+    if tenant.instance_host.is_none() {
+        events.push(AccountEvent::InstanceHostPinned {
+            tenant_id: tenant_id.clone(),
+            instance_host: host,
+        });
+    }
+    events.push(AccountEvent::LeaseIssued { claims });
     Ok(events)
 }

@@ -128,6 +128,13 @@ pub enum DomainError {
     LastOwner,
     /// Access: the email is already a member.
     AlreadyMember,
+    /// Hosted lease: unknown refresh token, or a host other than the tenant's.
+    LeaseTokenInvalid,
+    /// Hosted lease: the token is valid but no lease can be issued now.
+    LeaseUnavailable {
+        /// `tenant_inactive`, `non_granting_state`, `revoked` or `trial_over`.
+        reason: &'static str,
+    },
     /// A catalog version must be newer than every published one.
     CatalogVersionNotNewer {
         /// The newest published version.
@@ -174,6 +181,8 @@ impl DomainError {
             DomainError::OwnerRequired => "owner_required",
             DomainError::LastOwner => "last_owner",
             DomainError::AlreadyMember => "already_member",
+            DomainError::LeaseTokenInvalid => "lease_token_invalid",
+            DomainError::LeaseUnavailable { .. } => "lease_unavailable",
             DomainError::CatalogVersionNotNewer { .. } => "catalog_version_not_newer",
         }
     }
@@ -286,6 +295,10 @@ mod tests {
             OwnerRequired,
             LastOwner,
             AlreadyMember,
+            LeaseTokenInvalid,
+            LeaseUnavailable {
+                reason: "tenant_inactive",
+            },
             CatalogVersionNotNewer { latest: 1 },
         ]
     }

@@ -7,7 +7,7 @@ use aggregates::account::{
     PROVISIONING_STUCK_SECONDS,
 };
 use aggregates::error::DomainError;
-use aggregates::ids::{AccountId, Email, InvitationId, TenantId, UserId};
+use aggregates::ids::{AccountId, Email, InvitationId, SecretHash, TenantId, UserId};
 use aggregates::subscription::SubscriptionState;
 use support::{at, given, t0};
 
@@ -75,7 +75,12 @@ fn provisioned(n: u64) -> AccountEvent {
         tenant_id: tenant(n),
         provisioned_by: user(1),
         at: t0(),
+        refresh_token_hash: Some(token_hash(n)),
     }
+}
+
+fn token_hash(n: u64) -> SecretHash {
+    SecretHash::parse(&format!("{:02x}", n as u8).repeat(32)).unwrap()
 }
 
 #[test]
@@ -266,6 +271,7 @@ fn provision(actor: u64, n: u64) -> AccountCommand {
     AccountCommand::ProvisionTenant {
         actor: user(actor),
         tenant_id: tenant(n),
+        refresh_token_hash: token_hash(n),
     }
 }
 
@@ -296,6 +302,7 @@ fn the_workspace_cap_is_the_plans_and_reports_current_and_limit() {
             tenant_id: tenant(1),
             provisioned_by: user(2),
             at: at(1),
+            refresh_token_hash: Some(token_hash(1)),
         }]);
     history.push(provisioned(1));
     given::<Account>(history)
@@ -457,4 +464,109 @@ fn hosted_grace_of_fourteen_days_cancels_the_subscription_and_its_tenants() {
                 at: at(fourteen_days),
             },
         ]);
+}
+
+fn active_tenant(n: u64) -> AccountEvent {
+    AccountEvent::TenantStateChanged {
+        tenant_id: tenant(n),
+        from: TenantState::Provisioning,
+        to: TenantState::Active,
+        reason: String::from("up"),
+        at: t0(),
+    }
+}
+
+fn lease(n: u64, host: &str, token: u64) -> AccountCommand {
+    AccountCommand::IssueLease {
+        tenant_id: tenant(n),
+        instance_host: host.to_owned(),
+        refresh_token_hash: token_hash(token),
+    }
+}
+
+fn leasing_account(state: SubscriptionState) -> Vec<AccountEvent> {
+    let mut history = opened(AccountKind::Msp);
+    history.push(billing("msp_growth", state));
+    history.push(provisioned(1));
+    history.push(active_tenant(1));
+    history
+}
+
+#[test]
+fn a_lease_carries_the_accounts_plan_and_pins_the_first_host() {
+    let events = given::<Account>(leasing_account(SubscriptionState::Active))
+        .at(at(60))
+        .when(lease(1, "Acme.Cloud.Example", 1))
+        .result()
+        .unwrap();
+    assert_eq!(
+        events[0],
+        AccountEvent::InstanceHostPinned {
+            tenant_id: tenant(1),
+            instance_host: String::from("acme.cloud.example")
+        }
+    );
+    let AccountEvent::LeaseIssued { claims } = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (claims.iss.as_str(), claims.aud.as_str()),
+        (
+            aggregates::account::LEASE_ISSUER,
+            aggregates::account::LEASE_AUDIENCE
+        )
+    );
+    assert_eq!(
+        (
+            claims.plan_version.as_str(),
+            claims.subscription_state.as_str()
+        ),
+        ("msp_growth", "active")
+    );
+    assert_eq!(claims.limits.max_monitored_systems, 150);
+    assert_eq!(claims.sub, tenant(1).to_string());
+    assert_eq!(claims.email, email(1).to_string());
+    assert_eq!(
+        claims.exp - claims.iat,
+        24 * 3_600,
+        "a paid lease lives 24 hours"
+    );
+    assert!(claims.capabilities.contains(&String::from("multi_tenant")));
+}
+
+#[test]
+fn a_lease_refresh_from_another_host_or_with_another_token_is_refused() {
+    let mut history = leasing_account(SubscriptionState::Active);
+    history.push(AccountEvent::InstanceHostPinned {
+        tenant_id: tenant(1),
+        instance_host: String::from("acme.cloud.example"),
+    });
+    given::<Account>(history.clone())
+        .when(lease(1, "evil.example", 1))
+        .then_err(DomainError::LeaseTokenInvalid);
+    given::<Account>(history.clone())
+        .when(lease(1, "acme.cloud.example", 2))
+        .then_err(DomainError::LeaseTokenInvalid);
+    given::<Account>(history)
+        .when(lease(9, "acme.cloud.example", 1))
+        .then_err(DomainError::LeaseTokenInvalid);
+}
+
+#[test]
+fn no_lease_for_an_inactive_tenant_or_a_non_granting_subscription() {
+    let mut provisioning = opened(AccountKind::Msp);
+    provisioning.push(billing("msp_growth", SubscriptionState::Active));
+    provisioning.push(provisioned(1));
+    given::<Account>(provisioning)
+        .when(lease(1, "h", 1))
+        .then_err(DomainError::LeaseUnavailable {
+            reason: "tenant_inactive",
+        });
+    let mut canceled = leasing_account(SubscriptionState::Active);
+    canceled.push(billing("msp_growth", SubscriptionState::Canceled));
+    given::<Account>(canceled)
+        .when(lease(1, "h", 1))
+        .then_err(DomainError::LeaseUnavailable {
+            reason: "non_granting_state",
+        });
 }

@@ -318,7 +318,13 @@ fn account_command() -> impl Strategy<Value = AccountCommand> {
         }),
         (user(), 1..4_u64).prop_map(|(actor, n)| AccountCommand::ProvisionTenant {
             actor,
-            tenant_id: TenantId::from_entropy(n)
+            tenant_id: TenantId::from_entropy(n),
+            refresh_token_hash: hash(n as u8),
+        }),
+        (1..4_u64, 1..4_u8).prop_map(|(n, token)| AccountCommand::IssueLease {
+            tenant_id: TenantId::from_entropy(n),
+            instance_host: String::from("host.example"),
+            refresh_token_hash: hash(token),
         }),
         (1..4_u64, tenant_state).prop_map(|(n, to)| AccountCommand::ChangeTenantState {
             tenant_id: TenantId::from_entropy(n),

@@ -148,9 +148,9 @@ fn domain_status_and_details(error: &DomainError) -> (StatusCode, serde_json::Va
         ExchangeMalformed => (StatusCode::BAD_REQUEST, json!({})),
         NotFound { entity } => (StatusCode::NOT_FOUND, json!({ "entity": entity })),
         UnknownCheckoutSession => (StatusCode::NOT_FOUND, json!({})),
-        TokenRevoked | InstallationRevoked | RenewedKeyAvailable | ExchangeInvalid => {
-            (StatusCode::UNAUTHORIZED, json!({}))
-        }
+        TokenRevoked | InstallationRevoked | RenewedKeyAvailable | ExchangeInvalid
+        | LeaseTokenInvalid => (StatusCode::UNAUTHORIZED, json!({})),
+        LeaseUnavailable { reason } => (StatusCode::GONE, json!({ "reason": reason })),
         LicenseRevoked | LicenseSuspended | ExchangeRevoked | NoBillingRecord
         | SubscriptionCanceled | OwnerRequired => (StatusCode::FORBIDDEN, json!({})),
         Forbidden { action } => (StatusCode::FORBIDDEN, json!({ "action": action })),
