@@ -602,6 +602,10 @@ impl Checkout<'_> {
                 result.activation_key = Some(key.expose().to_owned());
                 result.owner_email = license.issued.map(|l| l.owner_email);
             }
+            // A hosted purchase completes without a license: the account is what it bought.
+            Some((completed_session, None)) if completed_session == session_id => {
+                result.status = "fulfilled"
+            }
             Some(_) => result.status = "failed",
             None if handoff.status(now) == HandoffStatus::Expired => result.status = "failed",
             None => {}
@@ -688,13 +692,6 @@ impl Checkout<'_> {
         if handoff.completed.is_some() {
             return ignore("the handoff is already completed");
         }
-        if self
-            .catalog
-            .plan(&checkout.plan_key)
-            .is_some_and(|plan| plan.max_workspaces.is_some())
-        {
-            return ignore("hosted plans are not provisioned by this version of the ledger yet");
-        }
         let email = session["customer_details"]["email"]
             .as_str()
             .or_else(|| session["customer_email"].as_str());
@@ -702,6 +699,35 @@ impl Checkout<'_> {
             return ignore("the session has no valid customer email");
         };
         let context = self.context(metadata.effective_at);
+        let hosted = self
+            .catalog
+            .plan(&checkout.plan_key)
+            .is_some_and(|plan| plan.max_workspaces.is_some());
+        if hosted {
+            let opened = crate::hosted::open_account(
+                self.store,
+                self.keys,
+                &context,
+                &checkout,
+                owner_email,
+            )
+            .await?;
+            let complete = HandoffCommand::Complete {
+                session_id: session_id.to_owned(),
+                license_id: None,
+            };
+            let state = aggregates::handoff::HandoffState {
+                handoff: Some(handoff),
+            };
+            let (handoff_events, _) = decide_all::<PurchaseHandoff>(state, &[complete], &context)?;
+            let mut effects = opened;
+            effects.extend(part::<PurchaseHandoff>(
+                stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
+                handoff_version,
+                &handoff_events,
+            )?);
+            return Ok((effects, None));
+        }
         let license_id = LicenseId::from_entropy(rand::rngs::OsRng.next_u64());
         let key = self.activation_key_of(session_id);
         let key_hash = self.keys.hasher.hash(key.expose());

@@ -7,7 +7,7 @@
 
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
-use crate::ids::{HandoffId, InstallationId, LicenseId};
+use crate::ids::{AccountId, HandoffId, InstallationId, LicenseId, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// The activation-key index: `activation_key/<hash>` → license.
@@ -269,6 +269,80 @@ impl Decider for StripeObjectIndex {
         match event {
             StripeObjectEvent::StripeObjectLinked { license_id } => StripeObjectLink {
                 license_id: Some(license_id.clone()),
+            },
+        }
+    }
+}
+
+/// The lease-refresh index: `lease_refresh/<token hash>` → the account and tenant the hosted refresh
+/// token belongs to.
+pub struct LeaseRefreshIndex;
+
+/// What a lease-refresh index stream holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseRefreshBinding {
+    /// The account and tenant.
+    pub bound: Option<(AccountId, TenantId)>,
+}
+
+/// Bind a lease refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindLeaseRefresh {
+    /// The account.
+    pub account_id: AccountId,
+    /// The tenant.
+    pub tenant_id: TenantId,
+}
+
+/// Events of the lease-refresh index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+pub enum LeaseRefreshEvent {
+    /// The token now belongs to this tenant.
+    LeaseRefreshBound {
+        /// The account.
+        account_id: AccountId,
+        /// The tenant.
+        tenant_id: TenantId,
+    },
+}
+
+impl DomainEvent for LeaseRefreshEvent {}
+
+impl Decider for LeaseRefreshIndex {
+    const STREAM_TYPE: &'static str = "lease_refresh";
+    type State = LeaseRefreshBinding;
+    type Command = BindLeaseRefresh;
+    type Event = LeaseRefreshEvent;
+    type Error = DomainError;
+
+    fn decide(
+        state: &LeaseRefreshBinding,
+        command: &BindLeaseRefresh,
+        _: &Context<'_>,
+    ) -> Result<Vec<LeaseRefreshEvent>, DomainError> {
+        let wanted = (command.account_id.clone(), command.tenant_id.clone());
+        match &state.bound {
+            Some(bound) if bound == &wanted => Ok(Vec::new()),
+            Some(_) => Err(DomainError::AlreadyExists {
+                entity: "lease refresh token",
+            }),
+            None => Ok(vec![LeaseRefreshEvent::LeaseRefreshBound {
+                account_id: command.account_id.clone(),
+                tenant_id: command.tenant_id.clone(),
+            }]),
+        }
+    }
+
+    fn evolve(state: LeaseRefreshBinding, event: &LeaseRefreshEvent) -> LeaseRefreshBinding {
+        match event {
+            LeaseRefreshEvent::LeaseRefreshBound {
+                account_id,
+                tenant_id,
+            } => LeaseRefreshBinding {
+                bound: state
+                    .bound
+                    .or_else(|| Some((account_id.clone(), tenant_id.clone()))),
             },
         }
     }

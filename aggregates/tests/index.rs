@@ -98,3 +98,25 @@ fn a_stripe_object_links_to_the_latest_license() {
         .then(vec![linked(2)]);
     assert_eq!(state.license_id, Some(LicenseId::from_entropy(2)));
 }
+
+#[test]
+fn a_lease_refresh_token_belongs_to_one_tenant() {
+    use aggregates::ids::{AccountId, TenantId};
+    use aggregates::index::{BindLeaseRefresh, LeaseRefreshEvent, LeaseRefreshIndex};
+    let bind = |n| BindLeaseRefresh {
+        account_id: AccountId::from_entropy(1),
+        tenant_id: TenantId::from_entropy(n),
+    };
+    let bound = LeaseRefreshEvent::LeaseRefreshBound {
+        account_id: AccountId::from_entropy(1),
+        tenant_id: TenantId::from_entropy(1),
+    };
+    given::<LeaseRefreshIndex>(vec![])
+        .when(bind(1))
+        .then(vec![bound.clone()]);
+    given::<LeaseRefreshIndex>(vec![bound])
+        .when(bind(2))
+        .then_err(DomainError::AlreadyExists {
+            entity: "lease refresh token",
+        });
+}

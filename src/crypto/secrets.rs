@@ -11,6 +11,10 @@ use std::fmt;
 pub const ACTIVATION_KEY_PREFIX: &str = "ppk_live_";
 /// The prefix of an installation token (§2).
 pub const INSTALLATION_TOKEN_PREFIX: &str = "pit_live_";
+/// The prefix of a hosted lease refresh token (§2).
+pub const LEASE_REFRESH_TOKEN_PREFIX: &str = "etr_hosted_";
+/// Hex characters after the refresh token's prefix (§2).
+pub const LEASE_REFRESH_TOKEN_HEX_LEN: usize = 48;
 /// Characters of a secret shown to help a customer recognise it (prefix plus a few).
 pub const SHOWN_PREFIX_LEN: usize = 13;
 /// Crockford's base32 alphabet.
@@ -96,6 +100,18 @@ impl SecretHasher {
         mac.update(b"\0");
         mac.update(material.as_bytes());
         Secret(format!("{prefix}{}", base32(&mac.finalize().into_bytes())))
+    }
+
+    /// Like [`SecretHasher::derive`], with a body of `hex_len` lower-case hex characters (at most
+    /// 64), for secrets whose documented format is hex (`etr_hosted_` + 48 hex).
+    pub fn derive_hex(&self, prefix: &str, material: &str, hex_len: usize) -> Secret {
+        let mut mac = self.mac();
+        mac.update(b"pulse-account derived hex secret\0");
+        mac.update(prefix.as_bytes());
+        mac.update(b"\0");
+        mac.update(material.as_bytes());
+        let body = hex::encode(mac.finalize().into_bytes());
+        Secret(format!("{prefix}{}", &body[..hex_len.min(body.len())]))
     }
 
     /// Whether `raw` has the shape of a secret with this prefix.

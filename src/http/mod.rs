@@ -6,6 +6,7 @@ mod checkout;
 pub mod error;
 pub mod extract;
 mod health;
+mod hosted;
 mod licensing;
 mod trials;
 
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/trials/start", post(trials::start))
         .route("/v1/licenses/exchange", post(licensing::exchange))
+        .route("/api/entitlements/refresh", post(hosted::refresh))
         .route(
             "/v1/checkout/local/{session_id}",
             get(checkout::local_checkout_page),

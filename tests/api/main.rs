@@ -7,6 +7,7 @@ mod command_handling;
 mod fake_stripe;
 mod gap_safety;
 mod helpers;
+mod hosted;
 mod http_ops;
 mod installation_flows;
 mod legacy_exchange;

@@ -1,0 +1,203 @@
+//! Hosted accounts (`DOMAIN.md` §10): opening an account from a paid Cloud or MSP checkout, and
+//! refreshing a tenant's entitlement lease.
+//!
+//! A `cloud_*` or `msp_*` checkout opens the account, makes the buyer its Owner, records its
+//! billing and provisions the first tenant with its lease refresh token, in the same append as the
+//! Stripe receipt. The refresh token is derived from the tenant id under the server's secret (never
+//! stored; its keyed hash is the lookup index), so the provisioner that boots the tenant obtains it
+//! through [`lease_refresh_token`] with the same keys.
+
+use crate::command::{decide_all, load, CommandError};
+use crate::crypto::secrets::{Secret, LEASE_REFRESH_TOKEN_HEX_LEN, LEASE_REFRESH_TOKEN_PREFIX};
+use crate::crypto::signing::JwtError;
+use crate::crypto::KeyMaterial;
+use crate::store::{AppendBatch, Store, StoreError, StreamAppend};
+use aggregates::account::{Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims};
+use aggregates::catalog::Catalog;
+use aggregates::decider::{encode, CodecError, Context, Decider};
+use aggregates::error::DomainError;
+use aggregates::handoff::StartedCheckout;
+use aggregates::ids::{AccountId, Email, TenantId, UserId};
+use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
+use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::subscription::SubscriptionState;
+use rand::RngCore;
+
+/// Why a hosted flow failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostedError {
+    /// The domain refused.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Loading failed.
+    #[error(transparent)]
+    Command(#[from] CommandError<DomainError>),
+    /// An event did not fit the log's encoding.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Signing failed.
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    /// Every attempt met a concurrent writer.
+    #[error("the account kept changing; retry")]
+    Contended,
+}
+
+fn stream(stream_type: &str, id: &str) -> Result<StreamName, DomainError> {
+    StreamName::parse(stream_type, id).map_err(|e| DomainError::invalid("stream", e.to_string()))
+}
+
+fn appended<D: Decider>(
+    stream: StreamName,
+    version: StreamVersion,
+    events: &[D::Event],
+) -> Result<StreamAppend, CodecError> {
+    Ok(StreamAppend {
+        stream,
+        expected_version: version,
+        events: events.iter().map(encode).collect::<Result<_, _>>()?,
+    })
+}
+
+/// The lease refresh token of a tenant (`etr_hosted_` + 48 hex), derived under the server secret.
+pub fn lease_refresh_token(keys: &KeyMaterial, tenant_id: &TenantId) -> Secret {
+    keys.hasher.derive_hex(
+        LEASE_REFRESH_TOKEN_PREFIX,
+        &format!("tenant:{tenant_id}"),
+        LEASE_REFRESH_TOKEN_HEX_LEN,
+    )
+}
+
+/// The appends that open a hosted account from a completed checkout: the account with its Owner,
+/// billing and first tenant, and the tenant's refresh-token index.
+pub async fn open_account(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    context: &Context<'_>,
+    checkout: &StartedCheckout,
+    owner_email: Email,
+) -> Result<Vec<StreamAppend>, CommandError<DomainError>> {
+    let account_id = AccountId::from_entropy(rand::rngs::OsRng.next_u64());
+    let owner = UserId::from_entropy(rand::rngs::OsRng.next_u64());
+    let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
+    let token_hash = keys
+        .hasher
+        .hash(lease_refresh_token(keys, &tenant_id).expose());
+    let kind = if checkout.tier == "msp" {
+        AccountKind::Msp
+    } else {
+        AccountKind::Individual
+    };
+    let commands = [
+        AccountCommand::Open {
+            account_id: account_id.clone(),
+            kind,
+            display_name: owner_email
+                .as_str()
+                .split('@')
+                .nth(1)
+                .unwrap_or("Pulse Cloud")
+                .to_owned(),
+            owner: owner.clone(),
+            owner_email,
+        },
+        AccountCommand::RecordBilling {
+            plan_version: checkout.plan_key.clone(),
+            state: if checkout.trial {
+                SubscriptionState::Trial
+            } else {
+                SubscriptionState::Active
+            },
+        },
+        AccountCommand::ProvisionTenant {
+            actor: owner,
+            tenant_id: tenant_id.clone(),
+            refresh_token_hash: token_hash.clone(),
+        },
+    ];
+    let (account_events, _) = decide_all::<Account>(Default::default(), &commands, context)
+        .map_err(CommandError::Domain)?;
+    let bind = BindLeaseRefresh {
+        account_id: account_id.clone(),
+        tenant_id,
+    };
+    let index = stream(LeaseRefreshIndex::STREAM_TYPE, token_hash.as_str())
+        .map_err(CommandError::Domain)?;
+    let (index_events, _) = decide_all::<LeaseRefreshIndex>(
+        load::<LeaseRefreshIndex>(store, &index).await?.0,
+        &[bind],
+        context,
+    )
+    .map_err(CommandError::Domain)?;
+    let account_stream =
+        stream(Account::STREAM_TYPE, account_id.as_str()).map_err(CommandError::Domain)?;
+    Ok(vec![
+        appended::<Account>(account_stream, StreamVersion::EMPTY, &account_events)?,
+        appended::<LeaseRefreshIndex>(index, StreamVersion::EMPTY, &index_events)?,
+    ])
+}
+
+/// `POST /api/entitlements/refresh`: a signed lease for the tenant presenting its refresh token.
+/// Every lease issued is an event.
+pub async fn refresh_lease(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    catalog: &Catalog,
+    org_id: &str,
+    instance_host: &str,
+    refresh_token: &str,
+    metadata: EventMetadata,
+) -> Result<String, HostedError> {
+    let well_formed = refresh_token
+        .strip_prefix(LEASE_REFRESH_TOKEN_PREFIX)
+        .is_some_and(|hex| {
+            hex.len() == LEASE_REFRESH_TOKEN_HEX_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+    if !well_formed {
+        return Err(DomainError::LeaseTokenInvalid.into());
+    }
+    let token_hash = keys.hasher.hash(refresh_token);
+    let index = stream(LeaseRefreshIndex::STREAM_TYPE, token_hash.as_str())?;
+    let (binding, _) = load::<LeaseRefreshIndex>(store, &index).await?;
+    let Some((account_id, tenant_id)) = binding.bound else {
+        return Err(DomainError::LeaseTokenInvalid.into());
+    };
+    if account_id.as_str() != org_id {
+        return Err(DomainError::LeaseTokenInvalid.into());
+    }
+    let context = Context::new(metadata.effective_at, catalog);
+    let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
+    for _ in 0..crate::command::COMMAND_ATTEMPTS_MAX {
+        let (state, version) = load::<Account>(store, &account_stream).await?;
+        let command = AccountCommand::IssueLease {
+            tenant_id: tenant_id.clone(),
+            instance_host: instance_host.to_owned(),
+            refresh_token_hash: token_hash.clone(),
+        };
+        let (events, _) = decide_all::<Account>(state, &[command], &context)?;
+        let claims: LeaseClaims = events
+            .iter()
+            .find_map(|e| match e {
+                AccountEvent::LeaseIssued { claims } => Some(claims.clone()),
+                _ => None,
+            })
+            .ok_or(DomainError::NotFound { entity: "lease" })?;
+        let append = appended::<Account>(account_stream.clone(), version, &events)?;
+        match store
+            .append_batch(AppendBatch {
+                appends: vec![append],
+                metadata: metadata.clone(),
+                idempotency: None,
+            })
+            .await
+        {
+            Ok(_) => return Ok(keys.signer.sign(&claims)?),
+            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(HostedError::Contended)
+}

@@ -1,0 +1,176 @@
+//! Hosted accounts over HTTP (`DOMAIN.md` §10): a paid MSP checkout opens the account with its Owner
+//! and first tenant; the tenant trades its refresh token for a signed lease.
+
+use crate::helpers::{metadata, Backend, TestApp};
+use aggregates::account::{
+    Account, AccountCommand, LeaseClaims, TenantState, LEASE_AUDIENCE, LEASE_ISSUER,
+};
+use aggregates::catalog::Catalog;
+use aggregates::decider::Context;
+use aggregates::ids::TenantId;
+use aggregates::log::Position;
+use jsonwebtoken::{Algorithm, Validation};
+use pulse_account::command::{handle, Command};
+use pulse_account::crypto::signing::verify_with_jwks;
+use pulse_account::hosted::lease_refresh_token;
+use serde_json::json;
+
+crate::on_both_stores!(an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease);
+
+async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let request = json!({ "feature": "multi_tenant", "success_url": "https://p.example/auth/license-purchase-activate", "cancel_url": "https://p.example/", "purchase_return_jti": "jti-1" });
+    let (_, handoff, _) = app.post("/v1/checkout/portal-handoff", &request, &[]).await;
+    let start = json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "msp_growth", "tier": "msp", "billing_cycle": "monthly" });
+    let (status, body, _) = app.post("/v1/checkout/session", &start, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let event = json!({ "id": "evt_msp", "object": "event", "created": 1_000, "livemode": false, "pending_webhooks": 1, "type": "checkout.session.completed",
+        "data": { "object": { "id": "cs_test_fake0001", "object": "checkout.session", "customer_details": { "email": "ops@msp.example" } } } });
+    let (status, answer) = app.send_webhook(&event, false).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("applied")),
+        "{answer}"
+    );
+    let (_, result) = app
+        .get("/v1/checkout/session?session_id=cs_test_fake0001")
+        .await;
+    assert_eq!(result["status"], "fulfilled");
+    assert_eq!(
+        result["license_id"],
+        serde_json::Value::Null,
+        "a hosted purchase buys an account, not a license"
+    );
+
+    let events = app
+        .state
+        .store
+        .read_all(Position::START, 200)
+        .await
+        .unwrap();
+    let opened = events
+        .iter()
+        .find(|e| e.event_type == "account_opened")
+        .expect("the account is opened");
+    assert_eq!(opened.payload["kind"], "msp");
+    let account_id = opened.stream.stream_id().to_owned();
+    let owner = events
+        .iter()
+        .find(|e| e.event_type == "member_joined")
+        .unwrap();
+    assert_eq!(
+        (
+            owner.payload["role"].as_str(),
+            owner.payload["email"].as_str()
+        ),
+        (Some("owner"), Some("ops@msp.example"))
+    );
+    let provisioned = events
+        .iter()
+        .find(|e| e.event_type == "tenant_provisioned")
+        .expect("the first tenant is provisioned");
+    let tenant_id = TenantId::parse(provisioned.payload["tenant_id"].as_str().unwrap()).unwrap();
+    let token = lease_refresh_token(&app.state.keys, &tenant_id);
+    assert!(token.expose().starts_with("etr_hosted_") && token.expose().len() == 11 + 48);
+
+    let refresh = |host: &str, token: &str, org: &str| json!({ "org_id": org, "instance_host": host, "entitlement_refresh_token": token });
+    let (status, body, _) = app
+        .post(
+            "/api/entitlements/refresh",
+            &refresh("acme.cloud.example", token.expose(), &account_id),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            body["code"].as_str(),
+            body["details"]["reason"].as_str()
+        ),
+        (410, Some("lease_unavailable"), Some("tenant_inactive"))
+    );
+
+    let catalog = Catalog::v1();
+    let activate = AccountCommand::ChangeTenantState {
+        tenant_id: tenant_id.clone(),
+        to: TenantState::Active,
+        reason: String::from("booted"),
+    };
+    handle::<Account>(
+        app.state.store.as_ref(),
+        Command {
+            stream_id: &account_id,
+            command: &activate,
+            context: Context::new(chrono::Utc::now(), &catalog),
+            metadata: metadata(),
+            idempotency: None,
+        },
+    )
+    .await
+    .unwrap();
+    let (status, body, _) = app
+        .post(
+            "/api/entitlements/refresh",
+            &refresh("acme.cloud.example", token.expose(), &account_id),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, jwks) = app.get("/.well-known/jwks.json").await;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[LEASE_ISSUER]);
+    validation.set_audience(&[LEASE_AUDIENCE]);
+    let claims: LeaseClaims = verify_with_jwks(
+        body["entitlement_jwt"].as_str().unwrap(),
+        &jwks,
+        &validation,
+    )
+    .expect("the lease verifies");
+    assert_eq!(
+        (claims.org_id.as_str(), claims.sub.as_str()),
+        (account_id.as_str(), tenant_id.as_str())
+    );
+    assert_eq!(
+        (
+            claims.plan_version.as_str(),
+            claims.subscription_state.as_str()
+        ),
+        ("msp_growth", "active")
+    );
+    assert_eq!(claims.limits.max_monitored_systems, 150);
+    assert_eq!(claims.exp - claims.iat, 86_400);
+    assert_eq!(claims.email, "ops@msp.example");
+
+    for (host, token, org) in [
+        ("other.example", token.expose(), account_id.as_str()),
+        (
+            "acme.cloud.example",
+            "etr_hosted_000000000000000000000000000000000000000000000000",
+            account_id.as_str(),
+        ),
+        ("acme.cloud.example", token.expose(), "a_0000000000"),
+        ("acme.cloud.example", "not-a-token", account_id.as_str()),
+    ] {
+        let (status, body, _) = app
+            .post("/api/entitlements/refresh", &refresh(host, token, org), &[])
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("lease_token_invalid")),
+            "{host} {org}"
+        );
+    }
+    let leases = app
+        .state
+        .store
+        .read_all(Position::START, 200)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type == "lease_issued")
+        .count();
+    assert_eq!(leases, 1, "every lease issued is an event");
+    app.stop().await;
+}
