@@ -7,13 +7,14 @@
 //! activation key of a purchase is derived from its Checkout Session under the server's secret, so
 //! the session lookup can show it again without it ever being stored.
 
-use crate::command::{decide_all, handle, load, Command, CommandError};
+use crate::command::{decide_all, handle, load, Command};
 use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
 use crate::crypto::KeyMaterial;
+use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
 use crate::store::{AppendBatch, Idempotency, Store, StoreError, StreamAppend};
 use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
 use aggregates::catalog::{BillingCycle, Catalog, StripePlanSource};
-use aggregates::decider::{encode, CodecError, Context, Decider};
+use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::handoff::{
     Handoff, HandoffCommand, HandoffStatus, PurchaseHandoff, StartedCheckout,
@@ -34,32 +35,6 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Attempts of a multi-stream flow before a conflict is returned.
-const FLOW_ATTEMPTS_MAX: usize = crate::command::COMMAND_ATTEMPTS_MAX;
-
-/// Why a purchase flow failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckoutError {
-    /// The domain refused.
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// The store failed or refused.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Loading or deciding failed.
-    #[error(transparent)]
-    Command(#[from] CommandError<DomainError>),
-    /// An event did not fit the log's encoding.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    /// Stripe failed or is not configured.
-    #[error(transparent)]
-    Stripe(#[from] StripeGatewayError),
-    /// Every attempt met a concurrent writer.
-    #[error("the purchase kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
-    Contended,
-}
 
 /// `POST /v1/checkout/portal-handoff`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -183,26 +158,6 @@ pub struct Checkout<'a> {
     pub catalog: &'a Catalog,
 }
 
-fn stream(stream_type: &str, id: &str) -> Result<StreamName, CheckoutError> {
-    StreamName::parse(stream_type, id)
-        .map_err(|_| CheckoutError::Domain(DomainError::NotFound { entity: "stream" }))
-}
-
-fn part<D: Decider>(
-    stream: StreamName,
-    version: StreamVersion,
-    events: &[D::Event],
-) -> Result<Option<StreamAppend>, CheckoutError> {
-    if events.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(StreamAppend {
-        stream,
-        expected_version: version,
-        events: events.iter().map(encode).collect::<Result<_, _>>()?,
-    }))
-}
-
 /// The handoff id a browser or runtime sent: `[A-Za-z0-9_-]+` and our prefix, else not found.
 pub fn parse_handoff_id(raw: &str) -> Result<HandoffId, DomainError> {
     let charset_ok = !raw.is_empty()
@@ -237,10 +192,7 @@ impl Checkout<'_> {
             .derive(ACTIVATION_KEY_PREFIX, &format!("checkout:{session_id}"))
     }
 
-    async fn handoff(
-        &self,
-        handoff_id: &HandoffId,
-    ) -> Result<(Handoff, StreamVersion), CheckoutError> {
+    async fn handoff(&self, handoff_id: &HandoffId) -> Result<(Handoff, StreamVersion), FlowError> {
         let (state, version) = load::<PurchaseHandoff>(
             self.store,
             &stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
@@ -260,7 +212,7 @@ impl Checkout<'_> {
         request: &CreateHandoffRequest,
         idempotency_key: Option<&str>,
         metadata: EventMetadata,
-    ) -> Result<Handoff, CheckoutError> {
+    ) -> Result<Handoff, FlowError> {
         let handoff_id = HandoffId::from_entropy(rand::rngs::OsRng.next_u64());
         let command = HandoffCommand::Create {
             handoff_id: handoff_id.clone(),
@@ -294,7 +246,7 @@ impl Checkout<'_> {
         &self,
         handoff_id: &HandoffId,
         metadata: EventMetadata,
-    ) -> Result<Handoff, CheckoutError> {
+    ) -> Result<Handoff, FlowError> {
         handle::<PurchaseHandoff>(
             self.store,
             Command {
@@ -314,7 +266,7 @@ impl Checkout<'_> {
         &self,
         request: &StartCheckoutRequest,
         metadata: EventMetadata,
-    ) -> Result<StartedCheckoutView, CheckoutError> {
+    ) -> Result<StartedCheckoutView, FlowError> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
         for _ in 0..FLOW_ATTEMPTS_MAX {
             let (handoff, version) = self.handoff(&handoff_id).await?;
@@ -403,7 +355,7 @@ impl Checkout<'_> {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(CheckoutError::Contended)
+        Err(FlowError::Contended)
     }
 
     /// Runs a redemption command on the handoff's redemption record and returns the record.
@@ -412,7 +364,7 @@ impl Checkout<'_> {
         handoff_id: &HandoffId,
         command: RedemptionCommand,
         metadata: EventMetadata,
-    ) -> Result<RedemptionRecord, CheckoutError> {
+    ) -> Result<RedemptionRecord, FlowError> {
         handle::<Redemption>(
             self.store,
             Command {
@@ -439,7 +391,7 @@ impl Checkout<'_> {
         &self,
         request: &BeginRedemptionRequest,
         metadata: EventMetadata,
-    ) -> Result<RedemptionRecord, CheckoutError> {
+    ) -> Result<RedemptionRecord, FlowError> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
         let session_handoff =
             match StreamName::parse(CheckoutSessionIndex::STREAM_TYPE, &request.session_id) {
@@ -466,7 +418,7 @@ impl Checkout<'_> {
         request: &EndRedemptionRequest,
         activated: bool,
         metadata: EventMetadata,
-    ) -> Result<RedemptionRecord, CheckoutError> {
+    ) -> Result<RedemptionRecord, FlowError> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
         let purchase_return_jti = request.purchase_return_jti.clone();
         let command = if activated {
@@ -494,9 +446,9 @@ impl Checkout<'_> {
     pub async fn local_session(
         &self,
         session_id: &str,
-    ) -> Result<(Handoff, StartedCheckout), CheckoutError> {
+    ) -> Result<(Handoff, StartedCheckout), FlowError> {
         let not_found = || {
-            CheckoutError::Domain(DomainError::NotFound {
+            FlowError::Domain(DomainError::NotFound {
                 entity: "checkout session",
             })
         };
@@ -524,7 +476,7 @@ impl Checkout<'_> {
         session_id: &str,
         email: &str,
         metadata: EventMetadata,
-    ) -> Result<String, CheckoutError> {
+    ) -> Result<String, FlowError> {
         let (handoff, _) = self.local_session(session_id).await?;
         let email = Email::parse(email)?;
         let event = serde_json::json!({
@@ -566,7 +518,7 @@ impl Checkout<'_> {
         &self,
         session_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<SessionResult, CheckoutError> {
+    ) -> Result<SessionResult, FlowError> {
         let index = stream(CheckoutSessionIndex::STREAM_TYPE, session_id)?;
         let (binding, _) = load::<CheckoutSessionIndex>(self.store, &index).await?;
         let handoff_id = binding.handoff_id.ok_or(DomainError::NotFound {
@@ -618,21 +570,21 @@ impl Checkout<'_> {
         &self,
         event: &StripeEvent,
         metadata: EventMetadata,
-    ) -> Result<WebhookOutcome, CheckoutError> {
+    ) -> Result<WebhookOutcome, FlowError> {
         for _ in 0..FLOW_ATTEMPTS_MAX {
             match self.try_apply(event, &metadata).await {
-                Err(CheckoutError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
+                Err(FlowError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
                 other => return other,
             }
         }
-        Err(CheckoutError::Contended)
+        Err(FlowError::Contended)
     }
 
     async fn try_apply(
         &self,
         event: &StripeEvent,
         metadata: &EventMetadata,
-    ) -> Result<WebhookOutcome, CheckoutError> {
+    ) -> Result<WebhookOutcome, FlowError> {
         let receipt_stream = stream(StripeEventReceipt::STREAM_TYPE, &event.id)?;
         let (receipt, receipt_version) =
             load::<StripeEventReceipt>(self.store, &receipt_stream).await?;
@@ -673,7 +625,7 @@ impl Checkout<'_> {
         &self,
         session: &serde_json::Value,
         metadata: &EventMetadata,
-    ) -> Result<(Vec<StreamAppend>, Option<String>), CheckoutError> {
+    ) -> Result<(Vec<StreamAppend>, Option<String>), FlowError> {
         let ignore = |reason: &str| Ok((Vec::new(), Some(reason.to_owned())));
         let Some(session_id) = session["id"].as_str() else {
             return ignore("the session has no id");
@@ -801,7 +753,7 @@ impl Checkout<'_> {
         event: &StripeEvent,
         created: DateTime<Utc>,
         metadata: &EventMetadata,
-    ) -> Result<(Vec<StreamAppend>, Option<String>), CheckoutError> {
+    ) -> Result<(Vec<StreamAppend>, Option<String>), FlowError> {
         let object = &event.data.object;
         match event.event_type.as_str() {
             "checkout.session.completed" => self.checkout_completed(object, metadata).await,
@@ -864,7 +816,7 @@ impl Checkout<'_> {
         stripe_id: &str,
         license_id: &LicenseId,
         context: &Context<'_>,
-    ) -> Result<Option<StreamAppend>, CheckoutError> {
+    ) -> Result<Option<StreamAppend>, FlowError> {
         let Ok(index) = StreamName::parse(StripeObjectIndex::STREAM_TYPE, stripe_id) else {
             return Ok(None);
         };
@@ -876,7 +828,7 @@ impl Checkout<'_> {
             }],
             context,
         )?;
-        part::<StripeObjectIndex>(index, version, &events)
+        Ok(part::<StripeObjectIndex>(index, version, &events)?)
     }
 
     /// Applies `command` to the license a Stripe object is linked to (and links `also_link` to it).
@@ -887,7 +839,7 @@ impl Checkout<'_> {
         command: LicenseCommand,
         also_link: Option<&str>,
         metadata: &EventMetadata,
-    ) -> Result<(Vec<StreamAppend>, Option<String>), CheckoutError> {
+    ) -> Result<(Vec<StreamAppend>, Option<String>), FlowError> {
         let ignore = |reason: String| Ok((Vec::new(), Some(reason)));
         let Some(stripe_id) = stripe_id else {
             return ignore(String::from("the object names no subscription or charge"));

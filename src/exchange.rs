@@ -11,7 +11,8 @@
 
 use crate::command::{decide_all, load, CommandError};
 use crate::crypto::secrets::ACTIVATION_KEY_PREFIX;
-use crate::licensing::{ActivateRequest, Activation, Licensing, LicensingError};
+use crate::flow::{stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::licensing::{ActivateRequest, Activation, Licensing};
 use crate::store::{AppendBatch, StoreError, StreamAppend};
 use aggregates::catalog::BillingCycle;
 use aggregates::decider::{encode, Context, Decider};
@@ -22,7 +23,7 @@ use aggregates::exchange::{
 use aggregates::ids::{Email, LicenseId};
 use aggregates::index::{ActivationKeyIndex, BindActivationKey};
 use aggregates::license::{IssueLicense, License, LicenseCommand, LicenseOrigin};
-use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::log::{EventMetadata, StreamVersion};
 use aggregates::subscription::SubscriptionState;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -128,19 +129,13 @@ impl LegacyVerifier {
     }
 }
 
-fn stream(stream_type: &str, id: &str) -> Result<StreamName, LicensingError> {
-    StreamName::parse(stream_type, id).map_err(|e| {
-        LicensingError::Domain(DomainError::invalid("legacy_license_token", e.to_string()))
-    })
-}
-
 /// Runs the exchange and, on success, activates the installation on the v6 license.
 pub async fn exchange(
     licensing: &Licensing<'_>,
     verifier: &LegacyVerifier,
     request: &ExchangeRequest,
     metadata: EventMetadata,
-) -> Result<Activation, LicensingError> {
+) -> Result<Activation, FlowError> {
     let check = verifier.check(&request.legacy_license_token);
     let legacy_id = match &check {
         LegacyTokenCheck::Verified(legacy) => legacy.legacy_license_id.clone(),
@@ -150,7 +145,7 @@ pub async fn exchange(
     };
     let exchange_stream = stream(LegacyExchange::STREAM_TYPE, &legacy_id)?;
     let context = Context::new(metadata.effective_at, licensing.catalog);
-    for _ in 0..crate::licensing::FLOW_ATTEMPTS_MAX {
+    for _ in 0..FLOW_ATTEMPTS_MAX {
         let (state, version) = load::<LegacyExchange>(licensing.store, &exchange_stream).await?;
         let command = ExchangeLegacyLicense {
             check: check.clone(),
@@ -216,7 +211,7 @@ pub async fn exchange(
         };
         return licensing.activate(&activation, None, metadata).await;
     }
-    Err(LicensingError::Contended)
+    Err(FlowError::Contended)
 }
 
 fn refusal_of(check: &LegacyTokenCheck) -> DomainError {
@@ -235,7 +230,7 @@ fn issue_parts(
     email: &Email,
     legacy_id: &str,
     key: &crate::crypto::secrets::Secret,
-) -> Result<Vec<StreamAppend>, LicensingError> {
+) -> Result<Vec<StreamAppend>, FlowError> {
     let key_hash = licensing.keys.hasher.hash(key.expose());
     let issue = LicenseCommand::Issue(Box::new(IssueLicense {
         license_id: license_id.clone(),

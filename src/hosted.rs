@@ -9,58 +9,19 @@
 
 use crate::command::{decide_all, load, CommandError};
 use crate::crypto::secrets::{Secret, LEASE_REFRESH_TOKEN_HEX_LEN, LEASE_REFRESH_TOKEN_PREFIX};
-use crate::crypto::signing::JwtError;
 use crate::crypto::KeyMaterial;
+use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
 use crate::store::{AppendBatch, Store, StoreError, StreamAppend};
 use aggregates::account::{Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims};
 use aggregates::catalog::Catalog;
-use aggregates::decider::{encode, CodecError, Context, Decider};
+use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::handoff::StartedCheckout;
 use aggregates::ids::{AccountId, Email, TenantId, UserId};
 use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
-use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::log::{EventMetadata, StreamVersion};
 use aggregates::subscription::SubscriptionState;
 use rand::RngCore;
-
-/// Why a hosted flow failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HostedError {
-    /// The domain refused.
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Loading failed.
-    #[error(transparent)]
-    Command(#[from] CommandError<DomainError>),
-    /// An event did not fit the log's encoding.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    /// Signing failed.
-    #[error(transparent)]
-    Jwt(#[from] JwtError),
-    /// Every attempt met a concurrent writer.
-    #[error("the account kept changing; retry")]
-    Contended,
-}
-
-fn stream(stream_type: &str, id: &str) -> Result<StreamName, DomainError> {
-    StreamName::parse(stream_type, id).map_err(|e| DomainError::invalid("stream", e.to_string()))
-}
-
-fn appended<D: Decider>(
-    stream: StreamName,
-    version: StreamVersion,
-    events: &[D::Event],
-) -> Result<StreamAppend, CodecError> {
-    Ok(StreamAppend {
-        stream,
-        expected_version: version,
-        events: events.iter().map(encode).collect::<Result<_, _>>()?,
-    })
-}
 
 /// The lease refresh token of a tenant (`etr_hosted_` + 48 hex), derived under the server secret.
 pub fn lease_refresh_token(keys: &KeyMaterial, tenant_id: &TenantId) -> Secret {
@@ -134,10 +95,11 @@ pub async fn open_account(
     .map_err(CommandError::Domain)?;
     let account_stream =
         stream(Account::STREAM_TYPE, account_id.as_str()).map_err(CommandError::Domain)?;
-    Ok(vec![
-        appended::<Account>(account_stream, StreamVersion::EMPTY, &account_events)?,
-        appended::<LeaseRefreshIndex>(index, StreamVersion::EMPTY, &index_events)?,
-    ])
+    let parts = [
+        part::<Account>(account_stream, StreamVersion::EMPTY, &account_events)?,
+        part::<LeaseRefreshIndex>(index, StreamVersion::EMPTY, &index_events)?,
+    ];
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// `POST /api/entitlements/refresh`: a signed lease for the tenant presenting its refresh token.
@@ -150,7 +112,7 @@ pub async fn refresh_lease(
     instance_host: &str,
     refresh_token: &str,
     metadata: EventMetadata,
-) -> Result<String, HostedError> {
+) -> Result<String, FlowError> {
     let well_formed = refresh_token
         .strip_prefix(LEASE_REFRESH_TOKEN_PREFIX)
         .is_some_and(|hex| {
@@ -170,7 +132,7 @@ pub async fn refresh_lease(
     }
     let context = Context::new(metadata.effective_at, catalog);
     let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
-    for _ in 0..crate::command::COMMAND_ATTEMPTS_MAX {
+    for _ in 0..FLOW_ATTEMPTS_MAX {
         let (state, version) = load::<Account>(store, &account_stream).await?;
         let command = AccountCommand::IssueLease {
             tenant_id: tenant_id.clone(),
@@ -185,10 +147,12 @@ pub async fn refresh_lease(
                 _ => None,
             })
             .ok_or(DomainError::NotFound { entity: "lease" })?;
-        let append = appended::<Account>(account_stream.clone(), version, &events)?;
+        let appends = part::<Account>(account_stream.clone(), version, &events)?
+            .into_iter()
+            .collect();
         match store
             .append_batch(AppendBatch {
-                appends: vec![append],
+                appends,
                 metadata: metadata.clone(),
                 idempotency: None,
             })
@@ -199,5 +163,5 @@ pub async fn refresh_lease(
             Err(error) => return Err(error.into()),
         }
     }
-    Err(HostedError::Contended)
+    Err(FlowError::Contended)
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod command;
 pub mod crypto;
 pub mod exchange;
+pub mod flow;
 pub mod hosted;
 pub mod http;
 pub mod licensing;

@@ -7,15 +7,15 @@
 //! installation token is then derived from the key under the server's secret instead of drawn at
 //! random, so it can be shown again without ever being stored.
 
-use crate::command::{decide_all, load, load_until, recorded_events, CommandError};
+use crate::command::{decide_all, load, load_until, recorded_events};
 use crate::crypto::secrets::{
     Secret, SecretHasher, ACTIVATION_KEY_PREFIX, INSTALLATION_TOKEN_PREFIX,
 };
-use crate::crypto::signing::JwtError;
 use crate::crypto::KeyMaterial;
-use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend};
+use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError};
 use aggregates::catalog::{BillingCycle, Catalog};
-use aggregates::decider::{encode, CodecError, Context, Decider};
+use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::ids::{Email, InstallationId, LicenseId, SecretHash};
 use aggregates::index::{
@@ -25,44 +25,12 @@ use aggregates::license::{
     ActivateInstallation, ContinuityReport, GrantClaims, IssueLicense, IssuedLicense, License,
     LicenseCommand, LicenseEvent, LicenseOrigin,
 };
-use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::log::{EventMetadata, StreamVersion};
 use aggregates::subscription::SubscriptionState;
 use chrono::{DateTime, Utc};
 use projections::entitlements::{license_entitlements, Entitlements};
 use rand::RngCore;
 use serde::Serialize;
-
-/// Attempts of a multi-stream flow before a conflict is returned: as in the command handler.
-pub const FLOW_ATTEMPTS_MAX: usize = crate::command::COMMAND_ATTEMPTS_MAX;
-
-/// Why a licensing flow failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LicensingError {
-    /// The domain refused.
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// The store failed or refused.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Loading or deciding failed.
-    #[error(transparent)]
-    Command(#[from] CommandError<DomainError>),
-    /// An event did not fit the log's encoding.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    /// Signing failed.
-    #[error(transparent)]
-    Jwt(#[from] JwtError),
-    /// No license has this activation key.
-    #[error("unknown activation key")]
-    UnknownActivationKey,
-    /// No installation has this token.
-    #[error("unknown installation token")]
-    UnknownInstallationToken,
-    /// Every attempt met a concurrent writer.
-    #[error("the license kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
-    Contended,
-}
 
 /// What `POST /v1/activate` asks.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -140,28 +108,8 @@ pub struct Licensing<'a> {
     pub catalog: &'a Catalog,
 }
 
-fn stream(stream_type: &str, id: &str) -> Result<StreamName, LicensingError> {
-    StreamName::parse(stream_type, id)
-        .map_err(|e| LicensingError::Domain(DomainError::invalid("stream", e.to_string())))
-}
-
 fn random_u64() -> u64 {
     rand::rngs::OsRng.next_u64()
-}
-
-fn part<D: Decider>(
-    stream: StreamName,
-    version: StreamVersion,
-    events: &[D::Event],
-) -> Result<Option<StreamAppend>, LicensingError> {
-    if events.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(StreamAppend {
-        stream,
-        expected_version: version,
-        events: events.iter().map(encode).collect::<Result<_, _>>()?,
-    }))
 }
 
 impl Licensing<'_> {
@@ -175,7 +123,7 @@ impl Licensing<'_> {
         license: NewLicense,
         metadata: EventMetadata,
         idempotency: Option<Idempotency>,
-    ) -> Result<IssuedWithKey, LicensingError> {
+    ) -> Result<IssuedWithKey, FlowError> {
         let license_id = LicenseId::from_entropy(random_u64());
         let activation_key = self.hasher().generate(ACTIVATION_KEY_PREFIX);
         let key_hash = self.hasher().hash(activation_key.expose());
@@ -224,9 +172,9 @@ impl Licensing<'_> {
     }
 
     /// The license an activation key opens.
-    async fn license_of_key(&self, activation_key: &str) -> Result<LicenseId, LicensingError> {
+    async fn license_of_key(&self, activation_key: &str) -> Result<LicenseId, FlowError> {
         if !SecretHasher::well_formed(ACTIVATION_KEY_PREFIX, activation_key) {
-            return Err(LicensingError::UnknownActivationKey);
+            return Err(FlowError::UnknownActivationKey);
         }
         let key_hash = self.hasher().hash(activation_key);
         let (binding, _) = load::<ActivationKeyIndex>(
@@ -234,18 +182,16 @@ impl Licensing<'_> {
             &stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
         )
         .await?;
-        binding
-            .license_id
-            .ok_or(LicensingError::UnknownActivationKey)
+        binding.license_id.ok_or(FlowError::UnknownActivationKey)
     }
 
     /// The license and installation an installation token belongs to.
     pub async fn installation_of_token(
         &self,
         token: &str,
-    ) -> Result<(LicenseId, InstallationId, SecretHash), LicensingError> {
+    ) -> Result<(LicenseId, InstallationId, SecretHash), FlowError> {
         if !SecretHasher::well_formed(INSTALLATION_TOKEN_PREFIX, token) {
-            return Err(LicensingError::UnknownInstallationToken);
+            return Err(FlowError::UnknownInstallationToken);
         }
         let token_hash = self.hasher().hash(token);
         let (binding, _) = load::<InstallationTokenIndex>(
@@ -253,13 +199,12 @@ impl Licensing<'_> {
             &stream(InstallationTokenIndex::STREAM_TYPE, token_hash.as_str())?,
         )
         .await?;
-        let (license_id, installation_id) = binding
-            .bound
-            .ok_or(LicensingError::UnknownInstallationToken)?;
+        let (license_id, installation_id) =
+            binding.bound.ok_or(FlowError::UnknownInstallationToken)?;
         Ok((license_id, installation_id, token_hash))
     }
 
-    fn sign(&self, claims: &GrantClaims) -> Result<SignedGrant, LicensingError> {
+    fn sign(&self, claims: &GrantClaims) -> Result<SignedGrant, FlowError> {
         Ok(SignedGrant {
             jwt: self.keys.signer.sign(claims)?,
             jti: claims.jti.clone(),
@@ -273,7 +218,7 @@ impl Licensing<'_> {
         request: &ActivateRequest,
         idempotency_key: Option<&str>,
         metadata: EventMetadata,
-    ) -> Result<Activation, LicensingError> {
+    ) -> Result<Activation, FlowError> {
         let license_id = self.license_of_key(&request.activation_key).await?;
         let idempotency = idempotency_key.map(|key| {
             let fingerprint = serde_json::json!({
@@ -301,12 +246,12 @@ impl Licensing<'_> {
                 .try_activate(&license_id, request, &token, &metadata, idempotency.clone())
                 .await
             {
-                Err(LicensingError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
+                Err(FlowError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
                 Ok(outcome) => return self.replayed_activation(&outcome, token).await,
                 Err(error) => return Err(error),
             }
         }
-        Err(LicensingError::Contended)
+        Err(FlowError::Contended)
     }
 
     async fn try_activate(
@@ -316,7 +261,7 @@ impl Licensing<'_> {
         token: &Secret,
         metadata: &EventMetadata,
         idempotency: Option<Idempotency>,
-    ) -> Result<BatchOutcome, LicensingError> {
+    ) -> Result<BatchOutcome, FlowError> {
         let context = Context::new(metadata.effective_at, self.catalog);
         let license_stream = stream(License::STREAM_TYPE, license_id.as_str())?;
         let (state, version) = load::<License>(self.store, &license_stream).await?;
@@ -366,7 +311,7 @@ impl Licensing<'_> {
         &self,
         outcome: &BatchOutcome,
         token: Secret,
-    ) -> Result<Activation, LicensingError> {
+    ) -> Result<Activation, FlowError> {
         let appended = outcome
             .outcomes
             .iter()
@@ -404,7 +349,7 @@ impl Licensing<'_> {
         token: &str,
         idempotency_key: Option<&str>,
         metadata: EventMetadata,
-    ) -> Result<(IssuedLicense, SignedGrant), LicensingError> {
+    ) -> Result<(IssuedLicense, SignedGrant), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
         let jti = uuid::Uuid::new_v4().to_string();
         let command = LicenseCommand::IssueGrant {
@@ -455,7 +400,7 @@ impl Licensing<'_> {
         token: &str,
         known_version: Option<u64>,
         now: DateTime<Utc>,
-    ) -> Result<(u64, bool), LicensingError> {
+    ) -> Result<(u64, bool), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
         let (state, _) = load::<License>(
             self.store,
@@ -479,10 +424,7 @@ impl Licensing<'_> {
 impl Licensing<'_> {
     /// The license of an installation presenting its token, checked the way a grant would be:
     /// an unknown or rotated token, or a deactivated installation, is refused.
-    async fn presented(
-        &self,
-        token: &str,
-    ) -> Result<(IssuedLicense, InstallationId), LicensingError> {
+    async fn presented(&self, token: &str) -> Result<(IssuedLicense, InstallationId), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
         let (state, _) = load::<License>(
             self.store,
@@ -509,7 +451,7 @@ impl Licensing<'_> {
         &self,
         token: &str,
         now: DateTime<Utc>,
-    ) -> Result<(IssuedLicense, InstallationId, Entitlements), LicensingError> {
+    ) -> Result<(IssuedLicense, InstallationId, Entitlements), FlowError> {
         let (license, installation_id) = self.presented(token).await?;
         let entitlements = license_entitlements(&license, self.catalog, now, None);
         Ok((license, installation_id, entitlements))
@@ -522,7 +464,7 @@ impl Licensing<'_> {
         token: &str,
         monitored_systems: u32,
         metadata: EventMetadata,
-    ) -> Result<ContinuityReport, LicensingError> {
+    ) -> Result<ContinuityReport, FlowError> {
         let (license, _) = self.presented(token).await?;
         let command = LicenseCommand::CaptureFloor { monitored_systems };
         crate::command::handle::<License>(

@@ -4,32 +4,16 @@
 //! whether a subscription is already active. An org the ledger does not know is sent to sign up.
 //! Which licenses belong to an org is not yet modelled, so `license_active` is only ever false here.
 
-use crate::command::{decide_all, load, CommandError};
-use crate::store::{AppendBatch, Store, StoreError, StreamAppend};
+use crate::command::{decide_all, load};
+use crate::flow::FlowError;
+use crate::store::{AppendBatch, Store, StreamAppend};
 use aggregates::account::Account;
 use aggregates::catalog::Catalog;
-use aggregates::decider::{encode, CodecError, Context, Decider};
+use aggregates::decider::{encode, Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::ids::AccountId;
 use aggregates::log::{EventMetadata, StreamName};
 use aggregates::trial::{StartTrial, Trial, TrialEvent, TrialState};
-
-/// Why a trial start failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TrialError {
-    /// Refused or denied.
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Loading failed.
-    #[error(transparent)]
-    Command(#[from] CommandError<DomainError>),
-    /// An event did not fit the log's encoding.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-}
 
 /// Starts the trial of `org_id`. A denial is recorded, then answered as its error.
 pub async fn start_trial(
@@ -38,7 +22,7 @@ pub async fn start_trial(
     org_id: &str,
     signup_url: &str,
     metadata: EventMetadata,
-) -> Result<TrialState, TrialError> {
+) -> Result<TrialState, FlowError> {
     let org_ok = !org_id.is_empty()
         && org_id.len() <= 128
         && org_id

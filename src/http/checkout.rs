@@ -5,10 +5,8 @@ use super::error::ApiError;
 use super::extract::{ApiJson, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
-use crate::checkout::{
-    parse_handoff_id, Checkout, CheckoutError, CreateHandoffRequest, StartCheckoutRequest,
-};
-use crate::stripe_gateway::{StripeGatewayError, WebhookRejection};
+use crate::checkout::{parse_handoff_id, Checkout, CreateHandoffRequest, StartCheckoutRequest};
+use crate::stripe_gateway::WebhookRejection;
 use aggregates::handoff::Handoff;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -26,32 +24,6 @@ fn checkout(state: &AppState) -> Checkout<'_> {
     }
 }
 
-impl CheckoutError {
-    fn into_api(self, headers: &HeaderMap) -> ApiError {
-        match &self {
-            CheckoutError::Domain(error) => ApiError::domain(error, headers),
-            CheckoutError::Store(error) => ApiError::store(error, headers),
-            CheckoutError::Command(error) => ApiError::command(error, headers),
-            CheckoutError::Stripe(StripeGatewayError::Api(reason)) => {
-                tracing::warn!(%reason, "Stripe refused or failed a request");
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "stripe_unavailable",
-                    "Stripe did not complete the request; retry.",
-                )
-                .for_request(headers)
-            }
-            CheckoutError::Contended => {
-                ApiError::new(StatusCode::CONFLICT, "concurrent_update", self.to_string())
-                    .for_request(headers)
-            }
-            CheckoutError::Stripe(StripeGatewayError::Config(_)) | CheckoutError::Codec(_) => {
-                ApiError::internal(&self, headers)
-            }
-        }
-    }
-}
-
 fn browser_view(handoff: &Handoff) -> Value {
     serde_json::to_value(handoff.browser_view(Utc::now())).unwrap_or(Value::Null)
 }
@@ -66,7 +38,7 @@ pub(super) async fn create_handoff(
     let handoff = checkout(&state)
         .create_handoff(&request, key.as_deref(), metadata("installation", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -96,7 +68,7 @@ pub(super) async fn resolve_handoff(
     let handoff = checkout(&state)
         .resolve_handoff(&handoff_id, metadata("browser", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(browser_view(&handoff)))
 }
 
@@ -109,7 +81,7 @@ pub(super) async fn start_checkout(
     let started = checkout(&state)
         .start_checkout(&request, metadata("browser", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(json!(started)))
 }
 
@@ -132,7 +104,7 @@ pub(super) async fn session_result(
     let result = checkout(&state)
         .session_result(&query.session_id, Utc::now())
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(json!(result)))
 }
 
@@ -170,7 +142,7 @@ pub(super) async fn stripe_webhook(
     let mut meta = metadata("stripe", &headers);
     meta.causation_id = Some(event.id.clone());
     let outcome = checkout(&state).apply_stripe_event(&event, meta).await.map_err(|e| {
-        let api = e.into_api(&headers);
+        let api = ApiError::flow(e, &headers);
         tracing::error!(event = %event.id, error = ?api, "a Stripe event could not be applied; Stripe will retry");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "The event could not be applied; retry.").for_request(&headers)
     })?;
@@ -200,7 +172,7 @@ pub(super) async fn begin_redemption(
     let record = checkout(&state)
         .begin_redemption(&request, metadata("installation", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(redemption_view(&record)))
 }
 
@@ -213,7 +185,7 @@ pub(super) async fn redemption_activated(
     let record = checkout(&state)
         .end_redemption(&request, true, metadata("installation", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(redemption_view(&record)))
 }
 
@@ -226,7 +198,7 @@ pub(super) async fn redemption_failed(
     let record = checkout(&state)
         .end_redemption(&request, false, metadata("installation", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(redemption_view(&record)))
 }
 
@@ -248,7 +220,7 @@ pub(super) async fn local_checkout_page(
     let (_, started) = checkout(&state)
         .local_session(&session_id)
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     let price = state.catalog.price(&started.price_id);
     let amount = price.map_or(String::new(), |p| {
         format!(
@@ -298,6 +270,6 @@ pub(super) async fn local_checkout_complete(
             metadata("local_checkout", &headers),
         )
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(axum::response::Redirect::to(&destination))
 }

@@ -2,7 +2,9 @@
 //! `{error, code, message, details, request_id}`. Causes are logged here, never sent.
 
 use crate::command::CommandError;
+use crate::flow::FlowError;
 use crate::store::StoreError;
+use crate::stripe_gateway::StripeGatewayError;
 use aggregates::error::DomainError;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,6 +72,40 @@ impl ApiError {
                     .for_request(headers)
             }
             other => ApiError::internal(other, headers),
+        }
+    }
+
+    /// The answer to a failed service flow.
+    pub fn flow(error: FlowError, headers: &HeaderMap) -> ApiError {
+        match &error {
+            FlowError::Domain(domain) => ApiError::domain(domain, headers),
+            FlowError::Store(store) => ApiError::store(store, headers),
+            FlowError::Command(command) => ApiError::command(command, headers),
+            FlowError::UnknownActivationKey => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_activation_key",
+                "No license has this activation key.",
+            )
+            .for_request(headers),
+            FlowError::UnknownInstallationToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_REVOKED",
+                "This installation token is not valid; activate again.",
+            )
+            .for_request(headers),
+            FlowError::Contended => concurrent_update(headers),
+            FlowError::Stripe(StripeGatewayError::Api(reason)) => {
+                tracing::warn!(%reason, "Stripe refused or failed a request");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "stripe_unavailable",
+                    "Stripe did not complete the request; retry.",
+                )
+                .for_request(headers)
+            }
+            FlowError::Stripe(StripeGatewayError::Config(_))
+            | FlowError::Codec(_)
+            | FlowError::Jwt(_) => ApiError::internal(&error, headers),
         }
     }
 

@@ -6,9 +6,9 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::licensing::metadata;
 use super::AppState;
-use crate::hosted::{refresh_lease, HostedError};
+use crate::hosted::refresh_lease;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,15 +38,6 @@ pub(super) async fn refresh(
         metadata("tenant", &headers),
     )
     .await
-    .map_err(|error| match &error {
-        HostedError::Domain(domain) => ApiError::domain(domain, &headers),
-        HostedError::Store(store) => ApiError::store(store, &headers),
-        HostedError::Command(command) => ApiError::command(command, &headers),
-        HostedError::Contended => {
-            ApiError::new(StatusCode::CONFLICT, "concurrent_update", error.to_string())
-                .for_request(&headers)
-        }
-        HostedError::Codec(_) | HostedError::Jwt(_) => ApiError::internal(&error, &headers),
-    })?;
+    .map_err(|error| ApiError::flow(error, &headers))?;
     Ok(Json(json!({ "entitlement_jwt": jwt })))
 }

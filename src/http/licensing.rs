@@ -4,7 +4,7 @@
 use super::error::{request_id, ApiError};
 use super::extract::{ApiJson, Bearer, IdempotencyKey};
 use super::AppState;
-use crate::licensing::{ActivateRequest, Licensing, LicensingError, SignedGrant};
+use crate::licensing::{ActivateRequest, Licensing, SignedGrant};
 use aggregates::catalog::Catalog;
 use aggregates::license::IssuedLicense;
 use aggregates::log::EventMetadata;
@@ -36,33 +36,6 @@ fn licensing(state: &AppState) -> Licensing<'_> {
         store: state.store.as_ref(),
         keys: &state.keys,
         catalog: &state.catalog,
-    }
-}
-
-impl LicensingError {
-    fn into_api(self, headers: &HeaderMap) -> ApiError {
-        match &self {
-            LicensingError::Domain(error) => ApiError::domain(error, headers),
-            LicensingError::Store(error) => ApiError::store(error, headers),
-            LicensingError::Command(error) => ApiError::command(error, headers),
-            LicensingError::UnknownActivationKey => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_activation_key",
-                "No license has this activation key.",
-            )
-            .for_request(headers),
-            LicensingError::UnknownInstallationToken => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "TOKEN_REVOKED",
-                "This installation token is not valid; activate again.",
-            )
-            .for_request(headers),
-            LicensingError::Contended => {
-                ApiError::new(StatusCode::CONFLICT, "concurrent_update", self.to_string())
-                    .for_request(headers)
-            }
-            LicensingError::Codec(_) | LicensingError::Jwt(_) => ApiError::internal(&self, headers),
-        }
     }
 }
 
@@ -101,7 +74,7 @@ pub(super) async fn activate(
     let activation = licensing(&state)
         .activate(&request, key.as_deref(), metadata("installation", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(json!({
         "license": license_view(&activation.license, &state.catalog),
         "installation": {
@@ -124,7 +97,7 @@ pub(super) async fn refresh(
     let (license, grant) = licensing(&state)
         .refresh_grant(&token, key.as_deref(), metadata("installation", &headers))
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(json!({
         "license": license_view(&license, &state.catalog),
         "grant": grant_view(&grant),
@@ -159,7 +132,7 @@ pub(super) async fn status(
     let (license_version, refresh_required) = licensing(&state)
         .grant_status(&token, known, Utc::now())
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(
         json!({ "license_version": license_version, "refresh_required": refresh_required }),
     ))
@@ -174,7 +147,7 @@ pub(super) async fn entitlements(
     let (license, installation_id, entitlements) = licensing(&state)
         .entitlements(&token, Utc::now())
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     let mut body = json!(entitlements);
     body["license_id"] = json!(license.license_id);
     body["installation_id"] = json!(installation_id);
@@ -203,7 +176,7 @@ pub(super) async fn capture_continuity(
             metadata("installation", &headers),
         )
         .await
-        .map_err(|e| e.into_api(&headers))?;
+        .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(json!(report)))
 }
 
@@ -228,7 +201,7 @@ pub(super) async fn exchange(
         metadata("installation", &headers),
     )
     .await
-    .map_err(|e| e.into_api(&headers))?;
+    .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(json!({
         "license": license_view(&activation.license, &state.catalog),
         "installation": {

@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::licensing::metadata;
 use super::AppState;
-use crate::trials::{start_trial, TrialError};
+use crate::trials::start_trial;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -34,12 +34,7 @@ pub(super) async fn start(
         metadata("organisation", &headers),
     )
     .await
-    .map_err(|error| match &error {
-        TrialError::Domain(domain) => ApiError::domain(domain, &headers),
-        TrialError::Store(store) => ApiError::store(store, &headers),
-        TrialError::Command(command) => ApiError::command(command, &headers),
-        TrialError::Codec(_) => ApiError::internal(&error, &headers),
-    })?;
+    .map_err(|error| ApiError::flow(error, &headers))?;
     Ok((
         StatusCode::CREATED,
         Json(json!({

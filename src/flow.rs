@@ -1,0 +1,66 @@
+//! What the service flows (licensing, checkout, hosted accounts, trials, exchange) share: their one
+//! error type, and the helpers that turn decided events into parts of an atomic append.
+
+use crate::command::CommandError;
+use crate::crypto::signing::JwtError;
+use crate::store::{StoreError, StreamAppend};
+use crate::stripe_gateway::StripeGatewayError;
+use aggregates::decider::{encode, CodecError, Decider};
+use aggregates::error::DomainError;
+use aggregates::log::{StreamName, StreamVersion};
+
+/// Attempts of a multi-stream flow before a version conflict is returned, as in the command handler.
+pub const FLOW_ATTEMPTS_MAX: usize = crate::command::COMMAND_ATTEMPTS_MAX;
+
+/// Why a service flow failed. The HTTP layer maps it in one place (`ApiError::flow`).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The domain refused.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Loading or deciding failed.
+    #[error(transparent)]
+    Command(#[from] CommandError<DomainError>),
+    /// An event did not fit the log's encoding.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Signing failed.
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+    /// Stripe failed.
+    #[error(transparent)]
+    Stripe(#[from] StripeGatewayError),
+    /// No license has this activation key.
+    #[error("unknown activation key")]
+    UnknownActivationKey,
+    /// No installation has this token.
+    #[error("unknown installation token")]
+    UnknownInstallationToken,
+    /// Every attempt met a concurrent writer.
+    #[error("the record kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
+    Contended,
+}
+
+/// A stream name from an id that came from outside or from the log; a bad one is not found.
+pub fn stream(stream_type: &str, id: &str) -> Result<StreamName, DomainError> {
+    StreamName::parse(stream_type, id).map_err(|e| DomainError::invalid("id", e.to_string()))
+}
+
+/// One stream's part of an atomic append, or `None` when the decision produced no events.
+pub fn part<D: Decider>(
+    stream: StreamName,
+    version: StreamVersion,
+    events: &[D::Event],
+) -> Result<Option<StreamAppend>, CodecError> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(StreamAppend {
+        stream,
+        expected_version: version,
+        events: events.iter().map(encode).collect::<Result<_, _>>()?,
+    }))
+}
