@@ -140,7 +140,7 @@ impl TenantState {
 }
 
 /// A member of an account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// Their email.
     pub email: Email,
@@ -149,7 +149,7 @@ pub struct Member {
 }
 
 /// A pending invitation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invitation {
     /// Who is invited.
     pub email: Email,
@@ -158,7 +158,7 @@ pub struct Invitation {
 }
 
 /// The account's billing record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Billing {
     /// The canonical plan.
     pub plan_version: String,
@@ -169,7 +169,7 @@ pub struct Billing {
 }
 
 /// A tenant (workspace).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     /// Its state.
     pub state: TenantState,
@@ -182,7 +182,7 @@ pub struct Tenant {
 }
 
 /// An open account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenAccount {
     /// Its id.
     pub account_id: AccountId,

@@ -8,6 +8,7 @@ pub mod runner;
 
 use crate::store::{DocumentWrite, ProjectionStore, StoreError, DOCUMENT_BATCH_MAX};
 use aggregates::log::{Position, RecordedEvent};
+use projections::accounts::{Accounts, AccountsByMemberEmail};
 use projections::licenses::{Licenses, LicensesByEmail};
 use projections::stream_index::StreamIndex;
 use projections::{DocumentProjection, FoldError};
@@ -112,6 +113,8 @@ pub fn registry() -> Vec<Arc<dyn ProjectionFold>> {
         Arc::new(Typed::<StreamIndex>::new()),
         Arc::new(Typed::<Licenses>::new()),
         Arc::new(Typed::<LicensesByEmail>::new()),
+        Arc::new(Typed::<Accounts>::new()),
+        Arc::new(Typed::<AccountsByMemberEmail>::new()),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! and first tenant; the tenant trades its refresh token for a signed lease.
 
 use crate::helpers::{metadata, Backend, TestApp};
+use aggregates::account::OpenAccount;
 use aggregates::account::{
     Account, AccountCommand, LeaseClaims, TenantState, LEASE_AUDIENCE, LEASE_ISSUER,
 };
@@ -9,11 +10,16 @@ use aggregates::catalog::Catalog;
 use aggregates::decider::Context;
 use aggregates::ids::TenantId;
 use aggregates::log::Position;
+use aggregates::log::StreamName;
 use jsonwebtoken::{Algorithm, Validation};
+use projections::accounts::Memberships;
+use pulse_account::command::load;
 use pulse_account::command::{handle, Command};
 use pulse_account::crypto::signing::verify_with_jwks;
 use pulse_account::hosted::lease_refresh_token;
+use pulse_account::projection::wait_for_position;
 use serde_json::json;
+use std::time::Duration;
 
 crate::on_both_stores!(an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease);
 
@@ -172,5 +178,41 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
         .filter(|e| e.event_type == "lease_issued")
         .count();
     assert_eq!(leases, 1, "every lease issued is an event");
+
+    let store = app.state.store.as_ref();
+    let head = store.head_position().await.unwrap();
+    for projection in ["accounts", "accounts_by_member_email"] {
+        assert!(
+            wait_for_position(store, projection, head, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "{projection}"
+        );
+    }
+    let document: OpenAccount = serde_json::from_value(
+        store
+            .read_document("accounts", &account_id)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let (state, _) = load::<Account>(store, &StreamName::parse("account", &account_id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        Some(document),
+        state.account,
+        "the account home's data is the decider's own fold"
+    );
+    let memberships: Memberships = serde_json::from_value(
+        store
+            .read_document("accounts_by_member_email", "ops@msp.example")
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(memberships.account_ids, vec![account_id.clone()]);
     app.stop().await;
 }
