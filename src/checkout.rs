@@ -13,6 +13,7 @@ use crate::crypto::KeyMaterial;
 use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
 use crate::store::{AppendBatch, Idempotency, Store, StoreError, StreamAppend};
 use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
+use aggregates::account::{Account, AccountCommand};
 use aggregates::catalog::{BillingCycle, Catalog, StripePlanSource};
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
@@ -22,7 +23,7 @@ use aggregates::handoff::{
 use aggregates::ids::{Email, HandoffId, IntentId, LicenseId};
 use aggregates::index::{
     ActivationKeyIndex, BindActivationKey, BindCheckoutSession, CheckoutSessionIndex,
-    LinkStripeObject, StripeObjectIndex,
+    LinkStripeObject, StripeObjectIndex, StripeTarget,
 };
 use aggregates::license::{
     IssueLicense, License, LicenseCommand, LicenseOrigin, RevocationReason, StripeSnapshot,
@@ -656,7 +657,7 @@ impl Checkout<'_> {
             .plan(&checkout.plan_key)
             .is_some_and(|plan| plan.max_workspaces.is_some());
         if hosted {
-            let opened = crate::hosted::open_account(
+            let (account_id, opened) = crate::hosted::open_account(
                 self.store,
                 self.keys,
                 &context,
@@ -678,6 +679,18 @@ impl Checkout<'_> {
                 handoff_version,
                 &handoff_events,
             )?);
+            for linked in [
+                session["subscription"].as_str(),
+                session["customer"].as_str(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                effects.extend(
+                    self.link(linked, StripeTarget::Account(account_id.clone()), &context)
+                        .await?,
+                );
+            }
             return Ok((effects, None));
         }
         let license_id = LicenseId::from_entropy(rand::rngs::OsRng.next_u64());
@@ -742,12 +755,17 @@ impl Checkout<'_> {
         .into_iter()
         .flatten()
         {
-            effects.extend(self.link(linked, &license_id, &context).await?);
+            effects.extend(
+                self.link(linked, StripeTarget::License(license_id.clone()), &context)
+                    .await?,
+            );
         }
         Ok((effects, None))
     }
 
     /// What a verified Stripe event changes, by type; anything unhandled is ignored with a reason.
+    /// A subscription's, invoice's or charge's effect goes to the license or hosted account the
+    /// Stripe object is linked to.
     async fn effects_of(
         &self,
         event: &StripeEvent,
@@ -755,36 +773,59 @@ impl Checkout<'_> {
         metadata: &EventMetadata,
     ) -> Result<(Vec<StreamAppend>, Option<String>), FlowError> {
         let object = &event.data.object;
+        let hosted_status = |status: &str, plan_source| AccountCommand::ApplyStripeStatus {
+            stripe_event_id: event.id.clone(),
+            created,
+            status: status.to_owned(),
+            plan_source,
+        };
         match event.event_type.as_str() {
             "checkout.session.completed" => self.checkout_completed(object, metadata).await,
             "customer.subscription.created"
             | "customer.subscription.updated"
             | "customer.subscription.deleted" => {
                 let snapshot = subscription_snapshot(event, created);
-                let command = LicenseCommand::ApplyStripeSnapshot(Box::new(snapshot));
-                self.on_license(object["id"].as_str(), command, None, metadata)
-                    .await
+                let for_account =
+                    hosted_status(&snapshot.status, Some(snapshot.plan_source.clone()));
+                let for_license = LicenseCommand::ApplyStripeSnapshot(Box::new(snapshot));
+                self.on_linked(
+                    object["id"].as_str(),
+                    for_license,
+                    Some(for_account),
+                    None,
+                    metadata,
+                )
+                .await
             }
             "invoice.paid" => {
                 let period_end = object["lines"]["data"][0]["period"]["end"].as_i64();
-                let command = LicenseCommand::RecordPaymentSucceeded {
+                let for_license = LicenseCommand::RecordPaymentSucceeded {
                     stripe_event_id: event.id.clone(),
                     current_period_end: period_end.and_then(|t| DateTime::from_timestamp(t, 0)),
                 };
-                self.on_license(
+                let for_account = hosted_status("active", None);
+                self.on_linked(
                     invoice_subscription(object),
-                    command,
+                    for_license,
+                    Some(for_account),
                     object["charge"].as_str(),
                     metadata,
                 )
                 .await
             }
             "invoice.payment_failed" => {
-                let command = LicenseCommand::RecordPaymentFailed {
+                let for_license = LicenseCommand::RecordPaymentFailed {
                     stripe_event_id: event.id.clone(),
                 };
-                self.on_license(invoice_subscription(object), command, None, metadata)
-                    .await
+                let for_account = hosted_status("past_due", None);
+                self.on_linked(
+                    invoice_subscription(object),
+                    for_license,
+                    Some(for_account),
+                    None,
+                    metadata,
+                )
+                .await
             }
             "charge.refunded" | "charge.dispute.created" => {
                 let (reason, charge) = if event.event_type == "charge.refunded" {
@@ -793,9 +834,10 @@ impl Checkout<'_> {
                     (RevocationReason::Dispute, object["charge"].as_str())
                 };
                 let reference = object["id"].as_str().unwrap_or(&event.id).to_owned();
-                self.on_license(
+                self.on_linked(
                     charge,
                     LicenseCommand::Revoke { reason, reference },
+                    None,
                     None,
                     metadata,
                 )
@@ -810,33 +852,31 @@ impl Checkout<'_> {
         }
     }
 
-    /// Links a Stripe object (subscription, customer, charge) to a license, if it is a valid id.
+    /// Links a Stripe object (subscription, customer, charge) to a license or account, if it is a
+    /// valid id.
     async fn link(
         &self,
         stripe_id: &str,
-        license_id: &LicenseId,
+        target: StripeTarget,
         context: &Context<'_>,
     ) -> Result<Option<StreamAppend>, FlowError> {
         let Ok(index) = StreamName::parse(StripeObjectIndex::STREAM_TYPE, stripe_id) else {
             return Ok(None);
         };
         let (link, version) = load::<StripeObjectIndex>(self.store, &index).await?;
-        let (events, _) = decide_all::<StripeObjectIndex>(
-            link,
-            &[LinkStripeObject {
-                license_id: license_id.clone(),
-            }],
-            context,
-        )?;
+        let (events, _) =
+            decide_all::<StripeObjectIndex>(link, &[LinkStripeObject { target }], context)?;
         Ok(part::<StripeObjectIndex>(index, version, &events)?)
     }
 
-    /// Applies `command` to the license a Stripe object is linked to (and links `also_link` to it).
-    /// An event about no known license, or one the license refuses, is ignored with its reason.
-    async fn on_license(
+    /// Applies the command for what a Stripe object is linked to: `for_license` to a license (and
+    /// links `also_link` to it), `for_account` to a hosted account. An event about nothing known,
+    /// or one the target refuses, is ignored with its reason.
+    async fn on_linked(
         &self,
         stripe_id: Option<&str>,
-        command: LicenseCommand,
+        for_license: LicenseCommand,
+        for_account: Option<AccountCommand>,
         also_link: Option<&str>,
         metadata: &EventMetadata,
     ) -> Result<(Vec<StreamAppend>, Option<String>), FlowError> {
@@ -847,24 +887,52 @@ impl Checkout<'_> {
         let Ok(index) = StreamName::parse(StripeObjectIndex::STREAM_TYPE, stripe_id) else {
             return ignore(format!("{stripe_id:?} is not a Stripe id"));
         };
-        let (link, _) = load::<StripeObjectIndex>(self.store, &index).await?;
-        let Some(license_id) = link.license_id else {
-            return ignore(format!("{stripe_id} belongs to no license of this ledger"));
-        };
-        let license_stream = stream(License::STREAM_TYPE, license_id.as_str())?;
-        let (state, version) = load::<License>(self.store, &license_stream).await?;
         let context = self.context(metadata.effective_at);
-        let events = match decide_all::<License>(state, &[command], &context) {
-            Ok((events, _)) => events,
-            Err(refusal) => return ignore(format!("the license refused it: {refusal}")),
-        };
-        let mut effects: Vec<StreamAppend> = part::<License>(license_stream, version, &events)?
-            .into_iter()
-            .collect();
-        if let Some(charge) = also_link {
-            effects.extend(self.link(charge, &license_id, &context).await?);
+        match load::<StripeObjectIndex>(self.store, &index)
+            .await?
+            .0
+            .target
+        {
+            None => ignore(format!("{stripe_id} belongs to nothing of this ledger")),
+            Some(StripeTarget::License(license_id)) => {
+                let license_stream = stream(License::STREAM_TYPE, license_id.as_str())?;
+                let (state, version) = load::<License>(self.store, &license_stream).await?;
+                let events = match decide_all::<License>(state, &[for_license], &context) {
+                    Ok((events, _)) => events,
+                    Err(refusal) => return ignore(format!("the license refused it: {refusal}")),
+                };
+                let mut effects: Vec<StreamAppend> =
+                    part::<License>(license_stream, version, &events)?
+                        .into_iter()
+                        .collect();
+                if let Some(charge) = also_link {
+                    effects.extend(
+                        self.link(charge, StripeTarget::License(license_id), &context)
+                            .await?,
+                    );
+                }
+                Ok((effects, None))
+            }
+            Some(StripeTarget::Account(account_id)) => {
+                let Some(command) = for_account else {
+                    return ignore(String::from(
+                        "refunds and disputes of hosted subscriptions are settled in Stripe",
+                    ));
+                };
+                let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
+                let (state, version) = load::<Account>(self.store, &account_stream).await?;
+                let events = match decide_all::<Account>(state, &[command], &context) {
+                    Ok((events, _)) => events,
+                    Err(refusal) => return ignore(format!("the account refused it: {refusal}")),
+                };
+                Ok((
+                    part::<Account>(account_stream, version, &events)?
+                        .into_iter()
+                        .collect(),
+                    None,
+                ))
+            }
         }
-        Ok((effects, None))
     }
 }
 

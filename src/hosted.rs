@@ -33,14 +33,14 @@ pub fn lease_refresh_token(keys: &KeyMaterial, tenant_id: &TenantId) -> Secret {
 }
 
 /// The appends that open a hosted account from a completed checkout: the account with its Owner,
-/// billing and first tenant, and the tenant's refresh-token index.
+/// billing and first tenant, and the tenant's refresh-token index; and the new account's id.
 pub async fn open_account(
     store: &dyn Store,
     keys: &KeyMaterial,
     context: &Context<'_>,
     checkout: &StartedCheckout,
     owner_email: Email,
-) -> Result<Vec<StreamAppend>, CommandError<DomainError>> {
+) -> Result<(AccountId, Vec<StreamAppend>), CommandError<DomainError>> {
     let account_id = AccountId::from_entropy(rand::rngs::OsRng.next_u64());
     let owner = UserId::from_entropy(rand::rngs::OsRng.next_u64());
     let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
@@ -99,7 +99,7 @@ pub async fn open_account(
         part::<Account>(account_stream, StreamVersion::EMPTY, &account_events)?,
         part::<LeaseRefreshIndex>(index, StreamVersion::EMPTY, &index_events)?,
     ];
-    Ok(parts.into_iter().flatten().collect())
+    Ok((account_id, parts.into_iter().flatten().collect()))
 }
 
 /// `POST /api/entitlements/refresh`: a signed lease for the tenant presenting its refresh token.

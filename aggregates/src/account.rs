@@ -4,10 +4,11 @@
 //! One stream per account. Role rules: Owner and Admin change workspaces, members and billing;
 //! only an Owner grants or touches owner rows; the last owner can be neither demoted nor removed.
 
+use crate::catalog::StripePlanSource;
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
 use crate::ids::{bounded_text, AccountId, Email, InvitationId, SecretHash, TenantId, UserId};
-use crate::subscription::{grace_ends_at, SubscriptionState, HOSTED_GRACE_DAYS};
+use crate::subscription::{grace_ends_at, is_stale, SubscriptionState, HOSTED_GRACE_DAYS};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -166,6 +167,10 @@ pub struct Billing {
     pub state: SubscriptionState,
     /// When grace started.
     pub grace_started_at: Option<DateTime<Utc>>,
+    /// The Stripe price billed, when Stripe said.
+    pub stripe_price_id: Option<String>,
+    /// The `created` time of the newest Stripe snapshot applied.
+    pub newest_stripe_snapshot: Option<DateTime<Utc>>,
 }
 
 /// A tenant (workspace).
@@ -353,6 +358,18 @@ pub enum AccountCommand {
     },
     /// Mark tenants provisioning for 15 minutes or more as failed.
     FailStuckProvisioning,
+    /// Apply what Stripe says of the account's subscription (§9): its status, and its plan when the
+    /// event carries one. An older snapshot than the newest applied changes nothing.
+    ApplyStripeStatus {
+        /// The Stripe event.
+        stripe_event_id: String,
+        /// Its `created`.
+        created: DateTime<Utc>,
+        /// The subscription status (`active`, `past_due`, …).
+        status: String,
+        /// Where the plan comes from, when the event carries the subscription.
+        plan_source: Option<StripePlanSource>,
+    },
     /// Cancel a hosted subscription (and its tenants) in grace for 14 days or more.
     EnforceGrace,
 }
@@ -442,6 +459,22 @@ pub enum AccountEvent {
         tenant_id: TenantId,
         /// The host.
         instance_host: String,
+    },
+    /// A Stripe snapshot of the account's subscription was applied.
+    StripeSnapshotApplied {
+        /// The Stripe event.
+        stripe_event_id: String,
+        /// Its `created`.
+        created: DateTime<Utc>,
+        /// The price it carried.
+        stripe_price_id: Option<String>,
+    },
+    /// A Stripe event changed nothing, and why.
+    StripeEventIgnored {
+        /// The Stripe event.
+        stripe_event_id: String,
+        /// Why.
+        reason: String,
     },
     /// A hosted entitlement lease was issued.
     LeaseIssued {
@@ -624,6 +657,19 @@ impl Decider for Account {
                 })
                 .collect()),
             AccountCommand::EnforceGrace => decide_enforce_grace(account, context),
+            AccountCommand::ApplyStripeStatus {
+                stripe_event_id,
+                created,
+                status,
+                plan_source,
+            } => decide_stripe_status(
+                account,
+                stripe_event_id,
+                *created,
+                status,
+                plan_source.as_ref(),
+                context,
+            ),
         }
     }
 
@@ -711,7 +757,13 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
                 (SubscriptionState::Grace, _) => Some(*at),
                 _ => None,
             };
+            let (stripe_price_id, newest_stripe_snapshot) =
+                account.billing.as_ref().map_or((None, None), |b| {
+                    (b.stripe_price_id.clone(), b.newest_stripe_snapshot)
+                });
             account.billing = Some(Billing {
+                stripe_price_id,
+                newest_stripe_snapshot,
                 plan_version: plan_version.clone(),
                 state: *state,
                 grace_started_at,
@@ -743,7 +795,18 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
                     .get_or_insert_with(|| instance_host.clone());
             }
         }
-        AccountEvent::LeaseIssued { .. } => {}
+        AccountEvent::LeaseIssued { .. } | AccountEvent::StripeEventIgnored { .. } => {}
+        AccountEvent::StripeSnapshotApplied {
+            created,
+            stripe_price_id,
+            ..
+        } => {
+            if let Some(billing) = account.billing.as_mut() {
+                billing.newest_stripe_snapshot = Some(*created);
+                billing.stripe_price_id =
+                    stripe_price_id.clone().or(billing.stripe_price_id.take());
+            }
+        }
         AccountEvent::TenantStateChanged {
             tenant_id, to, at, ..
         } => {
@@ -1081,5 +1144,57 @@ fn decide_lease(
         });
     }
     events.push(AccountEvent::LeaseIssued { claims });
+    Ok(events)
+}
+
+fn decide_stripe_status(
+    account: &OpenAccount,
+    stripe_event_id: &str,
+    created: DateTime<Utc>,
+    status: &str,
+    plan_source: Option<&StripePlanSource>,
+    context: &Context<'_>,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let billing = account
+        .billing
+        .as_ref()
+        .ok_or(DomainError::NoBillingRecord)?;
+    let ignored = |reason: String| {
+        Ok(vec![AccountEvent::StripeEventIgnored {
+            stripe_event_id: stripe_event_id.to_owned(),
+            reason,
+        }])
+    };
+    if is_stale(created, billing.newest_stripe_snapshot) {
+        return ignored(String::from("older than the newest snapshot applied"));
+    }
+    let target = SubscriptionState::from_stripe_status(status);
+    if target != billing.state && !billing.state.can_become(target) {
+        return ignored(format!(
+            "{} cannot become {}",
+            billing.state.as_str(),
+            target.as_str()
+        ));
+    }
+    let plan = match plan_source {
+        Some(source) => context.catalog.derive_plan(
+            source,
+            Some(&billing.plan_version),
+            billing.stripe_price_id.as_deref(),
+        ),
+        None => billing.plan_version.clone(),
+    };
+    let mut events = vec![AccountEvent::StripeSnapshotApplied {
+        stripe_event_id: stripe_event_id.to_owned(),
+        created,
+        stripe_price_id: plan_source.and_then(|source| source.price_id.clone()),
+    }];
+    if target != billing.state || plan != billing.plan_version {
+        events.push(AccountEvent::BillingRecorded {
+            plan_version: plan,
+            state: target,
+            at: context.now,
+        });
+    }
     Ok(events)
 }

@@ -213,33 +213,44 @@ impl Decider for CheckoutSessionIndex {
     }
 }
 
-/// The Stripe-object index: `stripe_object/<Stripe id>` → the license a subscription, customer or
-/// charge belongs to. Stripe ids are unique across object types (`sub_`, `cus_`, `ch_` …), so one
-/// stream type serves them all. A customer who buys again links to the newer license.
+/// The Stripe-object index: `stripe_object/<Stripe id>` → the license or hosted account a
+/// subscription, customer or charge belongs to. Stripe ids are unique across object types (`sub_`,
+/// `cus_`, `ch_` …), so one stream type serves them all. The latest link wins: a customer who buys
+/// again links to the newer purchase.
 pub struct StripeObjectIndex;
+
+/// What a Stripe object belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum StripeTarget {
+    /// A self-hosted license.
+    License(LicenseId),
+    /// A hosted account.
+    Account(AccountId),
+}
 
 /// What a Stripe-object index stream holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StripeObjectLink {
-    /// The license the object belongs to now.
-    pub license_id: Option<LicenseId>,
+    /// What the object belongs to now.
+    pub target: Option<StripeTarget>,
 }
 
-/// Link a Stripe object to a license.
+/// Link a Stripe object to a license or an account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkStripeObject {
-    /// The license.
-    pub license_id: LicenseId,
+    /// The license or account.
+    pub target: StripeTarget,
 }
 
 /// Events of the Stripe-object index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
 pub enum StripeObjectEvent {
-    /// The object belongs to this license from now on.
+    /// The object belongs to this license or account from now on.
     StripeObjectLinked {
-        /// The license.
-        license_id: LicenseId,
+        /// The license or account.
+        target: StripeTarget,
     },
 }
 
@@ -257,18 +268,18 @@ impl Decider for StripeObjectIndex {
         command: &LinkStripeObject,
         _: &Context<'_>,
     ) -> Result<Vec<StripeObjectEvent>, DomainError> {
-        if state.license_id.as_ref() == Some(&command.license_id) {
+        if state.target.as_ref() == Some(&command.target) {
             return Ok(Vec::new());
         }
         Ok(vec![StripeObjectEvent::StripeObjectLinked {
-            license_id: command.license_id.clone(),
+            target: command.target.clone(),
         }])
     }
 
     fn evolve(_: StripeObjectLink, event: &StripeObjectEvent) -> StripeObjectLink {
         match event {
-            StripeObjectEvent::StripeObjectLinked { license_id } => StripeObjectLink {
-                license_id: Some(license_id.clone()),
+            StripeObjectEvent::StripeObjectLinked { target } => StripeObjectLink {
+                target: Some(target.clone()),
             },
         }
     }

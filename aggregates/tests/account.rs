@@ -570,3 +570,68 @@ fn no_lease_for_an_inactive_tenant_or_a_non_granting_subscription() {
             reason: "non_granting_state",
         });
 }
+
+fn stripe_status(id: &str, seconds: i64, status: &str, price: Option<&str>) -> AccountCommand {
+    AccountCommand::ApplyStripeStatus {
+        stripe_event_id: id.to_owned(),
+        created: at(seconds),
+        status: status.to_owned(),
+        plan_source: price.map(|p| aggregates::catalog::StripePlanSource {
+            price_id: Some(p.to_owned()),
+            ..Default::default()
+        }),
+    }
+}
+
+#[test]
+fn stripe_moves_hosted_billing_and_an_older_snapshot_changes_nothing() {
+    let history = leasing_account(SubscriptionState::Active);
+    let events = given::<Account>(history.clone())
+        .at(at(100))
+        .when(stripe_status("evt_2", 100, "past_due", None))
+        .result()
+        .unwrap();
+    assert_eq!(
+        events[1],
+        AccountEvent::BillingRecorded {
+            plan_version: String::from("msp_growth"),
+            state: SubscriptionState::Grace,
+            at: at(100)
+        }
+    );
+    let mut later = history;
+    later.extend(events);
+    let account = given::<Account>(later.clone()).state().account.unwrap();
+    assert_eq!(
+        account.billing.as_ref().unwrap().grace_started_at,
+        Some(at(100))
+    );
+    given::<Account>(later)
+        .when(stripe_status("evt_1", 50, "active", None))
+        .then(vec![AccountEvent::StripeEventIgnored {
+            stripe_event_id: String::from("evt_1"),
+            reason: String::from("older than the newest snapshot applied"),
+        }]);
+}
+
+#[test]
+fn a_new_price_from_stripe_changes_the_hosted_plan() {
+    let events = given::<Account>(leasing_account(SubscriptionState::Active))
+        .at(at(10))
+        .when(stripe_status(
+            "evt_3",
+            10,
+            "active",
+            Some("price_1T5kgWBrHBocJIGHo40iFeRd"),
+        ))
+        .result()
+        .unwrap();
+    assert_eq!(
+        events[1],
+        AccountEvent::BillingRecorded {
+            plan_version: String::from("msp_scale"),
+            state: SubscriptionState::Active,
+            at: at(10)
+        }
+    );
+}

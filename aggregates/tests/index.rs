@@ -76,27 +76,24 @@ fn a_checkout_session_belongs_to_one_handoff() {
 }
 
 #[test]
-fn a_stripe_object_links_to_the_latest_license() {
-    use aggregates::index::{LinkStripeObject, StripeObjectEvent, StripeObjectIndex};
-    let linked = |n| StripeObjectEvent::StripeObjectLinked {
-        license_id: LicenseId::from_entropy(n),
-    };
+fn a_stripe_object_links_to_the_latest_license_or_account() {
+    use aggregates::ids::AccountId;
+    use aggregates::index::{LinkStripeObject, StripeObjectEvent, StripeObjectIndex, StripeTarget};
+    let license = |n| StripeTarget::License(LicenseId::from_entropy(n));
+    let linked = |target| StripeObjectEvent::StripeObjectLinked { target };
     given::<StripeObjectIndex>(vec![])
-        .when(LinkStripeObject {
-            license_id: LicenseId::from_entropy(1),
-        })
-        .then(vec![linked(1)]);
-    given::<StripeObjectIndex>(vec![linked(1)])
-        .when(LinkStripeObject {
-            license_id: LicenseId::from_entropy(1),
-        })
+        .when(LinkStripeObject { target: license(1) })
+        .then(vec![linked(license(1))]);
+    given::<StripeObjectIndex>(vec![linked(license(1))])
+        .when(LinkStripeObject { target: license(1) })
         .then(vec![]);
-    let state = given::<StripeObjectIndex>(vec![linked(1)])
+    let account = StripeTarget::Account(AccountId::from_entropy(2));
+    let state = given::<StripeObjectIndex>(vec![linked(license(1))])
         .when(LinkStripeObject {
-            license_id: LicenseId::from_entropy(2),
+            target: account.clone(),
         })
-        .then(vec![linked(2)]);
-    assert_eq!(state.license_id, Some(LicenseId::from_entropy(2)));
+        .then(vec![linked(account.clone())]);
+    assert_eq!(state.target, Some(account));
 }
 
 #[test]

@@ -332,6 +332,18 @@ fn account_command() -> impl Strategy<Value = AccountCommand> {
             reason: String::from("r")
         }),
         Just(AccountCommand::FailStuckProvisioning),
+        (
+            prop::sample::select(vec!["active", "past_due", "canceled", "paused"]),
+            -5_000..5_000_i64
+        )
+            .prop_map(|(status, offset)| {
+                AccountCommand::ApplyStripeStatus {
+                    stripe_event_id: String::from("evt"),
+                    created: t0() + Duration::seconds(offset),
+                    status: status.to_owned(),
+                    plan_source: None,
+                }
+            }),
         Just(AccountCommand::EnforceGrace),
     ]
 }

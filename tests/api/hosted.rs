@@ -21,7 +21,10 @@ use pulse_account::projection::wait_for_position;
 use serde_json::json;
 use std::time::Duration;
 
-crate::on_both_stores!(an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease);
+crate::on_both_stores!(
+    an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease,
+    stripe_drives_the_hosted_subscription_and_the_leases_follow,
+);
 
 async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease(
     backend: Backend,
@@ -214,5 +217,147 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
     )
     .unwrap();
     assert_eq!(memberships.account_ids, vec![account_id.clone()]);
+    app.stop().await;
+}
+
+fn stripe_event(
+    id: &str,
+    event_type: &str,
+    created: i64,
+    object: serde_json::Value,
+) -> serde_json::Value {
+    json!({ "id": id, "object": "event", "created": created, "livemode": false, "pending_webhooks": 1, "type": event_type, "data": { "object": object } })
+}
+
+async fn stripe_drives_the_hosted_subscription_and_the_leases_follow(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let request = json!({ "feature": "multi_tenant", "success_url": "https://p.example/auth/license-purchase-activate", "cancel_url": "https://p.example/", "purchase_return_jti": "jti-1" });
+    let (_, handoff, _) = app.post("/v1/checkout/portal-handoff", &request, &[]).await;
+    let start = json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "cloud_power", "tier": "cloud", "billing_cycle": "monthly" });
+    app.post("/v1/checkout/session", &start, &[]).await;
+    let session = json!({ "id": "cs_test_fake0001", "object": "checkout.session", "subscription": "sub_cloud_1", "customer": "cus_cloud_1", "customer_details": { "email": "it@acme.example" } });
+    app.send_webhook(
+        &stripe_event("evt_c", "checkout.session.completed", 1_000, session),
+        false,
+    )
+    .await;
+    let events = app
+        .state
+        .store
+        .read_all(Position::START, 200)
+        .await
+        .unwrap();
+    let account_id = events
+        .iter()
+        .find(|e| e.event_type == "account_opened")
+        .unwrap()
+        .stream
+        .stream_id()
+        .to_owned();
+    let provisioned = events
+        .iter()
+        .find(|e| e.event_type == "tenant_provisioned")
+        .unwrap();
+    let tenant_id = TenantId::parse(provisioned.payload["tenant_id"].as_str().unwrap()).unwrap();
+    let catalog = Catalog::v1();
+    let activate = AccountCommand::ChangeTenantState {
+        tenant_id: tenant_id.clone(),
+        to: TenantState::Active,
+        reason: String::from("booted"),
+    };
+    handle::<Account>(
+        app.state.store.as_ref(),
+        Command {
+            stream_id: &account_id,
+            command: &activate,
+            context: Context::new(chrono::Utc::now(), &catalog),
+            metadata: metadata(),
+            idempotency: None,
+        },
+    )
+    .await
+    .unwrap();
+    let token = lease_refresh_token(&app.state.keys, &tenant_id);
+    let refresh = json!({ "org_id": account_id, "instance_host": "acme.cloud.example", "entitlement_refresh_token": token.expose() });
+    let billing = |app: &TestApp| {
+        let store = app.state.store.clone();
+        let account_id = account_id.clone();
+        async move {
+            load::<Account>(
+                store.as_ref(),
+                &StreamName::parse("account", &account_id).unwrap(),
+            )
+            .await
+            .unwrap()
+            .0
+            .account
+            .unwrap()
+            .billing
+            .unwrap()
+        }
+    };
+
+    let subscription = |status: &str, price: &str| json!({ "id": "sub_cloud_1", "object": "subscription", "status": status, "items": { "data": [{ "price": { "id": price } }] } });
+    app.send_webhook(
+        &stripe_event(
+            "evt_u1",
+            "customer.subscription.updated",
+            2_000,
+            subscription("active", "price_1T5kg4BrHBocJIGHHa8Ecqho"),
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(
+        billing(&app).await.plan_version,
+        "cloud_max",
+        "a new price changes the hosted plan"
+    );
+    let invoice = json!({ "id": "in_1", "object": "invoice", "subscription": "sub_cloud_1" });
+    app.send_webhook(
+        &stripe_event("evt_f", "invoice.payment_failed", 2_100, invoice),
+        false,
+    )
+    .await;
+    assert_eq!(
+        billing(&app).await.state,
+        aggregates::subscription::SubscriptionState::Grace
+    );
+    let (status, _, _) = app.post("/api/entitlements/refresh", &refresh, &[]).await;
+    assert_eq!(status, 200, "grace still grants a lease");
+    app.send_webhook(
+        &stripe_event(
+            "evt_old",
+            "customer.subscription.updated",
+            1_500,
+            subscription("active", "price_1T5kg2BrHBocJIGHmkoF0zXY"),
+        ),
+        false,
+    )
+    .await;
+    let unchanged = billing(&app).await;
+    assert_eq!(
+        (unchanged.state, unchanged.plan_version.as_str()),
+        (
+            aggregates::subscription::SubscriptionState::Grace,
+            "cloud_max"
+        ),
+        "an older snapshot changes nothing"
+    );
+    app.send_webhook(
+        &stripe_event(
+            "evt_d",
+            "customer.subscription.deleted",
+            3_000,
+            subscription("canceled", "price_1T5kg4BrHBocJIGHHa8Ecqho"),
+        ),
+        false,
+    )
+    .await;
+    let (status, body, _) = app.post("/api/entitlements/refresh", &refresh, &[]).await;
+    assert_eq!(
+        (status, body["details"]["reason"].as_str()),
+        (410, Some("non_granting_state"))
+    );
     app.stop().await;
 }
