@@ -157,6 +157,31 @@ impl TestDatabase {
         }
     }
 
+    /// The highest position committed, read without the reader's guard.
+    pub(crate) async fn max_position(&self) -> i64 {
+        let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("max position")
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("max position")
+            }
+        }
+    }
+
     /// Every document of a projection's active generation, sorted by key.
     pub(crate) async fn active_documents(
         &self,
@@ -364,6 +389,30 @@ impl TestApp {
             status,
             response.json().await.unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// Every event of the log, once the guarded reader has caught up with every committed append.
+    /// (On PostgreSQL a reader waits while any transaction of the database — a projection batch,
+    /// say — is still open, so a read right after a write may stop short for a moment.)
+    pub(crate) async fn all_events(&self) -> Vec<aggregates::log::RecordedEvent> {
+        let committed = self.db.max_position().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self
+                .state
+                .store
+                .read_all(aggregates::log::Position::START, 1000)
+                .await
+                .unwrap();
+            if events.last().map_or(0, |e| e.global_position.0) >= committed {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader never caught up with position {committed}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops the server and drops the database.

@@ -9,7 +9,6 @@ use aggregates::account::{
 use aggregates::catalog::Catalog;
 use aggregates::decider::Context;
 use aggregates::ids::TenantId;
-use aggregates::log::Position;
 use aggregates::log::StreamName;
 use jsonwebtoken::{Algorithm, Validation};
 use projections::accounts::Memberships;
@@ -53,12 +52,7 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
         "a hosted purchase buys an account, not a license"
     );
 
-    let events = app
-        .state
-        .store
-        .read_all(Position::START, 200)
-        .await
-        .unwrap();
+    let events = app.all_events().await;
     let opened = events
         .iter()
         .find(|e| e.event_type == "account_opened")
@@ -172,18 +166,15 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
         );
     }
     let leases = app
-        .state
-        .store
-        .read_all(Position::START, 200)
+        .all_events()
         .await
-        .unwrap()
         .iter()
         .filter(|e| e.event_type == "lease_issued")
         .count();
     assert_eq!(leases, 1, "every lease issued is an event");
 
     let store = app.state.store.as_ref();
-    let head = store.head_position().await.unwrap();
+    let head = aggregates::log::Position(app.db.max_position().await);
     for projection in ["accounts", "accounts_by_member_email"] {
         assert!(
             wait_for_position(store, projection, head, Duration::from_secs(5))
@@ -241,12 +232,7 @@ async fn stripe_drives_the_hosted_subscription_and_the_leases_follow(backend: Ba
         false,
     )
     .await;
-    let events = app
-        .state
-        .store
-        .read_all(Position::START, 200)
-        .await
-        .unwrap();
+    let events = app.all_events().await;
     let account_id = events
         .iter()
         .find(|e| e.event_type == "account_opened")

@@ -2,7 +2,6 @@
 //! activates the installation; each failure answers its status and code.
 
 use crate::helpers::{Backend, TestApp, LEGACY_SEED};
-use aggregates::log::Position;
 use pulse_account::crypto::signing::Signer;
 use serde_json::{json, Value};
 
@@ -113,12 +112,7 @@ async fn each_exchange_failure_answers_its_code(backend: Backend) {
             "{answer}"
         );
     }
-    let events = app
-        .state
-        .store
-        .read_all(Position::START, 100)
-        .await
-        .unwrap();
+    let events = app.all_events().await;
     let failed = events
         .iter()
         .filter(|e| e.event_type == "legacy_exchange_failed")

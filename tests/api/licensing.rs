@@ -241,7 +241,7 @@ async fn a_retried_activation_answers_the_same_and_a_reused_key_is_refused(backe
         .post("/v1/activate", &activation(&key, "fp-1"), &headers)
         .await;
     assert_eq!(status, 200, "{first}");
-    let head = app.state.store.head_position().await.unwrap();
+    let head = app.db.max_position().await;
     let (status, again, _) = app
         .post("/v1/activate", &activation(&key, "fp-1"), &headers)
         .await;
@@ -250,11 +250,7 @@ async fn a_retried_activation_answers_the_same_and_a_reused_key_is_refused(backe
         again, first,
         "the same key and request answer exactly the same, token and grant included"
     );
-    assert_eq!(
-        app.state.store.head_position().await.unwrap(),
-        head,
-        "the retry wrote nothing"
-    );
+    assert_eq!(app.db.max_position().await, head, "the retry wrote nothing");
     let (status, refused, _) = app
         .post("/v1/activate", &activation(&key, "fp-2"), &headers)
         .await;
@@ -268,7 +264,7 @@ async fn a_retried_activation_answers_the_same_and_a_reused_key_is_refused(backe
 async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, key) = issue(&app, "pro").await;
-    let head = app.state.store.head_position().await.unwrap();
+    let head = app.db.max_position().await;
     let unknown = format!("ppk_live_{}", "A".repeat(52));
     type Case<'a> = (Value, Vec<(&'a str, &'a str)>, u16, &'a str);
     let cases: Vec<Case> = vec![
@@ -329,10 +325,6 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
         (status, body["code"].as_str()),
         (401, Some("TOKEN_REVOKED"))
     );
-    assert_eq!(
-        app.state.store.head_position().await.unwrap(),
-        head,
-        "nothing was written"
-    );
+    assert_eq!(app.db.max_position().await, head, "nothing was written");
     app.stop().await;
 }

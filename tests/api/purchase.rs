@@ -4,7 +4,6 @@
 
 use crate::helpers::{Backend, TestApp};
 use aggregates::license::GrantClaims;
-use aggregates::log::Position;
 use jsonwebtoken::{Algorithm, Validation};
 use pulse_account::crypto::signing::verify_with_jwks;
 use serde_json::{json, Value};
@@ -187,12 +186,7 @@ async fn the_full_purchase_from_handoff_to_a_verified_grant(backend: Backend) {
 }
 
 async fn count_of(app: &TestApp, event_type: &str) -> usize {
-    let events = app
-        .state
-        .store
-        .read_all(Position::START, 1000)
-        .await
-        .unwrap();
+    let events = app.all_events().await;
     events.iter().filter(|e| e.event_type == event_type).count()
 }
 
@@ -257,7 +251,7 @@ async fn a_webhook_with_a_bad_signature_gets_400_and_changes_nothing(backend: Ba
     let app = TestApp::spawn(backend).await;
     let handoff = create_handoff(&app).await;
     start_checkout(&app, &handoff, "pro", "pro").await;
-    let head = app.state.store.head_position().await.unwrap();
+    let head = app.db.max_position().await;
     let (status, body) = app
         .send_webhook(&completed_event("evt_forged", "cs_test_fake0001"), true)
         .await;
@@ -277,11 +271,7 @@ async fn a_webhook_with_a_bad_signature_gets_400_and_changes_nothing(backend: Ba
         400,
         "an unsigned webhook is refused"
     );
-    assert_eq!(
-        app.state.store.head_position().await.unwrap(),
-        head,
-        "nothing was written"
-    );
+    assert_eq!(app.db.max_position().await, head, "nothing was written");
     app.stop().await;
 }
 
@@ -293,12 +283,7 @@ async fn an_unhandled_stripe_event_is_acknowledged_and_recorded_as_ignored(backe
     });
     let (status, body) = app.send_webhook(&event, false).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("ignored")));
-    let events = app
-        .state
-        .store
-        .read_all(Position::START, 100)
-        .await
-        .unwrap();
+    let events = app.all_events().await;
     let ignored = events
         .iter()
         .find(|e| e.event_type == "stripe_event_ignored")
