@@ -4,23 +4,25 @@
 //! whether a subscription is already active. An org the ledger does not know is sent to sign up.
 //! Which licenses belong to an org is not yet modelled, so `license_active` is only ever false here.
 
-use crate::command::{decide_all, load};
-use crate::flow::FlowError;
-use crate::store::{AppendBatch, Store, StreamAppend};
+use crate::command::{decide_all, load, load_until, recorded_events};
+use crate::flow::{part, stream, FlowError};
+use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store};
 use aggregates::account::Account;
 use aggregates::catalog::Catalog;
-use aggregates::decider::{encode, Context, Decider};
+use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::ids::AccountId;
-use aggregates::log::{EventMetadata, StreamName};
+use aggregates::log::EventMetadata;
 use aggregates::trial::{StartTrial, Trial, TrialEvent, TrialState};
 
-/// Starts the trial of `org_id`. A denial is recorded, then answered as its error.
+/// Starts the trial of `org_id`. A denial is recorded, then answered as its error. With an
+/// idempotency key, a retry answers exactly what the first attempt did (its start or its denial).
 pub async fn start_trial(
     store: &dyn Store,
     catalog: &Catalog,
     org_id: &str,
     signup_url: &str,
+    idempotency_key: Option<&str>,
     metadata: EventMetadata,
 ) -> Result<TrialState, FlowError> {
     let org_ok = !org_id.is_empty()
@@ -31,16 +33,24 @@ pub async fn start_trial(
     if !org_ok {
         return Err(DomainError::invalid("org_id", "must be 1 to 128 of A-Z a-z 0-9 _ -").into());
     }
+    let trial_stream = stream(Trial::STREAM_TYPE, org_id)?;
+    let idempotency = idempotency_key.map(|key| {
+        Idempotency::for_request(
+            format!("trial:{key}"),
+            &serde_json::json!({ "org_id": org_id }),
+        )
+    });
+    if let Some(idempotency) = &idempotency {
+        if let Some(previous) = store.idempotent_outcome(idempotency).await? {
+            return replayed(store, &previous).await;
+        }
+    }
     let account = match AccountId::parse(org_id) {
         Ok(_) => {
-            load::<Account>(
-                store,
-                &StreamName::parse(Account::STREAM_TYPE, org_id)
-                    .expect("an account id is a stream id"),
-            )
-            .await?
-            .0
-            .account
+            load::<Account>(store, &stream(Account::STREAM_TYPE, org_id)?)
+                .await?
+                .0
+                .account
         }
         Err(_) => None,
     };
@@ -53,25 +63,41 @@ pub async fn start_trial(
         signed_up: account.is_some(),
         signup_url: format!("{signup_url}?org_id={org_id}"),
     };
-    let trial_stream = StreamName::parse(Trial::STREAM_TYPE, org_id)
-        .map_err(|e| DomainError::invalid("org_id", e.to_string()))?;
     let (state, version) = load::<Trial>(store, &trial_stream).await?;
     let context = Context::new(metadata.effective_at, catalog);
     let (events, after) = decide_all::<Trial>(state, &[command], &context)?;
-    let append = StreamAppend {
-        stream: trial_stream,
-        expected_version: version,
-        events: events.iter().map(encode).collect::<Result<_, _>>()?,
-    };
-    store
+    let appends = part::<Trial>(trial_stream, version, &events)?
+        .into_iter()
+        .collect();
+    let outcome = store
         .append_batch(AppendBatch {
-            appends: vec![append],
+            appends,
             metadata,
-            idempotency: None,
+            idempotency,
         })
         .await?;
+    if outcome.replayed() {
+        return replayed(store, &outcome).await;
+    }
     match events.iter().find_map(TrialEvent::denial) {
         Some(denial) => Err(denial.into()),
         None => Ok(after),
     }
+}
+
+/// The answer a recorded trial start gave: its denial, or the trial as it stood right after.
+async fn replayed(store: &dyn Store, outcome: &BatchOutcome) -> Result<TrialState, FlowError> {
+    let appended = outcome
+        .outcomes
+        .first()
+        .ok_or(DomainError::NotFound { entity: "trial" })?;
+    let events = recorded_events::<Trial>(store, appended).await?;
+    if let Some(denial) = events.iter().find_map(TrialEvent::denial) {
+        return Err(denial.into());
+    }
+    Ok(
+        load_until::<Trial>(store, &appended.stream, appended.stream_version)
+            .await?
+            .0,
+    )
 }

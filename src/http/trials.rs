@@ -2,7 +2,7 @@
 //! answers 429 with `Retry-After` and `details.retry_after_seconds`.
 
 use super::error::ApiError;
-use super::extract::ApiJson;
+use super::extract::{ApiJson, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
 use crate::trials::start_trial;
@@ -23,6 +23,7 @@ pub(super) struct StartTrialRequest {
 pub(super) async fn start(
     State(state): State<AppState>,
     headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<StartTrialRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let signup_url = format!("{}/portal/signup", state.public_url.trim_end_matches('/'));
@@ -31,6 +32,7 @@ pub(super) async fn start(
         &state.catalog,
         &request.org_id,
         &signup_url,
+        key.as_deref(),
         metadata("organisation", &headers),
     )
     .await

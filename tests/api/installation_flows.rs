@@ -18,6 +18,7 @@ crate::on_both_stores!(
     an_installation_reads_its_entitlements,
     the_grandfather_floor_is_captured_once_and_raises_the_limit,
     trial_starts_are_denied_with_their_codes_and_rate_limited_with_the_exact_retry_after,
+    a_retried_trial_start_answers_what_the_first_did,
 );
 
 async fn bought(app: &TestApp) -> (String, Value) {
@@ -325,5 +326,65 @@ async fn trial_starts_are_denied_with_their_codes_and_rate_limited_with_the_exac
         (900 - elapsed - 1..=900).contains(&retry_after),
         "seconds until the oldest attempt leaves the window: {retry_after}"
     );
+    app.stop().await;
+}
+
+async fn a_retried_trial_start_answers_what_the_first_did(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let account = AccountId::from_entropy(88);
+    let catalog = Catalog::v1();
+    let open = AccountCommand::Open {
+        account_id: account.clone(),
+        kind: AccountKind::Individual,
+        display_name: String::from("Acme"),
+        owner: UserId::from_entropy(1),
+        owner_email: Email::parse("owner@example.com").unwrap(),
+    };
+    handle::<Account>(
+        app.state.store.as_ref(),
+        Command {
+            stream_id: account.as_str(),
+            command: &open,
+            context: Context::new(chrono::Utc::now(), &catalog),
+            metadata: metadata(),
+            idempotency: None,
+        },
+    )
+    .await
+    .unwrap();
+    let body = json!({ "org_id": account.as_str() });
+    let (status, first, _) = app
+        .post("/v1/trials/start", &body, &[("idempotency-key", "trial-1")])
+        .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again, _) = app
+        .post("/v1/trials/start", &body, &[("idempotency-key", "trial-1")])
+        .await;
+    assert_eq!(
+        (status, &again),
+        (201, &first),
+        "the retry answers the first start"
+    );
+    let (status, other, _) = app
+        .post("/v1/trials/start", &body, &[("idempotency-key", "trial-2")])
+        .await;
+    assert_eq!(
+        (status, other["code"].as_str()),
+        (409, Some("trial_already_used"))
+    );
+    for _ in 0..10 {
+        let (status, denied, _) = app
+            .post(
+                "/v1/trials/start",
+                &json!({ "org_id": "org-retry" }),
+                &[("idempotency-key", "same")],
+            )
+            .await;
+        assert_eq!(
+            (status, denied["code"].as_str()),
+            (409, Some("trial_signup_required")),
+            "a replayed denial is not a new attempt"
+        );
+    }
     app.stop().await;
 }
