@@ -14,6 +14,7 @@ crate::on_both_stores!(
     a_webhook_with_a_bad_signature_gets_400_and_changes_nothing,
     an_unhandled_stripe_event_is_acknowledged_and_recorded_as_ignored,
     checkout_refuses_what_the_rules_refuse,
+    an_expired_handoff_shows_expired_and_cannot_start_checkout,
 );
 
 const SUCCESS: &str = "http://127.0.0.1:7655/auth/license-purchase-activate";
@@ -331,6 +332,57 @@ async fn checkout_refuses_what_the_rules_refuse(backend: Backend) {
     assert_eq!(
         (status, body["details"]["field"].as_str()),
         (400, Some("success_url"))
+    );
+    app.stop().await;
+}
+
+async fn an_expired_handoff_shows_expired_and_cannot_start_checkout(backend: Backend) {
+    use aggregates::catalog::Catalog;
+    use aggregates::decider::Context;
+    use aggregates::handoff::{HandoffCommand, PurchaseHandoff};
+    use aggregates::ids::{HandoffId, IntentId};
+    use pulse_account::command::{handle, Command};
+    let app = TestApp::spawn(backend).await;
+    let catalog = Catalog::v1();
+    let handoff = HandoffId::from_entropy(4242);
+    let create = HandoffCommand::Create {
+        handoff_id: handoff.clone(),
+        intent_id: IntentId::from_entropy(4242),
+        feature: String::from("max_monitored_systems"),
+        success_url: String::from(SUCCESS),
+        cancel_url: String::from("http://127.0.0.1:7655/settings"),
+        purchase_return_jti: String::from("jti-old"),
+    };
+    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+    let command = Command {
+        stream_id: handoff.as_str(),
+        command: &create,
+        context: Context::new(two_hours_ago, &catalog),
+        metadata: crate::helpers::metadata(),
+        idempotency: None,
+    };
+    handle::<PurchaseHandoff>(app.state.store.as_ref(), command)
+        .await
+        .unwrap();
+    let (status, view) = app
+        .get(&format!(
+            "/v1/checkout/portal-handoff?portal_handoff_id={handoff}"
+        ))
+        .await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("expired")));
+    assert_eq!(
+        view["resolved_at"],
+        Value::Null,
+        "an expired handoff is not resolved by a lookup"
+    );
+    let (status, body) = start_checkout(&app, handoff.as_str(), "pro", "pro").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (410, Some("handoff_expired"))
+    );
+    assert!(
+        app.stripe.requests().is_empty(),
+        "Stripe is never asked for an expired handoff"
     );
     app.stop().await;
 }
