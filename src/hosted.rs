@@ -17,7 +17,7 @@ use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::handoff::StartedCheckout;
-use aggregates::ids::{AccountId, Email, TenantId, UserId};
+use aggregates::ids::{AccountId, Email, SecretHash, TenantId, UserId};
 use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
 use aggregates::log::{EventMetadata, StreamVersion};
 use aggregates::subscription::SubscriptionState;
@@ -81,25 +81,82 @@ pub async fn open_account(
     ];
     let (account_events, _) = decide_all::<Account>(Default::default(), &commands, context)
         .map_err(CommandError::Domain)?;
-    let bind = BindLeaseRefresh {
-        account_id: account_id.clone(),
-        tenant_id,
-    };
-    let index = stream(LeaseRefreshIndex::STREAM_TYPE, token_hash.as_str())
-        .map_err(CommandError::Domain)?;
-    let (index_events, _) = decide_all::<LeaseRefreshIndex>(
-        load::<LeaseRefreshIndex>(store, &index).await?.0,
-        &[bind],
-        context,
-    )
-    .map_err(CommandError::Domain)?;
+    let index_part =
+        refresh_index_part(store, &token_hash, &account_id, tenant_id, context).await?;
     let account_stream =
         stream(Account::STREAM_TYPE, account_id.as_str()).map_err(CommandError::Domain)?;
     let parts = [
         part::<Account>(account_stream, StreamVersion::EMPTY, &account_events)?,
-        part::<LeaseRefreshIndex>(index, StreamVersion::EMPTY, &index_events)?,
+        index_part,
     ];
     Ok((account_id, parts.into_iter().flatten().collect()))
+}
+
+/// The lease-refresh index's part of an append binding a tenant's token hash.
+async fn refresh_index_part(
+    store: &dyn Store,
+    token_hash: &SecretHash,
+    account_id: &AccountId,
+    tenant_id: TenantId,
+    context: &Context<'_>,
+) -> Result<Option<StreamAppend>, CommandError<DomainError>> {
+    let index = stream(LeaseRefreshIndex::STREAM_TYPE, token_hash.as_str())
+        .map_err(CommandError::Domain)?;
+    let (binding, version) = load::<LeaseRefreshIndex>(store, &index).await?;
+    let bind = BindLeaseRefresh {
+        account_id: account_id.clone(),
+        tenant_id,
+    };
+    let (events, _) =
+        decide_all::<LeaseRefreshIndex>(binding, &[bind], context).map_err(CommandError::Domain)?;
+    Ok(part::<LeaseRefreshIndex>(index, version, &events)?)
+}
+
+/// Provisions another workspace of an account for `actor`, with its lease refresh token: the
+/// account's decision (permissions, caps) and the token's index in one append.
+pub async fn provision_tenant(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    catalog: &Catalog,
+    account_id: &AccountId,
+    actor: &UserId,
+    metadata: EventMetadata,
+) -> Result<TenantId, FlowError> {
+    let context = Context::new(metadata.effective_at, catalog);
+    let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
+    for _ in 0..FLOW_ATTEMPTS_MAX {
+        let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
+        let token_hash = keys
+            .hasher
+            .hash(lease_refresh_token(keys, &tenant_id).expose());
+        let (state, version) = load::<Account>(store, &account_stream).await?;
+        let command = AccountCommand::ProvisionTenant {
+            actor: actor.clone(),
+            tenant_id: tenant_id.clone(),
+            refresh_token_hash: token_hash.clone(),
+        };
+        let (events, _) = decide_all::<Account>(state, &[command], &context)?;
+        let mut appends: Vec<StreamAppend> =
+            part::<Account>(account_stream.clone(), version, &events)?
+                .into_iter()
+                .collect();
+        appends.extend(
+            refresh_index_part(store, &token_hash, account_id, tenant_id.clone(), &context).await?,
+        );
+        match store
+            .append_batch(AppendBatch {
+                appends,
+                metadata: metadata.clone(),
+                idempotency: None,
+            })
+            .await
+        {
+            Ok(_) => return Ok(tenant_id),
+            Err(StoreError::WrongExpectedVersion { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(FlowError::Contended)
 }
 
 /// `POST /api/entitlements/refresh`: a signed lease for the tenant presenting its refresh token.

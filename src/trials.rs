@@ -1,13 +1,14 @@
 //! Trial starts (`DOMAIN.md` §8): once per org, rate-limited, denials recorded.
 //!
 //! The org is an account id when it has signed up; the ledger reads that account's billing to know
-//! whether a subscription is already active. An org the ledger does not know is sent to sign up.
+//! whether a subscription is already active, and puts the account on the trial when it starts (so
+//! the leases of its tenants carry it). An org the ledger does not know is sent to sign up.
 //! Which licenses belong to an org is not yet modelled, so `license_active` is only ever false here.
 
 use crate::command::{decide_all, load, load_until, recorded_events};
 use crate::flow::{part, stream, FlowError};
 use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store};
-use aggregates::account::Account;
+use aggregates::account::{Account, AccountCommand};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
@@ -66,9 +67,32 @@ pub async fn start_trial(
     let (state, version) = load::<Trial>(store, &trial_stream).await?;
     let context = Context::new(metadata.effective_at, catalog);
     let (events, after) = decide_all::<Trial>(state, &[command], &context)?;
-    let appends = part::<Trial>(trial_stream, version, &events)?
+    let mut appends: Vec<_> = part::<Trial>(trial_stream, version, &events)?
         .into_iter()
         .collect();
+    // A signed-up org's account goes on the trial in the same append, so its leases carry it.
+    if let (
+        Some(account),
+        Some(TrialEvent::TrialStarted {
+            started_at,
+            ends_at,
+            ..
+        }),
+    ) = (&account, events.first())
+    {
+        let account_stream = stream(Account::STREAM_TYPE, account.account_id.as_str())?;
+        let (account_state, account_version) = load::<Account>(store, &account_stream).await?;
+        let grant = AccountCommand::GrantTrial {
+            started_at: *started_at,
+            ends_at: *ends_at,
+        };
+        let (account_events, _) = decide_all::<Account>(account_state, &[grant], &context)?;
+        appends.extend(part::<Account>(
+            account_stream,
+            account_version,
+            &account_events,
+        )?);
+    }
     let outcome = store
         .append_batch(AppendBatch {
             appends,

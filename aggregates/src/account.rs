@@ -9,6 +9,7 @@ use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
 use crate::ids::{bounded_text, AccountId, Email, InvitationId, SecretHash, TenantId, UserId};
 use crate::subscription::{grace_ends_at, is_stale, SubscriptionState, HOSTED_GRACE_DAYS};
+use crate::trial::TRIAL_PLAN;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -171,6 +172,10 @@ pub struct Billing {
     pub stripe_price_id: Option<String>,
     /// The `created` time of the newest Stripe snapshot applied.
     pub newest_stripe_snapshot: Option<DateTime<Utc>>,
+    /// When the org's trial started, while billing is the trial.
+    pub trial_started_at: Option<DateTime<Utc>>,
+    /// When the org's trial ends, while billing is the trial.
+    pub trial_ends_at: Option<DateTime<Utc>>,
 }
 
 /// A tenant (workspace).
@@ -338,6 +343,13 @@ pub enum AccountCommand {
         /// The keyed hash of the tenant's new lease refresh token.
         refresh_token_hash: SecretHash,
     },
+    /// Put the account on the org trial (§8): Pro capabilities, 15 systems, until `ends_at`.
+    GrantTrial {
+        /// When the trial started.
+        started_at: DateTime<Utc>,
+        /// When it ends.
+        ends_at: DateTime<Utc>,
+    },
     /// Issue a hosted entitlement lease to a tenant runtime presenting its refresh token (§10).
     IssueLease {
         /// The tenant.
@@ -475,6 +487,13 @@ pub enum AccountEvent {
         stripe_event_id: String,
         /// Why.
         reason: String,
+    },
+    /// The account is on the org trial.
+    TrialGranted {
+        /// When the trial started.
+        started_at: DateTime<Utc>,
+        /// When it ends.
+        ends_at: DateTime<Utc>,
     },
     /// A hosted entitlement lease was issued.
     LeaseIssued {
@@ -657,6 +676,24 @@ impl Decider for Account {
                 })
                 .collect()),
             AccountCommand::EnforceGrace => decide_enforce_grace(account, context),
+            AccountCommand::GrantTrial {
+                started_at,
+                ends_at,
+            } => {
+                if account
+                    .billing
+                    .as_ref()
+                    .is_some_and(|b| b.state.grants_paid())
+                {
+                    return Err(DomainError::TrialNotAvailable {
+                        reason: "subscription_active",
+                    });
+                }
+                Ok(vec![AccountEvent::TrialGranted {
+                    started_at: *started_at,
+                    ends_at: *ends_at,
+                }])
+            }
             AccountCommand::ApplyStripeStatus {
                 stripe_event_id,
                 created,
@@ -764,6 +801,8 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
             account.billing = Some(Billing {
                 stripe_price_id,
                 newest_stripe_snapshot,
+                trial_started_at: None,
+                trial_ends_at: None,
                 plan_version: plan_version.clone(),
                 state: *state,
                 grace_started_at,
@@ -796,6 +835,20 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
             }
         }
         AccountEvent::LeaseIssued { .. } | AccountEvent::StripeEventIgnored { .. } => {}
+        AccountEvent::TrialGranted {
+            started_at,
+            ends_at,
+        } => {
+            account.billing = Some(Billing {
+                plan_version: String::from(TRIAL_PLAN),
+                state: SubscriptionState::Trial,
+                grace_started_at: None,
+                stripe_price_id: None,
+                newest_stripe_snapshot: None,
+                trial_started_at: Some(*started_at),
+                trial_ends_at: Some(*ends_at),
+            });
+        }
         AccountEvent::StripeSnapshotApplied {
             created,
             stripe_price_id,
@@ -1023,7 +1076,7 @@ fn decide_enforce_grace(
 pub const LEASE_ISSUER: &str = "pulse-pro-entitlement-lease";
 /// The audience of hosted entitlement leases (§10).
 pub const LEASE_AUDIENCE: &str = "pulse-pro-entitlement-cache";
-/// Lifetime of a paid lease (§10).
+/// Lifetime of a paid lease (§10); a trial lease lives until the trial ends.
 pub const LEASE_LIFETIME_HOURS: i64 = 24;
 /// Longest instance host accepted.
 pub const INSTANCE_HOST_LEN_MAX: usize = 253;
@@ -1107,6 +1160,15 @@ fn decide_lease(
             reason: "non_granting_state",
         });
     }
+    // A trial lease lives until the trial ends; a paid one for a day.
+    let trial_end = (billing.state == SubscriptionState::Trial)
+        .then_some(billing.trial_ends_at)
+        .flatten();
+    if trial_end.is_some_and(|end| context.now >= end) {
+        return Err(DomainError::LeaseUnavailable {
+            reason: "trial_over",
+        });
+    }
     let owner = account
         .members
         .values()
@@ -1131,10 +1193,14 @@ fn decide_lease(
         limits: LeaseLimits {
             max_monitored_systems: context.catalog.max_monitored_systems(plan),
         },
-        trial_started_at: None,
-        trial_ends_at: None,
+        trial_started_at: trial_end
+            .and(billing.trial_started_at)
+            .map(|t| t.timestamp()),
+        trial_ends_at: trial_end.map(|t| t.timestamp()),
         iat: context.now.timestamp(),
-        exp: (context.now + Duration::hours(LEASE_LIFETIME_HOURS)).timestamp(),
+        exp: trial_end
+            .unwrap_or(context.now + Duration::hours(LEASE_LIFETIME_HOURS))
+            .timestamp(),
     };
     let mut events = Vec::new();
     if tenant.instance_host.is_none() {

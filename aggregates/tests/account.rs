@@ -635,3 +635,65 @@ fn a_new_price_from_stripe_changes_the_hosted_plan() {
         }
     );
 }
+
+fn trial_account() -> Vec<AccountEvent> {
+    let mut history = opened(AccountKind::Individual);
+    history.push(AccountEvent::TrialGranted {
+        started_at: t0(),
+        ends_at: at(14 * 86_400),
+    });
+    history.push(provisioned(1));
+    history.push(active_tenant(1));
+    history
+}
+
+#[test]
+fn a_trial_lease_carries_the_trial_and_lives_until_it_ends() {
+    let events = given::<Account>(trial_account())
+        .at(at(60))
+        .when(lease(1, "h.example", 1))
+        .result()
+        .unwrap();
+    let AccountEvent::LeaseIssued { claims } = &events[1] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (
+            claims.plan_version.as_str(),
+            claims.subscription_state.as_str()
+        ),
+        ("trial", "trial")
+    );
+    assert_eq!(claims.limits.max_monitored_systems, 15);
+    assert_eq!(
+        (claims.trial_started_at, claims.trial_ends_at),
+        (Some(t0().timestamp()), Some(at(14 * 86_400).timestamp()))
+    );
+    assert_eq!(
+        claims.exp,
+        at(14 * 86_400).timestamp(),
+        "a trial lease lives until the trial ends"
+    );
+}
+
+#[test]
+fn no_lease_once_the_trial_is_over() {
+    given::<Account>(trial_account())
+        .at(at(14 * 86_400))
+        .when(lease(1, "h.example", 1))
+        .then_err(DomainError::LeaseUnavailable {
+            reason: "trial_over",
+        });
+}
+
+#[test]
+fn an_account_with_an_active_subscription_gets_no_trial() {
+    given::<Account>(leasing_account(SubscriptionState::Active))
+        .when(AccountCommand::GrantTrial {
+            started_at: t0(),
+            ends_at: at(100),
+        })
+        .then_err(DomainError::TrialNotAvailable {
+            reason: "subscription_active",
+        });
+}

@@ -332,6 +332,10 @@ fn account_command() -> impl Strategy<Value = AccountCommand> {
             reason: String::from("r")
         }),
         Just(AccountCommand::FailStuckProvisioning),
+        (0..100_000_i64).prop_map(|length| AccountCommand::GrantTrial {
+            started_at: t0(),
+            ends_at: t0() + Duration::seconds(length)
+        }),
         (
             prop::sample::select(vec!["active", "past_due", "canceled", "paused"]),
             -5_000..5_000_i64

@@ -23,6 +23,7 @@ use std::time::Duration;
 crate::on_both_stores!(
     an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease,
     stripe_drives_the_hosted_subscription_and_the_leases_follow,
+    a_trial_org_gets_leases_that_last_until_the_trial_ends,
 );
 
 async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease(
@@ -344,6 +345,92 @@ async fn stripe_drives_the_hosted_subscription_and_the_leases_follow(backend: Ba
     assert_eq!(
         (status, body["details"]["reason"].as_str()),
         (410, Some("non_granting_state"))
+    );
+    app.stop().await;
+}
+
+async fn a_trial_org_gets_leases_that_last_until_the_trial_ends(backend: Backend) {
+    use aggregates::account::AccountKind;
+    use aggregates::ids::{AccountId, Email, UserId};
+    let app = TestApp::spawn(backend).await;
+    let catalog = Catalog::v1();
+    let account = AccountId::from_entropy(31);
+    let owner = UserId::from_entropy(1);
+    let run = |command: AccountCommand| {
+        let (app, account, catalog) = (&app, account.clone(), &catalog);
+        async move {
+            let command = Command {
+                stream_id: account.as_str(),
+                command: &command,
+                context: Context::new(chrono::Utc::now(), catalog),
+                metadata: metadata(),
+                idempotency: None,
+            };
+            handle::<Account>(app.state.store.as_ref(), command)
+                .await
+                .unwrap();
+        }
+    };
+    run(AccountCommand::Open {
+        account_id: account.clone(),
+        kind: AccountKind::Individual,
+        display_name: String::from("Trialist"),
+        owner: owner.clone(),
+        owner_email: Email::parse("t@trial.example").unwrap(),
+    })
+    .await;
+    let (status, trial, _) = app
+        .post(
+            "/v1/trials/start",
+            &json!({ "org_id": account.as_str() }),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 201, "{trial}");
+    let tenant_id = pulse_account::hosted::provision_tenant(
+        app.state.store.as_ref(),
+        &app.state.keys,
+        &catalog,
+        &account,
+        &owner,
+        metadata(),
+    )
+    .await
+    .expect("the trial allows a workspace");
+    let token = lease_refresh_token(&app.state.keys, &tenant_id);
+    run(AccountCommand::ChangeTenantState {
+        tenant_id,
+        to: TenantState::Active,
+        reason: String::from("booted"),
+    })
+    .await;
+    let refresh = json!({ "org_id": account.as_str(), "instance_host": "trial.cloud.example", "entitlement_refresh_token": token.expose() });
+    let (status, body, _) = app.post("/api/entitlements/refresh", &refresh, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, jwks) = app.get("/.well-known/jwks.json").await;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&[LEASE_AUDIENCE]);
+    let claims: LeaseClaims = verify_with_jwks(
+        body["entitlement_jwt"].as_str().unwrap(),
+        &jwks,
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            claims.plan_version.as_str(),
+            claims.subscription_state.as_str(),
+            claims.limits.max_monitored_systems
+        ),
+        ("trial", "trial", 15)
+    );
+    let ends = chrono::DateTime::parse_from_rfc3339(trial["trial_ends_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(
+        (claims.trial_ends_at, claims.exp),
+        (Some(ends), ends),
+        "a trial lease lasts until the trial ends"
     );
     app.stop().await;
 }
