@@ -7,11 +7,11 @@
 //! activation key of a purchase is derived from its Checkout Session under the server's secret, so
 //! the session lookup can show it again without it ever being stored.
 
-use crate::command::{decide_all, handle, load, Command};
+use crate::command::{decide_all, handle, load, recorded_events, Command};
 use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
 use crate::crypto::KeyMaterial;
 use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::store::{AppendBatch, Idempotency, Store, StoreError, StreamAppend};
+use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend};
 use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
 use aggregates::account::{Account, AccountCommand};
 use aggregates::catalog::{BillingCycle, Catalog, StripePlanSource};
@@ -266,9 +266,17 @@ impl Checkout<'_> {
     pub async fn start_checkout(
         &self,
         request: &StartCheckoutRequest,
+        idempotency_key: Option<&str>,
         metadata: EventMetadata,
     ) -> Result<StartedCheckoutView, FlowError> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
+        let idempotency = idempotency_key
+            .map(|key| Idempotency::for_request(format!("checkout-session:{key}"), request));
+        if let Some(idempotency) = &idempotency {
+            if let Some(previous) = self.store.idempotent_outcome(idempotency).await? {
+                return self.replayed_checkout(&previous).await;
+            }
+        }
         for _ in 0..FLOW_ATTEMPTS_MAX {
             let (handoff, version) = self.handoff(&handoff_id).await?;
             let context = self.context(metadata.effective_at);
@@ -279,6 +287,7 @@ impl Checkout<'_> {
                 billing_cycle: request.billing_cycle,
                 price_id: String::new(),
                 trial: request.trial,
+                url: None,
             };
             let state = aggregates::handoff::HandoffState {
                 handoff: Some(handoff.clone()),
@@ -307,11 +316,16 @@ impl Checkout<'_> {
                     trial_period_days: request
                         .trial
                         .then_some(aggregates::trial::TRIAL_DAYS as u32),
-                    idempotency_key: format!("checkout:{handoff_id}:{}", version.0),
+                    // A retried request reaches Stripe with the same key, so it gets the same session.
+                    idempotency_key: match idempotency_key {
+                        Some(key) => format!("checkout:{handoff_id}:key:{key}"),
+                        None => format!("checkout:{handoff_id}:{}", version.0),
+                    },
                 })
                 .await?;
             let started = StartedCheckout {
                 session_id: session.id.clone(),
+                url: Some(session.url.clone()),
                 ..priced.clone()
             };
             let (handoff_events, _) = decide_all::<PurchaseHandoff>(
@@ -341,9 +355,10 @@ impl Checkout<'_> {
             let batch = AppendBatch {
                 appends: appends.into_iter().flatten().collect(),
                 metadata: metadata.clone(),
-                idempotency: None,
+                idempotency: idempotency.clone(),
             };
             match self.store.append_batch(batch).await {
+                Ok(outcome) if outcome.replayed() => return self.replayed_checkout(&outcome).await,
                 Ok(_) => {
                     return Ok(StartedCheckoutView {
                         url: session.url,
@@ -512,6 +527,32 @@ impl Checkout<'_> {
         self.apply_stripe_event(&verified, metadata).await?;
         Ok(with_session_placeholder(&handoff.intent.success_url)
             .replace("{CHECKOUT_SESSION_ID}", session_id))
+    }
+
+    /// The answer a recorded checkout start gave: the session it started, with its URL.
+    async fn replayed_checkout(
+        &self,
+        outcome: &BatchOutcome,
+    ) -> Result<StartedCheckoutView, FlowError> {
+        let appended = outcome
+            .outcomes
+            .iter()
+            .find(|o| o.stream.stream_type() == PurchaseHandoff::STREAM_TYPE)
+            .ok_or(DomainError::NotFound { entity: "checkout" })?;
+        let events = recorded_events::<PurchaseHandoff>(self.store, appended).await?;
+        let started = events
+            .into_iter()
+            .find_map(|event| match event {
+                aggregates::handoff::HandoffEvent::CheckoutStarted(started) => Some(started),
+                _ => None,
+            })
+            .ok_or(DomainError::NotFound { entity: "checkout" })?;
+        Ok(StartedCheckoutView {
+            url: started.url.unwrap_or_default(),
+            plan_key: started.plan_key,
+            tier: started.tier,
+            billing_cycle: started.billing_cycle,
+        })
     }
 
     /// The installation's lookup on return (§6.5).

@@ -8,7 +8,7 @@
 use crate::catalog::BillingCycle;
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
-use crate::ids::{HandoffId, IntentId, LicenseId};
+use crate::ids::{bounded_text, HandoffId, IntentId, LicenseId};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -70,6 +70,9 @@ pub struct StartedCheckout {
     pub price_id: String,
     /// Whether the checkout includes a trial.
     pub trial: bool,
+    /// Where Stripe hosts the session (kept so a retried request answers the same URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// An existing handoff.
@@ -443,6 +446,11 @@ fn decide_start(
         billing_cycle: checkout.billing_cycle,
         price_id: price.id.clone(),
         trial: checkout.trial,
+        url: checkout
+            .url
+            .as_deref()
+            .map(|url| bounded_text("url", url, URL_LEN_MAX))
+            .transpose()?,
     })])
 }
 

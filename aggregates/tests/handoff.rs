@@ -51,6 +51,7 @@ fn checkout(plan: &str, tier: &str, cycle: BillingCycle, session: &str) -> Start
         billing_cycle: cycle,
         price_id: String::new(),
         trial: false,
+        url: None,
     }
 }
 
@@ -62,6 +63,7 @@ fn started(session: &str) -> HandoffEvent {
         billing_cycle: BillingCycle::Monthly,
         price_id: String::from("price_1TPmE6BrHBocJIGHHaPwluoM"),
         trial: false,
+        url: None,
     })
 }
 

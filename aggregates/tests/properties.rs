@@ -236,6 +236,7 @@ fn handoff_command() -> impl Strategy<Value = HandoffCommand> {
                 billing_cycle: BillingCycle::Monthly,
                 price_id: String::new(),
                 trial: false,
+                url: None,
             })
         });
     prop_oneof![

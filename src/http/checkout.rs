@@ -76,10 +76,11 @@ pub(super) async fn resolve_handoff(
 pub(super) async fn start_checkout(
     State(state): State<AppState>,
     headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<StartCheckoutRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let started = checkout(&state)
-        .start_checkout(&request, metadata("browser", &headers))
+        .start_checkout(&request, key.as_deref(), metadata("browser", &headers))
         .await
         .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(json!(started)))

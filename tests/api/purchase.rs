@@ -15,6 +15,7 @@ crate::on_both_stores!(
     an_unhandled_stripe_event_is_acknowledged_and_recorded_as_ignored,
     checkout_refuses_what_the_rules_refuse,
     an_expired_handoff_shows_expired_and_cannot_start_checkout,
+    a_retried_checkout_start_answers_the_same_session,
 );
 
 const SUCCESS: &str = "http://127.0.0.1:7655/auth/license-purchase-activate";
@@ -383,6 +384,36 @@ async fn an_expired_handoff_shows_expired_and_cannot_start_checkout(backend: Bac
     assert!(
         app.stripe.requests().is_empty(),
         "Stripe is never asked for an expired handoff"
+    );
+    app.stop().await;
+}
+
+async fn a_retried_checkout_start_answers_the_same_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let handoff = create_handoff(&app).await;
+    let request = json!({ "portal_handoff_id": handoff, "plan_key": "pro", "tier": "pro", "billing_cycle": "monthly" });
+    let key = [("idempotency-key", "checkout-click-1")];
+    let (status, first, _) = app.post("/v1/checkout/session", &request, &key).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again, _) = app.post("/v1/checkout/session", &request, &key).await;
+    assert_eq!(
+        (status, &again),
+        (200, &first),
+        "a double submit answers the first session"
+    );
+    assert_eq!(app.stripe.requests().len(), 1, "Stripe was asked once");
+    let started = app
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "checkout_started")
+        .count();
+    assert_eq!(started, 1);
+    let other = json!({ "portal_handoff_id": handoff, "plan_key": "relay", "tier": "relay", "billing_cycle": "monthly" });
+    let (status, refused, _) = app.post("/v1/checkout/session", &other, &key).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("idempotency_key_reused"))
     );
     app.stop().await;
 }
