@@ -130,10 +130,13 @@ impl LegacyVerifier {
 }
 
 /// Runs the exchange and, on success, activates the installation on the v6 license.
+/// With an idempotency key, a retry activates exactly as the first attempt did (same installation
+/// token): the key reaches the activation.
 pub async fn exchange(
     licensing: &Licensing<'_>,
     verifier: &LegacyVerifier,
     request: &ExchangeRequest,
+    idempotency_key: Option<&str>,
     metadata: EventMetadata,
 ) -> Result<Activation, FlowError> {
     let check = verifier.check(&request.legacy_license_token);
@@ -209,7 +212,10 @@ pub async fn exchange(
             instance_fingerprint: request.instance_fingerprint.clone(),
             client_version: request.client_version.clone(),
         };
-        return licensing.activate(&activation, None, metadata).await;
+        let activation_key = idempotency_key.map(|key| format!("exchange:{key}"));
+        return licensing
+            .activate(&activation, activation_key.as_deref(), metadata)
+            .await;
     }
     Err(FlowError::Contended)
 }

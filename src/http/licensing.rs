@@ -184,6 +184,7 @@ pub(super) async fn capture_continuity(
 pub(super) async fn exchange(
     State(state): State<AppState>,
     headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::exchange::ExchangeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(verifier) = &state.legacy else {
@@ -198,6 +199,7 @@ pub(super) async fn exchange(
         &licensing(&state),
         verifier,
         &request,
+        key.as_deref(),
         metadata("installation", &headers),
     )
     .await

@@ -9,6 +9,7 @@ crate::on_both_stores!(
     a_valid_v5_token_becomes_a_migrated_license_and_an_activation,
     each_exchange_failure_answers_its_code,
     too_many_exchanges_of_one_legacy_license_are_rate_limited,
+    a_retried_exchange_answers_the_same_activation,
 );
 
 fn token(claims: Value) -> String {
@@ -164,6 +165,32 @@ async fn too_many_exchanges_of_one_legacy_license_are_rate_limited(backend: Back
             .parse::<i64>()
             .unwrap()),
         answer["details"]["retry_after_seconds"]
+    );
+    app.stop().await;
+}
+
+async fn a_retried_exchange_answers_the_same_activation(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let legacy = token(claims("v5-500"));
+    let key = [("idempotency-key", "exchange-1")];
+    let (status, first, _) = app
+        .post("/v1/licenses/exchange", &body(&legacy, "fp-1"), &key)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again, _) = app
+        .post("/v1/licenses/exchange", &body(&legacy, "fp-1"), &key)
+        .await;
+    assert_eq!(
+        (status, &again),
+        (200, &first),
+        "same token, installation and grant"
+    );
+    let (status, refused, _) = app
+        .post("/v1/licenses/exchange", &body(&legacy, "fp-2"), &key)
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("idempotency_key_reused"))
     );
     app.stop().await;
 }
