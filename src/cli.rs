@@ -2,13 +2,15 @@
 //! here (clap), turned into validated settings, and handed to the library. This is CLI glue, so it
 //! reports failures with `anyhow` context chains.
 
-use crate::crypto::KeyConfig;
+use crate::audit;
+use crate::crypto::{KeyConfig, KeyMaterial};
 use crate::metrics::Metrics;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{active_checkpoint, registry};
 use crate::startup::{open_store, Application, Settings};
 use crate::stripe_gateway::StripeConfig;
 use crate::telemetry::LogFormat;
+use aggregates::log::Position;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -43,6 +45,40 @@ pub enum Command {
     /// Inspect or rebuild projections.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Export the log for auditors: chained JSONL ending with a signed manifest.
+    Export(ExportArgs),
+    /// Verify an export offline with the signer's public key; names the line that broke.
+    Verify(VerifyArgs),
+}
+
+/// `export` options.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where the data lives.
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Export the positions after this one.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    after: i64,
+    /// Export up to this position (default: the head).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    to: Option<i64>,
+    /// The file to write; it must not exist yet.
+    #[arg(long)]
+    output: PathBuf,
+    /// The Ed25519 signing key, `kid:base64url(32-byte seed)`; without it, the development key.
+    #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
+    signing_key: Option<String>,
+}
+
+/// `verify` options.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The export file.
+    file: PathBuf,
+    /// The signer's Ed25519 public key (base64url, the JWKS `x`).
+    #[arg(long)]
+    public_key: String,
 }
 
 /// Where the data lives.
@@ -152,6 +188,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(ProjectionsCommand::Status(database)) => {
             projections_status(&database).await
         }
+        Command::Export(args) => export(args).await,
+        Command::Verify(args) => verify(&args),
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             rebuild(&name, &database).await
         }
@@ -307,4 +345,79 @@ async fn rebuild(name: &str, database: &DatabaseArgs) -> anyhow::Result<()> {
         started.elapsed()
     );
     Ok(())
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.database.resolve()?)
+        .await
+        .context("opening the database")?;
+    let keys = KeyMaterial::load(
+        &KeyConfig {
+            signing_key: args.signing_key,
+            secret_hash_key: None,
+        },
+        &args.database.data_dir,
+    )?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&args.output)
+        .with_context(|| format!("creating {} (it must not exist yet)", args.output.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let head = store.head_position().await?;
+    let mut last_print = Instant::now();
+    let mut progress = |reached: Position| {
+        if last_print.elapsed() >= PROGRESS_INTERVAL {
+            eprintln!("exported up to position {reached} of {head}");
+            last_print = Instant::now();
+        }
+    };
+    let to = args.to.map(Position);
+    let manifest = audit::export_jsonl(
+        store.as_ref(),
+        &keys.signer,
+        Position(args.after),
+        to,
+        &mut out,
+        &mut progress,
+    )
+    .await
+    .context("exporting the log")?;
+    let public_key = keys.signer.jwks()["keys"][0]["x"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "exported {} records (positions after {} up to {}) to {}; final hash {}",
+        manifest.count,
+        manifest.after_position,
+        manifest.to_position,
+        args.output.display(),
+        manifest.final_hash
+    );
+    println!("public key: {public_key}");
+    println!(
+        "verify with: pulse-account verify {} --public-key {public_key}",
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    match audit::verify_jsonl(std::io::BufReader::new(file), &args.public_key) {
+        Ok(manifest) => {
+            println!(
+                "export verifies: {} records, positions after {} up to {}, final hash {}, signed by {}",
+                manifest.count, manifest.after_position, manifest.to_position, manifest.final_hash, manifest.key_id
+            );
+            Ok(())
+        }
+        Err(error) => bail!(
+            "export does NOT verify at line {}: {}",
+            error.line,
+            error.reason
+        ),
+    }
 }

@@ -3,6 +3,7 @@
 //! The library half of the `pulse-account` binary, so that the tests and benchmarks drive the same
 //! code `main` does. See `ARCHITECTURE.md` for the map.
 
+pub mod audit;
 pub mod checkout;
 pub mod cli;
 pub mod command;

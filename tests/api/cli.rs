@@ -178,3 +178,84 @@ async fn projections_status_and_rebuild_work_from_the_command_line(backend: Back
     drop(store);
     db.cleanup().await;
 }
+
+#[test]
+fn export_and_verify_work_from_the_command_line() {
+    let cwd = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", cwd.path().join("ledger.db").display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = pulse_account::startup::open_store(&database).await.unwrap();
+        let events = (0..4)
+            .map(|n| event("touched", json!({ "n": n })))
+            .collect();
+        store
+            .append(append(&stream("license", "lic_0000000003"), 0, events))
+            .await
+            .unwrap();
+    });
+    let exported = run(
+        &[
+            "export",
+            "--database-url",
+            &database,
+            "--data-dir",
+            "state",
+            "--output",
+            "audit.jsonl",
+        ],
+        cwd.path(),
+    );
+    let stdout = String::from_utf8_lossy(&exported.stdout).into_owned();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    assert!(stdout.contains("exported 4 records"), "{stdout}");
+    let key = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("public key: "))
+        .unwrap()
+        .to_owned();
+    let verified = run(&["verify", "audit.jsonl", "--public-key", &key], cwd.path());
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("export verifies: 4 records"));
+
+    let text = std::fs::read_to_string(cwd.path().join("audit.jsonl")).unwrap();
+    std::fs::write(
+        cwd.path().join("tampered.jsonl"),
+        text.replacen("\"n\":2", "\"n\":7", 1),
+    )
+    .unwrap();
+    let tampered = run(
+        &["verify", "tampered.jsonl", "--public-key", &key],
+        cwd.path(),
+    );
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&tampered.stderr).contains("does NOT verify at line 3"),
+        "{}",
+        String::from_utf8_lossy(&tampered.stderr)
+    );
+    let again = run(
+        &[
+            "export",
+            "--database-url",
+            &database,
+            "--data-dir",
+            "state",
+            "--output",
+            "audit.jsonl",
+        ],
+        cwd.path(),
+    );
+    assert!(
+        !again.status.success(),
+        "an existing export is never overwritten"
+    );
+}

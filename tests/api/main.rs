@@ -2,6 +2,7 @@
 //! the store, the command handler and the projection runner runs on SQLite and on PostgreSQL
 //! (`…::sqlite::…` and `…::postgres::…`); see `helpers` for how PostgreSQL is found.
 
+mod audit_export;
 mod cli;
 mod command_handling;
 mod fake_stripe;
