@@ -81,7 +81,7 @@ pub async fn export_jsonl(
     let mut chain = String::from(GENESIS_CHAIN);
     let (mut cursor, mut count) = (after, 0_u64);
     'pages: loop {
-        let page = store.read_all(cursor, READ_PAGE_MAX).await?;
+        let page = store.read_all_stored(cursor, READ_PAGE_MAX).await?;
         if page.is_empty() {
             break;
         }

@@ -265,6 +265,14 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Like [`EventStore::read_all`], but every event exactly as stored, without upcasting: what
+    /// the audit chain covers, so a new upcaster never changes a sealed or exported record.
+    async fn read_all_stored(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
     /// The position of the newest event a reader may see (0 for an empty log).
     async fn head_position(&self) -> Result<Position, StoreError>;
 

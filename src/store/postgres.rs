@@ -130,23 +130,43 @@ impl PostgresStore {
     }
 
     fn decode(&self, row: &PgRow) -> Result<RecordedEvent, StoreError> {
-        let metadata: serde_json::Value = row.get("metadata");
-        let metadata: EventMetadata = serde_json::from_value(metadata)
-            .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
-        let event_id: uuid::Uuid = row.get("event_id");
-        let event = RecordedEvent {
-            global_position: Position(row.get("global_position")),
-            stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
-            stream_version: StreamVersion(row.get("stream_version")),
-            event_id: event_id.to_string(),
-            event_type: row.get("event_type"),
-            schema_version: row.get("schema_version"),
-            payload: row.get("payload"),
-            metadata,
-            recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
-        };
-        Ok(self.upcasters.upcast(event)?)
+        Ok(self.upcasters.upcast(decode_stored(row)?)?)
     }
+
+    /// Up to `limit` rows of the log after `after`, in position order.
+    async fn log_rows(&self, after: Position, limit: i64) -> Result<Vec<PgRow>, StoreError> {
+        let rows: Vec<PgRow> = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE global_position > $1 AND transaction_id < {VISIBLE_GUARD} \
+             ORDER BY global_position LIMIT $2"
+        ))
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .during("reading the log")?;
+        Ok(rows)
+    }
+}
+
+/// An event exactly as stored, before any upcasting: what the audit chain covers.
+fn decode_stored(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let metadata: serde_json::Value = row.get("metadata");
+    let metadata: EventMetadata = serde_json::from_value(metadata)
+        .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
+    let event_id: uuid::Uuid = row.get("event_id");
+    let event = RecordedEvent {
+        global_position: Position(row.get("global_position")),
+        stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
+        stream_version: StreamVersion(row.get("stream_version")),
+        event_id: event_id.to_string(),
+        event_type: row.get("event_type"),
+        schema_version: row.get("schema_version"),
+        payload: row.get("payload"),
+        metadata,
+        recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
+    };
+    Ok(event)
 }
 
 /// How one attempt to append inside a transaction ended. Anything but `Written` is rolled back.
@@ -437,19 +457,25 @@ impl EventStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = validate_page(limit)?;
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
-             WHERE global_position > $1 AND transaction_id < {VISIBLE_GUARD} \
-             ORDER BY global_position LIMIT $2"
-        ))
-        .bind(after.0)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .during("reading the log")?;
+        let rows = self.log_rows(after, limit).await?;
         let events = rows
             .iter()
             .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_global_page(&events, after)?;
+        Ok(events)
+    }
+
+    async fn read_all_stored(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = validate_page(limit)?;
+        let rows = self.log_rows(after, limit).await?;
+        let events = rows
+            .iter()
+            .map(decode_stored)
             .collect::<Result<Vec<_>, _>>()?;
         check_global_page(&events, after)?;
         Ok(events)

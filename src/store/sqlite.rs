@@ -81,25 +81,43 @@ impl SqliteStore {
     }
 
     fn decode(&self, row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-        let json = |column: &str| -> Result<serde_json::Value, StoreError> {
-            serde_json::from_str(row.get::<&str, _>(column))
-                .map_err(|e| StoreError::Invariant(format!("unreadable stored {column}: {e}")))
-        };
-        let metadata: EventMetadata = serde_json::from_value(json("metadata")?)
-            .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
-        let event = RecordedEvent {
-            global_position: Position(row.get("global_position")),
-            stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
-            stream_version: StreamVersion(row.get("stream_version")),
-            event_id: row.get("event_id"),
-            event_type: row.get("event_type"),
-            schema_version: row.get("schema_version"),
-            payload: json("payload")?,
-            metadata,
-            recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
-        };
-        Ok(self.upcasters.upcast(event)?)
+        Ok(self.upcasters.upcast(decode_stored(row)?)?)
     }
+
+    /// Up to `limit` rows of the log after `after`, in position order.
+    async fn log_rows(&self, after: Position, limit: i64) -> Result<Vec<SqliteRow>, StoreError> {
+        let rows: Vec<SqliteRow> = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2"
+        ))
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await
+        .during("reading the log")?;
+        Ok(rows)
+    }
+}
+
+/// An event exactly as stored, before any upcasting: what the audit chain covers.
+fn decode_stored(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
+        serde_json::from_str(row.get::<&str, _>(column))
+            .map_err(|e| StoreError::Invariant(format!("unreadable stored {column}: {e}")))
+    };
+    let metadata: EventMetadata = serde_json::from_value(json("metadata")?)
+        .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
+    let event = RecordedEvent {
+        global_position: Position(row.get("global_position")),
+        stream: stored_stream_name(row.get("stream_type"), row.get("stream_id"))?,
+        stream_version: StreamVersion(row.get("stream_version")),
+        event_id: row.get("event_id"),
+        event_type: row.get("event_type"),
+        schema_version: row.get("schema_version"),
+        payload: json("payload")?,
+        metadata,
+        recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
+    };
+    Ok(event)
 }
 
 async fn find_idempotency(
@@ -239,17 +257,25 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = validate_page(limit)?;
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2"
-        ))
-        .bind(after.0)
-        .bind(limit)
-        .fetch_all(&self.readers)
-        .await
-        .during("reading the log")?;
+        let rows = self.log_rows(after, limit).await?;
         let events = rows
             .iter()
             .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_global_page(&events, after)?;
+        Ok(events)
+    }
+
+    async fn read_all_stored(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = validate_page(limit)?;
+        let rows = self.log_rows(after, limit).await?;
+        let events = rows
+            .iter()
+            .map(decode_stored)
             .collect::<Result<Vec<_>, _>>()?;
         check_global_page(&events, after)?;
         Ok(events)

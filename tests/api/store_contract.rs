@@ -443,6 +443,12 @@ async fn upcasters_apply_on_stream_reads_and_global_reads(backend: Backend) {
             json!({ "plan_version": "relay", "source": "new" })
         );
     }
+    let stored = store.read_all_stored(Position::START, 10).await.unwrap();
+    assert_eq!(
+        stored[0].schema_version, 1,
+        "the stored read is what was written"
+    );
+    assert_eq!(stored[0].payload, json!({ "plan": "pro" }));
     db.cleanup().await;
 }
 
