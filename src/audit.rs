@@ -3,11 +3,15 @@
 //! with a manifest (range, count, final hash, key id) signed with Ed25519 — and the offline
 //! verifier that checks an export with the public key alone and names the record that broke.
 //!
+//! The service also seals the committed prefix of the log periodically ([`seal`]: position, chain
+//! value, count, signed), and [`check`] recomputes the chain over the stored log to find the first
+//! seal an edit of an old row broke.
+//!
 //! The export reads one page at a time, so its memory does not grow with the log. A record's
 //! canonical bytes are its JSON with object keys sorted (serde_json's map order), no whitespace.
 
 use crate::crypto::signing::{JwtError, Signer};
-use crate::store::{EventStore, StoreError, READ_PAGE_MAX};
+use crate::store::{EventStore, Seal, Store, StoreError, READ_PAGE_MAX};
 use aggregates::log::Position;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -202,4 +206,154 @@ fn verify_manifest(signature: &str, key: &DecodingKey) -> Result<Manifest, Strin
     jsonwebtoken::decode::<Manifest>(signature, key, &validation)
         .map(|data| data.claims)
         .map_err(|e| format!("the manifest's signature does not verify: {e}"))
+}
+
+/// What a seal signs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SealClaims {
+    position: i64,
+    chain_hash: String,
+    count: i64,
+}
+
+/// Why sealing or checking failed to run (not: what a check found).
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Signing failed.
+    #[error(transparent)]
+    Jwt(#[from] JwtError),
+}
+
+/// What a check found wrong: the first seal whose prefix of the log no longer matches.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the log up to position {position} no longer matches the seal made at {sealed_at}: {reason}"
+)]
+pub struct SealMismatch {
+    /// The seal's position.
+    pub position: i64,
+    /// When the seal was made.
+    pub sealed_at: String,
+    /// What differs.
+    pub reason: String,
+}
+
+/// Seals the committed log after the newest seal, continuing its chain; `None` when nothing new
+/// was committed since.
+pub async fn seal(
+    store: &dyn Store,
+    signer: &Signer,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Seal>, SealError> {
+    let latest = store.latest_seal().await?;
+    let (mut cursor, mut chain, mut count) = match &latest {
+        Some(seal) => (seal.position, seal.chain_hash.clone(), seal.count),
+        None => (Position::START, String::from(GENESIS_CHAIN), 0),
+    };
+    let start = cursor;
+    loop {
+        let page = store.read_all_stored(cursor, READ_PAGE_MAX).await?;
+        let Some(last) = page.last() else { break };
+        cursor = last.global_position;
+        for event in &page {
+            chain = chained(
+                &chain,
+                &serde_json::to_value(event).expect("an event serialises"),
+            );
+            count += 1;
+        }
+    }
+    if cursor == start {
+        return Ok(None);
+    }
+    let claims = SealClaims {
+        position: cursor.0,
+        chain_hash: chain.clone(),
+        count,
+    };
+    let seal = Seal {
+        position: cursor,
+        chain_hash: chain,
+        count,
+        key_id: signer.key_id().to_owned(),
+        signature: signer.sign(&claims)?,
+        sealed_at: now,
+    };
+    store.save_seal(&seal).await?;
+    Ok(Some(seal))
+}
+
+/// Recomputes the chain over the whole stored log and compares it with every seal (and each
+/// seal's signature, with `public_key_x`). Returns how many seals were checked.
+pub async fn check(
+    store: &dyn Store,
+    public_key_x: &str,
+) -> Result<Result<usize, SealMismatch>, SealError> {
+    let key = DecodingKey::from_ed_components(public_key_x).map_err(JwtError::from)?;
+    let (mut cursor, mut chain, mut count, mut checked) =
+        (Position::START, String::from(GENESIS_CHAIN), 0_i64, 0_usize);
+    let mut seals = store
+        .seals_after(Position::START, crate::store::SEAL_PAGE_MAX)
+        .await?
+        .into_iter();
+    let mut pending = seals.next();
+    while let Some(seal) = pending.take() {
+        let mismatch = |reason: &str| SealMismatch {
+            position: seal.position.0,
+            sealed_at: seal.sealed_at.to_rfc3339(),
+            reason: reason.to_owned(),
+        };
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        match jsonwebtoken::decode::<SealClaims>(&seal.signature, &key, &validation) {
+            Ok(data)
+                if data.claims
+                    == (SealClaims {
+                        position: seal.position.0,
+                        chain_hash: seal.chain_hash.clone(),
+                        count: seal.count,
+                    }) => {}
+            _ => return Ok(Err(mismatch("the seal's signature does not verify"))),
+        }
+        while cursor < seal.position {
+            let page = store.read_all_stored(cursor, READ_PAGE_MAX).await?;
+            let Some(last) = page.last() else { break };
+            for event in page.iter().filter(|e| e.global_position <= seal.position) {
+                chain = chained(
+                    &chain,
+                    &serde_json::to_value(event).expect("an event serialises"),
+                );
+                count += 1;
+                cursor = event.global_position;
+            }
+            if last.global_position > seal.position {
+                break;
+            }
+        }
+        if count != seal.count {
+            return Ok(Err(mismatch(&format!(
+                "it held {} events, the log now holds {count}",
+                seal.count
+            ))));
+        }
+        if chain != seal.chain_hash {
+            return Ok(Err(mismatch(
+                "a row at or before this position was changed",
+            )));
+        }
+        checked += 1;
+        pending = seals.next();
+        if pending.is_none() {
+            let more = store
+                .seals_after(seal.position, crate::store::SEAL_PAGE_MAX)
+                .await?;
+            seals = more.into_iter();
+            pending = seals.next();
+        }
+    }
+    Ok(Ok(checked))
 }

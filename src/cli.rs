@@ -49,6 +49,29 @@ pub enum Command {
     Export(ExportArgs),
     /// Verify an export offline with the signer's public key; names the line that broke.
     Verify(VerifyArgs),
+    /// Seal the committed log, or check it against every seal.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Seal the log committed since the newest seal (signed with the signing key).
+    Seal(KeyedDatabaseArgs),
+    /// Recompute the chain over the stored log and compare it with every seal.
+    Check(KeyedDatabaseArgs),
+}
+
+/// Where the data lives, and the signing key.
+#[derive(Debug, Args)]
+pub struct KeyedDatabaseArgs {
+    /// Where the data lives.
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The Ed25519 signing key, `kid:base64url(32-byte seed)`; without it, the development key.
+    #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
+    signing_key: Option<String>,
 }
 
 /// `export` options.
@@ -137,6 +160,9 @@ pub struct ServeArgs {
     /// legacy exchange answers 503.
     #[arg(long, env = "PULSE_ACCOUNT_LEGACY_PUBLIC_KEY")]
     legacy_public_key: Option<String>,
+    /// Seconds between seals of the committed log (0: never).
+    #[arg(long, env = "PULSE_ACCOUNT_SEAL_INTERVAL_SECS", default_value_t = 300)]
+    seal_interval_secs: u64,
 }
 
 /// `projections` subcommands.
@@ -190,6 +216,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(args) => export(args).await,
         Command::Verify(args) => verify(&args),
+        Command::Audit(AuditCommand::Seal(args)) => audit_seal(args).await,
+        Command::Audit(AuditCommand::Check(args)) => audit_check(args).await,
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             rebuild(&name, &database).await
         }
@@ -215,6 +243,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         public_url: args.public_url,
         legacy_public_key: args.legacy_public_key,
+        seal_interval: (args.seal_interval_secs > 0)
+            .then(|| Duration::from_secs(args.seal_interval_secs)),
     };
     let application = Application::build(settings)
         .await
@@ -419,5 +449,54 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             error.line,
             error.reason
         ),
+    }
+}
+
+async fn keyed_store(
+    args: &KeyedDatabaseArgs,
+) -> anyhow::Result<(std::sync::Arc<dyn crate::store::Store>, KeyMaterial)> {
+    let store = open_store(&args.database.resolve()?)
+        .await
+        .context("opening the database")?;
+    let keys = KeyMaterial::load(
+        &KeyConfig {
+            signing_key: args.signing_key.clone(),
+            secret_hash_key: None,
+        },
+        &args.database.data_dir,
+    )?;
+    Ok((store, keys))
+}
+
+async fn audit_seal(args: KeyedDatabaseArgs) -> anyhow::Result<()> {
+    let (store, keys) = keyed_store(&args).await?;
+    match audit::seal(store.as_ref(), &keys.signer, chrono::Utc::now())
+        .await
+        .context("sealing the log")?
+    {
+        Some(seal) => println!(
+            "sealed {} events up to position {}: chain {}",
+            seal.count, seal.position, seal.chain_hash
+        ),
+        None => println!("nothing committed since the newest seal"),
+    }
+    Ok(())
+}
+
+async fn audit_check(args: KeyedDatabaseArgs) -> anyhow::Result<()> {
+    let (store, keys) = keyed_store(&args).await?;
+    let public_key = keys.signer.jwks()["keys"][0]["x"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match audit::check(store.as_ref(), &public_key)
+        .await
+        .context("checking the log")?
+    {
+        Ok(checked) => {
+            println!("the log matches all {checked} seals");
+            Ok(())
+        }
+        Err(mismatch) => bail!("{mismatch}"),
     }
 }

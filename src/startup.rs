@@ -43,6 +43,8 @@ pub struct Settings {
     pub public_url: String,
     /// The v5 Ed25519 public key (base64url) that verifies legacy license tokens.
     pub legacy_public_key: Option<String>,
+    /// How often the committed log is sealed; `None` never (the `audit seal` command still can).
+    pub seal_interval: Option<Duration>,
 }
 
 /// Why the service could not start.
@@ -73,6 +75,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     runner_config: RunnerConfig,
+    seal_interval: Option<Duration>,
 }
 
 /// Opens the store a URL names and applies migrations.
@@ -139,6 +142,7 @@ impl Application {
             listener,
             state,
             runner_config: settings.runner,
+            seal_interval: settings.seal_interval,
         })
     }
 
@@ -172,6 +176,14 @@ impl Application {
             .map_err(std::io::Error::other)?;
             runners.push(tokio::spawn(runner.run(stopped.clone())));
         }
+        if let Some(interval) = self.seal_interval {
+            let state = self.state.clone();
+            runners.push(tokio::spawn(seal_periodically(
+                state,
+                interval,
+                stopped.clone(),
+            )));
+        }
         let app = router(self.state);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
@@ -188,5 +200,30 @@ impl Application {
             }
         }
         served
+    }
+}
+
+/// Seals the committed log every `interval` until `stopped` turns true. A failed seal is logged
+/// and retried at the next tick: seals are evidence, never on the request path.
+async fn seal_periodically(
+    state: AppState,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    while !*stopped.borrow() {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => continue,
+        }
+        match crate::audit::seal(state.store.as_ref(), &state.keys.signer, chrono::Utc::now()).await
+        {
+            Ok(Some(seal)) => {
+                tracing::info!(position = %seal.position, count = seal.count, "sealed the log")
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "sealing the log failed; retrying at the next interval")
+            }
+        }
     }
 }

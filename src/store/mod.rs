@@ -413,8 +413,41 @@ pub trait ProjectionStore: Send + Sync {
     ) -> Result<Option<Box<dyn Leadership>>, StoreError>;
 }
 
+/// A signed seal of the log's prefix up to `position` (see `crate::audit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// The last position sealed.
+    pub position: Position,
+    /// The audit chain's value after that position.
+    pub chain_hash: String,
+    /// How many events the prefix holds.
+    pub count: i64,
+    /// The key that signed it.
+    pub key_id: String,
+    /// The EdDSA JWT over `{position, chain_hash, count}`.
+    pub signature: String,
+    /// When it was made.
+    pub sealed_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Most seals one read returns.
+pub const SEAL_PAGE_MAX: usize = 1_000;
+
+/// Storage of audit seals.
+#[async_trait]
+pub trait SealStore: Send + Sync {
+    /// Saves a seal; a seal already made at the same position (by another process) is kept.
+    async fn save_seal(&self, seal: &Seal) -> Result<(), StoreError>;
+
+    /// Up to `limit` seals after `after`, by position.
+    async fn seals_after(&self, after: Position, limit: usize) -> Result<Vec<Seal>, StoreError>;
+
+    /// The newest seal.
+    async fn latest_seal(&self) -> Result<Option<Seal>, StoreError>;
+}
+
 /// The whole store a service needs.
-pub trait Store: EventStore + ProjectionStore {
+pub trait Store: EventStore + ProjectionStore + SealStore {
     /// `postgres` or `sqlite`, for logs and metrics.
     fn backend(&self) -> &'static str;
 }
@@ -632,4 +665,26 @@ fn check_global_page(events: &[RecordedEvent], after: Position) -> Result<(), St
         previous = event.global_position;
     }
     Ok(())
+}
+
+/// A seal from its stored columns.
+fn seal_from_row(
+    row: (
+        i64,
+        String,
+        i64,
+        String,
+        String,
+        chrono::DateTime<chrono::Utc>,
+    ),
+) -> Seal {
+    let (position, chain_hash, count, key_id, signature, sealed_at) = row;
+    Seal {
+        position: Position(position),
+        chain_hash,
+        count,
+        key_id,
+        signature,
+        sealed_at,
+    }
 }

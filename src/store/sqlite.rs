@@ -8,10 +8,10 @@
 //! but projection leadership is held in-process only: run one service process per SQLite file.
 
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, stored_outcome,
+    announce, check_global_page, check_stream_page, checked_outcome, seal_from_row, stored_outcome,
     validate_batch, validate_documents, validate_page, AppendBatch, BatchOutcome, DatabaseContext,
     DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
-    Leadership, ProjectionStore, Store, StoreError,
+    Leadership, ProjectionStore, Seal, SealStore, Store, StoreError, SEAL_PAGE_MAX,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -586,6 +586,51 @@ impl ProjectionStore for SqliteStore {
             leaders: Arc::clone(&self.leaders),
             held,
         })))
+    }
+}
+
+#[async_trait]
+impl SealStore for SqliteStore {
+    async fn save_seal(&self, seal: &Seal) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_seals (position, chain_hash, count, key_id, signature, sealed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (position) DO NOTHING",
+        )
+        .bind(seal.position.0)
+        .bind(&seal.chain_hash)
+        .bind(seal.count)
+        .bind(&seal.key_id)
+        .bind(&seal.signature)
+        .bind(seal.sealed_at)
+        .execute(&self.writer)
+        .await
+        .during("saving a seal")?;
+        Ok(())
+    }
+
+    async fn seals_after(&self, after: Position, limit: usize) -> Result<Vec<Seal>, StoreError> {
+        let limit = validate_page(limit.min(SEAL_PAGE_MAX))?;
+        let rows: Vec<(i64, String, i64, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT position, chain_hash, count, key_id, signature, sealed_at FROM audit_seals \
+             WHERE position > ?1 ORDER BY position LIMIT ?2",
+        )
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await
+        .during("reading seals")?;
+        Ok(rows.into_iter().map(seal_from_row).collect())
+    }
+
+    async fn latest_seal(&self) -> Result<Option<Seal>, StoreError> {
+        let row: Option<(i64, String, i64, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT position, chain_hash, count, key_id, signature, sealed_at FROM audit_seals \
+             ORDER BY position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.readers)
+        .await
+        .during("reading the latest seal")?;
+        Ok(row.map(seal_from_row))
     }
 }
 

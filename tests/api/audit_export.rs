@@ -4,11 +4,14 @@
 
 use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use aggregates::log::Position;
-use pulse_account::audit::{export_jsonl, verify_jsonl};
+use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
 use pulse_account::crypto::signing::Signer;
 use serde_json::json;
 
-crate::on_both_stores!(an_export_verifies_and_every_tampering_is_reported_where_it_happened);
+crate::on_both_stores!(
+    an_export_verifies_and_every_tampering_is_reported_where_it_happened,
+    seals_detect_an_edit_of_an_old_row,
+);
 
 async fn an_export_verifies_and_every_tampering_is_reported_where_it_happened(backend: Backend) {
     let db = TestDatabase::new(backend).await;
@@ -121,6 +124,88 @@ async fn an_export_verifies_and_every_tampering_is_reported_where_it_happened(ba
         range,
         "a position range exports and verifies"
     );
+    drop(store);
+    db.cleanup().await;
+}
+
+async fn tamper(db: &TestDatabase, position: i64) {
+    let sql = match db.backend {
+        Backend::Sqlite => format!(
+            "DROP TRIGGER events_no_update; UPDATE events SET payload = json_set(payload, '$.k', 99) WHERE global_position = {position};"
+        ),
+        Backend::Postgres => format!(
+            "ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete; \
+             UPDATE events SET payload = jsonb_set(payload, '{{k}}', '99') WHERE global_position = {position};"
+        ),
+    };
+    db.execute(&sql).await;
+}
+
+async fn seals_detect_an_edit_of_an_old_row(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let signer = Signer::from_seed("seal-1", [6; 32]).unwrap();
+    let public_key = signer.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
+    let now = chrono::Utc::now();
+    assert!(
+        seal(store.as_ref(), &signer, now).await.unwrap().is_none(),
+        "an empty log has nothing to seal"
+    );
+    let license = stream("license", "lic_0000000077");
+    store
+        .append(append(
+            &license,
+            0,
+            (0..3)
+                .map(|k| event("touched", json!({ "k": k })))
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    let first = seal(store.as_ref(), &signer, now).await.unwrap().unwrap();
+    assert_eq!((first.position, first.count), (Position(3), 3));
+    assert!(
+        seal(store.as_ref(), &signer, now).await.unwrap().is_none(),
+        "nothing new, no seal"
+    );
+    store
+        .append(append(
+            &license,
+            3,
+            (3..5)
+                .map(|k| event("touched", json!({ "k": k })))
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    let second = seal(store.as_ref(), &signer, now).await.unwrap().unwrap();
+    assert_eq!((second.position, second.count), (Position(5), 5));
+    assert_eq!(
+        check(store.as_ref(), &public_key).await.unwrap(),
+        Ok(2),
+        "an untouched log matches every seal"
+    );
+
+    tamper(&db, 2).await;
+    let mismatch = check(store.as_ref(), &public_key)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        mismatch.position, 3,
+        "the first seal covering the edited row reports it"
+    );
+    assert!(mismatch.reason.contains("changed"), "{mismatch}");
+    let other_key = Signer::from_seed("seal-2", [7; 32]).unwrap().jwks()["keys"][0]["x"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(check(store.as_ref(), &other_key)
+        .await
+        .unwrap()
+        .unwrap_err()
+        .reason
+        .contains("signature"));
     drop(store);
     db.cleanup().await;
 }

@@ -258,4 +258,34 @@ fn export_and_verify_work_from_the_command_line() {
         !again.status.success(),
         "an existing export is never overwritten"
     );
+
+    let sealed = run(
+        &[
+            "audit",
+            "seal",
+            "--database-url",
+            &database,
+            "--data-dir",
+            "state",
+        ],
+        cwd.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&sealed.stdout).contains("sealed 4 events up to position 4"),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    let checked = run(
+        &[
+            "audit",
+            "check",
+            "--database-url",
+            &database,
+            "--data-dir",
+            "state",
+        ],
+        cwd.path(),
+    );
+    assert!(checked.status.success());
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("the log matches all 1 seals"));
 }

@@ -309,6 +309,7 @@ impl TestApp {
                 },
                 public_url: String::from("https://account.pulse.test"),
                 legacy_public_key: Some(crate::helpers::legacy_public_key()),
+                seal_interval: None,
             })
             .await
             .expect("the application builds");

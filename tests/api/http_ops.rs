@@ -17,6 +17,7 @@ crate::on_both_stores!(
     readiness_reports_projection_lag_against_the_bound_and_metrics_expose_it,
     unknown_routes_get_the_json_error_shape_with_the_request_id,
     the_server_boots_on_a_free_port_serves_and_stops_gracefully,
+    the_running_service_seals_the_log_periodically,
 );
 
 async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
@@ -30,6 +31,7 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         stripe: Default::default(),
         public_url: String::from("https://account.pulse.test"),
         legacy_public_key: Some(crate::helpers::legacy_public_key()),
+        seal_interval: None,
     })
     .await
     .expect("the application builds")
@@ -190,5 +192,46 @@ async fn the_server_boots_on_a_free_port_serves_and_stops_gracefully(backend: Ba
         tokio::net::TcpStream::connect(address).await.is_err(),
         "the listener is closed"
     );
+    db.cleanup().await;
+}
+
+async fn the_running_service_seals_the_log_periodically(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let sealing = Application::build(Settings {
+        database_url: db.url.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        readiness_lag_max: 10,
+        runner: RunnerConfig::default(),
+        data_dir: db.data_dir(),
+        keys: Default::default(),
+        stripe: Default::default(),
+        public_url: String::from("https://account.pulse.test"),
+        legacy_public_key: None,
+        seal_interval: Some(Duration::from_millis(50)),
+    })
+    .await
+    .unwrap();
+    let store = Arc::clone(&sealing.state().store);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sealing.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    store
+        .append(append(
+            &stream("sample", "s_1"),
+            0,
+            vec![event("touched", json!({}))],
+        ))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.latest_seal().await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no seal was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.latest_seal().await.unwrap().unwrap().count, 1);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    drop(store);
     db.cleanup().await;
 }
