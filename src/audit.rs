@@ -1,4 +1,4 @@
-//! Auditor export (`ARCHITECTURE-INTENT.md`, audit): the log in global order as JSONL, each record
+//! Auditor export (`ARCHITECTURE-INTENT.md`, audit): the log in global order as JSONL or CSV, each record
 //! carrying a running SHA-256 chain over the previous hash and the record's canonical bytes, ending
 //! with a manifest (range, count, final hash, key id) signed with Ed25519 — and the offline
 //! verifier that checks an export with the public key alone and names the record that broke.
@@ -58,7 +58,7 @@ pub enum ExportError {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]
 pub struct VerifyError {
-    /// The 1-based line of the export.
+        /// The 1-based line of a JSONL export, or row of a CSV export (the header being row 1).
     pub line: usize,
     /// What is wrong there.
     pub reason: String,
@@ -72,6 +72,104 @@ fn chained(previous: &str, record: &serde_json::Value) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// The two export formats: the same records, chain and signed manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// RFC 4180 CSV: a header, one row per record, and a final `manifest` row.
+    Csv,
+}
+
+/// The CSV header: each record's fields, then its chain value.
+pub const CSV_HEADER: [&str; 11] = [
+    "global_position",
+    "stream_type",
+    "stream_id",
+    "stream_version",
+    "event_id",
+    "event_type",
+    "schema_version",
+    "payload",
+    "metadata",
+    "recorded_at",
+    "chain",
+];
+
+/// Writes the records (and the manifest) in one format.
+enum Sink<'a> {
+    Jsonl(&'a mut dyn Write),
+    Csv(Box<csv::Writer<&'a mut dyn Write>>),
+}
+
+/// A record's CSV fields, in [`CSV_HEADER`] order (without the chain).
+fn csv_fields(record: &serde_json::Value) -> Vec<String> {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    vec![
+        text(&record["global_position"]),
+        text(&record["stream"]["stream_type"]),
+        text(&record["stream"]["stream_id"]),
+        text(&record["stream_version"]),
+        text(&record["event_id"]),
+        text(&record["event_type"]),
+        text(&record["schema_version"]),
+        record["payload"].to_string(),
+        record["metadata"].to_string(),
+        text(&record["recorded_at"]),
+    ]
+}
+
+impl Sink<'_> {
+    fn record(&mut self, record: &serde_json::Value, chain: &str) -> Result<(), ExportError> {
+        match self {
+            Sink::Jsonl(out) => {
+                serde_json::to_writer(
+                    &mut **out,
+                    &serde_json::json!({ "record": record, "chain": chain }),
+                )
+                .map_err(std::io::Error::other)?;
+                out.write_all(b"\n")?;
+            }
+            Sink::Csv(writer) => {
+                let mut fields = csv_fields(record);
+                fields.push(chain.to_owned());
+                writer
+                    .write_record(&fields)
+                    .map_err(std::io::Error::other)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, manifest: &Manifest, signature: &str) -> Result<(), ExportError> {
+        match self {
+            Sink::Jsonl(out) => {
+                serde_json::to_writer(
+                    &mut *out,
+                    &serde_json::json!({ "manifest": manifest, "signature": signature }),
+                )
+                .map_err(std::io::Error::other)?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+            }
+            Sink::Csv(mut writer) => {
+                let mut row = vec![
+                    String::from("manifest"),
+                    serde_json::to_string(manifest).map_err(std::io::Error::other)?,
+                    signature.to_owned(),
+                ];
+                row.resize(CSV_HEADER.len(), String::new());
+                writer.write_record(&row).map_err(std::io::Error::other)?;
+                writer.flush()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes the log after `after` (up to `to`, when given) as a chained JSONL export ending with a
 /// signed manifest. `progress` is told the position reached after each page.
 pub async fn export_jsonl(
@@ -82,6 +180,30 @@ pub async fn export_jsonl(
     out: &mut dyn Write,
     progress: &mut dyn FnMut(Position),
 ) -> Result<Manifest, ExportError> {
+    export(store, signer, after, to, ExportFormat::Jsonl, out, progress).await
+}
+
+/// Writes the log after `after` (up to `to`, when given) in `format`, each record chained, ending
+/// with the signed manifest. `progress` is told the position reached after each page.
+pub async fn export(
+    store: &dyn EventStore,
+    signer: &Signer,
+    after: Position,
+    to: Option<Position>,
+    format: ExportFormat,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(Position),
+) -> Result<Manifest, ExportError> {
+    let mut sink = match format {
+        ExportFormat::Jsonl => Sink::Jsonl(out),
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer
+                .write_record(CSV_HEADER)
+                .map_err(std::io::Error::other)?;
+            Sink::Csv(Box::new(writer))
+        }
+    };
     let mut chain = String::from(GENESIS_CHAIN);
     let (mut cursor, mut count) = (after, 0_u64);
     'pages: loop {
@@ -95,12 +217,7 @@ pub async fn export_jsonl(
             }
             let record = serde_json::to_value(&event).map_err(std::io::Error::other)?;
             chain = chained(&chain, &record);
-            serde_json::to_writer(
-                &mut *out,
-                &serde_json::json!({ "record": record, "chain": chain }),
-            )
-            .map_err(std::io::Error::other)?;
-            out.write_all(b"\n")?;
+            sink.record(&record, &chain)?;
             cursor = event.global_position;
             count += 1;
         }
@@ -114,87 +231,207 @@ pub async fn export_jsonl(
         final_hash: chain,
         key_id: signer.key_id().to_owned(),
     };
-    let line = serde_json::json!({ "manifest": manifest, "signature": signer.sign(&manifest)? });
-    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")?;
-    out.flush()?;
+    sink.finish(&manifest, &signer.sign(&manifest)?)?;
     Ok(manifest)
 }
 
-/// Verifies a JSONL export with an Ed25519 public key (base64url, the JWKS `x`) alone: every
-/// record's chain, positions rising, and the signed manifest's range, count and final hash.
+/// One line of an export, whatever its format.
+enum Entry {
+    Record {
+        record: serde_json::Value,
+        chain: String,
+    },
+    Manifest {
+        stated: serde_json::Value,
+        signature: String,
+    },
+}
+
+/// Verifies an export — JSONL or CSV, told apart by its first byte — with an Ed25519 public key
+/// (base64url, the JWKS `x`) alone.
+pub fn verify(mut input: impl BufRead, public_key_x: &str) -> Result<Manifest, VerifyError> {
+    let first = input
+        .fill_buf()
+        .map_err(|e| VerifyError {
+            line: 1,
+            reason: format!("unreadable: {e}"),
+        })?
+        .first()
+        .copied();
+    if first == Some(b'{') {
+        verify_jsonl(input, public_key_x)
+    } else {
+        verify_csv(input, public_key_x)
+    }
+}
+
+/// Verifies a JSONL export: every record's chain, positions rising, and the signed manifest's
+/// range, count and final hash.
 pub fn verify_jsonl(input: impl BufRead, public_key_x: &str) -> Result<Manifest, VerifyError> {
-    let key = DecodingKey::from_ed_components(public_key_x).map_err(|e| VerifyError {
-        line: 0,
-        reason: format!("unusable public key: {e}"),
-    })?;
-    let mut chain = String::from(GENESIS_CHAIN);
-    let (mut count, mut last_position, mut first_position) = (0_u64, None::<i64>, None::<i64>);
-    for (index, line) in input.lines().enumerate() {
-        let line_number = index + 1;
+    let entries = input.lines().enumerate().map(|(index, line)| {
         let fail = |reason: String| VerifyError {
-            line: line_number,
+            line: index + 1,
             reason,
         };
         let line = line.map_err(|e| fail(format!("unreadable: {e}")))?;
         let value: serde_json::Value =
             serde_json::from_str(&line).map_err(|e| fail(format!("not JSON: {e}")))?;
-        if let Some(signature) = value.get("signature").and_then(|s| s.as_str()) {
-            let manifest = verify_manifest(signature, &key).map_err(fail)?;
-            let stated: Manifest = serde_json::from_value(value["manifest"].clone())
+        let entry = match (
+            value.get("signature").and_then(|s| s.as_str()),
+            value.get("record"),
+        ) {
+            (Some(signature), _) => Entry::Manifest {
+                stated: value["manifest"].clone(),
+                signature: signature.to_owned(),
+            },
+            (None, Some(record)) => Entry::Record {
+                record: record.clone(),
+                chain: value["chain"].as_str().unwrap_or_default().to_owned(),
+            },
+            (None, None) => return Err(fail(String::from("neither a record nor a manifest"))),
+        };
+        Ok((index + 1, entry))
+    });
+    verify_entries(entries, public_key_x)
+}
+
+/// Verifies a CSV export (header, records, manifest row) the same way.
+pub fn verify_csv(input: impl std::io::Read, public_key_x: &str) -> Result<Manifest, VerifyError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
+    let header_ok = reader
+        .headers()
+        .is_ok_and(|h| h.iter().eq(CSV_HEADER.iter().copied()));
+    if !header_ok {
+        return Err(VerifyError {
+            line: 1,
+            reason: String::from("not an export: the CSV header differs"),
+        });
+    }
+    let entries = reader.into_records().enumerate().map(|(index, row)| {
+        let line = index + 2;
+        let fail = |reason: String| VerifyError { line, reason };
+        let row = row.map_err(|e| fail(format!("unreadable: {e}")))?;
+        let field = |i: usize| row.get(i).unwrap_or_default();
+        if field(0) == "manifest" {
+            let stated = serde_json::from_str(field(1))
                 .map_err(|e| fail(format!("unreadable manifest: {e}")))?;
-            let expected_to = last_position.unwrap_or(manifest.after_position);
-            let checks = [
-                (
-                    stated == manifest,
-                    "the manifest differs from what was signed",
-                ),
-                (
-                    manifest.count == count,
-                    "the manifest's count differs from the records",
-                ),
-                (
-                    manifest.final_hash == chain,
-                    "the manifest's final hash differs from the chain",
-                ),
-                (
-                    manifest.to_position == expected_to,
-                    "the manifest's range differs from the records",
-                ),
-                (
-                    first_position.is_none_or(|first| first > manifest.after_position),
-                    "records precede the manifest's range",
-                ),
-            ];
-            if let Some((_, reason)) = checks.iter().find(|(ok, _)| !ok) {
-                return Err(fail((*reason).to_owned()));
+            return Ok((
+                line,
+                Entry::Manifest {
+                    stated,
+                    signature: field(2).to_owned(),
+                },
+            ));
+        }
+        let number = |i: usize| {
+            field(i)
+                .parse::<i64>()
+                .map_err(|_| fail(format!("column {} is not a number", CSV_HEADER[i])))
+        };
+        let json = |i: usize| {
+            serde_json::from_str::<serde_json::Value>(field(i))
+                .map_err(|e| fail(format!("column {} is not JSON: {e}", CSV_HEADER[i])))
+        };
+        let record = serde_json::json!({
+            "global_position": number(0)?,
+            "stream": { "stream_type": field(1), "stream_id": field(2) },
+            "stream_version": number(3)?,
+            "event_id": field(4),
+            "event_type": field(5),
+            "schema_version": number(6)?,
+            "payload": json(7)?,
+            "metadata": json(8)?,
+            "recorded_at": field(9),
+        });
+        Ok((
+            line,
+            Entry::Record {
+                record,
+                chain: field(10).to_owned(),
+            },
+        ))
+    });
+    verify_entries(entries, public_key_x)
+}
+
+fn verify_entries(
+    entries: impl Iterator<Item = Result<(usize, Entry), VerifyError>>,
+    public_key_x: &str,
+) -> Result<Manifest, VerifyError> {
+    let key = DecodingKey::from_ed_components(public_key_x).map_err(|e| VerifyError {
+        line: 0,
+        reason: format!("unusable public key: {e}"),
+    })?;
+    let mut chain = String::from(GENESIS_CHAIN);
+    let (mut count, mut last_position, mut first_position, mut last_line) =
+        (0_u64, None::<i64>, None::<i64>, 0);
+    for entry in entries {
+        let (line, entry) = entry?;
+        last_line = line;
+        let fail = |reason: String| VerifyError { line, reason };
+        match entry {
+            Entry::Manifest { stated, signature } => {
+                let manifest = verify_manifest(&signature, &key).map_err(fail)?;
+                let stated: Manifest = serde_json::from_value(stated)
+                    .map_err(|e| fail(format!("unreadable manifest: {e}")))?;
+                let expected_to = last_position.unwrap_or(manifest.after_position);
+                let checks = [
+                    (
+                        stated == manifest,
+                        "the manifest differs from what was signed",
+                    ),
+                    (
+                        manifest.count == count,
+                        "the manifest's count differs from the records",
+                    ),
+                    (
+                        manifest.final_hash == chain,
+                        "the manifest's final hash differs from the chain",
+                    ),
+                    (
+                        manifest.to_position == expected_to,
+                        "the manifest's range differs from the records",
+                    ),
+                    (
+                        first_position.is_none_or(|first| first > manifest.after_position),
+                        "records precede the manifest's range",
+                    ),
+                ];
+                if let Some((_, reason)) = checks.iter().find(|(ok, _)| !ok) {
+                    return Err(fail((*reason).to_owned()));
+                }
+                return Ok(manifest);
             }
-            return Ok(manifest);
+            Entry::Record {
+                record,
+                chain: stated_chain,
+            } => {
+                let position = record["global_position"]
+                    .as_i64()
+                    .ok_or_else(|| fail(String::from("a record without a position")))?;
+                if last_position.is_some_and(|last| position <= last) {
+                    return Err(fail(format!(
+                        "position {position} does not follow {}",
+                        last_position.unwrap_or_default()
+                    )));
+                }
+                chain = chained(&chain, &record);
+                if stated_chain != chain {
+                    return Err(fail(format!(
+                        "record at position {position} does not match its chain"
+                    )));
+                }
+                first_position.get_or_insert(position);
+                last_position = Some(position);
+                count += 1;
+            }
         }
-        let record = value
-            .get("record")
-            .ok_or_else(|| fail(String::from("neither a record nor a manifest")))?;
-        let position = record["global_position"]
-            .as_i64()
-            .ok_or_else(|| fail(String::from("a record without a position")))?;
-        if last_position.is_some_and(|last| position <= last) {
-            return Err(fail(format!(
-                "position {position} does not follow {}",
-                last_position.unwrap_or_default()
-            )));
-        }
-        chain = chained(&chain, record);
-        if value["chain"].as_str() != Some(chain.as_str()) {
-            return Err(fail(format!(
-                "record at position {position} does not match its chain"
-            )));
-        }
-        first_position.get_or_insert(position);
-        last_position = Some(position);
-        count += 1;
     }
     Err(VerifyError {
-        line: count as usize + 1,
+        line: last_line + 1,
         reason: String::from("the export ends without a signed manifest"),
     })
 }

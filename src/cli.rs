@@ -89,6 +89,9 @@ pub struct ExportArgs {
     /// The file to write; it must not exist yet.
     #[arg(long)]
     output: PathBuf,
+    /// `jsonl` or `csv`.
+    #[arg(long, value_enum, default_value_t = audit::ExportFormat::Jsonl)]
+    format: audit::ExportFormat,
     /// The Ed25519 signing key, `kid:base64url(32-byte seed)`; without it, the development key.
     #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
     signing_key: Option<String>,
@@ -403,11 +406,12 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         }
     };
     let to = args.to.map(Position);
-    let manifest = audit::export_jsonl(
+    let manifest = audit::export(
         store.as_ref(),
         &keys.signer,
         Position(args.after),
         to,
+        args.format,
         &mut out,
         &mut progress,
     )
@@ -436,7 +440,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
 fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
-    match audit::verify_jsonl(std::io::BufReader::new(file), &args.public_key) {
+    match audit::verify(std::io::BufReader::new(file), &args.public_key) {
         Ok(manifest) => {
             println!(
                 "export verifies: {} records, positions after {} up to {}, final hash {}, signed by {}",

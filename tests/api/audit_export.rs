@@ -4,13 +4,14 @@
 
 use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use aggregates::log::Position;
-use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
+use pulse_account::audit::{check, export, export_jsonl, seal, verify, verify_jsonl, ExportFormat};
 use pulse_account::crypto::signing::Signer;
 use serde_json::json;
 
 crate::on_both_stores!(
     an_export_verifies_and_every_tampering_is_reported_where_it_happened,
     seals_detect_an_edit_of_an_old_row,
+    a_csv_export_verifies_and_a_changed_row_is_reported,
 );
 
 async fn an_export_verifies_and_every_tampering_is_reported_where_it_happened(backend: Backend) {
@@ -206,6 +207,63 @@ async fn seals_detect_an_edit_of_an_old_row(backend: Backend) {
         .unwrap_err()
         .reason
         .contains("signature"));
+    drop(store);
+    db.cleanup().await;
+}
+
+async fn a_csv_export_verifies_and_a_changed_row_is_reported(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let license = stream("license", "lic_0000000088");
+    let events = (0..4)
+        .map(|k| event("touched", json!({ "k": k, "note": "a, \"quoted\"\nline" })))
+        .collect();
+    store.append(append(&license, 0, events)).await.unwrap();
+    let signer = Signer::from_seed("audit-csv", [8; 32]).unwrap();
+    let public_key = signer.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
+    let mut csv = Vec::new();
+    let manifest = export(
+        store.as_ref(),
+        &signer,
+        Position::START,
+        None,
+        ExportFormat::Csv,
+        &mut csv,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(manifest.count, 4);
+    let text = String::from_utf8(csv).unwrap();
+    assert!(text.starts_with("global_position,stream_type,"), "{text}");
+    assert_eq!(
+        verify(text.as_bytes(), &public_key).unwrap(),
+        manifest,
+        "verify tells CSV from JSONL"
+    );
+    let tampered = text.replacen("\"\"k\"\":2", "\"\"k\"\":5", 1);
+    assert_ne!(tampered, text);
+    let error = verify(tampered.as_bytes(), &public_key).unwrap_err();
+    assert_eq!(
+        error.line, 4,
+        "the third record is the fourth CSV record: {error}"
+    );
+    let mut jsonl = Vec::new();
+    let same = export(
+        store.as_ref(),
+        &signer,
+        Position::START,
+        None,
+        ExportFormat::Jsonl,
+        &mut jsonl,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        same.final_hash, manifest.final_hash,
+        "both formats carry the same chain"
+    );
     drop(store);
     db.cleanup().await;
 }
