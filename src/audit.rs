@@ -58,7 +58,7 @@ pub enum ExportError {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]
 pub struct VerifyError {
-        /// The 1-based line of a JSONL export, or row of a CSV export (the header being row 1).
+    /// The 1-based line of a JSONL export, or row of a CSV export (the header being row 1).
     pub line: usize,
     /// What is wrong there.
     pub reason: String,

@@ -416,6 +416,47 @@ impl TestApp {
         }
     }
 
+    /// Runs one account command directly through its decider, as the portal will.
+    pub(crate) async fn account_command(
+        &self,
+        account: &aggregates::ids::AccountId,
+        command: aggregates::account::AccountCommand,
+    ) {
+        let catalog = aggregates::catalog::Catalog::v1();
+        let command = pulse_account::command::Command {
+            stream_id: account.as_str(),
+            command: &command,
+            context: aggregates::decider::Context::new(Utc::now(), &catalog),
+            metadata: metadata(),
+            idempotency: None,
+        };
+        pulse_account::command::handle::<aggregates::account::Account>(
+            self.state.store.as_ref(),
+            command,
+        )
+        .await
+        .expect("the account command is accepted");
+    }
+
+    /// Opens an individual account `a_…n` whose Owner (`u_…1`) has `owner_email`.
+    pub(crate) async fn open_account(
+        &self,
+        n: u64,
+        owner_email: &str,
+    ) -> (aggregates::ids::AccountId, aggregates::ids::UserId) {
+        let account = aggregates::ids::AccountId::from_entropy(n);
+        let owner = aggregates::ids::UserId::from_entropy(1);
+        let open = aggregates::account::AccountCommand::Open {
+            account_id: account.clone(),
+            kind: aggregates::account::AccountKind::Individual,
+            display_name: String::from("Acme"),
+            owner: owner.clone(),
+            owner_email: aggregates::ids::Email::parse(owner_email).expect("a valid email"),
+        };
+        self.account_command(&account, open).await;
+        (account, owner)
+    }
+
     /// Stops the server and drops the database.
     pub(crate) async fn stop(self) {
         let TestApp {

@@ -350,35 +350,9 @@ async fn stripe_drives_the_hosted_subscription_and_the_leases_follow(backend: Ba
 }
 
 async fn a_trial_org_gets_leases_that_last_until_the_trial_ends(backend: Backend) {
-    use aggregates::account::AccountKind;
-    use aggregates::ids::{AccountId, Email, UserId};
     let app = TestApp::spawn(backend).await;
     let catalog = Catalog::v1();
-    let account = AccountId::from_entropy(31);
-    let owner = UserId::from_entropy(1);
-    let run = |command: AccountCommand| {
-        let (app, account, catalog) = (&app, account.clone(), &catalog);
-        async move {
-            let command = Command {
-                stream_id: account.as_str(),
-                command: &command,
-                context: Context::new(chrono::Utc::now(), catalog),
-                metadata: metadata(),
-                idempotency: None,
-            };
-            handle::<Account>(app.state.store.as_ref(), command)
-                .await
-                .unwrap();
-        }
-    };
-    run(AccountCommand::Open {
-        account_id: account.clone(),
-        kind: AccountKind::Individual,
-        display_name: String::from("Trialist"),
-        owner: owner.clone(),
-        owner_email: Email::parse("t@trial.example").unwrap(),
-    })
-    .await;
+    let (account, owner) = app.open_account(31, "t@trial.example").await;
     let (status, trial, _) = app
         .post(
             "/v1/trials/start",
@@ -398,11 +372,14 @@ async fn a_trial_org_gets_leases_that_last_until_the_trial_ends(backend: Backend
     .await
     .expect("the trial allows a workspace");
     let token = lease_refresh_token(&app.state.keys, &tenant_id);
-    run(AccountCommand::ChangeTenantState {
-        tenant_id,
-        to: TenantState::Active,
-        reason: String::from("booted"),
-    })
+    app.account_command(
+        &account,
+        AccountCommand::ChangeTenantState {
+            tenant_id,
+            to: TenantState::Active,
+            reason: String::from("booted"),
+        },
+    )
     .await;
     let refresh = json!({ "org_id": account.as_str(), "instance_host": "trial.cloud.example", "entitlement_refresh_token": token.expose() });
     let (status, body, _) = app.post("/api/entitlements/refresh", &refresh, &[]).await;

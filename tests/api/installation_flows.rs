@@ -3,12 +3,9 @@
 //! trial under the rate limit.
 
 use crate::helpers::{metadata, Backend, TestApp};
-use aggregates::account::{Account, AccountCommand, AccountKind};
-use aggregates::catalog::{BillingCycle, Catalog};
-use aggregates::decider::Context;
-use aggregates::ids::{AccountId, Email, UserId};
+use aggregates::catalog::BillingCycle;
+use aggregates::ids::Email;
 use aggregates::license::LicenseOrigin;
-use pulse_account::command::{handle, Command};
 use pulse_account::licensing::{Licensing, NewLicense};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -245,27 +242,7 @@ async fn trial_starts_are_denied_with_their_codes_and_rate_limited_with_the_exac
         (400, Some("invalid_request"))
     );
 
-    let account = AccountId::from_entropy(77);
-    let catalog = Catalog::v1();
-    let open = AccountCommand::Open {
-        account_id: account.clone(),
-        kind: AccountKind::Individual,
-        display_name: String::from("Acme"),
-        owner: UserId::from_entropy(1),
-        owner_email: Email::parse("owner@example.com").unwrap(),
-    };
-    handle::<Account>(
-        app.state.store.as_ref(),
-        Command {
-            stream_id: account.as_str(),
-            command: &open,
-            context: Context::new(chrono::Utc::now(), &catalog),
-            metadata: metadata(),
-            idempotency: None,
-        },
-    )
-    .await
-    .unwrap();
+    let (account, _) = app.open_account(77, "owner@example.com").await;
     let (status, trial, _) = app
         .post(
             "/v1/trials/start",
@@ -331,27 +308,7 @@ async fn trial_starts_are_denied_with_their_codes_and_rate_limited_with_the_exac
 
 async fn a_retried_trial_start_answers_what_the_first_did(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let account = AccountId::from_entropy(88);
-    let catalog = Catalog::v1();
-    let open = AccountCommand::Open {
-        account_id: account.clone(),
-        kind: AccountKind::Individual,
-        display_name: String::from("Acme"),
-        owner: UserId::from_entropy(1),
-        owner_email: Email::parse("owner@example.com").unwrap(),
-    };
-    handle::<Account>(
-        app.state.store.as_ref(),
-        Command {
-            stream_id: account.as_str(),
-            command: &open,
-            context: Context::new(chrono::Utc::now(), &catalog),
-            metadata: metadata(),
-            idempotency: None,
-        },
-    )
-    .await
-    .unwrap();
+    let (account, _) = app.open_account(88, "owner@example.com").await;
     let body = json!({ "org_id": account.as_str() });
     let (status, first, _) = app
         .post("/v1/trials/start", &body, &[("idempotency-key", "trial-1")])
