@@ -7,13 +7,11 @@ use aggregates::account::{
     Account, AccountCommand, LeaseClaims, TenantState, LEASE_AUDIENCE, LEASE_ISSUER,
 };
 use aggregates::catalog::Catalog;
-use aggregates::decider::Context;
-use aggregates::ids::TenantId;
+use aggregates::ids::{AccountId, TenantId};
 use aggregates::log::StreamName;
 use jsonwebtoken::{Algorithm, Validation};
 use projections::accounts::Memberships;
 use pulse_account::command::load;
-use pulse_account::command::{handle, Command};
 use pulse_account::crypto::signing::verify_with_jwks;
 use pulse_account::hosted::lease_refresh_token;
 use pulse_account::projection::wait_for_position;
@@ -96,24 +94,15 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
         (410, Some("lease_unavailable"), Some("tenant_inactive"))
     );
 
-    let catalog = Catalog::v1();
-    let activate = AccountCommand::ChangeTenantState {
-        tenant_id: tenant_id.clone(),
-        to: TenantState::Active,
-        reason: String::from("booted"),
-    };
-    handle::<Account>(
-        app.state.store.as_ref(),
-        Command {
-            stream_id: &account_id,
-            command: &activate,
-            context: Context::new(chrono::Utc::now(), &catalog),
-            metadata: metadata(),
-            idempotency: None,
+    app.account_command(
+        &AccountId::parse(&account_id).unwrap(),
+        AccountCommand::ChangeTenantState {
+            tenant_id: tenant_id.clone(),
+            to: TenantState::Active,
+            reason: String::from("booted"),
         },
     )
-    .await
-    .unwrap();
+    .await;
     let (status, body, _) = app
         .post(
             "/api/entitlements/refresh",
@@ -246,24 +235,15 @@ async fn stripe_drives_the_hosted_subscription_and_the_leases_follow(backend: Ba
         .find(|e| e.event_type == "tenant_provisioned")
         .unwrap();
     let tenant_id = TenantId::parse(provisioned.payload["tenant_id"].as_str().unwrap()).unwrap();
-    let catalog = Catalog::v1();
-    let activate = AccountCommand::ChangeTenantState {
-        tenant_id: tenant_id.clone(),
-        to: TenantState::Active,
-        reason: String::from("booted"),
-    };
-    handle::<Account>(
-        app.state.store.as_ref(),
-        Command {
-            stream_id: &account_id,
-            command: &activate,
-            context: Context::new(chrono::Utc::now(), &catalog),
-            metadata: metadata(),
-            idempotency: None,
+    app.account_command(
+        &AccountId::parse(&account_id).unwrap(),
+        AccountCommand::ChangeTenantState {
+            tenant_id: tenant_id.clone(),
+            to: TenantState::Active,
+            reason: String::from("booted"),
         },
     )
-    .await
-    .unwrap();
+    .await;
     let token = lease_refresh_token(&app.state.keys, &tenant_id);
     let refresh = json!({ "org_id": account_id, "instance_host": "acme.cloud.example", "entitlement_refresh_token": token.expose() });
     let billing = |app: &TestApp| {
