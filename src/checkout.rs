@@ -7,7 +7,7 @@
 //! activation key of a purchase is derived from its Checkout Session under the server's secret, so
 //! the session lookup can show it again without it ever being stored.
 
-use crate::command::{decide_all, handle, load, recorded_events, Command};
+use crate::command::{decide_all, handle, load, load_until, recorded_events, Command};
 use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
 use crate::crypto::KeyMaterial;
 use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
@@ -375,26 +375,30 @@ impl Checkout<'_> {
     }
 
     /// Runs a redemption command on the handoff's redemption record and returns the record.
+    /// Decides a redemption command and answers with the record as that command left it, so a
+    /// retry under the same `Idempotency-Key` gets the first answer even if the record moved on.
     async fn redemption(
         &self,
         handoff_id: &HandoffId,
         command: RedemptionCommand,
+        idempotency: Option<Idempotency>,
         metadata: EventMetadata,
     ) -> Result<RedemptionRecord, FlowError> {
-        handle::<Redemption>(
+        let outcome = handle::<Redemption>(
             self.store,
             Command {
                 stream_id: handoff_id.as_str(),
                 command: &command,
                 context: self.context(metadata.effective_at),
                 metadata,
-                idempotency: None,
+                idempotency,
             },
         )
         .await?;
-        let (state, _) = load::<Redemption>(
+        let (state, _) = load_until::<Redemption>(
             self.store,
             &stream(Redemption::STREAM_TYPE, handoff_id.as_str())?,
+            outcome.stream_version,
         )
         .await?;
         Ok(state.record.ok_or(DomainError::NotFound {
@@ -406,6 +410,7 @@ impl Checkout<'_> {
     pub async fn begin_redemption(
         &self,
         request: &BeginRedemptionRequest,
+        idempotency_key: Option<&str>,
         metadata: EventMetadata,
     ) -> Result<RedemptionRecord, FlowError> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
@@ -425,7 +430,10 @@ impl Checkout<'_> {
             session_id: request.session_id.clone(),
             session_handoff,
         };
-        self.redemption(&handoff_id, command, metadata).await
+        let idempotency = idempotency_key
+            .map(|key| Idempotency::for_request(format!("redemption-begin:{key}"), request));
+        self.redemption(&handoff_id, command, idempotency, metadata)
+            .await
     }
 
     /// Ends a redemption: activated when no failure is given, failed otherwise.
@@ -433,6 +441,7 @@ impl Checkout<'_> {
         &self,
         request: &EndRedemptionRequest,
         activated: bool,
+        idempotency_key: Option<&str>,
         metadata: EventMetadata,
     ) -> Result<RedemptionRecord, FlowError> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
@@ -455,7 +464,12 @@ impl Checkout<'_> {
                     .ok_or_else(|| DomainError::invalid("failure_message", "is required"))?,
             }
         };
-        self.redemption(&handoff_id, command, metadata).await
+        let idempotency = idempotency_key.map(|key| {
+            let route = if activated { "activated" } else { "failed" };
+            Idempotency::for_request(format!("redemption-{route}:{key}"), request)
+        });
+        self.redemption(&handoff_id, command, idempotency, metadata)
+            .await
     }
 
     /// Local mode: the handoff and checkout of a local session. Not found outside local mode.

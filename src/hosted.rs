@@ -7,11 +7,11 @@
 //! stored; its keyed hash is the lookup index), so the provisioner that boots the tenant obtains it
 //! through [`lease_refresh_token`] with the same keys.
 
-use crate::command::{decide_all, load, CommandError};
+use crate::command::{decide_all, load, recorded_events, CommandError};
 use crate::crypto::secrets::{Secret, LEASE_REFRESH_TOKEN_HEX_LEN, LEASE_REFRESH_TOKEN_PREFIX};
 use crate::crypto::KeyMaterial;
 use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::store::{AppendBatch, Store, StoreError, StreamAppend};
+use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend};
 use aggregates::account::{Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};
@@ -19,9 +19,10 @@ use aggregates::error::DomainError;
 use aggregates::handoff::StartedCheckout;
 use aggregates::ids::{AccountId, Email, SecretHash, TenantId, UserId};
 use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
-use aggregates::log::{EventMetadata, StreamVersion};
+use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use aggregates::subscription::SubscriptionState;
 use rand::RngCore;
+use serde::Deserialize;
 
 /// The lease refresh token of a tenant (`etr_hosted_` + 48 hex), derived under the server secret.
 pub fn lease_refresh_token(keys: &KeyMaterial, tenant_id: &TenantId) -> Secret {
@@ -159,17 +160,35 @@ pub async fn provision_tenant(
     Err(FlowError::Contended)
 }
 
+/// What a tenant runtime presents to refresh its lease.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRefreshRequest {
+    /// The account (org) id.
+    pub org_id: String,
+    /// The host the runtime answers on.
+    pub instance_host: String,
+    /// The tenant's `etr_hosted_…` token.
+    pub entitlement_refresh_token: String,
+}
+
 /// `POST /api/entitlements/refresh`: a signed lease for the tenant presenting its refresh token.
-/// Every lease issued is an event.
+/// Every lease issued is an event. With an `Idempotency-Key`, a retry answers the lease the first
+/// request issued (its recorded claims signed again: Ed25519 is deterministic, so the JWT is
+/// byte-identical) and issues no new one.
 pub async fn refresh_lease(
     store: &dyn Store,
     keys: &KeyMaterial,
     catalog: &Catalog,
-    org_id: &str,
-    instance_host: &str,
-    refresh_token: &str,
+    request: &LeaseRefreshRequest,
+    idempotency_key: Option<&str>,
     metadata: EventMetadata,
 ) -> Result<String, FlowError> {
+    let LeaseRefreshRequest {
+        org_id,
+        instance_host,
+        entitlement_refresh_token: refresh_token,
+    } = request;
     let well_formed = refresh_token
         .strip_prefix(LEASE_REFRESH_TOKEN_PREFIX)
         .is_some_and(|hex| {
@@ -187,8 +206,23 @@ pub async fn refresh_lease(
     if account_id.as_str() != org_id {
         return Err(DomainError::LeaseTokenInvalid.into());
     }
-    let context = Context::new(metadata.effective_at, catalog);
     let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
+    let idempotency = idempotency_key.map(|key| {
+        Idempotency::for_request(
+            format!("lease:{key}"),
+            &serde_json::json!({
+                "org_id": org_id,
+                "instance_host": instance_host,
+                "token_hash": token_hash,
+            }),
+        )
+    });
+    if let Some(idempotency) = &idempotency {
+        if let Some(previous) = store.idempotent_outcome(idempotency).await? {
+            return replayed_lease(store, keys, &account_stream, &previous).await;
+        }
+    }
+    let context = Context::new(metadata.effective_at, catalog);
     for _ in 0..FLOW_ATTEMPTS_MAX {
         let (state, version) = load::<Account>(store, &account_stream).await?;
         let command = AccountCommand::IssueLease {
@@ -197,13 +231,7 @@ pub async fn refresh_lease(
             refresh_token_hash: token_hash.clone(),
         };
         let (events, _) = decide_all::<Account>(state, &[command], &context)?;
-        let claims: LeaseClaims = events
-            .iter()
-            .find_map(|e| match e {
-                AccountEvent::LeaseIssued { claims } => Some(claims.clone()),
-                _ => None,
-            })
-            .ok_or(DomainError::NotFound { entity: "lease" })?;
+        let claims = issued_claims(&events)?;
         let appends = part::<Account>(account_stream.clone(), version, &events)?
             .into_iter()
             .collect();
@@ -211,14 +239,44 @@ pub async fn refresh_lease(
             .append_batch(AppendBatch {
                 appends,
                 metadata: metadata.clone(),
-                idempotency: None,
+                idempotency: idempotency.clone(),
             })
             .await
         {
+            Ok(outcome) if outcome.replayed() => {
+                return replayed_lease(store, keys, &account_stream, &outcome).await
+            }
             Ok(_) => return Ok(keys.signer.sign(&claims)?),
             Err(StoreError::WrongExpectedVersion { .. }) => continue,
             Err(error) => return Err(error.into()),
         }
     }
     Err(FlowError::Contended)
+}
+
+/// The claims of the lease a decision issued.
+fn issued_claims(events: &[AccountEvent]) -> Result<LeaseClaims, DomainError> {
+    events
+        .iter()
+        .find_map(|e| match e {
+            AccountEvent::LeaseIssued { claims } => Some(claims.clone()),
+            _ => None,
+        })
+        .ok_or(DomainError::NotFound { entity: "lease" })
+}
+
+/// The lease an earlier request under the same idempotency key issued, signed again.
+async fn replayed_lease(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    account_stream: &StreamName,
+    previous: &BatchOutcome,
+) -> Result<String, FlowError> {
+    let appended = previous
+        .outcomes
+        .iter()
+        .find(|o| &o.stream == account_stream)
+        .ok_or(DomainError::NotFound { entity: "lease" })?;
+    let events = recorded_events::<Account>(store, appended).await?;
+    Ok(keys.signer.sign(&issued_claims(&events)?)?)
 }

@@ -459,28 +459,40 @@ impl Licensing<'_> {
 
     /// `POST /v1/continuity/capture`: the first settled monitored-system count of a migrated
     /// license (§7); later reports change nothing. Returns the continuity report.
+    /// With an `Idempotency-Key`, a retry answers the report as the first capture left it.
     pub async fn capture_floor(
         &self,
         token: &str,
         monitored_systems: u32,
+        idempotency_key: Option<&str>,
         metadata: EventMetadata,
     ) -> Result<ContinuityReport, FlowError> {
-        let (license, _) = self.presented(token).await?;
+        let (license, installation_id) = self.presented(token).await?;
         let command = LicenseCommand::CaptureFloor { monitored_systems };
-        crate::command::handle::<License>(
+        let idempotency = idempotency_key.map(|key| {
+            Idempotency::for_request(
+                format!("continuity:{key}"),
+                &serde_json::json!({
+                    "installation_id": installation_id,
+                    "monitored_systems": monitored_systems,
+                }),
+            )
+        });
+        let outcome = crate::command::handle::<License>(
             self.store,
             crate::command::Command {
                 stream_id: license.license_id.as_str(),
                 command: &command,
                 context: Context::new(metadata.effective_at, self.catalog),
                 metadata,
-                idempotency: None,
+                idempotency,
             },
         )
         .await?;
-        let (state, _) = load::<License>(
+        let (state, _) = load_until::<License>(
             self.store,
             &stream(License::STREAM_TYPE, license.license_id.as_str())?,
+            outcome.stream_version,
         )
         .await?;
         Ok(state

@@ -168,10 +168,11 @@ fn redemption_view(record: &aggregates::redemption::RedemptionRecord) -> Value {
 pub(super) async fn begin_redemption(
     State(state): State<AppState>,
     headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::checkout::BeginRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
-        .begin_redemption(&request, metadata("installation", &headers))
+        .begin_redemption(&request, key.as_deref(), metadata("installation", &headers))
         .await
         .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(redemption_view(&record)))
@@ -181,10 +182,16 @@ pub(super) async fn begin_redemption(
 pub(super) async fn redemption_activated(
     State(state): State<AppState>,
     headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::checkout::EndRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
-        .end_redemption(&request, true, metadata("installation", &headers))
+        .end_redemption(
+            &request,
+            true,
+            key.as_deref(),
+            metadata("installation", &headers),
+        )
         .await
         .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(redemption_view(&record)))
@@ -194,10 +201,16 @@ pub(super) async fn redemption_activated(
 pub(super) async fn redemption_failed(
     State(state): State<AppState>,
     headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::checkout::EndRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
-        .end_redemption(&request, false, metadata("installation", &headers))
+        .end_redemption(
+            &request,
+            false,
+            key.as_deref(),
+            metadata("installation", &headers),
+        )
         .await
         .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(redemption_view(&record)))

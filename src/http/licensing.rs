@@ -167,12 +167,14 @@ pub(super) async fn capture_continuity(
     State(state): State<AppState>,
     headers: HeaderMap,
     Bearer(token): Bearer,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<CaptureRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let report = licensing(&state)
         .capture_floor(
             &token,
             request.monitored_systems,
+            key.as_deref(),
             metadata("installation", &headers),
         )
         .await

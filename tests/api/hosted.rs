@@ -163,6 +163,33 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
         .count();
     assert_eq!(leases, 1, "every lease issued is an event");
 
+    let keyed = [("idempotency-key", "lease-retry-1")];
+    let once = refresh("acme.cloud.example", token.expose(), &account_id);
+    let (status, first, _) = app.post("/api/entitlements/refresh", &once, &keyed).await;
+    assert_eq!(status, 200, "{first}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, retried, _) = app.post("/api/entitlements/refresh", &once, &keyed).await;
+    assert_eq!(
+        (status, &retried),
+        (200, &first),
+        "a retry under the same Idempotency-Key answers the very same lease, a second later"
+    );
+    let other_host = refresh("b.cloud.example", token.expose(), &account_id);
+    let (status, body, _) = app
+        .post("/api/entitlements/refresh", &other_host, &keyed)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
+    let leases = app
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "lease_issued")
+        .count();
+    assert_eq!(leases, 2, "the retry issued no lease");
+
     let store = app.state.store.as_ref();
     let head = aggregates::log::Position(app.db.max_position().await);
     for projection in ["accounts", "accounts_by_member_email"] {

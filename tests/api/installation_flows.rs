@@ -16,6 +16,7 @@ crate::on_both_stores!(
     the_grandfather_floor_is_captured_once_and_raises_the_limit,
     trial_starts_are_denied_with_their_codes_and_rate_limited_with_the_exact_retry_after,
     a_retried_trial_start_answers_what_the_first_did,
+    retried_redemptions_under_an_idempotency_key_answer_what_the_first_did,
 );
 
 async fn bought(app: &TestApp) -> (String, Value) {
@@ -85,6 +86,62 @@ async fn a_purchase_is_redeemed_by_the_decision_table(backend: Backend) {
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("already_activated"))
+    );
+    app.stop().await;
+}
+
+async fn retried_redemptions_under_an_idempotency_key_answer_what_the_first_did(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (handoff, _) = bought(&app).await;
+    let begin = json!({ "portal_handoff_id": handoff, "purchase_return_jti": "jti-1", "session_id": "cs_test_fake0001" });
+    let key = [("idempotency-key", "begin-1")];
+    let (status, started, _) = app
+        .post("/v1/checkout/redemptions/begin", &begin, &key)
+        .await;
+    assert_eq!((status, started["status"].as_str()), (200, Some("started")));
+    let end = json!({ "portal_handoff_id": handoff, "purchase_return_jti": "jti-1" });
+    let end_key = [("idempotency-key", "end-1")];
+    let (status, activated, _) = app
+        .post("/v1/checkout/redemptions/activated", &end, &end_key)
+        .await;
+    assert_eq!(
+        (status, activated["status"].as_str()),
+        (200, Some("activated"))
+    );
+    let events_before = app.all_events().await.len();
+
+    let (status, replayed, _) = app
+        .post("/v1/checkout/redemptions/begin", &begin, &key)
+        .await;
+    assert_eq!(
+        (status, &replayed),
+        (200, &started),
+        "the retried begin answers the record as it first left it, not `already_activated`"
+    );
+    let (status, replayed, _) = app
+        .post("/v1/checkout/redemptions/activated", &end, &end_key)
+        .await;
+    assert_eq!((status, &replayed), (200, &activated));
+    let other = json!({ "portal_handoff_id": handoff, "purchase_return_jti": "jti-2", "session_id": "cs_test_fake0001" });
+    let (status, body, _) = app
+        .post("/v1/checkout/redemptions/begin", &other, &key)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("idempotency_key_reused"))
+    );
+    let (status, body, _) = app
+        .post("/v1/checkout/redemptions/begin", &begin, &[])
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_activated")),
+        "without the key the table decides afresh"
+    );
+    assert_eq!(
+        app.all_events().await.len(),
+        events_before,
+        "retries wrote nothing"
     );
     app.stop().await;
 }
@@ -168,18 +225,24 @@ async fn the_grandfather_floor_is_captured_once_and_raises_the_limit(backend: Ba
     let token = activate(&app, issued.activation_key.expose()).await;
     let (_, before) = get_with_token(&app, "/v1/entitlements", &token).await;
     assert_eq!(before["continuity"]["capture_pending"], true);
-    let capture = |count: u32| {
+    let capture = |count: u32, key: &'static str| {
         let (app, token) = (&app, token.clone());
         async move {
+            let mut headers = vec![("authorization", format!("Bearer {token}"))];
+            if !key.is_empty() {
+                headers.push(("idempotency-key", key.to_owned()));
+            }
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             app.post(
                 "/v1/continuity/capture",
                 &json!({ "monitored_systems": count }),
-                &[("authorization", &format!("Bearer {token}"))],
+                &headers,
             )
             .await
         }
     };
-    let (status, report, _) = capture(24).await;
+    let (status, report, _) = capture(24, "capture-1").await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         (
@@ -190,7 +253,19 @@ async fn the_grandfather_floor_is_captured_once_and_raises_the_limit(backend: Ba
         (Some(10), Some(24), Some(24))
     );
     assert_eq!(report["capture_pending"], false);
-    let (_, again, _) = capture(80).await;
+    let (status, retried, _) = capture(24, "capture-1").await;
+    assert_eq!(
+        (status, &retried),
+        (200, &report),
+        "a keyed retry answers the first report"
+    );
+    let (status, body, _) = capture(25, "capture-1").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("idempotency_key_reused")),
+        "the same key with another count is refused"
+    );
+    let (_, again, _) = capture(80, "").await;
     assert_eq!(
         again, report,
         "a later report never changes the captured floor"
