@@ -240,6 +240,61 @@ impl OpenAccount {
         tenant_active && self.billing.as_ref().is_some_and(|b| b.state.grants_paid())
     }
 
+    /// What a tenant is entitled to at `context.now` (what its lease would say), or why it gets
+    /// nothing (§10): the tenant must be active, the account's subscription (for an MSP, the one
+    /// subscription of all its tenants) must grant, and a trial must not be over.
+    pub fn tenant_grant(
+        &self,
+        tenant_id: &TenantId,
+        context: &Context<'_>,
+    ) -> Result<TenantGrant, DomainError> {
+        let tenant = self
+            .tenants
+            .get(tenant_id)
+            .ok_or(DomainError::NotFound { entity: "tenant" })?;
+        if tenant.state != TenantState::Active {
+            return Err(DomainError::LeaseUnavailable {
+                reason: "tenant_inactive",
+            });
+        }
+        let billing = self
+            .billing
+            .as_ref()
+            .filter(|b| b.state.grants_paid())
+            .ok_or(DomainError::LeaseUnavailable {
+                reason: "non_granting_state",
+            })?;
+        let trial_ends_at = (billing.state == SubscriptionState::Trial)
+            .then_some(billing.trial_ends_at)
+            .flatten();
+        if trial_ends_at.is_some_and(|end| context.now >= end) {
+            return Err(DomainError::LeaseUnavailable {
+                reason: "trial_over",
+            });
+        }
+        let plan = Some(billing.plan_version.as_str());
+        Ok(TenantGrant {
+            owner_email: self
+                .members
+                .values()
+                .find(|m| m.role == Role::Owner)
+                .map(|m| m.email.to_string())
+                .unwrap_or_default(),
+            plan_version: billing.plan_version.clone(),
+            subscription_state: billing.state,
+            capabilities: context
+                .catalog
+                .capabilities(plan, true)
+                .into_iter()
+                .collect(),
+            limits: LeaseLimits {
+                max_monitored_systems: context.catalog.max_monitored_systems(plan),
+            },
+            trial_started_at: trial_ends_at.and(billing.trial_started_at),
+            trial_ends_at,
+        })
+    }
+
     fn member_role(&self, actor: &UserId) -> Result<Role, DomainError> {
         self.members
             .get(actor)
@@ -1121,6 +1176,25 @@ pub struct LeaseClaims {
     pub exp: i64,
 }
 
+/// What an entitled tenant is granted now: the entitlement part of its lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantGrant {
+    /// The account owner's email.
+    pub owner_email: String,
+    /// The account's plan.
+    pub plan_version: String,
+    /// The account's subscription state.
+    pub subscription_state: SubscriptionState,
+    /// Capabilities granted.
+    pub capabilities: Vec<String>,
+    /// Limits granted.
+    pub limits: LeaseLimits,
+    /// When the trial started, while on a trial.
+    pub trial_started_at: Option<DateTime<Utc>>,
+    /// When the trial ends, while on a trial.
+    pub trial_ends_at: Option<DateTime<Utc>>,
+}
+
 fn decide_lease(
     account: &OpenAccount,
     tenant_id: &TenantId,
@@ -1144,61 +1218,23 @@ fn decide_lease(
     {
         return Err(DomainError::LeaseTokenInvalid);
     }
-    if tenant.state != TenantState::Active {
-        return Err(DomainError::LeaseUnavailable {
-            reason: "tenant_inactive",
-        });
-    }
-    let billing = account
-        .billing
-        .as_ref()
-        .ok_or(DomainError::LeaseUnavailable {
-            reason: "non_granting_state",
-        })?;
-    if !billing.state.grants_paid() {
-        return Err(DomainError::LeaseUnavailable {
-            reason: "non_granting_state",
-        });
-    }
-    // A trial lease lives until the trial ends; a paid one for a day.
-    let trial_end = (billing.state == SubscriptionState::Trial)
-        .then_some(billing.trial_ends_at)
-        .flatten();
-    if trial_end.is_some_and(|end| context.now >= end) {
-        return Err(DomainError::LeaseUnavailable {
-            reason: "trial_over",
-        });
-    }
-    let owner = account
-        .members
-        .values()
-        .find(|m| m.role == Role::Owner)
-        .map(|m| m.email.to_string())
-        .unwrap_or_default();
-    let plan = Some(billing.plan_version.as_str());
+    let grant = account.tenant_grant(tenant_id, context)?;
     let claims = LeaseClaims {
         iss: String::from(LEASE_ISSUER),
         aud: String::from(LEASE_AUDIENCE),
         sub: tenant_id.to_string(),
         org_id: account.account_id.to_string(),
-        email: owner,
+        email: grant.owner_email,
         instance_host: host.clone(),
-        plan_version: billing.plan_version.clone(),
-        subscription_state: billing.state.as_str().to_owned(),
-        capabilities: context
-            .catalog
-            .capabilities(plan, true)
-            .into_iter()
-            .collect(),
-        limits: LeaseLimits {
-            max_monitored_systems: context.catalog.max_monitored_systems(plan),
-        },
-        trial_started_at: trial_end
-            .and(billing.trial_started_at)
-            .map(|t| t.timestamp()),
-        trial_ends_at: trial_end.map(|t| t.timestamp()),
+        plan_version: grant.plan_version,
+        subscription_state: grant.subscription_state.as_str().to_owned(),
+        capabilities: grant.capabilities,
+        limits: grant.limits,
+        trial_started_at: grant.trial_started_at.map(|t| t.timestamp()),
+        trial_ends_at: grant.trial_ends_at.map(|t| t.timestamp()),
         iat: context.now.timestamp(),
-        exp: trial_end
+        exp: grant
+            .trial_ends_at
             .unwrap_or(context.now + Duration::hours(LEASE_LIFETIME_HOURS))
             .timestamp(),
     };

@@ -108,6 +108,10 @@ prefixed_id!(
     /// A checkout intent (`cki_…`).
     IntentId, "cki_", "checkout_intent_id"
 );
+prefixed_id!(
+    /// A staff or service API token (`stf_…`): support, auditors, the tenant provisioner.
+    StaffTokenId, "stf_", "staff_token_id"
+);
 
 /// Longest email address accepted (RFC 5321's path limit).
 pub const EMAIL_LEN_MAX: usize = 254;

@@ -17,7 +17,7 @@ pub mod license;
 pub mod limiter;
 pub mod log;
 pub mod redemption;
-
+pub mod staff;
 pub mod stripe_event;
 pub mod subscription;
 pub mod trial;

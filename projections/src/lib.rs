@@ -6,6 +6,7 @@
 //! together with the checkpoint in one transaction. Because every fold is pure and deterministic, a
 //! rebuild from position 0 must reproduce the same documents, which the tests check.
 
+pub mod account_home;
 pub mod accounts;
 pub mod entitlements;
 pub mod licenses;
