@@ -1,16 +1,20 @@
-//! The command line: `serve`, `migrate` and `projections`. Raw arguments are parsed and checked
-//! here (clap), turned into validated settings, and handed to the library. This is CLI glue, so it
-//! reports failures with `anyhow` context chains.
+//! The command line: `serve`, `migrate`, `projections`, `export`, `verify`, `audit` and `staff`.
+//! Raw arguments are parsed and checked here (clap), turned into validated settings, and handed to
+//! the library. This is CLI glue, so it reports failures with `anyhow` context chains.
 
 use crate::audit;
 use crate::crypto::{KeyConfig, KeyMaterial};
 use crate::metrics::Metrics;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{active_checkpoint, registry};
+use crate::staff;
 use crate::startup::{open_store, Application, Settings};
 use crate::stripe_gateway::StripeConfig;
 use crate::telemetry::LogFormat;
-use aggregates::log::Position;
+use aggregates::catalog::Catalog;
+use aggregates::ids::StaffTokenId;
+use aggregates::log::{EventMetadata, Position};
+use aggregates::staff::StaffRole;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -52,6 +56,43 @@ pub enum Command {
     /// Seal the committed log, or check it against every seal.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Issue or revoke staff and service API tokens.
+    #[command(subcommand)]
+    Staff(StaffCommand),
+}
+
+/// `staff` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Issue a token; it is printed once and never stored.
+    Issue {
+        /// `support`, `auditor` or `provisioner`.
+        #[arg(long, value_parser = parse_staff_role)]
+        role: StaffRole,
+        /// Who or what holds it (recorded).
+        #[arg(long)]
+        name: String,
+        /// Where the data lives, and the keys.
+        #[command(flatten)]
+        keyed: KeyedDatabaseArgs,
+    },
+    /// Revoke a token for good.
+    Revoke {
+        /// The token's id (`stf_…`).
+        #[arg(value_parser = parse_staff_token_id)]
+        token_id: StaffTokenId,
+        /// Where the data lives, and the keys.
+        #[command(flatten)]
+        keyed: KeyedDatabaseArgs,
+    },
+}
+
+fn parse_staff_role(raw: &str) -> Result<StaffRole, String> {
+    StaffRole::parse(raw).map_err(|e| e.to_string())
+}
+
+fn parse_staff_token_id(raw: &str) -> Result<StaffTokenId, String> {
+    StaffTokenId::parse(raw).map_err(|e| e.to_string())
 }
 
 /// `audit` subcommands.
@@ -72,6 +113,9 @@ pub struct KeyedDatabaseArgs {
     /// The Ed25519 signing key, `kid:base64url(32-byte seed)`; without it, the development key.
     #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
     signing_key: Option<String>,
+    /// The 32-byte HMAC key (base64url) for bearer-secret hashes; without it, the development key.
+    #[arg(long, env = "PULSE_ACCOUNT_SECRET_HASH_KEY", hide_env_values = true)]
+    secret_hash_key: Option<String>,
 }
 
 /// `export` options.
@@ -224,6 +268,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             rebuild(&name, &database).await
         }
+        Command::Staff(StaffCommand::Issue { role, name, keyed }) => {
+            let (store, keys) = keyed_store(&keyed).await?;
+            let (token_id, token) = staff::issue(
+                store.as_ref(),
+                &keys,
+                &Catalog::v1(),
+                &name,
+                role,
+                cli_metadata(),
+            )
+            .await
+            .context("issuing the token")?;
+            println!("issued {} token {token_id} for {name:?}", role.as_str());
+            println!("token (shown once, store it now): {}", token.expose());
+            Ok(())
+        }
+        Command::Staff(StaffCommand::Revoke { token_id, keyed }) => {
+            let (store, _) = keyed_store(&keyed).await?;
+            staff::revoke(store.as_ref(), &Catalog::v1(), &token_id, cli_metadata())
+                .await
+                .context("revoking the token")?;
+            println!("revoked {token_id}");
+            Ok(())
+        }
+    }
+}
+
+/// Metadata of an event an operator causes from the command line.
+fn cli_metadata() -> EventMetadata {
+    EventMetadata {
+        actor: String::from("operator:cli"),
+        causation_id: None,
+        correlation_id: None,
+        request_id: None,
+        effective_at: chrono::Utc::now(),
     }
 }
 
@@ -465,7 +544,7 @@ async fn keyed_store(
     let keys = KeyMaterial::load(
         &KeyConfig {
             signing_key: args.signing_key.clone(),
-            secret_hash_key: None,
+            secret_hash_key: args.secret_hash_key.clone(),
         },
         &args.database.data_dir,
     )?;

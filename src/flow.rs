@@ -39,6 +39,9 @@ pub enum FlowError {
     /// No installation has this token.
     #[error("unknown installation token")]
     UnknownInstallationToken,
+    /// The staff token is malformed, unknown or revoked.
+    #[error("unknown staff token")]
+    UnknownStaffToken,
     /// Every attempt met a concurrent writer.
     #[error("the record kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
     Contended,

@@ -7,12 +7,16 @@
 //! stored; its keyed hash is the lookup index), so the provisioner that boots the tenant obtains it
 //! through [`lease_refresh_token`] with the same keys.
 
-use crate::command::{decide_all, load, recorded_events, CommandError};
+use crate::command::{
+    decide_all, handle, load, load_until, recorded_events, Command, CommandError,
+};
 use crate::crypto::secrets::{Secret, LEASE_REFRESH_TOKEN_HEX_LEN, LEASE_REFRESH_TOKEN_PREFIX};
 use crate::crypto::KeyMaterial;
 use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
 use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend};
-use aggregates::account::{Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims};
+use aggregates::account::{
+    Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims, Tenant, TenantState,
+};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
@@ -22,7 +26,7 @@ use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use aggregates::subscription::SubscriptionState;
 use rand::RngCore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The lease refresh token of a tenant (`etr_hosted_` + 48 hex), derived under the server secret.
 pub fn lease_refresh_token(keys: &KeyMaterial, tenant_id: &TenantId) -> Secret {
@@ -158,6 +162,100 @@ pub async fn provision_tenant(
         }
     }
     Err(FlowError::Contended)
+}
+
+/// The provisioner fetches a tenant's lease refresh token to boot its runtime with. The token is
+/// derived again (never stored) and checked against the hash the tenant was provisioned with.
+pub async fn tenant_credentials(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    account_id: &str,
+    tenant_id: &str,
+) -> Result<(Tenant, Secret), FlowError> {
+    let (tenant_id, tenant) = load_tenant(store, account_id, tenant_id).await?;
+    let token = lease_refresh_token(keys, &tenant_id);
+    if tenant.refresh_token_hash.as_ref() != Some(&keys.hasher.hash(token.expose())) {
+        return Err(DomainError::NotFound {
+            entity: "tenant credentials",
+        }
+        .into());
+    }
+    Ok((tenant, token))
+}
+
+/// A tenant of an account as the account stream has it now; 404 for either unknown.
+pub async fn load_tenant(
+    store: &dyn Store,
+    account_id: &str,
+    tenant_id: &str,
+) -> Result<(TenantId, Tenant), FlowError> {
+    let not_found = || DomainError::NotFound { entity: "tenant" };
+    let tenant_id = TenantId::parse(tenant_id).map_err(|_| not_found())?;
+    let account_id = AccountId::parse(account_id).map_err(|_| not_found())?;
+    let (state, _) =
+        load::<Account>(store, &stream(Account::STREAM_TYPE, account_id.as_str())?).await?;
+    let tenant = state
+        .account
+        .and_then(|account| account.tenants.get(&tenant_id).cloned())
+        .ok_or_else(not_found)?;
+    Ok((tenant_id, tenant))
+}
+
+/// The provisioner reports a tenant's new state (`active` once booted, `failed`, `deleted`, …).
+/// With an `Idempotency-Key`, a retry changes nothing and answers the tenant as the first request
+/// left it.
+pub async fn change_tenant_state(
+    store: &dyn Store,
+    catalog: &Catalog,
+    account_id: &str,
+    tenant_id: &str,
+    change: &TenantStateChange,
+    idempotency_key: Option<&str>,
+    metadata: EventMetadata,
+) -> Result<Tenant, FlowError> {
+    let (tenant_id, _) = load_tenant(store, account_id, tenant_id).await?;
+    let command = AccountCommand::ChangeTenantState {
+        tenant_id: tenant_id.clone(),
+        to: change.state,
+        reason: change.reason.clone(),
+    };
+    let idempotency = idempotency_key.map(|key| {
+        Idempotency::for_request(
+            format!("tenant-state:{key}"),
+            &serde_json::json!({ "account_id": account_id, "tenant_id": tenant_id, "change": change }),
+        )
+    });
+    let outcome = handle::<Account>(
+        store,
+        Command {
+            stream_id: account_id,
+            command: &command,
+            context: Context::new(metadata.effective_at, catalog),
+            metadata,
+            idempotency,
+        },
+    )
+    .await?;
+    let (state, _) = load_until::<Account>(
+        store,
+        &stream(Account::STREAM_TYPE, account_id)?,
+        outcome.stream_version,
+    )
+    .await?;
+    state
+        .account
+        .and_then(|account| account.tenants.get(&tenant_id).cloned())
+        .ok_or_else(|| DomainError::NotFound { entity: "tenant" }.into())
+}
+
+/// What the provisioner reports of a tenant.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStateChange {
+    /// The state it is in now.
+    pub state: TenantState,
+    /// Why, for the record.
+    pub reason: String,
 }
 
 /// What a tenant runtime presents to refresh its lease.

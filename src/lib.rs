@@ -15,6 +15,7 @@ pub mod http;
 pub mod licensing;
 pub mod metrics;
 pub mod projection;
+pub mod staff;
 pub mod startup;
 pub mod store;
 pub mod stripe_gateway;

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod entitlements;
 pub mod licenses;
 pub mod stream_index;
+pub mod tenant_work;
 
 use aggregates::log::RecordedEvent;
 use serde::de::DeserializeOwned;

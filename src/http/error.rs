@@ -93,6 +93,12 @@ impl ApiError {
                 "This installation token is not valid; activate again.",
             )
             .for_request(headers),
+            FlowError::UnknownStaffToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "This staff token is not valid.",
+            )
+            .for_request(headers),
             FlowError::Contended => concurrent_update(headers),
             FlowError::Stripe(StripeGatewayError::Api(reason)) => {
                 tracing::warn!(%reason, "Stripe refused or failed a request");

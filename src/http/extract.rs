@@ -1,5 +1,6 @@
-//! Extractors that validate at the edge: JSON bodies whose rejections become our JSON errors, the
-//! `Idempotency-Key` header, and bearer tokens. A malformed header is an error, never ignored.
+//! Extractors that validate at the edge: JSON bodies and query strings whose rejections become our
+//! JSON errors, the `Idempotency-Key` header, and bearer tokens. A malformed header is an error,
+//! never ignored.
 
 use super::error::ApiError;
 use axum::extract::rejection::JsonRejection;
@@ -33,6 +34,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 };
                 Err(ApiError::new(status, code, rejection.body_text()).for_request(&headers))
             }
+        }
+    }
+}
+
+/// A query string; a bad one answers 400 `invalid_request` in our error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            )
+            .for_request(&parts.headers)),
         }
     }
 }

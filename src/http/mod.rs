@@ -8,6 +8,8 @@ pub mod extract;
 mod health;
 mod hosted;
 mod licensing;
+mod provisioner;
+mod staff;
 mod trials;
 
 use crate::crypto::KeyMaterial;
@@ -90,6 +92,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/trials/start", post(trials::start))
         .route("/v1/licenses/exchange", post(licensing::exchange))
         .route("/api/entitlements/refresh", post(hosted::refresh))
+        .route("/v1/staff/accounts/{account_id}", get(staff::account))
+        .route("/v1/staff/licenses", get(staff::licenses_by_email))
+        .route("/v1/staff/licenses/{license_id}", get(staff::license))
+        .route("/v1/provisioner/tenants", get(provisioner::pending_tenants))
+        .route(
+            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials",
+            get(provisioner::credentials),
+        )
+        .route(
+            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state",
+            post(provisioner::report_state),
+        )
         .route(
             "/v1/checkout/local/{session_id}",
             get(checkout::local_checkout_page),

@@ -404,6 +404,15 @@ pub trait ProjectionStore: Send + Sync {
         key: &str,
     ) -> Result<Option<serde_json::Value>, StoreError>;
 
+    /// A page of the active generation's documents in key order, starting after the key `after`
+    /// (from the first when `None`): at most `limit` (≤ [`READ_PAGE_MAX`]) key–document pairs.
+    async fn list_documents(
+        &self,
+        projection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+
     /// Tries to become the single runner of a projection generation across every process sharing
     /// this database. `None` when another holds it.
     async fn try_lead(

@@ -787,6 +787,27 @@ impl ProjectionStore for PostgresStore {
         .during("reading a projection document")
     }
 
+    async fn list_documents(
+        &self,
+        projection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let limit = validate_page(limit)?;
+        sqlx::query_as(
+            "SELECT d.doc_key, d.body FROM projection_documents d \
+             JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
+             WHERE g.projection = $1 AND g.status = 'active' AND d.doc_key > $2 \
+             ORDER BY d.doc_key LIMIT $3",
+        )
+        .bind(projection)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .during("listing projection documents")
+    }
+
     async fn try_lead(
         &self,
         projection: &str,

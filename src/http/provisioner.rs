@@ -1,0 +1,120 @@
+//! Routes of the hosted tenant provisioner (`/v1/provisioner/…`, a staff token with the
+//! `provisioner` role): the queue of workspaces waiting to be created or torn down, each tenant's
+//! lease refresh token to boot its runtime with, and the tenant's state as the provisioner reports
+//! it (`active` once booted, `failed`, `deleted`, …).
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery, IdempotencyKey};
+use super::licensing::metadata;
+use super::staff::{decoded, Staff};
+use super::AppState;
+use crate::hosted::{change_tenant_state, tenant_credentials, TenantStateChange};
+use crate::store::READ_PAGE_MAX;
+use aggregates::account::Tenant;
+use aggregates::staff::StaffRole;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use projections::tenant_work::{PendingTenant, TenantWork};
+use projections::DocumentProjection;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Workspaces per page of the queue unless the caller asks for fewer.
+const TENANT_PAGE_DEFAULT: usize = 100;
+
+/// A page of the queue: after a cursor, at most `limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QueuePage {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/provisioner/tenants?after=&limit=`: workspaces waiting for the provisioner, in a stable
+/// order; `next_after` is the cursor of the next page (`null` on the last).
+pub(super) async fn pending_tenants(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    ApiQuery(page): ApiQuery<QueuePage>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
+    let fail = |e: crate::flow::FlowError| ApiError::flow(e, &headers);
+    let limit = page.limit.unwrap_or(TENANT_PAGE_DEFAULT);
+    if !(1..=READ_PAGE_MAX).contains(&limit) {
+        return Err(fail(
+            aggregates::error::DomainError::invalid(
+                "limit",
+                format!("must be 1 to {READ_PAGE_MAX}"),
+            )
+            .into(),
+        ));
+    }
+    let rows = state
+        .store
+        .list_documents(TenantWork::NAME, page.after.as_deref(), limit)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let next_after = (rows.len() == limit).then(|| rows.last().map(|(key, _)| key.clone()));
+    let tenants = rows
+        .into_iter()
+        .map(|(_, body)| decoded::<PendingTenant>(body, TenantWork::NAME))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    Ok(Json(
+        json!({ "tenants": tenants, "next_after": next_after.flatten() }),
+    ))
+}
+
+fn tenant_view(account_id: &str, tenant_id: &str, tenant: &Tenant) -> Value {
+    json!({
+        "org_id": account_id,
+        "tenant_id": tenant_id,
+        "state": tenant.state,
+        "state_since": tenant.state_since,
+        "instance_host": tenant.instance_host,
+    })
+}
+
+/// `GET /v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials`: the tenant's
+/// lease refresh token (`entitlement_refresh_token`), for its runtime's configuration.
+pub(super) async fn credentials(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((account_id, tenant_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
+    let (tenant, token) =
+        tenant_credentials(state.store.as_ref(), &state.keys, &account_id, &tenant_id)
+            .await
+            .map_err(|e| ApiError::flow(e, &headers))?;
+    let mut body = tenant_view(&account_id, &tenant_id, &tenant);
+    body["entitlement_refresh_token"] = json!(token.expose());
+    Ok(Json(body))
+}
+
+/// `POST /v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state` `{state, reason}`.
+pub(super) async fn report_state(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    IdempotencyKey(key): IdempotencyKey,
+    Path((account_id, tenant_id)): Path<(String, String)>,
+    ApiJson(change): ApiJson<TenantStateChange>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
+    let tenant = change_tenant_state(
+        state.store.as_ref(),
+        &state.catalog,
+        &account_id,
+        &tenant_id,
+        &change,
+        key.as_deref(),
+        metadata(&staff.0.actor(), &headers),
+    )
+    .await
+    .map_err(|e| ApiError::flow(e, &headers))?;
+    Ok(Json(tenant_view(&account_id, &tenant_id, &tenant)))
+}

@@ -1,0 +1,200 @@
+//! Staff routes for support (`/v1/staff/…`), and the extractor every staff and service route
+//! authenticates with: a `Bearer stf_….…` token whose request is recorded in the log before it is
+//! answered ([`crate::staff`]). Support reads an account's home (billing, workspaces and what each
+//! is entitled to, members, its owners' licenses, actions needed) and licenses with their billing
+//! state and entitlements.
+
+use super::error::ApiError;
+use super::extract::{ApiQuery, Bearer};
+use super::licensing::metadata;
+use super::AppState;
+use crate::flow::FlowError;
+use crate::staff::{authenticate, record_access, StaffPrincipal};
+use aggregates::account::OpenAccount;
+use aggregates::error::DomainError;
+use aggregates::ids::{AccountId, Email, LicenseId};
+use aggregates::license::IssuedLicense;
+use aggregates::staff::StaffRole;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::Utc;
+use projections::account_home::{account_home, LicenseBilling};
+use projections::accounts::Accounts;
+use projections::entitlements::license_entitlements;
+use projections::licenses::{Licenses, LicensesByEmail, OwnedLicenses};
+use projections::DocumentProjection;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Most licenses one staff answer lists; an owner with more is told the list was cut.
+const STAFF_LICENSES_MAX: usize = 100;
+
+/// An authenticated staff or service caller whose request has been recorded.
+pub(super) struct Staff(pub StaffPrincipal);
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Bearer(token) = Bearer::from_request_parts(parts, state).await?;
+        let headers = &parts.headers;
+        let principal = authenticate(state.store.as_ref(), &state.keys, &token)
+            .await
+            .map_err(|e| ApiError::flow(e, headers))?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |p| p.as_str());
+        record_access(
+            state.store.as_ref(),
+            &principal,
+            parts.method.as_str(),
+            path,
+            metadata(&principal.actor(), headers),
+        )
+        .await
+        .map_err(|e| ApiError::flow(e, headers))?;
+        Ok(Staff(principal))
+    }
+}
+
+impl Staff {
+    /// Refuses (403) unless the caller has `role`.
+    pub(super) fn require(
+        &self,
+        role: StaffRole,
+        action: &'static str,
+        headers: &HeaderMap,
+    ) -> Result<(), ApiError> {
+        self.0
+            .require(role, action)
+            .map_err(|e| ApiError::flow(e.into(), headers))
+    }
+}
+
+/// One document of a projection's active generation.
+pub(super) async fn document<P: DocumentProjection>(
+    state: &AppState,
+    key: &str,
+) -> Result<Option<P::Document>, FlowError> {
+    match state.store.read_document(P::NAME, key).await? {
+        Some(body) => decoded(body, P::NAME).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The licenses `emails` own, at most [`STAFF_LICENSES_MAX`]; and whether the list was cut.
+async fn licenses_of(
+    state: &AppState,
+    emails: impl IntoIterator<Item = String>,
+) -> Result<(Vec<IssuedLicense>, bool), FlowError> {
+    let mut licenses = Vec::new();
+    for email in emails {
+        let owned: Option<OwnedLicenses> = document::<LicensesByEmail>(state, &email).await?;
+        for license_id in owned.map(|o| o.license_ids).unwrap_or_default() {
+            if licenses.len() == STAFF_LICENSES_MAX {
+                return Ok((licenses, true));
+            }
+            licenses.extend(document::<Licenses>(state, &license_id).await?);
+        }
+    }
+    Ok((licenses, false))
+}
+
+/// `GET /v1/staff/accounts/{account_id}` (support): the account home.
+pub(super) async fn account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(account_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Support, "read accounts", &headers)?;
+    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    let not_found = || fail(DomainError::NotFound { entity: "account" }.into());
+    AccountId::parse(&account_id).map_err(|_| not_found())?;
+    let account: OpenAccount = document::<Accounts>(&state, &account_id)
+        .await
+        .map_err(fail)?
+        .ok_or_else(not_found)?;
+    let owners = account
+        .members
+        .values()
+        .filter(|m| m.role == aggregates::account::Role::Owner)
+        .map(|m| m.email.to_string())
+        .collect::<Vec<_>>();
+    let (licenses, truncated) = licenses_of(&state, owners).await.map_err(fail)?;
+    let mut body = json!(account_home(
+        &account,
+        &licenses,
+        &state.catalog,
+        Utc::now()
+    ));
+    body["licenses_truncated"] = json!(truncated);
+    Ok(Json(body))
+}
+
+/// `GET /v1/staff/licenses/{license_id}` (support): a license's billing state and entitlements.
+pub(super) async fn license(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(license_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Support, "read licenses", &headers)?;
+    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    let not_found = || fail(DomainError::NotFound { entity: "license" }.into());
+    LicenseId::parse(&license_id).map_err(|_| not_found())?;
+    let license = document::<Licenses>(&state, &license_id)
+        .await
+        .map_err(fail)?
+        .ok_or_else(not_found)?;
+    Ok(Json(license_body(&state, &license)))
+}
+
+fn license_body(state: &AppState, license: &IssuedLicense) -> Value {
+    json!({
+        "billing": LicenseBilling::of(license, &state.catalog),
+        "entitlements": license_entitlements(license, &state.catalog, Utc::now(), None),
+    })
+}
+
+/// What `GET /v1/staff/licenses` filters by.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LicensesQuery {
+    email: String,
+}
+
+/// `GET /v1/staff/licenses?email=` (support): the licenses an email owns.
+pub(super) async fn licenses_by_email(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    ApiQuery(query): ApiQuery<LicensesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Support, "read licenses", &headers)?;
+    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    let email = Email::parse(&query.email).map_err(|e| fail(e.into()))?;
+    let (licenses, truncated) = licenses_of(&state, [email.to_string()])
+        .await
+        .map_err(fail)?;
+    let licenses: Vec<Value> = licenses.iter().map(|l| license_body(&state, l)).collect();
+    Ok(Json(json!({
+        "email": email,
+        "licenses": licenses,
+        "truncated": truncated,
+    })))
+}
+
+/// Decodes a stored JSON document into its type; one that does not decode is a broken invariant.
+pub(super) fn decoded<T: DeserializeOwned>(body: Value, what: &str) -> Result<T, FlowError> {
+    serde_json::from_value(body).map_err(|e| {
+        crate::store::StoreError::Invariant(format!("unreadable {what} document: {e}")).into()
+    })
+}
