@@ -13,13 +13,14 @@ use aggregates::exchange::{
 use aggregates::handoff::{HandoffCommand, PurchaseHandoff, StartedCheckout};
 use aggregates::ids::{
     AccountId, Email, HandoffId, InstallationId, IntentId, InvitationId, LicenseId, SecretHash,
-    TenantId, UserId,
+    StaffTokenId, TenantId, UserId,
 };
 use aggregates::license::{
     ActivateInstallation, ChangeSource, IssueLicense, License, LicenseCommand, LicenseOrigin,
     RevocationReason, StripeSnapshot, MAX_INSTALLATIONS,
 };
 use aggregates::redemption::{Redemption, RedemptionCommand};
+use aggregates::staff::{StaffRole, StaffToken, StaffTokenCommand};
 use aggregates::subscription::SubscriptionState;
 use aggregates::trial::{StartTrial, Trial};
 use chrono::Duration;
@@ -385,6 +386,22 @@ fn trial_command() -> impl Strategy<Value = StartTrial> {
     )
 }
 
+fn staff_token_command() -> impl Strategy<Value = StaffTokenCommand> {
+    prop_oneof![
+        (1..3_u64, 0..3_usize, any::<u8>()).prop_map(|(n, role, h)| StaffTokenCommand::Issue {
+            token_id: StaffTokenId::from_entropy(n),
+            name: String::from("operator"),
+            role: [
+                StaffRole::Support,
+                StaffRole::Auditor,
+                StaffRole::Provisioner
+            ][role],
+            token_hash: hash(h),
+        }),
+        Just(StaffTokenCommand::Revoke),
+    ]
+}
+
 fn sequence<C: Debug>(command: impl Strategy<Value = C>) -> impl Strategy<Value = Vec<(i64, C)>> {
     prop::collection::vec((gap(), command), 0..40)
 }
@@ -468,6 +485,11 @@ proptest! {
     #[test]
     fn trial_sequences_hold_the_properties(commands in sequence(trial_command())) {
         check_sequence::<Trial>(commands);
+    }
+
+    #[test]
+    fn staff_token_sequences_hold_the_properties(commands in sequence(staff_token_command())) {
+        check_sequence::<StaffToken>(commands);
     }
 }
 

@@ -20,7 +20,7 @@ fn binary() -> Command {
     command
 }
 
-fn run(args: &[&str], cwd: &Path) -> Output {
+pub(crate) fn run(args: &[&str], cwd: &Path) -> Output {
     binary()
         .args(args)
         .current_dir(cwd)

@@ -24,10 +24,9 @@ crate::on_both_stores!(
     a_trial_org_gets_leases_that_last_until_the_trial_ends,
 );
 
-async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease(
-    backend: Backend,
-) {
-    let app = TestApp::spawn(backend).await;
+/// Buys MSP Growth through handoff, Checkout and the signed webhook; returns the account opened
+/// (checked: an MSP account whose Owner is the buyer) and its first tenant.
+pub(crate) async fn bought_msp(app: &TestApp) -> (String, TenantId) {
     let request = json!({ "feature": "multi_tenant", "success_url": "https://p.example/auth/license-purchase-activate", "cancel_url": "https://p.example/", "purchase_return_jti": "jti-1" });
     let (_, handoff, _) = app.post("/v1/checkout/portal-handoff", &request, &[]).await;
     let start = json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "msp_growth", "tier": "msp", "billing_cycle": "monthly" });
@@ -41,23 +40,12 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
         (200, Some("applied")),
         "{answer}"
     );
-    let (_, result) = app
-        .get("/v1/checkout/session?session_id=cs_test_fake0001")
-        .await;
-    assert_eq!(result["status"], "fulfilled");
-    assert_eq!(
-        result["license_id"],
-        serde_json::Value::Null,
-        "a hosted purchase buys an account, not a license"
-    );
-
     let events = app.all_events().await;
     let opened = events
         .iter()
         .find(|e| e.event_type == "account_opened")
         .expect("the account is opened");
     assert_eq!(opened.payload["kind"], "msp");
-    let account_id = opened.stream.stream_id().to_owned();
     let owner = events
         .iter()
         .find(|e| e.event_type == "member_joined")
@@ -73,7 +61,26 @@ async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lea
         .iter()
         .find(|e| e.event_type == "tenant_provisioned")
         .expect("the first tenant is provisioned");
-    let tenant_id = TenantId::parse(provisioned.payload["tenant_id"].as_str().unwrap()).unwrap();
+    (
+        opened.stream.stream_id().to_owned(),
+        TenantId::parse(provisioned.payload["tenant_id"].as_str().unwrap()).unwrap(),
+    )
+}
+
+async fn an_msp_checkout_opens_the_account_and_its_tenant_refreshes_a_signed_lease(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let (account_id, tenant_id) = bought_msp(&app).await;
+    let (_, result) = app
+        .get("/v1/checkout/session?session_id=cs_test_fake0001")
+        .await;
+    assert_eq!(result["status"], "fulfilled");
+    assert_eq!(
+        result["license_id"],
+        serde_json::Value::Null,
+        "a hosted purchase buys an account, not a license"
+    );
     let token = lease_refresh_token(&app.state.keys, &tenant_id);
     assert!(token.expose().starts_with("etr_hosted_") && token.expose().len() == 11 + 48);
 

@@ -17,5 +17,6 @@ mod local_checkout;
 mod projection_runner;
 mod purchase;
 mod read_models;
+mod staff;
 mod store_contract;
 mod stripe_billing;

@@ -113,10 +113,28 @@ async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_hea
         .unwrap();
     assert_eq!(summary["version"], json!(4));
     assert_eq!(summary["last_event_type"], json!("touched"));
+    let documents = db.active_documents("stream_index").await;
+    assert_eq!(documents, folded(&all_events(&store).await));
+
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_documents("stream_index", after.as_deref(), 2)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        after = page.last().map(|(key, _)| key.clone());
+        paged.extend(page);
+        if after.is_none() {
+            break;
+        }
+    }
     assert_eq!(
-        db.active_documents("stream_index").await,
-        folded(&all_events(&store).await)
+        paged, documents,
+        "paging in key order lists every document once"
     );
+    assert!(store.list_documents("stream_index", None, 0).await.is_err());
     db.cleanup().await;
 }
 

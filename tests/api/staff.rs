@@ -1,0 +1,390 @@
+//! Staff and service access over HTTP (issues 4 and 5): support reads an account's home and
+//! licenses, the provisioner works its queue of tenants, every request made with a staff token is
+//! recorded in the log, and a token is issued and revoked from the command line.
+
+use crate::helpers::{metadata, Backend, TestApp};
+use crate::hosted::bought_msp;
+use aggregates::catalog::Catalog;
+use aggregates::log::Position;
+use aggregates::staff::StaffRole;
+use pulse_account::hosted::lease_refresh_token;
+use pulse_account::projection::wait_for_position;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+crate::on_both_stores!(
+    support_reads_an_account_home_and_every_staff_request_is_recorded,
+    support_reads_licenses_by_owner_email_and_by_id,
+    the_provisioner_boots_a_tenant_from_its_queue_and_the_tenant_gets_leases,
+    a_token_issued_from_the_command_line_works_until_it_is_revoked,
+);
+
+/// A fresh token with `role`, issued through the library as the CLI does.
+async fn token(app: &TestApp, role: StaffRole) -> String {
+    let (_, token) = pulse_account::staff::issue(
+        app.state.store.as_ref(),
+        &app.state.keys,
+        &Catalog::v1(),
+        "test staff",
+        role,
+        metadata(),
+    )
+    .await
+    .unwrap();
+    token.expose().to_owned()
+}
+
+async fn get_as(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until every read model has folded the whole log.
+async fn caught_up(app: &TestApp) {
+    let head = Position(app.db.max_position().await);
+    for projection in ["accounts", "licenses", "licenses_by_email", "tenant_work"] {
+        assert!(
+            wait_for_position(
+                app.state.store.as_ref(),
+                projection,
+                head,
+                Duration::from_secs(10)
+            )
+            .await
+            .unwrap(),
+            "{projection} never caught up"
+        );
+    }
+}
+
+async fn recorded_accesses(app: &TestApp) -> Vec<Value> {
+    app.all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "staff_access_recorded")
+        .map(|e| e.payload)
+        .collect()
+}
+
+async fn support_reads_an_account_home_and_every_staff_request_is_recorded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (account_id, tenant_id) = bought_msp(&app).await;
+    caught_up(&app).await;
+    let support = token(&app, StaffRole::Support).await;
+    let path = format!("/v1/staff/accounts/{account_id}");
+
+    let (status, home) = get_as(&app, &path, &support).await;
+    assert_eq!(status, 200, "{home}");
+    assert_eq!(
+        (home["kind"].as_str(), home["kind_label"].as_str()),
+        (Some("msp"), Some("MSP"))
+    );
+    assert_eq!(home["billing"]["plan_version"], "msp_growth");
+    assert_eq!(home["billing"]["state"], "active");
+    assert_eq!(home["workspaces"]["current"], 1);
+    assert_eq!(home["tenants"][0]["tenant_id"], tenant_id.as_str());
+    assert_eq!(home["tenants"][0]["state"], "provisioning");
+    assert_eq!(home["tenants"][0]["lease_unavailable"], "tenant_inactive");
+    assert_eq!(home["members"][0]["email"], "ops@msp.example");
+    assert_eq!(home["members"][0]["role"], "Owner");
+    assert_eq!(home["actions_needed"], json!([]));
+
+    let accesses = recorded_accesses(&app).await;
+    assert_eq!(
+        accesses.len(),
+        1,
+        "the read was recorded before it was answered"
+    );
+    assert_eq!(
+        (
+            accesses[0]["role"].as_str(),
+            accesses[0]["method"].as_str(),
+            accesses[0]["path"].as_str()
+        ),
+        (Some("support"), Some("GET"), Some(path.as_str()))
+    );
+
+    let (status, body) = get_as(&app, "/v1/staff/accounts/a_0000000000", &support).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = get_as(&app, "/v1/staff/accounts/not-an-id", &support).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+    let auditor = token(&app, StaffRole::Auditor).await;
+    let (status, body) = get_as(&app, &path, &auditor).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    for bad in [
+        String::from("nonsense"),
+        format!("{}x", &support[..support.len() - 1]),
+        support.replace('.', ""),
+    ] {
+        let (status, body) = get_as(&app, &path, &bad).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{bad}"
+        );
+    }
+    let (status, body) = app.get(&path).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        recorded_accesses(&app).await.len(),
+        4,
+        "every request of a valid token is recorded, refused ones too; no request of an invalid one is"
+    );
+    app.stop().await;
+}
+
+async fn support_reads_licenses_by_owner_email_and_by_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let request = json!({ "feature": "max_monitored_systems", "success_url": "https://p.example/auth/license-purchase-activate", "cancel_url": "https://p.example/", "purchase_return_jti": "jti-1" });
+    let (_, handoff, _) = app.post("/v1/checkout/portal-handoff", &request, &[]).await;
+    let start = json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "pro", "tier": "pro", "billing_cycle": "monthly" });
+    app.post("/v1/checkout/session", &start, &[]).await;
+    let event = json!({ "id": "evt_1", "object": "event", "created": 1_000, "livemode": false, "pending_webhooks": 1, "type": "checkout.session.completed",
+        "data": { "object": { "id": "cs_test_fake0001", "object": "checkout.session", "customer_details": { "email": "buyer@example.com" } } } });
+    app.send_webhook(&event, false).await;
+    caught_up(&app).await;
+    let support = token(&app, StaffRole::Support).await;
+
+    let (status, owned) =
+        get_as(&app, "/v1/staff/licenses?email=Buyer@Example.com", &support).await;
+    assert_eq!(status, 200, "{owned}");
+    assert_eq!(owned["email"], "buyer@example.com", "emails are canonical");
+    assert_eq!(owned["truncated"], false);
+    let license = &owned["licenses"][0];
+    assert_eq!(license["billing"]["plan_version"], "pro");
+    assert_eq!(license["billing"]["state"], "active");
+    assert_eq!(license["entitlements"]["valid"], true);
+    let license_id = license["billing"]["license_id"].as_str().unwrap();
+
+    let (status, one) = get_as(&app, &format!("/v1/staff/licenses/{license_id}"), &support).await;
+    assert_eq!((status, &one), (200, license));
+    let (status, none) = get_as(
+        &app,
+        "/v1/staff/licenses?email=nobody@example.com",
+        &support,
+    )
+    .await;
+    assert_eq!(
+        (status, none["licenses"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let (status, body) = get_as(&app, "/v1/staff/licenses?email=not-an-email", &support).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, body) = get_as(&app, "/v1/staff/licenses?mail=x", &support).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    app.stop().await;
+}
+
+async fn the_provisioner_boots_a_tenant_from_its_queue_and_the_tenant_gets_leases(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let (account_id, tenant_id) = bought_msp(&app).await;
+    caught_up(&app).await;
+    let provisioner = token(&app, StaffRole::Provisioner).await;
+
+    let (status, queue) = get_as(&app, "/v1/provisioner/tenants", &provisioner).await;
+    assert_eq!(status, 200, "{queue}");
+    assert_eq!(
+        queue["tenants"],
+        json!([{ "account_id": account_id, "tenant_id": tenant_id.as_str(), "state": "provisioning", "since": queue["tenants"][0]["since"] }])
+    );
+    assert_eq!(queue["next_after"], Value::Null);
+    let (status, body) = get_as(&app, "/v1/provisioner/tenants?limit=0", &provisioner).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+
+    let tenant_path = format!("/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}");
+    let (status, credentials) =
+        get_as(&app, &format!("{tenant_path}/credentials"), &provisioner).await;
+    assert_eq!(status, 200, "{credentials}");
+    let refresh_token = lease_refresh_token(&app.state.keys, &tenant_id);
+    assert_eq!(
+        credentials["entitlement_refresh_token"],
+        refresh_token.expose()
+    );
+    let (status, _) = get_as(
+        &app,
+        &format!("/v1/provisioner/accounts/{account_id}/tenants/t-0000000000/credentials"),
+        &provisioner,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let report = |state: &str| json!({ "state": state, "reason": "runtime booted" });
+    let auth = format!("Bearer {provisioner}");
+    let keyed = [
+        ("authorization", auth.as_str()),
+        ("idempotency-key", "boot-1"),
+    ];
+    let (status, booted, _) = app
+        .post(&format!("{tenant_path}/state"), &report("active"), &keyed)
+        .await;
+    assert_eq!(
+        (status, booted["state"].as_str()),
+        (200, Some("active")),
+        "{booted}"
+    );
+    let (status, again, _) = app
+        .post(&format!("{tenant_path}/state"), &report("active"), &keyed)
+        .await;
+    assert_eq!(
+        (status, &again),
+        (200, &booted),
+        "a retried report answers the same"
+    );
+    let changes = app
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "tenant_state_changed")
+        .count();
+    assert_eq!(changes, 1, "the retry changed nothing");
+    let (status, body, _) = app
+        .post(
+            &format!("{tenant_path}/state"),
+            &report("provisioning"),
+            &[("authorization", auth.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("invalid_transition")),
+        "{body}"
+    );
+    let (status, body, _) = app
+        .post(
+            &format!("{tenant_path}/state"),
+            &json!({ "state": "exploded", "reason": "x" }),
+            &[("authorization", auth.as_str())],
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+
+    caught_up(&app).await;
+    let (_, queue) = get_as(&app, "/v1/provisioner/tenants", &provisioner).await;
+    assert_eq!(
+        queue["tenants"],
+        json!([]),
+        "a booted tenant leaves the queue"
+    );
+    let refresh = json!({ "org_id": account_id, "instance_host": "acme.cloud.example", "entitlement_refresh_token": refresh_token.expose() });
+    let (status, lease, _) = app.post("/api/entitlements/refresh", &refresh, &[]).await;
+    assert_eq!(status, 200, "{lease}");
+
+    let support = token(&app, StaffRole::Support).await;
+    let (status, body) = get_as(&app, "/v1/provisioner/tenants", &support).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let (_, home) = get_as(&app, &format!("/v1/staff/accounts/{account_id}"), &support).await;
+    assert_eq!(home["tenants"][0]["state"], "active");
+    assert_eq!(
+        home["tenants"][0]["entitlements"]["limits"]["max_monitored_systems"],
+        150
+    );
+    app.stop().await;
+}
+
+async fn a_token_issued_from_the_command_line_works_until_it_is_revoked(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (url, data_dir) = (app.db.url.clone(), app.db.data_dir());
+    let cwd = tempfile::tempdir().unwrap();
+    let cli = |args: Vec<String>| {
+        let cwd = cwd.path().to_owned();
+        let mut args = args;
+        args.extend([
+            String::from("--database-url"),
+            url.clone(),
+            String::from("--data-dir"),
+            data_dir.display().to_string(),
+        ]);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                crate::cli::run(&args, &cwd)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let issued = cli(vec![
+        "staff".into(),
+        "issue".into(),
+        "--role".into(),
+        "support".into(),
+        "--name".into(),
+        "alice".into(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&issued.stdout).into_owned();
+    assert!(
+        issued.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let token = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("token (shown once, store it now): "))
+        .expect("the token is printed")
+        .to_owned();
+    let token_id = token.split_once('.').unwrap().0.to_owned();
+
+    let (status, _) = get_as(&app, "/v1/staff/licenses?email=a@example.com", &token).await;
+    assert_eq!(
+        status, 200,
+        "the token issued by the CLI works against the service"
+    );
+    let revoked = cli(vec!["staff".into(), "revoke".into(), token_id.clone()]).await;
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let (status, _) = get_as(&app, "/v1/staff/licenses?email=a@example.com", &token).await;
+    assert_eq!(status, 401, "a revoked token opens nothing");
+
+    let bad_role = cli(vec![
+        "staff".into(),
+        "issue".into(),
+        "--role".into(),
+        "root".into(),
+        "--name".into(),
+        "x".into(),
+    ])
+    .await;
+    assert!(!bad_role.status.success());
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("support, auditor or provisioner"));
+    let events = app.all_events().await;
+    let issued = events
+        .iter()
+        .find(|e| e.event_type == "staff_token_issued")
+        .unwrap();
+    assert_eq!(issued.payload["role"], "support");
+    assert!(
+        !issued
+            .payload
+            .to_string()
+            .contains(token.split_once('.').unwrap().1),
+        "the log holds the token's hash, never the token"
+    );
+    assert!(events.iter().any(|e| e.event_type == "staff_token_revoked"));
+    app.stop().await;
+}
