@@ -1,11 +1,12 @@
-//! Hosted accounts (`DOMAIN.md` §10): opening an account from a paid Cloud or MSP checkout, and
-//! refreshing a tenant's entitlement lease.
+//! Hosted accounts (`DOMAIN.md` §10): opening an account from a paid Cloud or MSP checkout,
+//! refreshing a tenant's entitlement lease, and the provisioner's side of a tenant (its
+//! credentials, the states it reports).
 //!
 //! A `cloud_*` or `msp_*` checkout opens the account, makes the buyer its Owner, records its
 //! billing and provisions the first tenant with its lease refresh token, in the same append as the
 //! Stripe receipt. The refresh token is derived from the tenant id under the server's secret (never
 //! stored; its keyed hash is the lookup index), so the provisioner that boots the tenant obtains it
-//! through [`lease_refresh_token`] with the same keys.
+//! again through [`tenant_credentials`].
 
 use crate::command::{
     decide_all, handle, load, load_until, recorded_events, Command, CommandError,
