@@ -210,6 +210,14 @@ pub struct ServeArgs {
     /// Seconds between seals of the committed log (0: never).
     #[arg(long, env = "PULSE_ACCOUNT_SEAL_INTERVAL_SECS", default_value_t = 300)]
     seal_interval_secs: u64,
+    /// Seconds between sweeps of the timed rules: end of grace, scheduled changes, stuck
+    /// provisioning (0: never).
+    #[arg(
+        long,
+        env = "PULSE_ACCOUNT_LIFECYCLE_INTERVAL_SECS",
+        default_value_t = 60
+    )]
+    lifecycle_interval_secs: u64,
 }
 
 /// `projections` subcommands.
@@ -327,6 +335,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         legacy_public_key: args.legacy_public_key,
         seal_interval: (args.seal_interval_secs > 0)
             .then(|| Duration::from_secs(args.seal_interval_secs)),
+        lifecycle_interval: (args.lifecycle_interval_secs > 0)
+            .then(|| Duration::from_secs(args.lifecycle_interval_secs)),
     };
     let application = Application::build(settings)
         .await

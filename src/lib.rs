@@ -13,6 +13,7 @@ pub mod flow;
 pub mod hosted;
 pub mod http;
 pub mod licensing;
+pub mod lifecycle;
 pub mod metrics;
 pub mod projection;
 pub mod staff;

@@ -45,6 +45,9 @@ pub struct Settings {
     pub legacy_public_key: Option<String>,
     /// How often the committed log is sealed; `None` never (the `audit seal` command still can).
     pub seal_interval: Option<Duration>,
+    /// How often the timed rules (end of grace, scheduled changes, stuck provisioning) are swept;
+    /// `None` never.
+    pub lifecycle_interval: Option<Duration>,
 }
 
 /// Why the service could not start.
@@ -76,6 +79,7 @@ pub struct Application {
     state: AppState,
     runner_config: RunnerConfig,
     seal_interval: Option<Duration>,
+    lifecycle_interval: Option<Duration>,
 }
 
 /// Opens the store a URL names and applies migrations.
@@ -143,6 +147,7 @@ impl Application {
             state,
             runner_config: settings.runner,
             seal_interval: settings.seal_interval,
+            lifecycle_interval: settings.lifecycle_interval,
         })
     }
 
@@ -180,6 +185,14 @@ impl Application {
             let state = self.state.clone();
             runners.push(tokio::spawn(seal_periodically(
                 state,
+                interval,
+                stopped.clone(),
+            )));
+        }
+        if let Some(interval) = self.lifecycle_interval {
+            runners.push(tokio::spawn(crate::lifecycle::sweep_periodically(
+                Arc::clone(&self.state.store),
+                Arc::clone(&self.state.catalog),
                 interval,
                 stopped.clone(),
             )));

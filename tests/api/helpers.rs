@@ -310,6 +310,7 @@ impl TestApp {
                 public_url: String::from("https://account.pulse.test"),
                 legacy_public_key: Some(crate::helpers::legacy_public_key()),
                 seal_interval: None,
+                lifecycle_interval: None,
             })
             .await
             .expect("the application builds");
@@ -416,26 +417,34 @@ impl TestApp {
         }
     }
 
+    /// Runs one command on a stream of decider `D` through the command handler, as a flow of the
+    /// service (or the portal, for accounts) would.
+    pub(crate) async fn command<D>(&self, stream_id: &str, command: D::Command)
+    where
+        D: aggregates::decider::Decider,
+        D::Error: std::fmt::Debug,
+    {
+        let catalog = aggregates::catalog::Catalog::v1();
+        let command = pulse_account::command::Command {
+            stream_id,
+            command: &command,
+            context: aggregates::decider::Context::new(Utc::now(), &catalog),
+            metadata: metadata(),
+            idempotency: None,
+        };
+        pulse_account::command::handle::<D>(self.state.store.as_ref(), command)
+            .await
+            .expect("the command is accepted");
+    }
+
     /// Runs one account command directly through its decider, as the portal will.
     pub(crate) async fn account_command(
         &self,
         account: &aggregates::ids::AccountId,
         command: aggregates::account::AccountCommand,
     ) {
-        let catalog = aggregates::catalog::Catalog::v1();
-        let command = pulse_account::command::Command {
-            stream_id: account.as_str(),
-            command: &command,
-            context: aggregates::decider::Context::new(Utc::now(), &catalog),
-            metadata: metadata(),
-            idempotency: None,
-        };
-        pulse_account::command::handle::<aggregates::account::Account>(
-            self.state.store.as_ref(),
-            command,
-        )
-        .await
-        .expect("the account command is accepted");
+        self.command::<aggregates::account::Account>(account.as_str(), command)
+            .await;
     }
 
     /// Opens an individual account `a_…n` whose Owner (`u_…1`) has `owner_email`.

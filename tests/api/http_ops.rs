@@ -32,6 +32,7 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         public_url: String::from("https://account.pulse.test"),
         legacy_public_key: Some(crate::helpers::legacy_public_key()),
         seal_interval: None,
+        lifecycle_interval: None,
     })
     .await
     .expect("the application builds")
@@ -208,6 +209,7 @@ async fn the_running_service_seals_the_log_periodically(backend: Backend) {
         public_url: String::from("https://account.pulse.test"),
         legacy_public_key: None,
         seal_interval: Some(Duration::from_millis(50)),
+        lifecycle_interval: None,
     })
     .await
     .unwrap();

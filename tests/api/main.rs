@@ -13,6 +13,7 @@ mod http_ops;
 mod installation_flows;
 mod legacy_exchange;
 mod licensing;
+mod lifecycle;
 mod local_checkout;
 mod projection_runner;
 mod purchase;
