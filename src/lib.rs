@@ -20,5 +20,6 @@ pub mod staff;
 pub mod startup;
 pub mod store;
 pub mod stripe_gateway;
+pub mod support;
 pub mod telemetry;
 pub mod trials;

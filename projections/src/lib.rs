@@ -10,7 +10,9 @@ pub mod account_home;
 pub mod accounts;
 pub mod entitlements;
 pub mod licenses;
+pub mod replay;
 pub mod stream_index;
+pub mod subject_streams;
 pub mod tenant_work;
 
 use aggregates::log::RecordedEvent;

@@ -95,6 +95,30 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/staff/accounts/{account_id}", get(staff::account))
         .route("/v1/staff/licenses", get(staff::licenses_by_email))
         .route("/v1/staff/licenses/{license_id}", get(staff::license))
+        .route(
+            "/v1/staff/licenses/{license_id}/timeline",
+            get(staff::timeline::<staff::LicenseRoutes>),
+        )
+        .route(
+            "/v1/staff/licenses/{license_id}/as-of",
+            get(staff::as_of::<staff::LicenseRoutes>),
+        )
+        .route(
+            "/v1/staff/licenses/{license_id}/why",
+            get(staff::why::<staff::LicenseRoutes>),
+        )
+        .route(
+            "/v1/staff/accounts/{account_id}/timeline",
+            get(staff::timeline::<staff::AccountRoutes>),
+        )
+        .route(
+            "/v1/staff/accounts/{account_id}/as-of",
+            get(staff::as_of::<staff::AccountRoutes>),
+        )
+        .route(
+            "/v1/staff/accounts/{account_id}/why",
+            get(staff::why::<staff::AccountRoutes>),
+        )
         .route("/v1/provisioner/tenants", get(provisioner::pending_tenants))
         .route(
             "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials",

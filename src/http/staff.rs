@@ -2,7 +2,8 @@
 //! authenticates with: a `Bearer stf_….…` token whose request is recorded in the log before it is
 //! answered ([`crate::staff`]). Support reads an account's home (billing, workspaces and what each
 //! is entitled to, members, its owners' licenses, actions needed) and licenses with their billing
-//! state and entitlements.
+//! state and entitlements, and replays them: the timeline with what each event changed, the state
+//! as of a position or a time, and why each field is what it is ([`crate::support`]).
 
 use super::error::ApiError;
 use super::extract::{ApiQuery, Bearer};
@@ -10,6 +11,8 @@ use super::licensing::metadata;
 use super::AppState;
 use crate::flow::FlowError;
 use crate::staff::{authenticate, record_access, StaffPrincipal};
+use crate::store::READ_PAGE_MAX;
+use crate::support::{history, SubjectKind};
 use aggregates::account::OpenAccount;
 use aggregates::error::DomainError;
 use aggregates::ids::{AccountId, Email, LicenseId};
@@ -19,11 +22,12 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use projections::account_home::{account_home, LicenseBilling};
 use projections::accounts::Accounts;
 use projections::entitlements::license_entitlements;
 use projections::licenses::{Licenses, LicensesByEmail, OwnedLicenses};
+use projections::replay::{Cut, Step};
 use projections::DocumentProjection;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -197,4 +201,130 @@ pub(super) fn decoded<T: DeserializeOwned>(body: Value, what: &str) -> Result<T,
     serde_json::from_value(body).map_err(|e| {
         crate::store::StoreError::Invariant(format!("unreadable {what} document: {e}")).into()
     })
+}
+
+/// Which kind of subject a replay route is for (`…/licenses/…` or `…/accounts/…`).
+pub(super) trait ReplayRoute {
+    /// The kind.
+    const KIND: SubjectKind;
+}
+
+/// Replay routes under `/v1/staff/licenses/{id}/…`.
+pub(super) struct LicenseRoutes;
+impl ReplayRoute for LicenseRoutes {
+    const KIND: SubjectKind = SubjectKind::License;
+}
+
+/// Replay routes under `/v1/staff/accounts/{id}/…`.
+pub(super) struct AccountRoutes;
+impl ReplayRoute for AccountRoutes {
+    const KIND: SubjectKind = SubjectKind::Account;
+}
+
+/// Steps per timeline page unless the caller asks for fewer.
+const TIMELINE_PAGE_DEFAULT: usize = 100;
+
+/// A page of a timeline: the steps after a position, at most `limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TimelinePage {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/staff/{licenses|accounts}/{id}/timeline?after=&limit=` (support): every event of the
+/// subject's streams in global order, with actor, causation, recorded and effective time, and the
+/// fields of its billing state and entitlements the event changed (before → after).
+pub(super) async fn timeline<R: ReplayRoute>(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiQuery(page): ApiQuery<TimelinePage>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Support, "replay history", &headers)?;
+    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    let limit = page.limit.unwrap_or(TIMELINE_PAGE_DEFAULT);
+    if !(1..=READ_PAGE_MAX).contains(&limit) {
+        return Err(fail(
+            DomainError::invalid("limit", format!("must be 1 to {READ_PAGE_MAX}")).into(),
+        ));
+    }
+    let history = history(state.store.as_ref(), R::KIND, &id)
+        .await
+        .map_err(fail)?;
+    let steps: Vec<Step> = history
+        .timeline(&state.catalog)
+        .map_err(fail)?
+        .into_iter()
+        .filter(|step| page.after.is_none_or(|after| step.position > after))
+        .take(limit + 1)
+        .collect();
+    let more = steps.len() > limit;
+    let steps = &steps[..steps.len().min(limit)];
+    Ok(Json(json!({
+        "kind": R::KIND,
+        "id": id,
+        "steps": steps,
+        "next_after": more.then(|| steps.last().map(|s| s.position)).flatten(),
+        "streams_truncated": history.streams_truncated,
+    })))
+}
+
+/// Where an as-of question cuts: exactly one of the three.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AsOfQuery {
+    position: Option<i64>,
+    recorded_at: Option<DateTime<Utc>>,
+    effective_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /v1/staff/{licenses|accounts}/{id}/as-of?position=|recorded_at=|effective_at=` (support):
+/// the billing state and entitlements as they were then (`null` before the subject existed).
+pub(super) async fn as_of<R: ReplayRoute>(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<AsOfQuery>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Support, "replay history", &headers)?;
+    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    let cut = match (query.position, query.recorded_at, query.effective_at) {
+        (Some(position), None, None) => Cut::Position(position),
+        (None, Some(at), None) => Cut::RecordedAt(at),
+        (None, None, Some(at)) => Cut::EffectiveAt(at),
+        _ => {
+            return Err(fail(
+                DomainError::invalid(
+                    "as_of",
+                    "give exactly one of position, recorded_at, effective_at",
+                )
+                .into(),
+            ))
+        }
+    };
+    let history = history(state.store.as_ref(), R::KIND, &id)
+        .await
+        .map_err(fail)?;
+    let view = history.as_of(&state.catalog, cut).map_err(fail)?;
+    Ok(Json(json!({ "kind": R::KIND, "id": id, "view": view })))
+}
+
+/// `GET /v1/staff/{licenses|accounts}/{id}/why` (support): for every field of the billing state and
+/// entitlements now, its value and the event that last set it.
+pub(super) async fn why<R: ReplayRoute>(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(StaffRole::Support, "replay history", &headers)?;
+    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    let history = history(state.store.as_ref(), R::KIND, &id)
+        .await
+        .map_err(fail)?;
+    let fields = history.why(&state.catalog).map_err(fail)?;
+    Ok(Json(json!({ "kind": R::KIND, "id": id, "fields": fields })))
 }

@@ -11,6 +11,7 @@ use aggregates::log::{Position, RecordedEvent};
 use projections::accounts::{Accounts, AccountsByMemberEmail};
 use projections::licenses::{Licenses, LicensesByEmail};
 use projections::stream_index::StreamIndex;
+use projections::subject_streams::SubjectStreams;
 use projections::tenant_work::TenantWork;
 use projections::{DocumentProjection, FoldError};
 use std::collections::{BTreeSet, HashMap};
@@ -117,6 +118,7 @@ pub fn registry() -> Vec<Arc<dyn ProjectionFold>> {
         Arc::new(Typed::<Accounts>::new()),
         Arc::new(Typed::<AccountsByMemberEmail>::new()),
         Arc::new(Typed::<TenantWork>::new()),
+        Arc::new(Typed::<SubjectStreams>::new()),
     ]
 }
 
