@@ -17,6 +17,7 @@ crate::on_both_stores!(
     support_reads_licenses_by_owner_email_and_by_id,
     the_provisioner_boots_a_tenant_from_its_queue_and_the_tenant_gets_leases,
     a_token_issued_from_the_command_line_works_until_it_is_revoked,
+    support_replays_a_license_and_an_account_event_by_event,
 );
 
 /// A fresh token with `role`, issued through the library as the CLI does.
@@ -49,7 +50,13 @@ async fn get_as(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
 /// Waits until every read model has folded the whole log.
 async fn caught_up(app: &TestApp) {
     let head = Position(app.db.max_position().await);
-    for projection in ["accounts", "licenses", "licenses_by_email", "tenant_work"] {
+    for projection in [
+        "accounts",
+        "licenses",
+        "licenses_by_email",
+        "tenant_work",
+        "subject_streams",
+    ] {
         assert!(
             wait_for_position(
                 app.state.store.as_ref(),
@@ -141,16 +148,22 @@ async fn support_reads_an_account_home_and_every_staff_request_is_recorded(backe
     app.stop().await;
 }
 
-async fn support_reads_licenses_by_owner_email_and_by_id(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+/// Buys Pro for buyer@example.com through handoff, Checkout and the signed webhook.
+async fn bought_pro(app: &TestApp) {
     let request = json!({ "feature": "max_monitored_systems", "success_url": "https://p.example/auth/license-purchase-activate", "cancel_url": "https://p.example/", "purchase_return_jti": "jti-1" });
     let (_, handoff, _) = app.post("/v1/checkout/portal-handoff", &request, &[]).await;
     let start = json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "pro", "tier": "pro", "billing_cycle": "monthly" });
     app.post("/v1/checkout/session", &start, &[]).await;
     let event = json!({ "id": "evt_1", "object": "event", "created": 1_000, "livemode": false, "pending_webhooks": 1, "type": "checkout.session.completed",
         "data": { "object": { "id": "cs_test_fake0001", "object": "checkout.session", "customer_details": { "email": "buyer@example.com" } } } });
-    app.send_webhook(&event, false).await;
-    caught_up(&app).await;
+    let (status, _) = app.send_webhook(&event, false).await;
+    assert_eq!(status, 200);
+    caught_up(app).await;
+}
+
+async fn support_reads_licenses_by_owner_email_and_by_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    bought_pro(&app).await;
     let support = token(&app, StaffRole::Support).await;
 
     let (status, owned) =
@@ -387,4 +400,205 @@ async fn a_token_issued_from_the_command_line_works_until_it_is_revoked(backend:
     );
     assert!(events.iter().any(|e| e.event_type == "staff_token_revoked"));
     app.stop().await;
+}
+
+async fn support_replays_a_license_and_an_account_event_by_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    bought_pro(&app).await;
+    let support = token(&app, StaffRole::Support).await;
+    let (_, owned) = get_as(&app, "/v1/staff/licenses?email=buyer@example.com", &support).await;
+    let license_id = owned["licenses"][0]["billing"]["license_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = format!("/v1/staff/licenses/{license_id}");
+
+    let (status, timeline) = get_as(&app, &format!("{base}/timeline"), &support).await;
+    assert_eq!(status, 200, "{timeline}");
+    let steps = timeline["steps"].as_array().unwrap();
+    let types: Vec<&str> = steps
+        .iter()
+        .map(|s| s["event_type"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "handoff_created",
+        "checkout_started",
+        "license_issued",
+        "activation_key_bound",
+        "checkout_completed",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} missing from {types:?}"
+        );
+    }
+    let positions: Vec<i64> = steps
+        .iter()
+        .map(|s| s["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "global order");
+    let issued = steps
+        .iter()
+        .find(|s| s["event_type"] == "license_issued")
+        .unwrap();
+    assert_eq!(issued["actor"], "stripe");
+    assert!(issued["recorded_at"].is_string() && issued["effective_at"].is_string());
+    assert!(issued["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["field"] == "billing.plan_version"
+            && c["after"] == "pro"
+            && c["before"].is_null()));
+    let handoff = steps
+        .iter()
+        .find(|s| s["event_type"] == "handoff_created")
+        .unwrap();
+    assert_eq!(
+        handoff["changes"],
+        json!([]),
+        "other streams' events change nothing of the license"
+    );
+
+    let (_, first_page) = get_as(&app, &format!("{base}/timeline?limit=2"), &support).await;
+    assert_eq!(first_page["steps"].as_array().unwrap().len(), 2);
+    let after = first_page["next_after"].as_i64().unwrap();
+    let (_, rest) = get_as(
+        &app,
+        &format!("{base}/timeline?after={after}&limit=1000"),
+        &support,
+    )
+    .await;
+    assert_eq!(rest["steps"].as_array().unwrap().len(), steps.len() - 2);
+    assert_eq!(rest["next_after"], Value::Null);
+
+    let issued_at = issued["position"].as_i64().unwrap();
+    let (status, before) = get_as(
+        &app,
+        &format!("{base}/as-of?position={}", issued_at - 1),
+        &support,
+    )
+    .await;
+    assert_eq!(
+        (status, &before["view"]),
+        (200, &Value::Null),
+        "nothing before it was issued"
+    );
+    let (_, then) = get_as(
+        &app,
+        &format!("{base}/as-of?position={issued_at}"),
+        &support,
+    )
+    .await;
+    assert_eq!(then["view"]["billing"]["state"], "active");
+    let (_, now) = get_as(
+        &app,
+        &format!("{base}/as-of?effective_at=2100-01-01T00:00:00Z"),
+        &support,
+    )
+    .await;
+    assert_eq!(now["view"]["entitlements"]["plan_version"], "pro");
+    for bad in [
+        "",
+        "?position=1&effective_at=2100-01-01T00:00:00Z",
+        "?recorded_at=yesterday",
+    ] {
+        let (status, body) = get_as(&app, &format!("{base}/as-of{bad}"), &support).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}"
+        );
+    }
+
+    let (status, why) = get_as(&app, &format!("{base}/why"), &support).await;
+    assert_eq!(status, 200, "{why}");
+    assert_eq!(
+        why["fields"]["billing.plan_version"]["event_type"],
+        "license_issued"
+    );
+    assert_eq!(why["fields"]["billing.plan_version"]["value"], "pro");
+    assert_eq!(why["fields"]["billing.plan_version"]["position"], issued_at);
+
+    let (status, body) = get_as(&app, "/v1/staff/licenses/lic_0000000000/timeline", &support).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+    let (account_id, tenant_id) = bought_msp_second(&app).await;
+    let (status, account) = get_as(
+        &app,
+        &format!("/v1/staff/accounts/{account_id}/timeline"),
+        &support,
+    )
+    .await;
+    assert_eq!(status, 200, "{account}");
+    let provisioned = account["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["event_type"] == "tenant_provisioned")
+        .unwrap();
+    assert!(provisioned["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(
+            |c| c["field"] == format!("tenants.{tenant_id}.state") && c["after"] == "provisioning"
+        ));
+    let (_, why) = get_as(
+        &app,
+        &format!("/v1/staff/accounts/{account_id}/why"),
+        &support,
+    )
+    .await;
+    assert_eq!(why["fields"]["billing.plan_version"]["value"], "msp_growth");
+    let auditor = token(&app, StaffRole::Auditor).await;
+    let (status, _) = get_as(
+        &app,
+        &format!("/v1/staff/accounts/{account_id}/why"),
+        &auditor,
+    )
+    .await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}
+
+/// An MSP purchase in an app that already sold something (the fake Stripe's next session).
+async fn bought_msp_second(app: &TestApp) -> (String, String) {
+    let request = json!({ "feature": "multi_tenant", "success_url": "https://p.example/auth/license-purchase-activate", "cancel_url": "https://p.example/", "purchase_return_jti": "jti-2" });
+    let (_, handoff, _) = app.post("/v1/checkout/portal-handoff", &request, &[]).await;
+    let start = json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "msp_growth", "tier": "msp", "billing_cycle": "monthly" });
+    let (status, body, _) = app.post("/v1/checkout/session", &start, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let session = app
+        .all_events()
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e.event_type == "checkout_started")
+        .unwrap()
+        .payload["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let event = json!({ "id": "evt_msp", "object": "event", "created": 1_000, "livemode": false, "pending_webhooks": 1, "type": "checkout.session.completed",
+        "data": { "object": { "id": session, "object": "checkout.session", "customer_details": { "email": "ops@msp.example" } } } });
+    let (status, _) = app.send_webhook(&event, false).await;
+    assert_eq!(status, 200);
+    caught_up(app).await;
+    let events = app.all_events().await;
+    let opened = events
+        .iter()
+        .find(|e| e.event_type == "account_opened")
+        .unwrap();
+    let provisioned = events
+        .iter()
+        .find(|e| e.event_type == "tenant_provisioned")
+        .unwrap();
+    (
+        opened.stream.stream_id().to_owned(),
+        provisioned.payload["tenant_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
 }
