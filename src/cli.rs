@@ -1,6 +1,6 @@
-//! The command line: `serve`, `migrate`, `projections`, `export`, `verify`, `audit` and `staff`.
-//! Raw arguments are parsed and checked here (clap), turned into validated settings, and handed to
-//! the library. This is CLI glue, so it reports failures with `anyhow` context chains.
+//! The command line: `serve`, `migrate`, `projections`, `export`, `verify`, `audit`, `staff` and
+//! `support`. Raw arguments are parsed and checked here (clap), turned into validated settings, and
+//! handed to the library. This is CLI glue, so it reports failures with `anyhow` context chains.
 
 use crate::audit;
 use crate::crypto::{KeyConfig, KeyMaterial};
@@ -10,6 +10,7 @@ use crate::projection::{active_checkpoint, registry};
 use crate::staff;
 use crate::startup::{open_store, Application, Settings};
 use crate::stripe_gateway::StripeConfig;
+use crate::support::SubjectKind;
 use crate::telemetry::LogFormat;
 use aggregates::catalog::Catalog;
 use aggregates::ids::StaffTokenId;
@@ -17,6 +18,9 @@ use aggregates::log::{EventMetadata, Position};
 use aggregates::staff::StaffRole;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use projections::replay::Cut;
+use projections::subject_streams::SubjectStreams;
+use projections::DocumentProjection;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +63,55 @@ pub enum Command {
     /// Issue or revoke staff and service API tokens.
     #[command(subcommand)]
     Staff(StaffCommand),
+    /// Replay a license's or an account's history (JSON on stdout).
+    #[command(subcommand)]
+    Support(SupportCommand),
+}
+
+/// What support replays.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SubjectArg {
+    /// A self-hosted license (`lic_…`).
+    License,
+    /// A hosted account (`a_…`).
+    Account,
+}
+
+/// Which subject.
+#[derive(Debug, Args)]
+pub struct SubjectArgs {
+    /// `license` or `account`.
+    #[arg(value_enum)]
+    kind: SubjectArg,
+    /// Its id.
+    id: String,
+    /// Where the data lives.
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+/// `support` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SupportCommand {
+    /// Every event of the subject's streams, with what it changed.
+    Timeline(SubjectArgs),
+    /// The billing state and entitlements as of a position, a recorded time or an effective time.
+    AsOf {
+        /// Which subject.
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Up to this global position.
+        #[arg(long, conflicts_with_all = ["recorded_at", "effective_at"], required_unless_present_any = ["recorded_at", "effective_at"])]
+        position: Option<i64>,
+        /// What the ledger had recorded by then (RFC 3339).
+        #[arg(long, conflicts_with = "effective_at")]
+        recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// What had taken effect by then (RFC 3339).
+        #[arg(long)]
+        effective_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// For every field now, the event that made it so.
+    Why(SubjectArgs),
 }
 
 /// `staff` subcommands.
@@ -276,6 +329,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
             rebuild(&name, &database).await
         }
+        Command::Support(command) => support(command).await,
         Command::Staff(StaffCommand::Issue { role, name, keyed }) => {
             let (store, keys) = keyed_store(&keyed).await?;
             let (token_id, token) = staff::issue(
@@ -301,6 +355,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn support(command: SupportCommand) -> anyhow::Result<()> {
+    enum Question {
+        Timeline,
+        Why,
+        AsOf(Cut),
+    }
+    let (subject, question) = match command {
+        SupportCommand::Timeline(subject) => (subject, Question::Timeline),
+        SupportCommand::Why(subject) => (subject, Question::Why),
+        SupportCommand::AsOf {
+            subject,
+            position,
+            recorded_at,
+            effective_at,
+        } => {
+            let cut = match (position, recorded_at, effective_at) {
+                (Some(position), _, _) => Cut::Position(position),
+                (_, Some(at), _) => Cut::RecordedAt(at),
+                (_, _, Some(at)) => Cut::EffectiveAt(at),
+                _ => bail!("give one of --position, --recorded-at, --effective-at"),
+            };
+            (subject, Question::AsOf(cut))
+        }
+    };
+    let store = open_store(&subject.database.resolve()?)
+        .await
+        .context("opening the database")?;
+    let head = store.head_position().await?;
+    let indexed = active_checkpoint(store.as_ref(), SubjectStreams::NAME).await?;
+    if indexed < head {
+        eprintln!(
+            "note: the subject_streams read model is at position {indexed} of {head}; streams that named the subject since then are missing until `serve` catches it up"
+        );
+    }
+    let kind = match subject.kind {
+        SubjectArg::License => SubjectKind::License,
+        SubjectArg::Account => SubjectKind::Account,
+    };
+    let history = crate::support::history(store.as_ref(), kind, &subject.id)
+        .await
+        .with_context(|| format!("reading the history of {}", subject.id))?;
+    let catalog = Catalog::v1();
+    let answer = match question {
+        Question::Timeline => serde_json::to_value(history.timeline(&catalog)?)?,
+        Question::Why => serde_json::to_value(history.why(&catalog)?)?,
+        Question::AsOf(cut) => history.as_of(&catalog, cut)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 /// Metadata of an event an operator causes from the command line.

@@ -511,8 +511,9 @@ async fn support_replays_a_license_and_an_account_event_by_event(backend: Backen
         );
     }
 
-    let (status, why) = get_as(&app, &format!("{base}/why"), &support).await;
-    assert_eq!(status, 200, "{why}");
+    let (status, license_why) = get_as(&app, &format!("{base}/why"), &support).await;
+    assert_eq!(status, 200, "{license_why}");
+    let why = license_why.clone();
     assert_eq!(
         why["fields"]["billing.plan_version"]["event_type"],
         "license_issued"
@@ -559,6 +560,54 @@ async fn support_replays_a_license_and_an_account_event_by_event(backend: Backen
     )
     .await;
     assert_eq!(status, 403);
+
+    let url = app.db.url.clone();
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd_path = cwd.path().to_owned();
+    let (why_cli, timeline_cli, no_cut) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| crate::cli::run(args, &cwd_path);
+        (
+            run(&[
+                "support",
+                "why",
+                "license",
+                &license_id,
+                "--database-url",
+                &url,
+            ]),
+            run(&[
+                "support",
+                "timeline",
+                "license",
+                &license_id,
+                "--database-url",
+                &url,
+            ]),
+            run(&[
+                "support",
+                "as-of",
+                "license",
+                &license_id,
+                "--database-url",
+                &url,
+            ]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        why_cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&why_cli.stderr)
+    );
+    let cli_why: Value = serde_json::from_slice(&why_cli.stdout).unwrap();
+    assert_eq!(
+        cli_why, license_why["fields"],
+        "the CLI answers what the API does"
+    );
+    let cli_timeline: Value = serde_json::from_slice(&timeline_cli.stdout).unwrap();
+    assert_eq!(cli_timeline.as_array().map(Vec::len), Some(steps.len()));
+    assert!(!no_cut.status.success(), "as-of needs a cut");
     app.stop().await;
 }
 
