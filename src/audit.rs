@@ -96,10 +96,64 @@ pub const CSV_HEADER: [&str; 11] = [
     "chain",
 ];
 
-/// Writes the records (and the manifest) in one format.
-enum Sink<'a> {
-    Jsonl(&'a mut dyn Write),
-    Csv(Box<csv::Writer<&'a mut dyn Write>>),
+/// Where an export goes, page by page: the CLI writes a file and prints progress, the staff API
+/// streams an HTTP body. A page is at most [`READ_PAGE_MAX`] records (or the manifest), so an
+/// export holds one page in memory, however long the log.
+#[async_trait::async_trait]
+pub trait ExportOutput: Send {
+    /// Takes the encoded bytes of the records up to position `reached` (the last call: the
+    /// manifest). An error stops the export.
+    async fn write_page(&mut self, bytes: Vec<u8>, reached: Position) -> std::io::Result<()>;
+}
+
+/// An [`ExportOutput`] over a writer, telling `progress` the position reached after each page.
+struct WriteOutput<'a> {
+    out: &'a mut (dyn Write + Send),
+    progress: &'a mut (dyn FnMut(Position) + Send),
+}
+
+#[async_trait::async_trait]
+impl ExportOutput for WriteOutput<'_> {
+    async fn write_page(&mut self, bytes: Vec<u8>, reached: Position) -> std::io::Result<()> {
+        self.out.write_all(&bytes)?;
+        (self.progress)(reached);
+        Ok(())
+    }
+}
+
+/// A byte buffer the CSV writer writes into and the export drains after each page.
+#[derive(Clone, Default)]
+struct PageBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl PageBuffer {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+impl Write for PageBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes the records (and the manifest) in one format into the current page's bytes.
+enum Encoder {
+    Jsonl(Vec<u8>),
+    Csv(Box<csv::Writer<PageBuffer>>, PageBuffer),
 }
 
 /// A record's CSV fields, in [`CSV_HEADER`] order (without the chain).
@@ -122,18 +176,32 @@ fn csv_fields(record: &serde_json::Value) -> Vec<String> {
     ]
 }
 
-impl Sink<'_> {
+impl Encoder {
+    fn new(format: ExportFormat) -> Result<Encoder, ExportError> {
+        Ok(match format {
+            ExportFormat::Jsonl => Encoder::Jsonl(Vec::new()),
+            ExportFormat::Csv => {
+                let buffer = PageBuffer::default();
+                let mut writer = csv::Writer::from_writer(buffer.clone());
+                writer
+                    .write_record(CSV_HEADER)
+                    .map_err(std::io::Error::other)?;
+                Encoder::Csv(Box::new(writer), buffer)
+            }
+        })
+    }
+
     fn record(&mut self, record: &serde_json::Value, chain: &str) -> Result<(), ExportError> {
         match self {
-            Sink::Jsonl(out) => {
+            Encoder::Jsonl(out) => {
                 serde_json::to_writer(
-                    &mut **out,
+                    &mut *out,
                     &serde_json::json!({ "record": record, "chain": chain }),
                 )
                 .map_err(std::io::Error::other)?;
-                out.write_all(b"\n")?;
+                out.push(b'\n');
             }
-            Sink::Csv(writer) => {
+            Encoder::Csv(writer, _) => {
                 let mut fields = csv_fields(record);
                 fields.push(chain.to_owned());
                 writer
@@ -144,18 +212,17 @@ impl Sink<'_> {
         Ok(())
     }
 
-    fn finish(self, manifest: &Manifest, signature: &str) -> Result<(), ExportError> {
+    fn manifest(&mut self, manifest: &Manifest, signature: &str) -> Result<(), ExportError> {
         match self {
-            Sink::Jsonl(out) => {
+            Encoder::Jsonl(out) => {
                 serde_json::to_writer(
                     &mut *out,
                     &serde_json::json!({ "manifest": manifest, "signature": signature }),
                 )
                 .map_err(std::io::Error::other)?;
-                out.write_all(b"\n")?;
-                out.flush()?;
+                out.push(b'\n');
             }
-            Sink::Csv(mut writer) => {
+            Encoder::Csv(writer, _) => {
                 let mut row = vec![
                     String::from("manifest"),
                     serde_json::to_string(manifest).map_err(std::io::Error::other)?,
@@ -163,10 +230,20 @@ impl Sink<'_> {
                 ];
                 row.resize(CSV_HEADER.len(), String::new());
                 writer.write_record(&row).map_err(std::io::Error::other)?;
-                writer.flush()?;
             }
         }
         Ok(())
+    }
+
+    /// The bytes encoded since the last call.
+    fn take(&mut self) -> Result<Vec<u8>, ExportError> {
+        match self {
+            Encoder::Jsonl(out) => Ok(std::mem::take(out)),
+            Encoder::Csv(writer, buffer) => {
+                writer.flush()?;
+                Ok(buffer.take())
+            }
+        }
     }
 }
 
@@ -177,51 +254,67 @@ pub async fn export_jsonl(
     signer: &Signer,
     after: Position,
     to: Option<Position>,
-    out: &mut dyn Write,
-    progress: &mut dyn FnMut(Position),
+    out: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Position) + Send),
 ) -> Result<Manifest, ExportError> {
     export(store, signer, after, to, ExportFormat::Jsonl, out, progress).await
 }
 
-/// Writes the log after `after` (up to `to`, when given) in `format`, each record chained, ending
-/// with the signed manifest. `progress` is told the position reached after each page.
+/// Writes the log after `after` (up to `to`, when given) in `format` to a writer, each record
+/// chained, ending with the signed manifest. `progress` is told the position reached after each
+/// page.
 pub async fn export(
     store: &dyn EventStore,
     signer: &Signer,
     after: Position,
     to: Option<Position>,
     format: ExportFormat,
-    out: &mut dyn Write,
-    progress: &mut dyn FnMut(Position),
+    out: &mut (dyn Write + Send),
+    progress: &mut (dyn FnMut(Position) + Send),
 ) -> Result<Manifest, ExportError> {
-    let mut sink = match format {
-        ExportFormat::Jsonl => Sink::Jsonl(out),
-        ExportFormat::Csv => {
-            let mut writer = csv::Writer::from_writer(out);
-            writer
-                .write_record(CSV_HEADER)
-                .map_err(std::io::Error::other)?;
-            Sink::Csv(Box::new(writer))
-        }
+    let mut output = WriteOutput {
+        out: &mut *out,
+        progress,
     };
+    let manifest = export_to(store, signer, after, to, format, &mut output).await?;
+    out.flush()?;
+    Ok(manifest)
+}
+
+/// Exports the log after `after` (up to `to`, when given) in `format` to `output`, one page at a
+/// time, each record chained, ending with the signed manifest.
+pub async fn export_to(
+    store: &dyn EventStore,
+    signer: &Signer,
+    after: Position,
+    to: Option<Position>,
+    format: ExportFormat,
+    output: &mut dyn ExportOutput,
+) -> Result<Manifest, ExportError> {
+    let mut encoder = Encoder::new(format)?;
     let mut chain = String::from(GENESIS_CHAIN);
     let (mut cursor, mut count) = (after, 0_u64);
-    'pages: loop {
+    loop {
         let page = store.read_all_stored(cursor, READ_PAGE_MAX).await?;
         if page.is_empty() {
             break;
         }
+        let mut past_the_range = false;
         for event in page {
             if to.is_some_and(|to| event.global_position > to) {
-                break 'pages;
+                past_the_range = true;
+                break;
             }
             let record = serde_json::to_value(&event).map_err(std::io::Error::other)?;
             chain = chained(&chain, &record);
-            sink.record(&record, &chain)?;
+            encoder.record(&record, &chain)?;
             cursor = event.global_position;
             count += 1;
         }
-        progress(cursor);
+        output.write_page(encoder.take()?, cursor).await?;
+        if past_the_range {
+            break;
+        }
     }
     let manifest = Manifest {
         format: String::from(EXPORT_FORMAT),
@@ -231,7 +324,8 @@ pub async fn export(
         final_hash: chain,
         key_id: signer.key_id().to_owned(),
     };
-    sink.finish(&manifest, &signer.sign(&manifest)?)?;
+    encoder.manifest(&manifest, &signer.sign(&manifest)?)?;
+    output.write_page(encoder.take()?, cursor).await?;
     Ok(manifest)
 }
 

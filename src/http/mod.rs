@@ -4,6 +4,7 @@
 
 mod checkout;
 pub mod error;
+mod export;
 pub mod extract;
 mod health;
 mod hosted;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/trials/start", post(trials::start))
         .route("/v1/licenses/exchange", post(licensing::exchange))
         .route("/api/entitlements/refresh", post(hosted::refresh))
+        .route("/v1/staff/export", get(export::export))
         .route("/v1/staff/accounts/{account_id}", get(staff::account))
         .route("/v1/staff/licenses", get(staff::licenses_by_email))
         .route("/v1/staff/licenses/{license_id}", get(staff::license))

@@ -18,6 +18,7 @@ crate::on_both_stores!(
     the_provisioner_boots_a_tenant_from_its_queue_and_the_tenant_gets_leases,
     a_token_issued_from_the_command_line_works_until_it_is_revoked,
     support_replays_a_license_and_an_account_event_by_event,
+    an_auditor_streams_an_export_that_verifies_offline,
 );
 
 /// A fresh token with `role`, issued through the library as the CLI does.
@@ -650,4 +651,68 @@ async fn bought_msp_second(app: &TestApp) -> (String, String) {
             .unwrap()
             .to_owned(),
     )
+}
+
+async fn an_auditor_streams_an_export_that_verifies_offline(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    bought_pro(&app).await;
+    let auditor = token(&app, StaffRole::Auditor).await;
+    let (_, jwks) = app.get("/.well-known/jwks.json").await;
+    let public_key = jwks["keys"][0]["x"].as_str().unwrap().to_owned();
+    let fetch = |query: &'static str| {
+        let (app, auditor) = (&app, auditor.clone());
+        async move {
+            let response = app
+                .client
+                .get(format!("{}/v1/staff/export{query}", app.base))
+                .bearer_auth(auditor)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let head = response
+                .headers()
+                .get("x-export-head-position")
+                .map(|v| v.to_str().unwrap().parse::<i64>().unwrap());
+            (status, head, response.bytes().await.unwrap().to_vec())
+        }
+    };
+
+    let (status, head, body) = fetch("").await;
+    assert_eq!(status, 200);
+    let manifest = pulse_account::audit::verify_jsonl(body.as_slice(), &public_key)
+        .expect("the streamed export verifies with the public key alone");
+    let head = head.expect("the head is announced");
+    assert!(
+        manifest.to_position >= head && manifest.count as i64 >= head,
+        "{manifest:?} {head}"
+    );
+
+    let (status, _, csv) = fetch("?format=csv&after=2&to=5").await;
+    assert_eq!(status, 200);
+    let range = pulse_account::audit::verify(csv.as_slice(), &public_key).expect("CSV verifies");
+    assert_eq!(
+        (range.after_position, range.to_position, range.count),
+        (2, 5, 3)
+    );
+
+    for bad in ["?format=xml", "?after=-1", "?after=5&to=5", "?limit=3"] {
+        let (status, _, body) = fetch(bad).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{bad}"
+        );
+    }
+    let support = token(&app, StaffRole::Support).await;
+    let (status, body) = get_as(&app, "/v1/staff/export", &support).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let exports = recorded_accesses(&app)
+        .await
+        .iter()
+        .filter(|a| a["path"].as_str().unwrap().starts_with("/v1/staff/export"))
+        .count();
+    assert_eq!(exports, 7, "every export request is recorded");
+    app.stop().await;
 }
