@@ -593,9 +593,13 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(file);
     let head = store.head_position().await?;
     let mut last_print = Instant::now();
+    let end = args.to.map_or(head.0, |to| to.min(head.0));
     let mut progress = |reached: Position| {
-        if last_print.elapsed() >= PROGRESS_INTERVAL {
-            eprintln!("exported up to position {reached} of {head}");
+        if last_print.elapsed() >= PROGRESS_INTERVAL || reached.0 >= end {
+            eprint!(
+                "\r{}",
+                progress_bar(reached.0 - args.after, end - args.after)
+            );
             last_print = Instant::now();
         }
     };
@@ -611,6 +615,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     )
     .await
     .context("exporting the log")?;
+    eprintln!();
     let public_key = keys.signer.jwks()["keys"][0]["x"]
         .as_str()
         .unwrap_or_default()
@@ -629,6 +634,20 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         args.output.display()
     );
     Ok(())
+}
+
+/// A one-line progress bar: `[#######-------------]  35% 3500/10000`.
+fn progress_bar(done: i64, total: i64) -> String {
+    const WIDTH: i64 = 30;
+    let total = total.max(1);
+    let done = done.clamp(0, total);
+    let filled = (done * WIDTH / total) as usize;
+    format!(
+        "[{}{}] {:>3}% {done}/{total}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled),
+        done * 100 / total
+    )
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
@@ -696,5 +715,23 @@ async fn audit_check(args: KeyedDatabaseArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Err(mismatch) => bail!("{mismatch}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_bar;
+
+    #[test]
+    fn the_progress_bar_fills_in_proportion_and_never_overflows() {
+        assert_eq!(
+            progress_bar(35, 100),
+            format!("[{}{}]  35% 35/100", "#".repeat(10), "-".repeat(20))
+        );
+        assert_eq!(progress_bar(0, 0), format!("[{}]   0% 0/1", "-".repeat(30)));
+        assert_eq!(
+            progress_bar(150, 100),
+            format!("[{}] 100% 100/100", "#".repeat(30))
+        );
     }
 }

@@ -213,6 +213,11 @@ fn export_and_verify_work_from_the_command_line() {
         String::from_utf8_lossy(&exported.stderr)
     );
     assert!(stdout.contains("exported 4 records"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&exported.stderr);
+    assert!(
+        stderr.contains(&format!("[{}] 100% 4/4", "#".repeat(30))),
+        "the progress bar ends full: {stderr}"
+    );
     let key = stdout
         .lines()
         .find_map(|line| line.strip_prefix("public key: "))
