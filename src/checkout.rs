@@ -723,6 +723,7 @@ impl Checkout<'_> {
             let complete = HandoffCommand::Complete {
                 session_id: session_id.to_owned(),
                 license_id: None,
+                account_id: Some(account_id.clone()),
             };
             let state = aggregates::handoff::HandoffState {
                 handoff: Some(handoff),
@@ -780,6 +781,7 @@ impl Checkout<'_> {
         let complete = HandoffCommand::Complete {
             session_id: session_id.to_owned(),
             license_id: Some(license_id.clone()),
+            account_id: None,
         };
         let state = aggregates::handoff::HandoffState {
             handoff: Some(handoff),

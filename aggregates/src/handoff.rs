@@ -8,7 +8,7 @@
 use crate::catalog::BillingCycle;
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
-use crate::ids::{bounded_text, HandoffId, IntentId, LicenseId};
+use crate::ids::{bounded_text, AccountId, HandoffId, IntentId, LicenseId};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -178,8 +178,10 @@ pub enum HandoffCommand {
     Complete {
         /// The session.
         session_id: String,
-        /// The license issued for it (none for hosted plans).
+        /// The license issued for it (self-hosted plans).
         license_id: Option<LicenseId>,
+        /// The hosted account it opened (Cloud and MSP plans).
+        account_id: Option<AccountId>,
     },
 }
 
@@ -205,18 +207,30 @@ pub enum HandoffEvent {
     },
     /// A Checkout Session was started.
     CheckoutStarted(StartedCheckout),
-    /// A Checkout Session of this handoff completed.
+    /// A Checkout Session of this handoff completed. Schema 2 names the hosted account a Cloud or
+    /// MSP purchase opened (schema 1 had no `account_id`; its upcaster sets it to null).
     CheckoutCompleted {
         /// The session.
         session_id: String,
-        /// The license issued.
+        /// The license issued (self-hosted plans).
         license_id: Option<LicenseId>,
+        /// The hosted account opened (Cloud and MSP plans). Required in the payload: an event
+        /// without it is schema 1 and must have been upcast.
+        #[serde(deserialize_with = "Option::deserialize")]
+        account_id: Option<AccountId>,
         /// When.
         completed_at: DateTime<Utc>,
     },
 }
 
-impl DomainEvent for HandoffEvent {}
+impl DomainEvent for HandoffEvent {
+    fn schema_version(&self) -> i32 {
+        match self {
+            HandoffEvent::CheckoutCompleted { .. } => 2,
+            _ => 1,
+        }
+    }
+}
 
 /// `max_monitored_systems` becomes `self_hosted_plan`; other features must be a capability.
 pub fn normalise_feature(raw: &str, context: &Context<'_>) -> Result<String, DomainError> {
@@ -343,7 +357,8 @@ impl Decider for PurchaseHandoff {
             HandoffCommand::Complete {
                 session_id,
                 license_id,
-            } => decide_complete(existing()?, session_id, license_id, context),
+                account_id,
+            } => decide_complete(existing()?, session_id, license_id, account_id, context),
         }
     }
 
@@ -458,6 +473,7 @@ fn decide_complete(
     handoff: &Handoff,
     session_id: &str,
     license_id: &Option<LicenseId>,
+    account_id: &Option<AccountId>,
     context: &Context<'_>,
 ) -> Result<Vec<HandoffEvent>, DomainError> {
     if handoff.checkout(session_id).is_none() {
@@ -470,6 +486,7 @@ fn decide_complete(
         None => Ok(vec![HandoffEvent::CheckoutCompleted {
             session_id: session_id.to_owned(),
             license_id: license_id.clone(),
+            account_id: account_id.clone(),
             completed_at: context.now,
         }]),
     }

@@ -234,6 +234,7 @@ fn completed() -> HandoffEvent {
     HandoffEvent::CheckoutCompleted {
         session_id: String::from("cs_test_1"),
         license_id: Some(LicenseId::parse("lic_0000000001").unwrap()),
+        account_id: None,
         completed_at: at(100),
     }
 }
@@ -304,6 +305,7 @@ fn stripe_completion_completes_the_handoff_once() {
         .when(HandoffCommand::Complete {
             session_id: String::from("cs_test_1"),
             license_id: Some(LicenseId::parse("lic_0000000001").unwrap()),
+            account_id: None,
         })
         .then(vec![completed()]);
     assert_eq!(
@@ -314,6 +316,7 @@ fn stripe_completion_completes_the_handoff_once() {
         .when(HandoffCommand::Complete {
             session_id: String::from("cs_test_1"),
             license_id: None,
+            account_id: None,
         })
         .then(vec![]);
 }
@@ -325,7 +328,8 @@ fn a_payment_completing_after_the_hour_still_completes_the_handoff() {
             .at(at(HANDOFF_TTL_SECONDS * 3))
             .when(HandoffCommand::Complete {
                 session_id: String::from("cs_test_1"),
-                license_id: None
+                license_id: None,
+                account_id: None,
             })
             .result()
             .is_ok()
@@ -338,6 +342,7 @@ fn completion_by_a_session_this_handoff_never_started_is_refused() {
         .when(HandoffCommand::Complete {
             session_id: String::from("cs_other"),
             license_id: None,
+            account_id: None,
         })
         .then_err(DomainError::UnknownCheckoutSession);
 }

@@ -246,7 +246,8 @@ fn handoff_command() -> impl Strategy<Value = HandoffCommand> {
         start,
         (0..3_u8).prop_map(|session| HandoffCommand::Complete {
             session_id: format!("cs_{session}"),
-            license_id: None
+            license_id: None,
+            account_id: None,
         }),
     ]
 }

@@ -34,10 +34,9 @@ pub struct Upcasters {
 }
 
 impl Upcasters {
-    /// The registry of the domain's upcasters. Every event type is still at its first schema
-    /// version, so there are none yet; a payload change registers its step here.
+    /// The registry of the domain's upcasters: each payload change registers its step here.
     pub fn domain() -> Upcasters {
-        Upcasters::default()
+        Upcasters::default().register("checkout_completed", 1, checkout_completed_v1)
     }
 
     /// Registers the step that lifts `event_type` from `from_version` to `from_version + 1`.
@@ -69,5 +68,66 @@ impl Upcasters {
             position: event.global_position.0,
             reason: format!("more than {UPCAST_STEPS_MAX} upcast steps"),
         })
+    }
+}
+
+/// `checkout_completed` 1 → 2: schema 2 names the hosted account a purchase opened; schema 1 did
+/// not record it, so it is null.
+fn checkout_completed_v1(mut payload: serde_json::Value) -> Result<serde_json::Value, String> {
+    let object = payload
+        .as_object_mut()
+        .ok_or_else(|| String::from("the payload is not an object"))?;
+    object
+        .entry("account_id")
+        .or_insert(serde_json::Value::Null);
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Upcasters;
+    use aggregates::decider::decode;
+    use aggregates::handoff::HandoffEvent;
+    use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn stored(payload: serde_json::Value) -> RecordedEvent {
+        RecordedEvent {
+            global_position: Position(1),
+            stream: StreamName::parse("handoff", "cph_0000000001").unwrap(),
+            stream_version: StreamVersion(4),
+            event_id: String::from("e1"),
+            event_type: String::from("checkout_completed"),
+            schema_version: 1,
+            payload,
+            metadata: EventMetadata {
+                actor: String::from("stripe"),
+                causation_id: None,
+                correlation_id: None,
+                request_id: None,
+                effective_at: Utc::now(),
+            },
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_schema_1_checkout_completion_reads_as_schema_2_with_no_account() {
+        let v1 = json!({ "session_id": "cs_1", "license_id": "lic_0000000001", "completed_at": "2026-04-01T12:00:00Z" });
+        assert!(
+            decode::<HandoffEvent>("checkout_completed", &v1).is_err(),
+            "schema 2 cannot read a schema 1 payload unaided"
+        );
+        let lifted = Upcasters::domain().upcast(stored(v1)).unwrap();
+        assert_eq!(lifted.schema_version, 2);
+        assert_eq!(lifted.payload["account_id"], serde_json::Value::Null);
+        assert_eq!(lifted.payload["license_id"], "lic_0000000001");
+        let HandoffEvent::CheckoutCompleted { account_id, .. } =
+            decode::<HandoffEvent>(&lifted.event_type, &lifted.payload).unwrap()
+        else {
+            panic!("not a completion");
+        };
+        assert_eq!(account_id, None);
     }
 }
