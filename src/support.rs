@@ -15,7 +15,7 @@ use aggregates::log::{RecordedEvent, StreamName, StreamVersion};
 use projections::replay::{as_of, timeline, why, Cause, Cut, Step};
 use projections::subject_streams::{SubjectStreamList, SubjectStreams};
 use projections::DocumentProjection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 pub const REPLAY_EVENTS_MAX: usize = 50_000;
 
 /// What support replays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectKind {
     /// A self-hosted license (`lic_…`).

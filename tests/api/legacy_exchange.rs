@@ -12,18 +12,18 @@ crate::on_both_stores!(
     a_retried_exchange_answers_the_same_activation,
 );
 
-fn token(claims: Value) -> String {
+pub(crate) fn token(claims: Value) -> String {
     Signer::from_seed("v5", LEGACY_SEED)
         .unwrap()
         .sign(&claims)
         .unwrap()
 }
 
-fn claims(sub: &str) -> Value {
+pub(crate) fn claims(sub: &str) -> Value {
     json!({ "sub": sub, "email": "v5@example.com", "billing_cycle": "annual", "exp": chrono::Utc::now().timestamp() + 3_600 })
 }
 
-fn body(token: &str, fingerprint: &str) -> Value {
+pub(crate) fn body(token: &str, fingerprint: &str) -> Value {
     json!({ "legacy_license_token": token, "instance_name": "v5-box", "instance_fingerprint": fingerprint, "client_version": "6.0.0" })
 }
 

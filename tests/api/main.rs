@@ -18,6 +18,7 @@ mod local_checkout;
 mod projection_runner;
 mod purchase;
 mod read_models;
+mod replay_fixtures;
 mod staff;
 mod store_contract;
 mod stripe_billing;

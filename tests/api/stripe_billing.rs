@@ -15,12 +15,12 @@ crate::on_both_stores!(
     a_new_price_on_the_subscription_changes_the_plan,
 );
 
-fn stripe_event(id: &str, event_type: &str, created: i64, object: Value) -> Value {
+pub(crate) fn stripe_event(id: &str, event_type: &str, created: i64, object: Value) -> Value {
     json!({ "id": id, "object": "event", "created": created, "livemode": false, "pending_webhooks": 1, "type": event_type, "data": { "object": object } })
 }
 
 /// Buys Pro through the whole flow; returns the license id.
-async fn purchase(app: &TestApp) -> String {
+pub(crate) async fn purchase(app: &TestApp) -> String {
     let request = json!({
         "feature": "max_monitored_systems",
         "success_url": "https://pulse.example/auth/license-purchase-activate",
@@ -61,7 +61,7 @@ async fn license(app: &TestApp, license_id: &str) -> aggregates::license::Issued
     state.issued.unwrap()
 }
 
-fn subscription(status: &str, price: &str) -> Value {
+pub(crate) fn subscription(status: &str, price: &str) -> Value {
     json!({
         "id": "sub_test_1", "object": "subscription", "status": status, "customer": "cus_test_1", "metadata": {},
         "items": { "data": [{ "current_period_end": 1_900_000_000, "price": { "id": price, "recurring": { "interval": "month" } } }] },
