@@ -329,7 +329,12 @@ fn an_owners_license_in_grace_is_shown_with_its_billing_and_asks_for_payment_wit
         opened(AccountKind::Individual),
         billing(t0(), "cloud_starter", SubscriptionState::Active),
     ]);
-    let home = account_home(&account, &[license.clone()], &CATALOG, failed_at);
+    let home = account_home(
+        &account,
+        std::slice::from_ref(&license),
+        &CATALOG,
+        failed_at,
+    );
     let shown = &home.licenses[0];
     assert_eq!(
         (
