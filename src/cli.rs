@@ -5,6 +5,7 @@
 use crate::audit;
 use crate::crypto::{KeyConfig, KeyMaterial};
 use crate::metrics::Metrics;
+use crate::personal_data::PersonalDataStore;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{active_checkpoint, registry};
 use crate::staff;
@@ -13,7 +14,7 @@ use crate::stripe_gateway::StripeConfig;
 use crate::support::SubjectKind;
 use crate::telemetry::LogFormat;
 use aggregates::catalog::Catalog;
-use aggregates::ids::StaffTokenId;
+use aggregates::ids::{Email, StaffTokenId};
 use aggregates::log::{EventMetadata, Position};
 use aggregates::staff::StaffRole;
 use anyhow::{bail, Context};
@@ -66,6 +67,27 @@ pub enum Command {
     /// Replay a license's or an account's history (JSON on stdout).
     #[command(subcommand)]
     Support(SupportCommand),
+    /// Erase a person's personal data: destroys their data keys (the log is not rewritten),
+    /// records the erasure, and rebuilds the read models.
+    Erase(EraseArgs),
+}
+
+/// `erase` options.
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The person's email.
+    #[arg(long, value_parser = parse_email)]
+    email: Email,
+    /// Why (a ticket reference); recorded.
+    #[arg(long)]
+    reason: String,
+    /// Where the data lives, and the keys.
+    #[command(flatten)]
+    keyed: KeyedDatabaseArgs,
+}
+
+fn parse_email(raw: &str) -> Result<Email, String> {
+    Email::parse(raw).map_err(|e| e.to_string())
 }
 
 /// What support replays.
@@ -85,9 +107,9 @@ pub struct SubjectArgs {
     kind: SubjectArg,
     /// Its id.
     id: String,
-    /// Where the data lives.
+    /// Where the data lives, and the keys that open personal data.
     #[command(flatten)]
-    database: DatabaseArgs,
+    keyed: KeyedDatabaseArgs,
 }
 
 /// `support` subcommands.
@@ -169,6 +191,9 @@ pub struct KeyedDatabaseArgs {
     /// The 32-byte HMAC key (base64url) for bearer-secret hashes; without it, the development key.
     #[arg(long, env = "PULSE_ACCOUNT_SECRET_HASH_KEY", hide_env_values = true)]
     secret_hash_key: Option<String>,
+    /// The 32-byte AES-256 master key (base64url) of personal data; without it, the development key.
+    #[arg(long, env = "PULSE_ACCOUNT_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
 }
 
 /// `export` options.
@@ -236,6 +261,10 @@ pub struct ServeArgs {
     /// generated into the data directory.
     #[arg(long, env = "PULSE_ACCOUNT_SECRET_HASH_KEY", hide_env_values = true)]
     secret_hash_key: Option<String>,
+    /// The 32-byte AES-256 master key (base64url) that wraps the per-person keys of personal data.
+    /// Without it, a development key is generated into the data directory.
+    #[arg(long, env = "PULSE_ACCOUNT_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
     /// Stripe's secret API key; without it checkout is unavailable.
     #[arg(long, env = "PULSE_ACCOUNT_STRIPE_SECRET_KEY", hide_env_values = true)]
     stripe_secret_key: Option<String>,
@@ -282,9 +311,9 @@ pub enum ProjectionsCommand {
     Rebuild {
         /// The projection's name (see `projections status`).
         name: String,
-        /// Where the data lives.
+        /// Where the data lives, and the keys that open personal data.
         #[command(flatten)]
-        database: DatabaseArgs,
+        keyed: KeyedDatabaseArgs,
     },
 }
 
@@ -326,9 +355,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify(&args),
         Command::Audit(AuditCommand::Seal(args)) => audit_seal(args).await,
         Command::Audit(AuditCommand::Check(args)) => audit_check(args).await,
-        Command::Projections(ProjectionsCommand::Rebuild { name, database }) => {
-            rebuild(&name, &database).await
+        Command::Projections(ProjectionsCommand::Rebuild { name, keyed }) => {
+            rebuild(&name, &keyed).await
         }
+        Command::Erase(args) => erase(args).await,
         Command::Support(command) => support(command).await,
         Command::Staff(StaffCommand::Issue { role, name, keyed }) => {
             let (store, keys) = keyed_store(&keyed).await?;
@@ -381,9 +411,8 @@ async fn support(command: SupportCommand) -> anyhow::Result<()> {
             (subject, Question::AsOf(cut))
         }
     };
-    let store = open_store(&subject.database.resolve()?)
-        .await
-        .context("opening the database")?;
+    let (store, _) = keyed_store(&subject.keyed).await?;
+    let store: Arc<dyn crate::store::Store> = store;
     let head = store.head_position().await?;
     let indexed = active_checkpoint(store.as_ref(), SubjectStreams::NAME).await?;
     if indexed < head {
@@ -430,6 +459,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keys: KeyConfig {
             signing_key: args.signing_key,
             secret_hash_key: args.secret_hash_key,
+            master_key: args.master_key,
         },
         stripe: StripeConfig {
             secret_key: args.stripe_secret_key,
@@ -525,7 +555,7 @@ async fn projections_status(database: &DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rebuild(name: &str, database: &DatabaseArgs) -> anyhow::Result<()> {
+async fn rebuild(name: &str, keyed: &KeyedDatabaseArgs) -> anyhow::Result<()> {
     let folds = registry();
     let Some(fold) = folds.iter().find(|fold| fold.name() == name) else {
         let names: Vec<_> = folds.iter().map(|fold| fold.name()).collect();
@@ -534,16 +564,12 @@ async fn rebuild(name: &str, database: &DatabaseArgs) -> anyhow::Result<()> {
             names.join(", ")
         );
     };
-    let store = open_store(&database.resolve()?)
-        .await
-        .context("opening the database")?;
+    let (store, _) = keyed_store(keyed).await?;
+    let store: Arc<dyn crate::store::Store> = store;
     let runner = Runner::new(
         Arc::clone(&store),
         Arc::clone(fold),
-        RunnerConfig {
-            batch_len: crate::store::READ_PAGE_MAX,
-            ..RunnerConfig::default()
-        },
+        RunnerConfig::rebuild(),
         Arc::new(Metrics::default()),
     )?;
     let started = Instant::now();
@@ -582,6 +608,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
         &KeyConfig {
             signing_key: args.signing_key,
             secret_hash_key: None,
+            master_key: None,
         },
         &args.database.data_dir,
     )?;
@@ -669,20 +696,59 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The store, opening personal data with the configured keys, and the keys.
 async fn keyed_store(
     args: &KeyedDatabaseArgs,
-) -> anyhow::Result<(std::sync::Arc<dyn crate::store::Store>, KeyMaterial)> {
+) -> anyhow::Result<(Arc<PersonalDataStore>, Arc<KeyMaterial>)> {
     let store = open_store(&args.database.resolve()?)
         .await
         .context("opening the database")?;
-    let keys = KeyMaterial::load(
+    let keys = Arc::new(KeyMaterial::load(
         &KeyConfig {
             signing_key: args.signing_key.clone(),
             secret_hash_key: args.secret_hash_key.clone(),
+            master_key: args.master_key.clone(),
         },
         &args.database.data_dir,
-    )?;
-    Ok((store, keys))
+    )?);
+    Ok((
+        Arc::new(PersonalDataStore::new(store, Arc::clone(&keys))),
+        keys,
+    ))
+}
+
+async fn erase(args: EraseArgs) -> anyhow::Result<()> {
+    let (store, _) = keyed_store(&args.keyed).await?;
+    let mut last_print = Instant::now();
+    let mut progress = |name: &'static str, reached: Position, head: Position| {
+        if last_print.elapsed() >= PROGRESS_INTERVAL || reached >= head {
+            eprint!(
+                "\rrebuilding {name:<24} {}",
+                progress_bar(reached.0, head.0)
+            );
+            last_print = Instant::now();
+        }
+    };
+    let report = crate::erasure::erase(
+        store,
+        &registry(),
+        Arc::new(Metrics::default()),
+        &args.email,
+        &args.reason,
+        cli_metadata(),
+        &mut progress,
+    )
+    .await
+    .context("erasing (run the same command again to finish)")?;
+    eprintln!();
+    println!(
+        "erased person {}: recorded at position {}, {} key(s) destroyed, {} read model(s) rebuilt",
+        report.person_id,
+        report.position,
+        report.keys_destroyed.len(),
+        report.rebuilt.len()
+    );
+    Ok(())
 }
 
 async fn audit_seal(args: KeyedDatabaseArgs) -> anyhow::Result<()> {

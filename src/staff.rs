@@ -8,6 +8,7 @@
 //! request whose record cannot be written is refused, so no staff read goes unrecorded.
 
 use crate::command::{handle, load, Command};
+use crate::crypto::personal::person_id;
 use crate::crypto::secrets::{Secret, SecretHasher};
 use crate::crypto::KeyMaterial;
 use crate::flow::{stream, FlowError};
@@ -15,7 +16,7 @@ use crate::store::{AppendRequest, Store};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{encode, Context, Decider};
 use aggregates::error::DomainError;
-use aggregates::ids::StaffTokenId;
+use aggregates::ids::{Email, StaffTokenId};
 use aggregates::log::{EventMetadata, StreamVersion};
 use aggregates::staff::{
     staff_access, StaffRole, StaffToken, StaffTokenCommand, STAFF_ACCESS_STREAM_TYPE,
@@ -126,6 +127,7 @@ pub async fn authenticate(
 /// Records one request made by `principal` (method and path with its query).
 pub async fn record_access(
     store: &dyn Store,
+    keys: &KeyMaterial,
     principal: &StaffPrincipal,
     method: &str,
     path: &str,
@@ -133,7 +135,8 @@ pub async fn record_access(
 ) -> Result<(), FlowError> {
     let mut id = [0_u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
-    let event = staff_access(&principal.token_id, principal.role, method, path);
+    let path = pseudonymous_path(&keys.hasher, path);
+    let event = staff_access(&principal.token_id, principal.role, method, &path);
     store
         .append(AppendRequest {
             stream: stream(STAFF_ACCESS_STREAM_TYPE, &hex::encode(id))?,
@@ -144,4 +147,76 @@ pub async fn record_access(
         })
         .await?;
     Ok(())
+}
+
+/// The path and query as recorded: an `email` query parameter names the person looked up, so it is
+/// recorded as their person id (a keyed hash), never as the address.
+fn pseudonymous_path(hasher: &SecretHasher, path_and_query: &str) -> String {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("email", value)) => {
+                let email = percent_decoded(value);
+                let normalized = Email::parse(&email)
+                    .map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_owned());
+                format!("email={}", person_id(hasher, &normalized))
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// A query value with `+` and `%XX` decoded (invalid escapes are kept as written).
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match (bytes[i], escaped) {
+            (_, Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, None) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_email_looked_up_is_recorded_as_the_person_id_only() {
+        let hasher = SecretHasher::new([3; 32]);
+        let recorded = pseudonymous_path(&hasher, "/v1/staff/licenses?email=Ops%40Example.com&x=1");
+        assert!(!recorded.to_lowercase().contains("example"), "{recorded}");
+        assert_eq!(
+            recorded,
+            format!(
+                "/v1/staff/licenses?email={}&x=1",
+                person_id(&hasher, "ops@example.com")
+            )
+        );
+        assert_eq!(
+            pseudonymous_path(&hasher, "/v1/staff/licenses/lic_1"),
+            "/v1/staff/licenses/lic_1"
+        );
+    }
 }

@@ -6,6 +6,7 @@ use crate::crypto::{KeyConfig, KeyError, KeyMaterial};
 use crate::exchange::LegacyVerifier;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
+use crate::personal_data::PersonalDataStore;
 use crate::projection::runner::{Runner, RunnerConfig};
 use crate::projection::{registry, ProjectionFold};
 use crate::store::upcast::Upcasters;
@@ -97,7 +98,7 @@ impl Application {
             tracing::warn!(
                 file = %file.display(),
                 key_id = keys.signer.key_id(),
-                "DEVELOPMENT KEYS in use: grants are signed with a key from the data directory; configure --signing-key and --secret-hash-key in production"
+                "DEVELOPMENT KEYS in use: grants are signed with a key from the data directory; configure --signing-key, --secret-hash-key and --master-key in production"
             );
         }
         let local_webhook_secret = keys
@@ -122,7 +123,11 @@ impl Application {
             })?)),
             None => None,
         };
-        let store = open_store(&settings.database_url).await?;
+        let keys = Arc::new(keys);
+        let store: Arc<dyn Store> = Arc::new(PersonalDataStore::new(
+            open_store(&settings.database_url).await?,
+            Arc::clone(&keys),
+        ));
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -136,7 +141,7 @@ impl Application {
             projections,
             metrics: Arc::new(Metrics::default()),
             readiness_lag_max: settings.readiness_lag_max,
-            keys: Arc::new(keys),
+            keys,
             catalog: Arc::new(Catalog::v1()),
             stripe: Arc::new(stripe),
             public_url: settings.public_url,

@@ -1,8 +1,10 @@
 //! Key material and what is done with it: Ed25519 signing keys with key ids and their JWKS
 //! ([`signing`]), keyed hashes of bearer secrets and the generation of new secrets ([`secrets`]),
-//! and where keys come from ([`KeyMaterial`]): configuration in production, a development file in
+//! per-person data keys for personal data and the master key that wraps them ([`personal`]), and
+//! where keys come from ([`KeyMaterial`]): configuration in production, a development file in
 //! the data directory otherwise, loudly labelled.
 
+pub mod personal;
 pub mod secrets;
 pub mod signing;
 
@@ -44,6 +46,8 @@ pub struct KeyConfig {
     pub signing_key: Option<String>,
     /// base64url of the 32-byte HMAC key for bearer-secret hashes.
     pub secret_hash_key: Option<String>,
+    /// base64url of the 32-byte AES-256 master key that wraps per-person data keys.
+    pub master_key: Option<String>,
 }
 
 /// The development key file: generated once, reused after.
@@ -53,6 +57,9 @@ struct DevKeys {
     signing_key_id: String,
     signing_seed: String,
     secret_hash_key: String,
+    /// Added after the first files were written: a file without one gains one on first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    master_key: Option<String>,
 }
 
 /// All key material the service uses.
@@ -61,6 +68,8 @@ pub struct KeyMaterial {
     pub signer: signing::Signer,
     /// The bearer-secret hasher.
     pub hasher: secrets::SecretHasher,
+    /// The master key of personal data.
+    pub master: personal::MasterKey,
     /// Where development keys came from, if any were used.
     pub dev_keys_file: Option<PathBuf>,
 }
@@ -88,7 +97,9 @@ impl KeyMaterial {
     /// Loads configured keys, filling what is missing from the development file in `data_dir`
     /// (created with fresh random keys on first use, readable only by its owner).
     pub fn load(config: &KeyConfig, data_dir: &Path) -> Result<KeyMaterial, KeyError> {
-        let needs_dev = config.signing_key.is_none() || config.secret_hash_key.is_none();
+        let needs_dev = config.signing_key.is_none()
+            || config.secret_hash_key.is_none()
+            || config.master_key.is_none();
         let dev = needs_dev
             .then(|| load_or_create_dev_keys(data_dir))
             .transpose()?;
@@ -117,9 +128,21 @@ impl KeyMaterial {
             (None, Some(dev)) => decode_key("development secret hash key", &dev.secret_hash_key)?,
             (None, None) => return Err(missing("secret hash key")),
         };
+        let master_key = match (&config.master_key, &dev) {
+            (Some(configured), _) => decode_key("master key", configured)?,
+            (
+                None,
+                Some(DevKeys {
+                    master_key: Some(dev_key),
+                    ..
+                }),
+            ) => decode_key("development master key", dev_key)?,
+            (None, _) => return Err(missing("master key")),
+        };
         Ok(KeyMaterial {
             signer: signing::Signer::from_seed(&signing_key_id, seed)?,
             hasher: secrets::SecretHasher::new(hash_key),
+            master: personal::MasterKey::new(master_key),
             dev_keys_file: needs_dev.then(|| data_dir.join(DEV_KEYS_FILE_NAME)),
         })
     }
@@ -132,7 +155,20 @@ fn load_or_create_dev_keys(data_dir: &Path) -> Result<DevKeys, KeyError> {
         source,
     };
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| dev_file(std::io::Error::other(e))),
+        Ok(bytes) => {
+            let mut keys: DevKeys =
+                serde_json::from_slice(&bytes).map_err(|e| dev_file(std::io::Error::other(e)))?;
+            if keys.master_key.is_none() {
+                keys.master_key = Some(URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+                let json = serde_json::to_vec_pretty(&keys)
+                    .map_err(|e| dev_file(std::io::Error::other(e)))?;
+                let partial = path.with_extension("json.new");
+                let _ = std::fs::remove_file(&partial);
+                write_private(&partial, &json).map_err(dev_file)?;
+                std::fs::rename(&partial, &path).map_err(dev_file)?;
+            }
+            Ok(keys)
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(dev_file)?;
             let keys = DevKeys {
@@ -142,6 +178,7 @@ fn load_or_create_dev_keys(data_dir: &Path) -> Result<DevKeys, KeyError> {
                 signing_key_id: format!("dev-{}", hex::encode(random_bytes::<4>())),
                 signing_seed: URL_SAFE_NO_PAD.encode(random_bytes::<32>()),
                 secret_hash_key: URL_SAFE_NO_PAD.encode(random_bytes::<32>()),
+                master_key: Some(URL_SAFE_NO_PAD.encode(random_bytes::<32>())),
             };
             let json =
                 serde_json::to_vec_pretty(&keys).map_err(|e| dev_file(std::io::Error::other(e)))?;
@@ -200,6 +237,7 @@ mod tests {
         let config = KeyConfig {
             signing_key: Some(format!("prod-1:{}", URL_SAFE_NO_PAD.encode([9_u8; 32]))),
             secret_hash_key: Some(URL_SAFE_NO_PAD.encode([4_u8; 32])),
+            master_key: Some(URL_SAFE_NO_PAD.encode([5_u8; 32])),
         };
         let keys = KeyMaterial::load(&config, dir.path()).unwrap();
         assert_eq!(keys.signer.key_id(), "prod-1");
@@ -210,5 +248,26 @@ mod tests {
             ..config
         };
         assert!(KeyMaterial::load(&short, dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_development_file_from_before_personal_data_keys_gains_a_master_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = serde_json::json!({
+            "warning": "DEVELOPMENT KEYS",
+            "signing_key_id": "dev-1",
+            "signing_seed": URL_SAFE_NO_PAD.encode([1_u8; 32]),
+            "secret_hash_key": URL_SAFE_NO_PAD.encode([2_u8; 32]),
+        });
+        write_private(
+            &dir.path().join(DEV_KEYS_FILE_NAME),
+            old.to_string().as_bytes(),
+        )
+        .unwrap();
+        let first = KeyMaterial::load(&KeyConfig::default(), dir.path()).unwrap();
+        assert_eq!(first.signer.key_id(), "dev-1");
+        let wrapped = first.master.wrap("pk_1", &personal::DataKey::generate());
+        let again = KeyMaterial::load(&KeyConfig::default(), dir.path()).unwrap();
+        assert!(again.master.unwrap("pk_1", &wrapped).is_ok());
     }
 }

@@ -57,6 +57,7 @@ impl FromRequestParts<AppState> for Staff {
             .map_or_else(|| parts.uri.path(), |p| p.as_str());
         record_access(
             state.store.as_ref(),
+            &state.keys,
             &principal,
             parts.method.as_str(),
             path,

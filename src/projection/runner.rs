@@ -54,6 +54,16 @@ impl Default for RunnerConfig {
     }
 }
 
+impl RunnerConfig {
+    /// For a rebuild: the largest batches the store allows.
+    pub fn rebuild() -> RunnerConfig {
+        RunnerConfig {
+            batch_len: READ_PAGE_MAX,
+            ..RunnerConfig::default()
+        }
+    }
+}
+
 /// What one batch did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {

@@ -455,8 +455,36 @@ pub trait SealStore: Send + Sync {
     async fn latest_seal(&self) -> Result<Option<Seal>, StoreError>;
 }
 
+/// One per-person data key as stored: wrapped by the master key, or erased.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersonKey {
+    /// The key's id, named by every value sealed under it.
+    pub key_id: String,
+    /// The person it belongs to (a keyed hash of their email).
+    pub person_id: String,
+    /// The data key wrapped by the master key; `None` once erased.
+    pub wrapped_key: Option<Vec<u8>>,
+}
+
+/// Most person keys one erasure destroys: one live key per person, plus keys racing it.
+pub const PERSON_KEYS_ERASED_MAX: usize = 100;
+
+/// Storage of per-person data keys (see `crate::personal_data`).
+#[async_trait]
+pub trait PersonKeyStore: Send + Sync {
+    /// The person's live key, creating `candidate` as it when there is none. Two processes racing
+    /// both get the one that was stored first.
+    async fn live_person_key(&self, candidate: &PersonKey) -> Result<PersonKey, StoreError>;
+
+    /// A key by id, live or erased.
+    async fn person_key(&self, key_id: &str) -> Result<Option<PersonKey>, StoreError>;
+
+    /// Destroys every live key of a person; the ids of the keys destroyed.
+    async fn erase_person_keys(&self, person_id: &str) -> Result<Vec<String>, StoreError>;
+}
+
 /// The whole store a service needs.
-pub trait Store: EventStore + ProjectionStore + SealStore {
+pub trait Store: EventStore + ProjectionStore + SealStore + PersonKeyStore {
     /// `postgres` or `sqlite`, for logs and metrics.
     fn backend(&self) -> &'static str;
 }
@@ -677,6 +705,15 @@ fn check_global_page(events: &[RecordedEvent], after: Position) -> Result<(), St
 }
 
 /// A seal from its stored columns.
+fn person_key_from_row(row: (String, String, Option<Vec<u8>>)) -> PersonKey {
+    let (key_id, person_id, wrapped_key) = row;
+    PersonKey {
+        key_id,
+        person_id,
+        wrapped_key,
+    }
+}
+
 fn seal_from_row(
     row: (
         i64,

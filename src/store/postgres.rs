@@ -20,10 +20,11 @@
 //! turns notifications from every process into the [`EventStore::subscribe_appends`] signal.
 
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, seal_from_row, stored_outcome,
-    validate_batch, validate_documents, validate_page, AppendBatch, BatchOutcome, DatabaseContext,
-    DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
-    Leadership, ProjectionStore, Seal, SealStore, Store, StoreError, SEAL_PAGE_MAX,
+    announce, check_global_page, check_stream_page, checked_outcome, person_key_from_row,
+    seal_from_row, stored_outcome, validate_batch, validate_documents, validate_page, AppendBatch,
+    BatchOutcome, DatabaseContext, DocumentWrite, EventStore, GenerationState, GenerationStatus,
+    Idempotency, IdempotencyRecord, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal,
+    SealStore, Store, StoreError, SEAL_PAGE_MAX,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -871,6 +872,55 @@ impl SealStore for PostgresStore {
         .await
         .during("reading the latest seal")?;
         Ok(row.map(seal_from_row))
+    }
+}
+
+#[async_trait]
+impl PersonKeyStore for PostgresStore {
+    async fn live_person_key(&self, candidate: &PersonKey) -> Result<PersonKey, StoreError> {
+        sqlx::query(
+            "INSERT INTO person_keys (key_id, person_id, wrapped_key, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&candidate.key_id)
+        .bind(&candidate.person_id)
+        .bind(&candidate.wrapped_key)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .during("storing a person key")?;
+        let row: (String, String, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT key_id, person_id, wrapped_key FROM person_keys \
+             WHERE person_id = $1 AND erased_at IS NULL",
+        )
+        .bind(&candidate.person_id)
+        .fetch_one(&self.pool)
+        .await
+        .during("reading a live person key")?;
+        Ok(person_key_from_row(row))
+    }
+
+    async fn person_key(&self, key_id: &str) -> Result<Option<PersonKey>, StoreError> {
+        let row: Option<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT key_id, person_id, wrapped_key FROM person_keys WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await
+        .during("reading a person key")?;
+        Ok(row.map(person_key_from_row))
+    }
+
+    async fn erase_person_keys(&self, person_id: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "UPDATE person_keys SET wrapped_key = NULL, erased_at = $2 \
+             WHERE person_id = $1 AND erased_at IS NULL RETURNING key_id",
+        )
+        .bind(person_id)
+        .bind(Utc::now())
+        .fetch_all(&self.pool)
+        .await
+        .during("erasing person keys")
     }
 }
 

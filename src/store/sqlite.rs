@@ -8,10 +8,11 @@
 //! but projection leadership is held in-process only: run one service process per SQLite file.
 
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, seal_from_row, stored_outcome,
-    validate_batch, validate_documents, validate_page, AppendBatch, BatchOutcome, DatabaseContext,
-    DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
-    Leadership, ProjectionStore, Seal, SealStore, Store, StoreError, SEAL_PAGE_MAX,
+    announce, check_global_page, check_stream_page, checked_outcome, person_key_from_row,
+    seal_from_row, stored_outcome, validate_batch, validate_documents, validate_page, AppendBatch,
+    BatchOutcome, DatabaseContext, DocumentWrite, EventStore, GenerationState, GenerationStatus,
+    Idempotency, IdempotencyRecord, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal,
+    SealStore, Store, StoreError, SEAL_PAGE_MAX,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -57,6 +58,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Deleted rows (replaced read models, erased keys) are zeroed, not left in free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(BUSY_TIMEOUT);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -660,6 +663,55 @@ impl SealStore for SqliteStore {
         .await
         .during("reading the latest seal")?;
         Ok(row.map(seal_from_row))
+    }
+}
+
+#[async_trait]
+impl PersonKeyStore for SqliteStore {
+    async fn live_person_key(&self, candidate: &PersonKey) -> Result<PersonKey, StoreError> {
+        sqlx::query(
+            "INSERT INTO person_keys (key_id, person_id, wrapped_key, created_at) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&candidate.key_id)
+        .bind(&candidate.person_id)
+        .bind(&candidate.wrapped_key)
+        .bind(Utc::now())
+        .execute(&self.writer)
+        .await
+        .during("storing a person key")?;
+        let row: (String, String, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT key_id, person_id, wrapped_key FROM person_keys \
+             WHERE person_id = ?1 AND erased_at IS NULL",
+        )
+        .bind(&candidate.person_id)
+        .fetch_one(&self.writer)
+        .await
+        .during("reading a live person key")?;
+        Ok(person_key_from_row(row))
+    }
+
+    async fn person_key(&self, key_id: &str) -> Result<Option<PersonKey>, StoreError> {
+        let row: Option<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT key_id, person_id, wrapped_key FROM person_keys WHERE key_id = ?1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.writer)
+        .await
+        .during("reading a person key")?;
+        Ok(row.map(person_key_from_row))
+    }
+
+    async fn erase_person_keys(&self, person_id: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "UPDATE person_keys SET wrapped_key = NULL, erased_at = ?2 \
+             WHERE person_id = ?1 AND erased_at IS NULL RETURNING key_id",
+        )
+        .bind(person_id)
+        .bind(Utc::now())
+        .fetch_all(&self.writer)
+        .await
+        .during("erasing person keys")
     }
 }
 

@@ -157,6 +157,73 @@ impl TestDatabase {
         }
     }
 
+    /// Every table of the database with how many of its rows contain `needle` anywhere
+    /// (case-insensitive), for the tables where some row does.
+    pub(crate) async fn tables_containing(&self, needle: &str) -> Vec<(String, i64)> {
+        let pattern = format!("%{needle}%");
+        let mut found = Vec::new();
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                let tables: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                        .fetch_all(&mut connection)
+                        .await
+                        .expect("list tables");
+                for table in tables {
+                    let columns: Vec<String> =
+                        sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+                            .bind(&table)
+                            .fetch_all(&mut connection)
+                            .await
+                            .expect("list columns");
+                    let condition = columns
+                        .iter()
+                        .map(|column| format!("CAST(\"{column}\" AS TEXT) LIKE ?1"))
+                        .collect::<Vec<_>>()
+                        .join(" OR ");
+                    let rows: i64 = sqlx::query_scalar(&format!(
+                        "SELECT COUNT(*) FROM \"{table}\" WHERE {condition}"
+                    ))
+                    .bind(&pattern)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("scan a table");
+                    if rows > 0 {
+                        found.push((table, rows));
+                    }
+                }
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+                )
+                .fetch_all(&mut connection)
+                .await
+                .expect("list tables");
+                for table in tables {
+                    let rows: i64 = sqlx::query_scalar(&format!(
+                        "SELECT COUNT(*) FROM \"{table}\" AS r WHERE r::text ILIKE $1"
+                    ))
+                    .bind(&pattern)
+                    .fetch_one(&mut connection)
+                    .await
+                    .expect("scan a table");
+                    if rows > 0 {
+                        found.push((table, rows));
+                    }
+                }
+            }
+        }
+        found
+    }
+
     /// The highest position committed, read without the reader's guard.
     pub(crate) async fn max_position(&self) -> i64 {
         let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";

@@ -19,7 +19,7 @@ crate::on_both_stores!(
     retried_redemptions_under_an_idempotency_key_answer_what_the_first_did,
 );
 
-async fn bought(app: &TestApp) -> (String, Value) {
+pub(crate) async fn bought(app: &TestApp) -> (String, Value) {
     let request = json!({ "feature": "max_monitored_systems", "success_url": "https://p.example/auth/license-purchase-activate", "cancel_url": "https://p.example/", "purchase_return_jti": "jti-1" });
     let (_, handoff, _) = app.post("/v1/checkout/portal-handoff", &request, &[]).await;
     let handoff = handoff["portal_handoff_id"].as_str().unwrap().to_owned();
@@ -156,7 +156,7 @@ async fn activate(app: &TestApp, key: &str) -> String {
         .to_owned()
 }
 
-async fn get_with_token(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+pub(crate) async fn get_with_token(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
     let response = app
         .client
         .get(format!("{}{path}", app.base))

@@ -15,6 +15,7 @@ mod legacy_exchange;
 mod licensing;
 mod lifecycle;
 mod local_checkout;
+mod personal_data;
 mod projection_runner;
 mod purchase;
 mod read_models;

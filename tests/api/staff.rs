@@ -49,7 +49,7 @@ async fn get_as(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
 }
 
 /// Waits until every read model has folded the whole log.
-async fn caught_up(app: &TestApp) {
+pub(crate) async fn caught_up(app: &TestApp) {
     let head = Position(app.db.max_position().await);
     for projection in [
         "accounts",
@@ -565,8 +565,13 @@ async fn support_replays_a_license_and_an_account_event_by_event(backend: Backen
     let url = app.db.url.clone();
     let cwd = tempfile::tempdir().unwrap();
     let cwd_path = cwd.path().to_owned();
+    let data_dir = app.db.data_dir();
     let (why_cli, timeline_cli, no_cut) = tokio::task::spawn_blocking(move || {
-        let run = |args: &[&str]| crate::cli::run(args, &cwd_path);
+        let data_dir = data_dir.to_str().unwrap();
+        let run = |args: &[&str]| {
+            let keyed = [args, &["--data-dir", data_dir]].concat();
+            crate::cli::run(&keyed, &cwd_path)
+        };
         (
             run(&[
                 "support",

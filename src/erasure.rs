@@ -1,0 +1,114 @@
+//! The data-delete job: erases one person's personal data (the `erase` CLI command).
+//!
+//! In order: it records the erasure in the log (`erasure/<person id>`, before anything is
+//! destroyed, so no erasure goes unrecorded), destroys the person's data keys (crypto-shredding:
+//! every value sealed under them now reads as erased, and the log is not rewritten, so every export
+//! and seal still verifies), then rebuilds every read model from the log so that none still holds
+//! the plaintext. Running it again for the same person is safe: it records the request again,
+//! destroys any key made since, and rebuilds.
+
+use crate::flow::{stream, FlowError};
+use crate::metrics::Metrics;
+use crate::personal_data::PersonalDataStore;
+use crate::projection::runner::{Runner, RunnerConfig, RunnerError};
+use crate::projection::ProjectionFold;
+use crate::store::{AppendRequest, EventStore, PersonKeyStore, Store, READ_PAGE_MAX};
+use aggregates::decider::encode;
+use aggregates::erasure::{personal_data_erased, ERASURE_STREAM_TYPE};
+use aggregates::ids::Email;
+use aggregates::log::{EventMetadata, Position, StreamVersion};
+use std::sync::Arc;
+
+/// What an erasure did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasureReport {
+    /// The person erased.
+    pub person_id: String,
+    /// Where the erasure was recorded.
+    pub position: Position,
+    /// The data keys destroyed (none when an earlier run destroyed them all).
+    pub keys_destroyed: Vec<String>,
+    /// The read models rebuilt, and how many events each refolded.
+    pub rebuilt: Vec<(&'static str, u64)>,
+}
+
+/// Why an erasure did not finish. Whatever step failed, running it again completes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureError {
+    /// Recording the erasure or destroying the keys failed.
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+    /// Rebuilding a read model failed; the keys are destroyed already.
+    #[error("the keys are destroyed, but rebuilding the read models failed")]
+    Rebuild(#[from] RunnerError),
+}
+
+/// Progress of the rebuild: the read model, the position reached and the head.
+pub type RebuildProgress<'a> = dyn FnMut(&'static str, Position, Position) + Send + 'a;
+
+/// Erases `email`'s personal data for `reason`.
+pub async fn erase(
+    store: Arc<PersonalDataStore>,
+    projections: &[Arc<dyn ProjectionFold>],
+    metrics: Arc<Metrics>,
+    email: &Email,
+    reason: &str,
+    metadata: EventMetadata,
+    progress: &mut RebuildProgress<'_>,
+) -> Result<ErasureReport, ErasureError> {
+    let person_id = store.person_id(email.as_str());
+    let event = encode(&personal_data_erased(&person_id, reason).map_err(FlowError::from)?)
+        .map_err(FlowError::from)?;
+    let erasures = stream(ERASURE_STREAM_TYPE, &person_id).map_err(FlowError::from)?;
+    let mut version = StreamVersion::EMPTY;
+    loop {
+        let page = store
+            .read_stream(&erasures, version.next(), READ_PAGE_MAX)
+            .await
+            .map_err(FlowError::from)?;
+        let full = page.len() == READ_PAGE_MAX;
+        if let Some(last) = page.last() {
+            version = last.stream_version;
+        }
+        if !full {
+            break;
+        }
+    }
+    let recorded = store
+        .append(AppendRequest {
+            stream: erasures,
+            expected_version: version,
+            events: vec![event],
+            metadata,
+            idempotency: None,
+        })
+        .await
+        .map_err(FlowError::from)?;
+    let keys_destroyed = store
+        .erase_person_keys(&person_id)
+        .await
+        .map_err(FlowError::from)?;
+    tracing::info!(%person_id, keys = keys_destroyed.len(), "personal data erased; rebuilding read models");
+    let store: Arc<dyn Store> = store;
+    let mut rebuilt = Vec::with_capacity(projections.len());
+    for fold in projections {
+        let runner = Runner::new(
+            Arc::clone(&store),
+            Arc::clone(fold),
+            RunnerConfig::rebuild(),
+            Arc::clone(&metrics),
+        )
+        .map_err(FlowError::from)?;
+        let name = runner.name();
+        let report = runner
+            .rebuild(&mut |reached, head| progress(name, reached, head))
+            .await?;
+        rebuilt.push((name, report.events));
+    }
+    Ok(ErasureReport {
+        person_id,
+        position: recorded.last_position(),
+        keys_destroyed,
+        rebuilt,
+    })
+}

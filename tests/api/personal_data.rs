@@ -1,0 +1,231 @@
+//! Personal data at rest (issue 5, last part): emails and instance names reach the log sealed under
+//! a key of the person they are about, and read back in the clear; erasure (the `erase` command)
+//! destroys the person's keys and records it, after which no table of the database holds their
+//! email or their instance's name, the read models show them as erased, and every export and seal
+//! — made before or after — still verifies.
+
+use crate::cli::run;
+use crate::helpers::{Backend, TestApp};
+use crate::installation_flows::{bought, get_with_token};
+use crate::on_both_stores;
+use crate::staff::caught_up;
+use aggregates::log::Position;
+use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
+use pulse_account::personal_data::KEY_CACHE_TTL;
+use serde_json::json;
+
+on_both_stores!(
+    personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear,
+    erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies,
+);
+
+const EMAIL: &str = "buyer@example.com";
+const INSTANCE: &str = "zephyr-rack-7";
+
+/// Buys Pro as `EMAIL`, activates an installation named `INSTANCE`; returns its token.
+async fn bought_and_activated(app: &TestApp) -> String {
+    let (_, result) = bought(app).await;
+    let body = json!({ "activation_key": result["activation_key"], "instance_name": INSTANCE, "instance_fingerprint": "fp-1", "client_version": "6.0.1" });
+    let (status, activated, _) = app.post("/v1/activate", &body, &[]).await;
+    assert_eq!(status, 200, "{activated}");
+    activated["installation"]["installation_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = bought_and_activated(&app).await;
+    caught_up(&app).await;
+
+    let tables = app.db.tables_containing(EMAIL).await;
+    assert!(
+        tables.iter().all(|(table, _)| table != "events"),
+        "the log holds the email only sealed: {tables:?}"
+    );
+    let tables = app.db.tables_containing(INSTANCE).await;
+    assert!(
+        tables.iter().all(|(table, _)| table != "events"),
+        "the log holds the instance name only sealed: {tables:?}"
+    );
+
+    let events = app.all_events().await;
+    let issued = events
+        .iter()
+        .find(|e| e.event_type == "license_issued")
+        .unwrap();
+    assert_eq!(issued.payload["owner_email"], EMAIL);
+    let activated = events
+        .iter()
+        .find(|e| e.event_type == "installation_activated")
+        .unwrap();
+    assert_eq!(activated.payload["instance_name"], INSTANCE);
+    let stored = app
+        .state
+        .store
+        .read_all_stored(Position::START, 1_000)
+        .await
+        .unwrap();
+    let stored_issue = stored
+        .iter()
+        .find(|e| e.event_type == "license_issued")
+        .unwrap();
+    assert!(
+        stored_issue.payload["owner_email"]
+            .as_str()
+            .unwrap()
+            .starts_with("pii1.e.pk_"),
+        "{}",
+        stored_issue.payload
+    );
+
+    let (status, entitlements) = get_with_token(&app, "/v1/entitlements", &token).await;
+    assert_eq!(status, 200, "{entitlements}");
+    assert_eq!(entitlements["licensed_email"], EMAIL);
+    app.stop().await;
+}
+
+async fn erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = bought_and_activated(&app).await;
+    caught_up(&app).await;
+    let store = app.state.store.as_ref();
+    let signer = &app.state.keys.signer;
+    let public_key = signer.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
+    assert!(seal(store, signer, chrono::Utc::now())
+        .await
+        .unwrap()
+        .is_some());
+    let mut before = Vec::new();
+    let manifest_before = export_jsonl(
+        store,
+        signer,
+        Position::START,
+        None,
+        &mut before,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(!app.db.tables_containing(EMAIL).await.is_empty());
+
+    let cwd = tempfile::tempdir().unwrap();
+    let data_dir = app.db.data_dir();
+    let erase = [
+        "erase",
+        "--email",
+        "Buyer@Example.com",
+        "--reason",
+        "ticket 7",
+        "--database-url",
+        &app.db.url,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let erased = run(&erase, cwd.path());
+    let stdout = String::from_utf8_lossy(&erased.stdout);
+    assert!(
+        erased.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    assert!(stdout.contains("1 key(s) destroyed"), "{stdout}");
+
+    for needle in [EMAIL, INSTANCE] {
+        assert_eq!(
+            app.db.tables_containing(needle).await,
+            vec![],
+            "no table holds {needle} after erasure"
+        );
+    }
+
+    let deadline = std::time::Instant::now() + KEY_CACHE_TTL * 3;
+    let entitlements = loop {
+        let (status, entitlements) = get_with_token(&app, "/v1/entitlements", &token).await;
+        assert_eq!(status, 200, "{entitlements}");
+        if entitlements["licensed_email"] != EMAIL || std::time::Instant::now() > deadline {
+            break entitlements;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let shown = entitlements["licensed_email"].as_str().unwrap();
+    assert!(
+        shown.starts_with("erased-") && shown.ends_with("@erased.invalid"),
+        "the running service shows the email as erased once its key cache expires: {shown}"
+    );
+    assert_eq!(entitlements["valid"], true, "erasure does not revoke");
+    let (_, licenses) = app
+        .db
+        .active_documents("licenses")
+        .await
+        .into_iter()
+        .next()
+        .expect("the rebuilt licenses read model");
+    assert!(
+        licenses["owner_email"]
+            .as_str()
+            .unwrap()
+            .ends_with("@erased.invalid"),
+        "the rebuilt read model shows the email as erased: {licenses}"
+    );
+    let installation = licenses["installations"]
+        .as_object()
+        .and_then(|installations| installations.values().next())
+        .expect("the installation");
+    assert_eq!(installation["instance_name"], "[erased]");
+
+    let events = app.all_events().await;
+    let recorded = events
+        .iter()
+        .find(|e| e.event_type == "personal_data_erased")
+        .expect("the erasure is recorded");
+    assert_eq!(recorded.payload["reason"], "ticket 7");
+    assert_eq!(recorded.metadata.actor, "operator:cli");
+    assert!(recorded.payload["person_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("per_"));
+
+    let before = String::from_utf8(before).unwrap();
+    assert_eq!(
+        verify_jsonl(before.as_bytes(), &public_key).unwrap(),
+        manifest_before,
+        "the export made before erasure still verifies"
+    );
+    let mut after = Vec::new();
+    export_jsonl(
+        store,
+        signer,
+        Position::START,
+        None,
+        &mut after,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let after = String::from_utf8(after).unwrap();
+    verify_jsonl(after.as_bytes(), &public_key).expect("an export made after erasure verifies");
+    let records = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.contains("\"global_position\""))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (old, new) = (records(&before), records(&after));
+    assert_eq!(
+        new[..old.len()],
+        old[..],
+        "the log was not rewritten: the records exported before are exported again unchanged"
+    );
+    assert_eq!(
+        check(store, &public_key).await.unwrap(),
+        Ok(1),
+        "the seal made before erasure still holds"
+    );
+
+    let again = run(&erase, cwd.path());
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 key(s) destroyed"));
+    app.stop().await;
+}
