@@ -6,6 +6,7 @@
 
 use crate::cli::run;
 use crate::helpers::{Backend, TestApp};
+use crate::hosted::bought_msp;
 use crate::installation_flows::{bought, get_with_token};
 use crate::on_both_stores;
 use crate::staff::caught_up;
@@ -16,6 +17,7 @@ use serde_json::json;
 
 on_both_stores!(
     personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear,
+    a_hosted_owners_email_is_sealed_in_the_log_too,
     erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies,
 );
 
@@ -83,6 +85,25 @@ async fn personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear(backend:
     let (status, entitlements) = get_with_token(&app, "/v1/entitlements", &token).await;
     assert_eq!(status, 200, "{entitlements}");
     assert_eq!(entitlements["licensed_email"], EMAIL);
+    app.stop().await;
+}
+
+async fn a_hosted_owners_email_is_sealed_in_the_log_too(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (account_id, _) = bought_msp(&app).await;
+    caught_up(&app).await;
+    let tables = app.db.tables_containing("ops@msp.example").await;
+    assert!(
+        tables.iter().all(|(table, _)| table != "events"),
+        "the member's email is sealed in the log: {tables:?}"
+    );
+    let joined = app
+        .all_events()
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "member_joined" && e.stream.stream_id() == account_id)
+        .unwrap();
+    assert_eq!(joined.payload["email"], "ops@msp.example");
     app.stop().await;
 }
 

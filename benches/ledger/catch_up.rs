@@ -1,0 +1,239 @@
+//! Catch-up and export over one large log of license histories (`generate.rs`), written through
+//! the sealing store as the service writes it:
+//! - a full rebuild of the `licenses` read model (what every entitlement is computed from) against
+//!   a raw sequential read of the same rows;
+//! - the chained JSONL export against `COPY (SELECT …) TO STDOUT` of the same rows, with the peak
+//!   memory of a tenth of the export beside that of the whole, to show it does not grow.
+
+use crate::generate::license_history;
+use crate::support::{BenchDatabase, Measured, PeakMemory, Row};
+use aggregates::catalog::Catalog;
+use aggregates::log::{EventMetadata, Position};
+use futures_util::StreamExt;
+use pulse_account::audit::{export_to, ExportFormat, ExportOutput};
+use pulse_account::crypto::KeyMaterial;
+use pulse_account::metrics::Metrics;
+use pulse_account::personal_data::PersonalDataStore;
+use pulse_account::projection::registry;
+use pulse_account::projection::runner::{Runner, RunnerConfig};
+use pulse_account::store::{AppendBatch, Store, APPEND_EVENTS_MAX, APPEND_STREAMS_MAX};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Concurrent writers filling the log.
+const GENERATORS: u64 = 4;
+const COLUMNS: &str = "global_position, stream_type, stream_id, stream_version, event_id, \
+                       event_type, schema_version, payload, metadata, recorded_at";
+
+pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial>) -> Vec<Row> {
+    let db = BenchDatabase::create(admin, "catch_up").await;
+    let store: Arc<dyn Store> =
+        Arc::new(PersonalDataStore::new(db.store().await, Arc::clone(keys)));
+    let events = fill(&store, sizes.log_events).await;
+    let pool = db.pool(2).await;
+
+    let licenses = registry()
+        .into_iter()
+        .find(|fold| fold.name() == "licenses")
+        .expect("the licenses projection");
+    let runner = Runner::new(
+        Arc::clone(&store),
+        licenses,
+        RunnerConfig::rebuild(),
+        Arc::new(Metrics::default()),
+    )
+    .expect("a runner");
+    let memory = PeakMemory::start();
+    let started = Instant::now();
+    let report = runner.rebuild(&mut |_, _| {}).await.expect("the rebuild");
+    let rebuild = Measured::new(report.events as usize, started.elapsed(), Vec::new());
+    let rebuild_memory = memory.growth_mib();
+    assert_eq!(
+        report.events as usize, events,
+        "the rebuild folds every event"
+    );
+
+    let started = Instant::now();
+    let select = format!("SELECT {COLUMNS} FROM events ORDER BY global_position");
+    let mut rows = sqlx::query_as::<
+        _,
+        (
+            i64,
+            String,
+            String,
+            i64,
+            uuid::Uuid,
+            String,
+            i32,
+            serde_json::Value,
+            serde_json::Value,
+            chrono::DateTime<chrono::Utc>,
+        ),
+    >(&select)
+    .fetch(&pool);
+    let mut read = 0;
+    while let Some(row) = rows.next().await {
+        row.expect("a raw row");
+        read += 1;
+    }
+    drop(rows);
+    let raw_read = Measured::new(read, started.elapsed(), Vec::new());
+    assert_eq!(read, events, "the raw read sees every event");
+
+    let tenth = Position((events / 10).max(1) as i64);
+    let memory = PeakMemory::start();
+    let mut output = Counting::default();
+    export_to(
+        store.as_ref(),
+        &keys.signer,
+        Position::START,
+        Some(tenth),
+        ExportFormat::Jsonl,
+        &mut output,
+    )
+    .await
+    .expect("a tenth of the export");
+    let tenth_memory = memory.growth_mib();
+    let memory = PeakMemory::start();
+    let mut output = Counting::default();
+    let started = Instant::now();
+    let manifest = export_to(
+        store.as_ref(),
+        &keys.signer,
+        Position::START,
+        None,
+        ExportFormat::Jsonl,
+        &mut output,
+    )
+    .await
+    .expect("the export");
+    let export = Measured::new(manifest.count as usize, started.elapsed(), Vec::new());
+    let export_memory = memory.growth_mib();
+    assert_eq!(
+        manifest.count as usize, events,
+        "the export holds every event"
+    );
+
+    let started = Instant::now();
+    let copied = copy_out(&pool).await;
+    let copy = Measured::new(events, started.elapsed(), Vec::new());
+    assert!(copied > 0, "COPY wrote the rows");
+    eprintln!("export wrote {} bytes, COPY {copied} bytes", output.bytes);
+
+    pool.close().await;
+    drop(runner);
+    drop(store);
+    db.drop_database().await;
+    vec![
+        Row::throughput(
+            &format!("catch-up: rebuild `licenses` over {events} events (peak +{rebuild_memory:.0} MiB)"),
+            "ev",
+            rebuild,
+            raw_read,
+            Some(0.3),
+        ),
+        Row::throughput(
+            &format!(
+                "export: chained JSONL of {events} events (peak +{export_memory:.0} MiB; a tenth: +{tenth_memory:.0} MiB)"
+            ),
+            "ev",
+            export,
+            copy,
+            Some(0.5),
+        ),
+    ]
+}
+
+/// Writes license histories until the log holds at least `target` events; returns how many.
+async fn fill(store: &Arc<dyn Store>, target: usize) -> usize {
+    let written = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..GENERATORS)
+        .map(|_| {
+            let (store, written, next) =
+                (Arc::clone(store), Arc::clone(&written), Arc::clone(&next));
+            tokio::spawn(async move {
+                let catalog = Catalog::v1();
+                let start = chrono::Utc::now() - chrono::Duration::days(400);
+                let mut pending: Vec<pulse_account::store::StreamAppend> = Vec::new();
+                while written.load(Ordering::Relaxed) < target as u64 {
+                    let history =
+                        license_history(next.fetch_add(1, Ordering::Relaxed), &catalog, start);
+                    let pending_events: usize = pending.iter().map(|a| a.events.len()).sum();
+                    if pending_events + history.events.len() > APPEND_EVENTS_MAX
+                        || pending.len() == APPEND_STREAMS_MAX
+                    {
+                        let appends = std::mem::take(&mut pending);
+                        written.fetch_add(pending_events as u64, Ordering::Relaxed);
+                        append(&store, appends).await;
+                    }
+                    pending.push(history);
+                }
+                let pending_events: usize = pending.iter().map(|a| a.events.len()).sum();
+                if pending_events > 0 {
+                    written.fetch_add(pending_events as u64, Ordering::Relaxed);
+                    append(&store, pending).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a generator finishes");
+    }
+    let events = written.load(Ordering::Relaxed) as usize;
+    eprintln!(
+        "generated {events} events of {} licenses in {:.1?}",
+        next.load(Ordering::Relaxed),
+        started.elapsed()
+    );
+    events
+}
+
+async fn append(store: &Arc<dyn Store>, appends: Vec<pulse_account::store::StreamAppend>) {
+    store
+        .append_batch(AppendBatch {
+            appends,
+            metadata: EventMetadata {
+                actor: String::from("stripe"),
+                causation_id: None,
+                correlation_id: None,
+                request_id: None,
+                effective_at: chrono::Utc::now(),
+            },
+            idempotency: None,
+        })
+        .await
+        .expect("a generated batch appends");
+}
+
+/// Counts what the export writes, and drops it.
+#[derive(Default)]
+struct Counting {
+    bytes: u64,
+}
+
+#[async_trait::async_trait]
+impl ExportOutput for Counting {
+    async fn write_page(&mut self, bytes: Vec<u8>, _reached: Position) -> std::io::Result<()> {
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// `COPY (SELECT …) TO STDOUT` of the same rows; returns the bytes received.
+async fn copy_out(pool: &sqlx::PgPool) -> u64 {
+    let mut connection = pool.acquire().await.expect("a connection");
+    let mut copy = connection
+        .copy_out_raw(&format!(
+            "COPY (SELECT {COLUMNS} FROM events ORDER BY global_position) TO STDOUT"
+        ))
+        .await
+        .expect("COPY starts");
+    let mut bytes = 0;
+    while let Some(chunk) = copy.next().await {
+        bytes += chunk.expect("a COPY chunk").len() as u64;
+    }
+    bytes
+}

@@ -1,0 +1,113 @@
+//! The ledger's benchmarks: `cargo bench --bench ledger` runs them all on PostgreSQL and prints one
+//! table — each figure beside a raw baseline measured in the same run on the same server, and the
+//! ratio — because these machines are shared and noisy and only ratios travel. See `BENCHMARKS.md`.
+//!
+//! Run without `--bench` (as `cargo test` runs it), it is a smoke run: the same code paths at tiny
+//! sizes, with sanity checks, so the test suite proves the benchmark still works. PostgreSQL is
+//! found at `PULSE_ACCOUNT_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! each benchmark makes a database of its own there and drops it. With PostgreSQL unreachable the
+//! smoke run says so and skips, unless `PULSE_ACCOUNT_REQUIRE_POSTGRES=1` (CI), where it fails.
+
+mod append;
+mod catch_up;
+mod generate;
+mod read_path;
+mod replay;
+mod support;
+
+use pulse_account::crypto::{KeyConfig, KeyMaterial};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How big each benchmark is.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sizes {
+    /// Commands per writer count in the append benchmark.
+    pub(crate) append_commands: usize,
+    /// Events in the log the catch-up and export benchmarks read.
+    pub(crate) log_events: usize,
+    /// Events of the account streams replayed.
+    pub(crate) replay_events: [usize; 2],
+    /// How long the load generator runs against each route.
+    pub(crate) read_duration: Duration,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            append_commands: 4_000,
+            log_events: 1_000_000,
+            replay_events: [1_000, 10_000],
+            read_duration: Duration::from_secs(10),
+        }
+    }
+
+    fn smoke() -> Sizes {
+        Sizes {
+            append_commands: 48,
+            log_events: 3_000,
+            replay_events: [100, 300],
+            read_duration: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The keys every benchmark uses: configured, so no development file is written.
+pub(crate) fn key_config() -> KeyConfig {
+    use base64::Engine;
+    let encode = |byte: u8| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([byte; 32]);
+    KeyConfig {
+        signing_key: Some(format!("bench-1:{}", encode(1))),
+        secret_hash_key: Some(encode(2)),
+        master_key: Some(encode(3)),
+    }
+}
+
+fn keys() -> Arc<KeyMaterial> {
+    let keys = KeyMaterial::load(&key_config(), &std::env::temp_dir());
+    Arc::new(keys.expect("the benchmark keys load"))
+}
+
+fn admin_url() -> String {
+    std::env::var("PULSE_ACCOUNT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/postgres"))
+}
+
+async fn postgres_reachable(url: &str) -> bool {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.is_ok()
+}
+
+fn main() {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let sizes = if full { Sizes::full() } else { Sizes::smoke() };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        let admin = admin_url();
+        if !postgres_reachable(&admin).await {
+            let required = std::env::var("PULSE_ACCOUNT_REQUIRE_POSTGRES").as_deref() == Ok("1");
+            assert!(
+                !required,
+                "PostgreSQL is required but unreachable at {admin}"
+            );
+            eprintln!("ledger benchmark: PostgreSQL unreachable at {admin}: SKIPPED");
+            return;
+        }
+        let mode = if full {
+            "full run"
+        } else {
+            "smoke run (pass --bench for the full run)"
+        };
+        eprintln!("ledger benchmark, {mode}: {sizes:?}");
+        let keys = keys();
+        let mut rows = Vec::new();
+        rows.extend(append::run(&admin, sizes, &keys).await);
+        rows.extend(catch_up::run(&admin, sizes, &keys).await);
+        rows.extend(replay::run(&admin, sizes, &keys).await);
+        rows.extend(read_path::run(&admin, sizes).await);
+        support::print_table(&rows);
+    });
+}
