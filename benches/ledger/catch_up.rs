@@ -1,15 +1,15 @@
-//! Catch-up and export over one large log of license histories (`generate.rs`), written through
-//! the sealing store as the service writes it:
+//! Catch-up and export, on each store, over one large log of license histories (`generate.rs`)
+//! written through the sealing store as the service writes it:
 //! - a full rebuild of the `licenses` read model (what every entitlement is computed from) against
 //!   a raw sequential read of the same rows;
-//! - the chained JSONL export against `COPY (SELECT …) TO STDOUT` of the same rows, with the peak
-//!   memory of a tenth of the export beside that of the whole, to show it does not grow.
+//! - the chained JSONL export against `COPY (SELECT …) TO STDOUT` of the same rows (SQLite has no
+//!   COPY: a raw read), with the peak memory of a tenth of the export beside that of the whole, to
+//!   show it does not grow.
 
 use crate::generate::license_history;
-use crate::support::{BenchDatabase, Measured, PeakMemory, Row};
+use crate::support::{Backend, BenchDatabase, Measured, PeakMemory, Row};
 use aggregates::catalog::Catalog;
 use aggregates::log::{EventMetadata, Position};
-use futures_util::StreamExt;
 use pulse_account::audit::{export_to, ExportFormat, ExportOutput};
 use pulse_account::crypto::KeyMaterial;
 use pulse_account::metrics::Metrics;
@@ -23,11 +23,14 @@ use std::time::Instant;
 
 /// Concurrent writers filling the log.
 const GENERATORS: u64 = 4;
-const COLUMNS: &str = "global_position, stream_type, stream_id, stream_version, event_id, \
-                       event_type, schema_version, payload, metadata, recorded_at";
 
-pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial>) -> Vec<Row> {
-    let db = BenchDatabase::create(admin, "catch_up").await;
+pub(crate) async fn run(
+    admin: &str,
+    backend: Backend,
+    sizes: crate::Sizes,
+    keys: &Arc<KeyMaterial>,
+) -> Vec<Row> {
+    let db = BenchDatabase::create(admin, "catch_up", backend).await;
     let store: Arc<dyn Store> =
         Arc::new(PersonalDataStore::new(db.store().await, Arc::clone(keys)));
     let events = fill(&store, sizes.log_events).await;
@@ -55,29 +58,7 @@ pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial
     );
 
     let started = Instant::now();
-    let select = format!("SELECT {COLUMNS} FROM events ORDER BY global_position");
-    let mut rows = sqlx::query_as::<
-        _,
-        (
-            i64,
-            String,
-            String,
-            i64,
-            uuid::Uuid,
-            String,
-            i32,
-            serde_json::Value,
-            serde_json::Value,
-            chrono::DateTime<chrono::Utc>,
-        ),
-    >(&select)
-    .fetch(&pool);
-    let mut read = 0;
-    while let Some(row) = rows.next().await {
-        row.expect("a raw row");
-        read += 1;
-    }
-    drop(rows);
+    let read = pool.read_all().await;
     let raw_read = Measured::new(read, started.elapsed(), Vec::new());
     assert_eq!(read, events, "the raw read sees every event");
 
@@ -116,10 +97,24 @@ pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial
     );
 
     let started = Instant::now();
-    let copied = copy_out(&pool).await;
-    let copy = Measured::new(events, started.elapsed(), Vec::new());
-    assert!(copied > 0, "COPY wrote the rows");
-    eprintln!("export wrote {} bytes, COPY {copied} bytes", output.bytes);
+    let (copy, baseline) = match pool.copy_out().await {
+        Some(bytes) => {
+            assert!(bytes > 0, "COPY wrote the rows");
+            (
+                "COPY TO STDOUT",
+                Measured::new(events, started.elapsed(), Vec::new()),
+            )
+        }
+        None => {
+            let started = Instant::now();
+            let read = pool.read_all().await;
+            (
+                "a raw SELECT",
+                Measured::new(read, started.elapsed(), Vec::new()),
+            )
+        }
+    };
+    eprintln!("{} export wrote {} bytes", backend.label(), output.bytes);
 
     pool.close().await;
     drop(runner);
@@ -127,20 +122,24 @@ pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial
     db.drop_database().await;
     vec![
         Row::throughput(
-            &format!("catch-up: rebuild `licenses` over {events} events (peak +{rebuild_memory:.0} MiB)"),
+            &format!(
+                "{} catch-up: rebuild `licenses` over {events} events vs a raw SELECT (peak +{rebuild_memory:.0} MiB)",
+                backend.label()
+            ),
             "ev",
             rebuild,
             raw_read,
-            Some(0.3),
+            (backend == Backend::Postgres).then_some(0.3),
         ),
         Row::throughput(
             &format!(
-                "export: chained JSONL of {events} events (peak +{export_memory:.0} MiB; a tenth: +{tenth_memory:.0} MiB)"
+                "{} export: chained JSONL of {events} events vs {copy} (peak +{export_memory:.0} MiB; a tenth: +{tenth_memory:.0} MiB)",
+                backend.label()
             ),
             "ev",
             export,
-            copy,
-            Some(0.5),
+            baseline,
+            (backend == Backend::Postgres).then_some(0.5),
         ),
     ]
 }
@@ -220,20 +219,4 @@ impl ExportOutput for Counting {
         self.bytes += bytes.len() as u64;
         Ok(())
     }
-}
-
-/// `COPY (SELECT …) TO STDOUT` of the same rows; returns the bytes received.
-async fn copy_out(pool: &sqlx::PgPool) -> u64 {
-    let mut connection = pool.acquire().await.expect("a connection");
-    let mut copy = connection
-        .copy_out_raw(&format!(
-            "COPY (SELECT {COLUMNS} FROM events ORDER BY global_position) TO STDOUT"
-        ))
-        .await
-        .expect("COPY starts");
-    let mut bytes = 0;
-    while let Some(chunk) = copy.next().await {
-        bytes += chunk.expect("a COPY chunk").len() as u64;
-    }
-    bytes
 }

@@ -1,5 +1,5 @@
-//! The ledger's benchmarks: `cargo bench --bench ledger` runs them all on PostgreSQL and prints one
-//! table — each figure beside a raw baseline measured in the same run on the same server, and the
+//! The ledger's benchmarks: `cargo bench --bench ledger` runs them all on PostgreSQL, then on
+//! SQLite, and prints one table (`cargo bench --bench ledger -- append replay` runs only those named) — each figure beside a raw baseline measured in the same run on the same server, and the
 //! ratio — because these machines are shared and noisy and only ratios travel. See `BENCHMARKS.md`.
 //!
 //! Run without `--bench` (as `cargo test` runs it), it is a smoke run: the same code paths at tiny
@@ -11,6 +11,7 @@
 mod append;
 mod catch_up;
 mod generate;
+mod raw;
 mod read_path;
 mod replay;
 mod support;
@@ -18,6 +19,7 @@ mod support;
 use pulse_account::crypto::{KeyConfig, KeyMaterial};
 use std::sync::Arc;
 use std::time::Duration;
+use support::Backend;
 
 /// How big each benchmark is.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +80,16 @@ async fn postgres_reachable(url: &str) -> bool {
     sqlx::PgConnection::connect(url).await.is_ok()
 }
 
+/// Whether the benchmark `name` runs: all of them, unless names are given
+/// (`cargo bench --bench ledger -- append replay`).
+fn chosen(name: &str) -> bool {
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    names.is_empty() || names.iter().any(|given| given == name)
+}
+
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
     let sizes = if full { Sizes::full() } else { Sizes::smoke() };
@@ -104,10 +116,20 @@ fn main() {
         eprintln!("ledger benchmark, {mode}: {sizes:?}");
         let keys = keys();
         let mut rows = Vec::new();
-        rows.extend(append::run(&admin, sizes, &keys).await);
-        rows.extend(catch_up::run(&admin, sizes, &keys).await);
-        rows.extend(replay::run(&admin, sizes, &keys).await);
-        rows.extend(read_path::run(&admin, sizes).await);
+        for backend in Backend::ALL {
+            if chosen("append") {
+                rows.extend(append::run(&admin, backend, sizes, &keys).await);
+            }
+            if chosen("catch_up") {
+                rows.extend(catch_up::run(&admin, backend, sizes, &keys).await);
+            }
+            if chosen("replay") {
+                rows.extend(replay::run(&admin, backend, sizes, &keys).await);
+            }
+            if chosen("read_path") {
+                rows.extend(read_path::run(&admin, backend, sizes).await);
+            }
+        }
         support::print_table(&rows);
     });
 }

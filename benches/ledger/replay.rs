@@ -1,9 +1,9 @@
-//! Account replay: rebuilding one hosted account's state from its stream (the command path's load:
-//! read every event, open its personal data, decode, fold) at 1,000 and 10,000 events, against a
-//! raw read of the same rows. Each is timed several times; the median counts.
+//! Account replay, on each store: rebuilding one hosted account's state from its stream (the
+//! command path's load: read every event, open its personal data, decode, fold) at 1,000 and
+//! 10,000 events, against a raw read of the same rows. Each is timed several times; the median counts.
 
 use crate::generate::account_history;
-use crate::support::{ms, BenchDatabase, Row};
+use crate::support::{ms, Backend, BenchDatabase, Row};
 use aggregates::account::Account;
 use aggregates::catalog::Catalog;
 use aggregates::log::EventMetadata;
@@ -19,8 +19,13 @@ const RUNS: usize = 7;
 /// The target for the largest account.
 const TARGET: Duration = Duration::from_millis(20);
 
-pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial>) -> Vec<Row> {
-    let db = BenchDatabase::create(admin, "replay").await;
+pub(crate) async fn run(
+    admin: &str,
+    backend: Backend,
+    sizes: crate::Sizes,
+    keys: &Arc<KeyMaterial>,
+) -> Vec<Row> {
+    let db = BenchDatabase::create(admin, "replay", backend).await;
     let store: Arc<dyn Store> =
         Arc::new(PersonalDataStore::new(db.store().await, Arc::clone(keys)));
     let pool = db.pool(1).await;
@@ -53,16 +58,10 @@ pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial
         })
         .await;
         let raw = median(RUNS, || async {
-            let read: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
-                "SELECT stream_version, event_type, payload FROM events \
-                 WHERE stream_type = $1 AND stream_id = $2 ORDER BY stream_version",
-            )
-            .bind(stream.stream_type())
-            .bind(stream.stream_id())
-            .fetch_all(&pool)
-            .await
-            .expect("a raw read");
-            assert_eq!(read.len(), events);
+            let read = pool
+                .read_stream(stream.stream_type(), stream.stream_id())
+                .await;
+            assert_eq!(read, events);
         })
         .await;
         let target = if events >= 10_000 {
@@ -71,7 +70,10 @@ pub(crate) async fn run(admin: &str, sizes: crate::Sizes, keys: &Arc<KeyMaterial
             String::from("-")
         };
         rows.push(Row {
-            figure: format!("replay: load one account of {events} events (median of {RUNS})"),
+            figure: format!(
+                "{} replay: load one account of {events} events (median of {RUNS})",
+                backend.label()
+            ),
             ours: format!("{:.2} ms", ms(ours)),
             baseline: format!("{:.2} ms raw read of its rows", ms(raw)),
             ratio: raw.as_secs_f64() / ours.as_secs_f64().max(1e-9),

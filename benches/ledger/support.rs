@@ -1,23 +1,55 @@
 //! What every benchmark shares: a fresh database per benchmark, latency percentiles, peak-memory
 //! sampling, and the results table.
 
+use crate::raw::RawPool;
 use pulse_account::store::upcast::Upcasters;
 use pulse_account::store::{self, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A throwaway PostgreSQL database for one benchmark, dropped at the end.
+/// The store a benchmark runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    /// Both, PostgreSQL first.
+    pub(crate) const ALL: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
+
+    /// Its name in the table.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Backend::Postgres => "PostgreSQL",
+            Backend::Sqlite => "SQLite",
+        }
+    }
+}
+
+/// A throwaway database for one benchmark — a new PostgreSQL database next to the admin URL's,
+/// or a SQLite file in a temporary directory — removed at the end.
 pub(crate) struct BenchDatabase {
     pub(crate) url: String,
     admin_url: String,
-    name: String,
+    postgres_name: Option<String>,
+    _directory: tempfile::TempDir,
 }
 
 impl BenchDatabase {
-    /// Creates an empty database next to the admin URL's.
-    pub(crate) async fn create(admin_url: &str, purpose: &str) -> BenchDatabase {
+    /// Creates an empty database.
+    pub(crate) async fn create(admin_url: &str, purpose: &str, backend: Backend) -> BenchDatabase {
         use sqlx::Connection;
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        if backend == Backend::Sqlite {
+            return BenchDatabase {
+                url: format!("sqlite://{}", directory.path().join("bench.db").display()),
+                admin_url: admin_url.to_owned(),
+                postgres_name: None,
+                _directory: directory,
+            };
+        }
         let name = format!("pulse_bench_{purpose}_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(admin_url)
             .await
@@ -32,7 +64,8 @@ impl BenchDatabase {
         BenchDatabase {
             url: format!("{base}/{name}"),
             admin_url: admin_url.to_owned(),
-            name,
+            postgres_name: Some(name),
+            _directory: directory,
         }
     }
 
@@ -46,25 +79,21 @@ impl BenchDatabase {
     }
 
     /// A plain connection pool for the raw baselines.
-    pub(crate) async fn pool(&self, size: u32) -> sqlx::PgPool {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(size)
-            .connect(&self.url)
-            .await
-            .expect("a raw pool")
+    pub(crate) async fn pool(&self, size: u32) -> RawPool {
+        RawPool::connect(&self.url, size).await
     }
 
-    /// Drops the database.
+    /// Drops the database (the SQLite file goes with its directory).
     pub(crate) async fn drop_database(self) {
         use sqlx::Connection;
+        let Some(name) = &self.postgres_name else {
+            return;
+        };
         let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .expect("DROP DATABASE");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .expect("DROP DATABASE");
     }
 }
 

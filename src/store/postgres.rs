@@ -8,7 +8,9 @@
 //! positively known to run in *other* databases of the cluster do not hold this log back).
 //! That guard is only sound if positions rise in transaction-id order, so an append assigns its
 //! transaction id and its positions together under a session-level advisory lock
-//! (`APPEND_LOCK_KEY`) that is released right after the insert, before the commit: appends still
+//! (key `0x7075_6c73_655f_6c67`, taken and released by the `append_events` SQL function, so it is
+//! held only while the insert runs on the server) that is released right after the insert, before
+//! the commit: appends still
 //! commit concurrently (group commit), but a transaction that took an earlier position always has
 //! the older transaction id, and a reader stops before it until it commits. A connection dropped
 //! while it may hold that lock is closed, never returned to the pool, so the server releases the
@@ -41,8 +43,6 @@ use tokio::sync::watch;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The advisory lock under which an append takes its transaction id and positions.
-const APPEND_LOCK_KEY: i64 = 0x7075_6c73_655f_6c67;
 /// The advisory-lock class of projection runners (the two-key form: class, hash of name).
 const PROJECTION_LOCK_CLASS: i32 = 0x5041;
 /// The channel appends are announced on.
@@ -208,8 +208,9 @@ async fn current_version(
     Ok(StreamVersion(version))
 }
 
-/// Inserts every event of the batch under the append lock; returns `(position, stream, version)`
-/// triples, or `None` when another writer took one of the versions.
+/// Inserts every event of the batch under the append lock (taken and released on the server by
+/// the `append_events` function, migration `20261202000002`); returns `(position, stream,
+/// version)` triples, or `None` when another writer took one of the versions.
 async fn insert_events(
     connection: &mut PgConnection,
     batch: &AppendBatch,
@@ -236,15 +237,8 @@ async fn insert_events(
     let metadata = serde_json::to_value(&batch.metadata)
         .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
     let inserted = sqlx::query_as::<_, (i64, String, String, i64)>(
-        "INSERT INTO events (stream_type, stream_id, stream_version, event_id, event_type, \
-             schema_version, payload, metadata, recorded_at) \
-         SELECT v.stream_type, v.stream_id, v.stream_version, v.event_id, v.event_type, v.schema_version, \
-             v.payload, $8, $9 \
-         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[]) \
-             WITH ORDINALITY AS v(stream_type, stream_id, stream_version, event_id, event_type, schema_version, \
-                 payload, ordinality) \
-         ORDER BY v.ordinality \
-         RETURNING global_position, stream_type, stream_id, stream_version",
+        "SELECT out_position, out_stream_type, out_stream_id, out_version \
+         FROM append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&types)
     .bind(&ids)
@@ -295,20 +289,10 @@ async fn append_in_transaction(
             return Ok(Attempt::WrongVersion(append.stream.clone(), current));
         }
     }
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(APPEND_LOCK_KEY)
-        .execute(&mut *connection)
-        .await
-        .during("taking the append lock")?;
     let recorded_at = Utc::now();
     let Some(written) = insert_events(connection, batch, recorded_at).await? else {
         return Ok(Attempt::VersionTaken);
     };
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(APPEND_LOCK_KEY)
-        .execute(&mut *connection)
-        .await
-        .during("releasing the append lock")?;
     let outcome = checked_outcome(batch, written)?;
     if let Some(idempotency) = &batch.idempotency {
         let recorded = sqlx::query(
@@ -878,17 +862,21 @@ impl SealStore for PostgresStore {
 #[async_trait]
 impl PersonKeyStore for PostgresStore {
     async fn live_person_key(&self, candidate: &PersonKey) -> Result<PersonKey, StoreError> {
-        sqlx::query(
+        let stored: Option<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
             "INSERT INTO person_keys (key_id, person_id, wrapped_key, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING \
+             RETURNING key_id, person_id, wrapped_key",
         )
         .bind(&candidate.key_id)
         .bind(&candidate.person_id)
         .bind(&candidate.wrapped_key)
         .bind(Utc::now())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .during("storing a person key")?;
+        if let Some(stored) = stored {
+            return Ok(person_key_from_row(stored));
+        }
         let row: (String, String, Option<Vec<u8>>) = sqlx::query_as(
             "SELECT key_id, person_id, wrapped_key FROM person_keys \
              WHERE person_id = $1 AND erased_at IS NULL",

@@ -669,17 +669,21 @@ impl SealStore for SqliteStore {
 #[async_trait]
 impl PersonKeyStore for SqliteStore {
     async fn live_person_key(&self, candidate: &PersonKey) -> Result<PersonKey, StoreError> {
-        sqlx::query(
+        let stored: Option<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
             "INSERT INTO person_keys (key_id, person_id, wrapped_key, created_at) \
-             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING \
+             RETURNING key_id, person_id, wrapped_key",
         )
         .bind(&candidate.key_id)
         .bind(&candidate.person_id)
         .bind(&candidate.wrapped_key)
         .bind(Utc::now())
-        .execute(&self.writer)
+        .fetch_optional(&self.writer)
         .await
         .during("storing a person key")?;
+        if let Some(stored) = stored {
+            return Ok(person_key_from_row(stored));
+        }
         let row: (String, String, Option<Vec<u8>>) = sqlx::query_as(
             "SELECT key_id, person_id, wrapped_key FROM person_keys \
              WHERE person_id = ?1 AND erased_at IS NULL",
