@@ -98,33 +98,33 @@ const KEY_CACHE_MAX: usize = 10_000;
 /// Keys already fetched: by key id (`None` once erased) and each person's live key.
 #[derive(Default)]
 struct KeyCache {
-    by_id: HashMap<String, (Option<DataKey>, Instant)>,
-    live: HashMap<String, (String, DataKey, Instant)>,
+    by_id: HashMap<String, (Option<Arc<DataKey>>, Instant)>,
+    live: HashMap<String, (String, Arc<DataKey>, Instant)>,
 }
 
 impl KeyCache {
-    fn key(&self, key_id: &str) -> Option<Option<DataKey>> {
+    fn key(&self, key_id: &str) -> Option<Option<Arc<DataKey>>> {
         self.by_id
             .get(key_id)
             .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
             .map(|(key, _)| key.clone())
     }
 
-    fn live(&self, person_id: &str) -> Option<(String, DataKey)> {
+    fn live(&self, person_id: &str) -> Option<(String, Arc<DataKey>)> {
         self.live
             .get(person_id)
             .filter(|(_, _, at)| at.elapsed() < KEY_CACHE_TTL)
             .map(|(key_id, key, _)| (key_id.clone(), key.clone()))
     }
 
-    fn remember(&mut self, key_id: &str, key: Option<DataKey>) {
+    fn remember(&mut self, key_id: &str, key: Option<Arc<DataKey>>) {
         if self.by_id.len() >= KEY_CACHE_MAX {
             self.by_id.clear();
         }
         self.by_id.insert(key_id.to_owned(), (key, Instant::now()));
     }
 
-    fn remember_live(&mut self, person_id: &str, key_id: &str, key: DataKey) {
+    fn remember_live(&mut self, person_id: &str, key_id: &str, key: Arc<DataKey>) {
         if self.live.len() >= KEY_CACHE_MAX {
             self.live.clear();
         }
@@ -168,16 +168,20 @@ impl PersonalDataStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn unwrap_key(&self, key_id: &str, wrapped: &[u8]) -> Result<DataKey, StoreError> {
-        self.keys.master.unwrap(key_id, wrapped).map_err(|_| {
-            StoreError::Invariant(format!(
-                "person key {key_id} does not unwrap under the configured master key"
-            ))
-        })
+    fn unwrap_key(&self, key_id: &str, wrapped: &[u8]) -> Result<Arc<DataKey>, StoreError> {
+        self.keys
+            .master
+            .unwrap(key_id, wrapped)
+            .map(Arc::new)
+            .map_err(|_| {
+                StoreError::Invariant(format!(
+                    "person key {key_id} does not unwrap under the configured master key"
+                ))
+            })
     }
 
     /// The person's live key, made on first use.
-    async fn live_key(&self, person_id: &str) -> Result<(String, DataKey), StoreError> {
+    async fn live_key(&self, person_id: &str) -> Result<(String, Arc<DataKey>), StoreError> {
         if let Some(live) = self.cache().live(person_id) {
             return Ok(live);
         }
@@ -196,12 +200,12 @@ impl PersonalDataStore {
         })?;
         let key = self.unwrap_key(&stored.key_id, wrapped)?;
         self.cache()
-            .remember_live(person_id, &stored.key_id, key.clone());
+            .remember_live(person_id, &stored.key_id, Arc::clone(&key));
         Ok((stored.key_id, key))
     }
 
     /// A key by id: `None` once erased.
-    async fn key_by_id(&self, key_id: &str) -> Result<Option<DataKey>, StoreError> {
+    async fn key_by_id(&self, key_id: &str) -> Result<Option<Arc<DataKey>>, StoreError> {
         if let Some(key) = self.cache().key(key_id) {
             return Ok(key);
         }

@@ -95,25 +95,30 @@ impl<'a> Sealed<'a> {
     }
 }
 
-/// One person's data key.
-#[derive(Clone)]
-pub struct DataKey([u8; 32]);
+/// One person's data key, with its expanded cipher (expanded once, not per value).
+pub struct DataKey {
+    key: [u8; 32],
+    cipher: Aes256Gcm,
+}
 
 impl DataKey {
+    fn new(key: [u8; 32]) -> DataKey {
+        DataKey {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+            key,
+        }
+    }
+
     /// A fresh random key.
     pub fn generate() -> DataKey {
         let mut key = [0_u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        DataKey(key)
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.0))
+        DataKey::new(key)
     }
 
     /// Seals `plaintext` as a value of `kind` under this key, named `key_id`.
     pub fn seal(&self, kind: PersonalKind, key_id: &str, plaintext: &str) -> String {
-        let sealed = encrypt(&self.cipher(), key_id.as_bytes(), plaintext.as_bytes());
+        let sealed = encrypt(&self.cipher, key_id.as_bytes(), plaintext.as_bytes());
         format!(
             "{SEALED_PREFIX}{}.{key_id}.{}",
             kind.tag(),
@@ -126,7 +131,7 @@ impl DataKey {
         let bytes = URL_SAFE_NO_PAD
             .decode(sealed.ciphertext)
             .map_err(|_| OpenError::Malformed)?;
-        let plaintext = decrypt(&self.cipher(), sealed.key_id.as_bytes(), &bytes)?;
+        let plaintext = decrypt(&self.cipher, sealed.key_id.as_bytes(), &bytes)?;
         String::from_utf8(plaintext).map_err(|_| OpenError::Malformed)
     }
 }
@@ -146,13 +151,15 @@ impl MasterKey {
 
     /// `data_key` wrapped for storage as the key `key_id`.
     pub fn wrap(&self, key_id: &str, data_key: &DataKey) -> Vec<u8> {
-        encrypt(&self.0, &Self::associated_data(key_id), &data_key.0)
+        encrypt(&self.0, &Self::associated_data(key_id), &data_key.key)
     }
 
     /// The data key stored wrapped as `key_id`.
     pub fn unwrap(&self, key_id: &str, wrapped: &[u8]) -> Result<DataKey, OpenError> {
         let key = decrypt(&self.0, &Self::associated_data(key_id), wrapped)?;
-        Ok(DataKey(key.try_into().map_err(|_| OpenError::Malformed)?))
+        Ok(DataKey::new(
+            key.try_into().map_err(|_| OpenError::Malformed)?,
+        ))
     }
 }
 
@@ -259,7 +266,7 @@ mod tests {
         let master = MasterKey::new([7; 32]);
         let key = DataKey::generate();
         let wrapped = master.wrap("pk_1", &key);
-        assert_eq!(master.unwrap("pk_1", &wrapped).unwrap().0, key.0);
+        assert_eq!(master.unwrap("pk_1", &wrapped).unwrap().key, key.key);
         assert!(master.unwrap("pk_2", &wrapped).is_err());
         assert!(MasterKey::new([8; 32]).unwrap("pk_1", &wrapped).is_err());
     }

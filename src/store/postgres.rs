@@ -674,9 +674,12 @@ impl ProjectionStore for PostgresStore {
         keys: &[String],
     ) -> Result<HashMap<String, serde_json::Value>, StoreError> {
         validate_documents(keys.len())?;
+        // One index probe per key, whatever the statistics say: with `doc_key = ANY($3)` a planner
+        // whose statistics predate a rebuild's generation scans every document of it instead.
         let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-            "SELECT doc_key, body FROM projection_documents \
-             WHERE projection = $1 AND generation = $2 AND doc_key = ANY($3)",
+            "SELECT d.doc_key, d.body FROM UNNEST($3::text[]) AS k(doc_key) \
+             CROSS JOIN LATERAL (SELECT doc_key, body FROM projection_documents \
+                 WHERE projection = $1 AND generation = $2 AND doc_key = k.doc_key OFFSET 0) AS d",
         )
         .bind(projection)
         .bind(generation)
@@ -741,16 +744,19 @@ impl ProjectionStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .during("writing projection documents")?;
-        let deleted: Vec<&str> = deletes.iter().map(|w| w.key.as_str()).collect();
-        sqlx::query(
-            "DELETE FROM projection_documents WHERE projection = $1 AND generation = $2 AND doc_key = ANY($3)",
-        )
-        .bind(projection)
-        .bind(generation)
-        .bind(&deleted)
-        .execute(&mut *tx)
-        .await
-        .during("deleting projection documents")?;
+        // Deletes are rare: one statement per document, each an index probe on the whole key.
+        for delete in deletes {
+            sqlx::query(
+                "DELETE FROM projection_documents \
+                 WHERE projection = $1 AND generation = $2 AND doc_key = $3",
+            )
+            .bind(projection)
+            .bind(generation)
+            .bind(&delete.key)
+            .execute(&mut *tx)
+            .await
+            .during("deleting projection documents")?;
+        }
         tx.commit().await.during("committing a projection batch")?;
         Ok(())
     }

@@ -469,8 +469,9 @@ impl ProjectionStore for SqliteStore {
         validate_documents(keys.len())?;
         let keys_json = serde_json::to_string(keys).unwrap_or_else(|_| String::from("[]"));
         let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT doc_key, body FROM projection_documents \
-             WHERE projection = ?1 AND generation = ?2 AND doc_key IN (SELECT value FROM json_each(?3))",
+            // CROSS JOIN keeps the keys as the outer loop: one index probe per key.
+            "SELECT d.doc_key, d.body FROM json_each(?3) AS k CROSS JOIN projection_documents AS d \
+             WHERE d.projection = ?1 AND d.generation = ?2 AND d.doc_key = k.value",
         )
         .bind(projection)
         .bind(generation)
