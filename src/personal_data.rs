@@ -8,8 +8,9 @@
 //! The audit chain reads the log as stored ([`EventStore::read_all_stored`] passes through
 //! untouched), so neither sealing nor erasure changes a sealed or exported record.
 //!
-//! Keys are cached for [`KEY_CACHE_TTL`]: an erasure made by this process takes effect at once, one
-//! made by another process sharing the database (the `erase` command) within those seconds.
+//! Keys are cached. An erasure made by this process takes effect at once; one made by another
+//! process sharing the database (the `erase` command) within [`ERASURE_CHECK_INTERVAL`]: that often,
+//! at most, a process counts the erased keys and forgets every cached key when the count moved.
 
 use crate::crypto::personal::{self, DataKey, PersonalKind, Sealed};
 use crate::crypto::KeyMaterial;
@@ -90,49 +91,59 @@ fn field_mut<'a>(payload: &'a mut Value, path: &[&str]) -> Option<&'a mut Value>
         .try_fold(payload, |value, name| value.get_mut(*name))
 }
 
-/// How long a key (or a key's erasure) is believed without asking the database again.
-pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How often, at most, a process asks whether any key was erased since it last looked.
+pub const ERASURE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Most keys cached; the cache starts over when full.
 const KEY_CACHE_MAX: usize = 10_000;
 
-/// Keys already fetched: by key id (`None` once erased) and each person's live key.
+/// Keys already fetched: by key id (`None` once erased) and each person's live key; and the count
+/// of erased keys they were fetched under.
 #[derive(Default)]
 struct KeyCache {
-    by_id: HashMap<String, (Option<Arc<DataKey>>, Instant)>,
-    live: HashMap<String, (String, Arc<DataKey>, Instant)>,
+    by_id: HashMap<String, Option<Arc<DataKey>>>,
+    live: HashMap<String, (String, Arc<DataKey>)>,
+    erased_seen: Option<i64>,
+    checked_at: Option<Instant>,
 }
 
 impl KeyCache {
     fn key(&self, key_id: &str) -> Option<Option<Arc<DataKey>>> {
-        self.by_id
-            .get(key_id)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(key, _)| key.clone())
+        self.by_id.get(key_id).cloned()
     }
 
     fn live(&self, person_id: &str) -> Option<(String, Arc<DataKey>)> {
-        self.live
-            .get(person_id)
-            .filter(|(_, _, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(key_id, key, _)| (key_id.clone(), key.clone()))
+        self.live.get(person_id).cloned()
     }
 
     fn remember(&mut self, key_id: &str, key: Option<Arc<DataKey>>) {
         if self.by_id.len() >= KEY_CACHE_MAX {
             self.by_id.clear();
         }
-        self.by_id.insert(key_id.to_owned(), (key, Instant::now()));
+        self.by_id.insert(key_id.to_owned(), key);
     }
 
     fn remember_live(&mut self, person_id: &str, key_id: &str, key: Arc<DataKey>) {
         if self.live.len() >= KEY_CACHE_MAX {
             self.live.clear();
         }
-        self.remember(key_id, Some(key.clone()));
-        self.live.insert(
-            person_id.to_owned(),
-            (key_id.to_owned(), key, Instant::now()),
-        );
+        self.remember(key_id, Some(Arc::clone(&key)));
+        self.live
+            .insert(person_id.to_owned(), (key_id.to_owned(), key));
+    }
+
+    fn check_due(&self) -> bool {
+        self.checked_at
+            .is_none_or(|at| at.elapsed() >= ERASURE_CHECK_INTERVAL)
+    }
+
+    /// Takes the latest count of erased keys: forgets every key if it moved.
+    fn checked(&mut self, erased: i64) {
+        if self.erased_seen != Some(erased) {
+            self.by_id.clear();
+            self.live.clear();
+            self.erased_seen = Some(erased);
+        }
+        self.checked_at = Some(Instant::now());
     }
 }
 
@@ -166,6 +177,15 @@ impl PersonalDataStore {
         self.cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets every cached key if another process erased one since the last check.
+    async fn notice_erasures(&self) -> Result<(), StoreError> {
+        if self.cache().check_due() {
+            let erased = self.inner.erased_person_keys().await?;
+            self.cache().checked(erased);
+        }
+        Ok(())
     }
 
     fn unwrap_key(&self, key_id: &str, wrapped: &[u8]) -> Result<Arc<DataKey>, StoreError> {
@@ -267,6 +287,7 @@ impl PersonalDataStore {
 
     /// Seals every personal field of the batch's events in place.
     async fn seal(&self, batch: &mut AppendBatch) -> Result<(), StoreError> {
+        self.notice_erasures().await?;
         for append in &mut batch.appends {
             for index in 0..append.events.len() {
                 let fields: Vec<_> = fields_of(&append.events[index].event_type).collect();
@@ -297,6 +318,7 @@ impl PersonalDataStore {
 
     /// Opens every personal field of `events` in place; erased ones read as placeholders.
     async fn open(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.notice_erasures().await?;
         for event in &mut events {
             for field in fields_of(&event.event_type) {
                 let Some(value) = field_mut(&mut event.payload, field.path) else {
@@ -481,6 +503,10 @@ impl PersonKeyStore for PersonalDataStore {
 
     async fn person_key(&self, key_id: &str) -> Result<Option<PersonKey>, StoreError> {
         self.inner.person_key(key_id).await
+    }
+
+    async fn erased_person_keys(&self) -> Result<i64, StoreError> {
+        self.inner.erased_person_keys().await
     }
 
     /// Destroys the keys and forgets them here at once.

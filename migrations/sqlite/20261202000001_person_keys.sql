@@ -12,3 +12,5 @@ CREATE TABLE person_keys (
     CHECK ((wrapped_key IS NULL) = (erased_at IS NOT NULL))
 );
 CREATE UNIQUE INDEX person_keys_live ON person_keys (person_id) WHERE erased_at IS NULL;
+-- Every process counts erased keys once a second to notice erasures made by others.
+CREATE INDEX person_keys_erased ON person_keys (erased_at) WHERE erased_at IS NOT NULL;

@@ -481,6 +481,9 @@ pub trait PersonKeyStore: Send + Sync {
 
     /// Destroys every live key of a person; the ids of the keys destroyed.
     async fn erase_person_keys(&self, person_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// How many keys have been erased, by any process: a change means cached keys may be stale.
+    async fn erased_person_keys(&self) -> Result<i64, StoreError>;
 }
 
 /// The whole store a service needs.

@@ -718,6 +718,13 @@ impl PersonKeyStore for SqliteStore {
         .await
         .during("erasing person keys")
     }
+
+    async fn erased_person_keys(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM person_keys WHERE erased_at IS NOT NULL")
+            .fetch_one(&self.readers)
+            .await
+            .during("counting erased person keys")
+    }
 }
 
 impl Store for SqliteStore {

@@ -12,7 +12,7 @@ use crate::on_both_stores;
 use crate::staff::caught_up;
 use aggregates::log::Position;
 use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
-use pulse_account::personal_data::KEY_CACHE_TTL;
+use pulse_account::personal_data::ERASURE_CHECK_INTERVAL;
 use serde_json::json;
 
 on_both_stores!(
@@ -161,7 +161,7 @@ async fn erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies(ba
         );
     }
 
-    let deadline = std::time::Instant::now() + KEY_CACHE_TTL * 3;
+    let deadline = std::time::Instant::now() + ERASURE_CHECK_INTERVAL * 10;
     let entitlements = loop {
         let (status, entitlements) = get_with_token(&app, "/v1/entitlements", &token).await;
         assert_eq!(status, 200, "{entitlements}");
@@ -173,7 +173,7 @@ async fn erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies(ba
     let shown = entitlements["licensed_email"].as_str().unwrap();
     assert!(
         shown.starts_with("erased-") && shown.ends_with("@erased.invalid"),
-        "the running service shows the email as erased once its key cache expires: {shown}"
+        "the running service notices the erasure within a second: {shown}"
     );
     assert_eq!(entitlements["valid"], true, "erasure does not revoke");
     let (_, licenses) = app
