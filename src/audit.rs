@@ -294,27 +294,32 @@ pub async fn export_to(
     let mut encoder = Encoder::new(format)?;
     let mut chain = String::from(GENESIS_CHAIN);
     let (mut cursor, mut count) = (after, 0_u64);
-    loop {
-        let page = store.read_all_stored(cursor, READ_PAGE_MAX).await?;
-        if page.is_empty() {
-            break;
-        }
-        let mut past_the_range = false;
-        for event in page {
-            if to.is_some_and(|to| event.global_position > to) {
-                past_the_range = true;
-                break;
+    let mut page = store.read_all_stored(cursor, READ_PAGE_MAX).await?;
+    while let Some(last) = page.last().map(|event| event.global_position) {
+        let range_ends_here = to.is_some_and(|to| last >= to);
+        // The next page is read while this one is encoded and written.
+        let encode_and_write = async {
+            for event in &page {
+                if to.is_some_and(|to| event.global_position > to) {
+                    break;
+                }
+                let record = serde_json::to_value(event).map_err(std::io::Error::other)?;
+                chain = chained(&chain, &record);
+                encoder.record(&record, &chain)?;
+                cursor = event.global_position;
+                count += 1;
             }
-            let record = serde_json::to_value(&event).map_err(std::io::Error::other)?;
-            chain = chained(&chain, &record);
-            encoder.record(&record, &chain)?;
-            cursor = event.global_position;
-            count += 1;
-        }
-        output.write_page(encoder.take()?, cursor).await?;
-        if past_the_range {
+            output.write_page(encoder.take()?, cursor).await?;
+            Ok::<(), ExportError>(())
+        };
+        if range_ends_here {
+            encode_and_write.await?;
             break;
         }
+        let (next, written) =
+            tokio::join!(store.read_all_stored(last, READ_PAGE_MAX), encode_and_write);
+        written?;
+        page = next?;
     }
     let manifest = Manifest {
         format: String::from(EXPORT_FORMAT),

@@ -10,7 +10,7 @@
 use super::{keys_that_fit, ProjectionFold};
 use crate::metrics::Metrics;
 use crate::store::{GenerationStatus, Leadership, Store, StoreError, READ_PAGE_MAX};
-use aggregates::log::Position;
+use aggregates::log::{Position, RecordedEvent};
 use projections::FoldError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,7 +134,18 @@ impl Runner {
         if events.is_empty() {
             return Ok(Step::Idle);
         }
-        let (fitting, keys) = keys_that_fit(self.fold.as_ref(), &events)?;
+        self.apply(generation, checkpoint, &events).await
+    }
+
+    /// Folds as many of `events` (read after `checkpoint`) as one batch holds, and commits them with
+    /// the new checkpoint.
+    async fn apply(
+        &self,
+        generation: i64,
+        checkpoint: Position,
+        events: &[RecordedEvent],
+    ) -> Result<Step, RunnerError> {
+        let (fitting, keys) = keys_that_fit(self.fold.as_ref(), events)?;
         let events = &events[..fitting];
         let loaded = self
             .store
@@ -251,7 +262,8 @@ impl Runner {
     }
 
     /// Folds the whole log into a fresh generation, then makes it the active one. `progress` is
-    /// called after each batch with the checkpoint reached and the head seen at the start.
+    /// called after each batch with the checkpoint reached and the head seen at the start. The next
+    /// page of the log is read while a batch is folded and committed.
     pub async fn rebuild(
         &self,
         progress: &mut (dyn FnMut(Position, Position) + Send),
@@ -264,10 +276,26 @@ impl Runner {
         let head = self.store.head_position().await?;
         let mut checkpoint = Position::START;
         let mut events = 0_u64;
-        while let Step::Advanced { to, events: folded } = self.step(generation, checkpoint).await? {
+        let mut page = self
+            .store
+            .read_all(checkpoint, self.config.batch_len)
+            .await?;
+        while let Some(last) = page.last().map(|event| event.global_position) {
+            let (next, applied) = tokio::join!(
+                self.store.read_all(last, self.config.batch_len),
+                self.apply(generation, checkpoint, &page)
+            );
+            let Step::Advanced { to, events: folded } = applied? else {
+                break;
+            };
             events += folded as u64;
             checkpoint = to;
             progress(checkpoint, head);
+            page = if to == last {
+                next?
+            } else {
+                self.store.read_all(to, self.config.batch_len).await?
+            };
         }
         self.store
             .activate_generation(self.name(), generation)

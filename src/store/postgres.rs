@@ -193,6 +193,31 @@ impl Drop for AppendConnection {
     }
 }
 
+/// The version of each stream of the batch, in the batch's order, in one statement.
+async fn current_versions(
+    connection: &mut PgConnection,
+    batch: &AppendBatch,
+) -> Result<Vec<StreamVersion>, StoreError> {
+    let types: Vec<&str> = batch
+        .appends
+        .iter()
+        .map(|a| a.stream.stream_type())
+        .collect();
+    let ids: Vec<&str> = batch.appends.iter().map(|a| a.stream.stream_id()).collect();
+    let versions: Vec<i64> = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT MAX(e.stream_version) FROM events e \
+             WHERE e.stream_type = s.stream_type AND e.stream_id = s.stream_id), 0) \
+         FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS s(stream_type, stream_id, ordinality) \
+         ORDER BY s.ordinality",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(connection)
+    .await
+    .during("reading the streams' versions")?;
+    Ok(versions.into_iter().map(StreamVersion).collect())
+}
+
 async fn current_version(
     connection: &mut PgConnection,
     stream: &StreamName,
@@ -283,8 +308,8 @@ async fn append_in_transaction(
         .execute(&mut *connection)
         .await
         .during("beginning an append")?;
-    for append in &batch.appends {
-        let current = current_version(connection, &append.stream).await?;
+    let versions = current_versions(connection, batch).await?;
+    for (append, current) in batch.appends.iter().zip(versions) {
         if current != append.expected_version {
             return Ok(Attempt::WrongVersion(append.stream.clone(), current));
         }
