@@ -1,12 +1,16 @@
-//! Read path, on each store: `GET /v1/entitlements` of an activated installation over HTTP on
-//! loopback (token lookup, license stream load, entitlement payload) against `GET /healthz` of the
-//! same server, each driven by 16 concurrent clients for a fixed time.
+//! Read path, on each store: `GET /v1/entitlements` of an installation over HTTP on loopback (token
+//! lookup, license stream load, entitlement payload) against `GET /healthz` of the same server,
+//! each driven by 16 concurrent clients for a fixed time. The installation has refreshed its grant
+//! daily for a quarter, as a real one would have, so its license stream holds a realistic history.
 
 use crate::support::{Backend, BenchDatabase, Measured, Row};
 use aggregates::catalog::{BillingCycle, Catalog};
+use aggregates::decider::Decider;
 use aggregates::ids::Email;
-use aggregates::license::LicenseOrigin;
+use aggregates::license::{License, LicenseOrigin};
 use aggregates::log::EventMetadata;
+use aggregates::log::StreamName;
+use pulse_account::command::load;
 use pulse_account::licensing::{ActivateRequest, Licensing, NewLicense};
 use pulse_account::projection::runner::RunnerConfig;
 use pulse_account::startup::{Application, Settings};
@@ -14,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Concurrent clients.
 const CLIENTS: usize = 16;
+/// Grant refreshes before the measurement: a quarter of daily refreshes.
+const GRANT_REFRESHES: usize = 90;
 
 pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> Vec<Row> {
     let db = BenchDatabase::create(admin, "read_path", backend).await;
@@ -34,21 +40,21 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
     .await
     .expect("the service builds");
     let base = format!("http://{}", application.local_addr());
-    let token = activated_installation(application.state()).await;
+    let (token, license_events) = activated_installation(application.state()).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(application.run_until_stopped(async move {
         let _ = stopped.await;
     }));
 
     let client = reqwest::Client::new();
-    let entitlements = load(
+    let entitlements = drive(
         &client,
         &format!("{base}/v1/entitlements"),
         Some(&token),
         sizes.read_duration,
     )
     .await;
-    let health = load(
+    let health = drive(
         &client,
         &format!("{base}/healthz"),
         None,
@@ -64,8 +70,9 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
     db.drop_database().await;
     vec![Row::throughput(
         &format!(
-            "{} read path: GET /v1/entitlements vs GET /healthz, {CLIENTS} clients",
-            backend.label()
+            "{} read path: GET /v1/entitlements (license of {} events) vs GET /healthz, {CLIENTS} clients",
+            backend.label(),
+            license_events,
         ),
         "req",
         entitlements,
@@ -74,8 +81,10 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
     )]
 }
 
-/// Issues a Pro license and activates one installation; returns its token.
-async fn activated_installation(state: &pulse_account::http::AppState) -> String {
+/// Issues a Pro license, activates one installation and refreshes its grant [`GRANT_REFRESHES`]
+/// times, all through the service's flows; returns the installation's token and how many events
+/// its license stream holds.
+async fn activated_installation(state: &pulse_account::http::AppState) -> (String, i64) {
     let catalog = Catalog::v1();
     let licensing = Licensing {
         store: state.store.as_ref(),
@@ -119,11 +128,22 @@ async fn activated_installation(state: &pulse_account::http::AppState) -> String
         )
         .await
         .expect("an activation");
-    activation.installation_token.expose().to_owned()
+    let token = activation.installation_token.expose().to_owned();
+    for _ in 0..GRANT_REFRESHES {
+        licensing
+            .refresh_grant(&token, None, metadata())
+            .await
+            .expect("a grant refresh");
+    }
+    let stream = StreamName::parse(License::STREAM_TYPE, issued.license_id.as_str()).unwrap();
+    let (_, version) = load::<License>(state.store.as_ref(), &stream)
+        .await
+        .expect("the license loads");
+    (token, version.0)
 }
 
 /// `CLIENTS` clients GET `url` back to back for `duration`; every answer must be 200.
-async fn load(
+async fn drive(
     client: &reqwest::Client,
     url: &str,
     token: Option<&str>,
