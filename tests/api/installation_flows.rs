@@ -147,7 +147,12 @@ async fn retried_redemptions_under_an_idempotency_key_answer_what_the_first_did(
 }
 
 async fn activate(app: &TestApp, key: &str) -> String {
-    let body = json!({ "activation_key": key, "instance_name": "lab", "instance_fingerprint": "fp-1", "client_version": "6.0.1" });
+    activate_as(app, key, "lab").await
+}
+
+/// Activates an installation named `instance_name` with `key`; returns its token.
+pub(crate) async fn activate_as(app: &TestApp, key: &str, instance_name: &str) -> String {
+    let body = json!({ "activation_key": key, "instance_name": instance_name, "instance_fingerprint": "fp-1", "client_version": "6.0.1" });
     let (status, activated, _) = app.post("/v1/activate", &body, &[]).await;
     assert_eq!(status, 200, "{activated}");
     activated["installation"]["installation_token"]

@@ -7,13 +7,12 @@
 use crate::cli::run;
 use crate::helpers::{Backend, TestApp};
 use crate::hosted::bought_msp;
-use crate::installation_flows::{bought, get_with_token};
+use crate::installation_flows::{activate_as, bought, get_with_token};
 use crate::on_both_stores;
 use crate::staff::caught_up;
 use aggregates::log::Position;
 use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
 use pulse_account::personal_data::ERASURE_CHECK_INTERVAL;
-use serde_json::json;
 
 on_both_stores!(
     personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear,
@@ -27,13 +26,7 @@ const INSTANCE: &str = "zephyr-rack-7";
 /// Buys Pro as `EMAIL`, activates an installation named `INSTANCE`; returns its token.
 async fn bought_and_activated(app: &TestApp) -> String {
     let (_, result) = bought(app).await;
-    let body = json!({ "activation_key": result["activation_key"], "instance_name": INSTANCE, "instance_fingerprint": "fp-1", "client_version": "6.0.1" });
-    let (status, activated, _) = app.post("/v1/activate", &body, &[]).await;
-    assert_eq!(status, 200, "{activated}");
-    activated["installation"]["installation_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    activate_as(app, result["activation_key"].as_str().unwrap(), INSTANCE).await
 }
 
 async fn personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear(backend: Backend) {
