@@ -385,6 +385,10 @@ impl EventStore for PersonalDataStore {
         self.inner.head_position().await
     }
 
+    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError> {
+        self.inner.stream_head(stream).await
+    }
+
     fn subscribe_appends(&self) -> watch::Receiver<Position> {
         self.inner.subscribe_appends()
     }
@@ -454,12 +458,12 @@ impl ProjectionStore for PersonalDataStore {
             .await
     }
 
-    async fn read_document(
+    async fn read_document_at(
         &self,
         projection: &str,
         key: &str,
-    ) -> Result<Option<Value>, StoreError> {
-        self.inner.read_document(projection, key).await
+    ) -> Result<Option<(Value, Position)>, StoreError> {
+        self.inner.read_document_at(projection, key).await
     }
 
     async fn list_documents(

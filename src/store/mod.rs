@@ -276,6 +276,10 @@ pub trait EventStore: Send + Sync {
     /// The position of the newest event a reader may see (0 for an empty log).
     async fn head_position(&self) -> Result<Position, StoreError>;
 
+    /// The position of a stream's newest committed event (0 for an empty stream): one index probe,
+    /// to tell whether a read model has folded the whole stream.
+    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError>;
+
     /// A receiver that changes whenever this process appends, or (PostgreSQL) hears another process
     /// append. Wake-ups are hints; readers also poll.
     fn subscribe_appends(&self) -> watch::Receiver<Position>;
@@ -402,7 +406,20 @@ pub trait ProjectionStore: Send + Sync {
         &self,
         projection: &str,
         key: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError>;
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .read_document_at(projection, key)
+            .await?
+            .map(|(body, _)| body))
+    }
+
+    /// Reads one document of the active generation, with the position of the last event folded
+    /// into it.
+    async fn read_document_at(
+        &self,
+        projection: &str,
+        key: &str,
+    ) -> Result<Option<(serde_json::Value, Position)>, StoreError>;
 
     /// A page of the active generation's documents in key order, starting after the key `after`
     /// (from the first when `None`): at most `limit` (≤ [`READ_PAGE_MAX`]) key–document pairs.

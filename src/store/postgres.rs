@@ -491,6 +491,19 @@ impl EventStore for PostgresStore {
         Ok(events)
     }
 
+    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(
+            "SELECT global_position FROM events WHERE stream_type = $1 AND stream_id = $2 \
+             ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(stream.stream_type())
+        .bind(stream.stream_id())
+        .fetch_optional(&self.pool)
+        .await
+        .during("reading a stream's head")?;
+        Ok(Position(head.unwrap_or(0)))
+    }
+
     async fn head_position(&self) -> Result<Position, StoreError> {
         let head: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT MAX(global_position) FROM events WHERE transaction_id < {VISIBLE_GUARD}"
@@ -786,13 +799,13 @@ impl ProjectionStore for PostgresStore {
         Ok(())
     }
 
-    async fn read_document(
+    async fn read_document_at(
         &self,
         projection: &str,
         key: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT d.body FROM projection_documents d \
+    ) -> Result<Option<(serde_json::Value, Position)>, StoreError> {
+        let row: Option<(serde_json::Value, i64)> = sqlx::query_as(
+            "SELECT d.body, d.last_position FROM projection_documents d \
              JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
              WHERE g.projection = $1 AND g.status = 'active' AND d.doc_key = $2",
         )
@@ -800,7 +813,8 @@ impl ProjectionStore for PostgresStore {
         .bind(key)
         .fetch_optional(&self.pool)
         .await
-        .during("reading a projection document")
+        .during("reading a projection document")?;
+        Ok(row.map(|(body, position)| (body, Position(position))))
     }
 
     async fn list_documents(

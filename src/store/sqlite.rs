@@ -284,6 +284,19 @@ impl EventStore for SqliteStore {
         Ok(events)
     }
 
+    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar(
+            "SELECT global_position FROM events WHERE stream_type = ?1 AND stream_id = ?2 \
+             ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(stream.stream_type())
+        .bind(stream.stream_id())
+        .fetch_optional(&self.readers)
+        .await
+        .during("reading a stream's head")?;
+        Ok(Position(head.unwrap_or(0)))
+    }
+
     async fn head_position(&self) -> Result<Position, StoreError> {
         let head: Option<i64> = sqlx::query_scalar("SELECT MAX(global_position) FROM events")
             .fetch_one(&self.readers)
@@ -551,13 +564,13 @@ impl ProjectionStore for SqliteStore {
         Ok(())
     }
 
-    async fn read_document(
+    async fn read_document_at(
         &self,
         projection: &str,
         key: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        let body: Option<String> = sqlx::query_scalar(
-            "SELECT d.body FROM projection_documents d \
+    ) -> Result<Option<(serde_json::Value, Position)>, StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT d.body, d.last_position FROM projection_documents d \
              JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
              WHERE g.projection = ?1 AND g.status = 'active' AND d.doc_key = ?2",
         )
@@ -566,9 +579,10 @@ impl ProjectionStore for SqliteStore {
         .fetch_optional(&self.readers)
         .await
         .during("reading a projection document")?;
-        body.map(|body| {
-            serde_json::from_str(&body)
-                .map_err(|e| StoreError::Invariant(format!("unreadable document {key:?}: {e}")))
+        row.map(|(body, position)| {
+            let body = serde_json::from_str(&body)
+                .map_err(|e| StoreError::Invariant(format!("unreadable document {key:?}: {e}")))?;
+            Ok((body, Position(position)))
         })
         .transpose()
     }

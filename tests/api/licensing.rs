@@ -1,7 +1,7 @@
 //! Self-hosted licensing over HTTP (`DOMAIN.md` §5.2, §5.3): activation, installations, grants that
 //! verify against the JWKS alone, refresh and status, revocation, idempotent retries, bad input.
 
-use crate::helpers::{metadata, Backend, TestApp};
+use crate::helpers::{metadata, Backend, TestApp, TestDatabase};
 use aggregates::catalog::{BillingCycle, Catalog};
 use aggregates::decider::Context;
 use aggregates::ids::Email;
@@ -9,8 +9,13 @@ use aggregates::license::{GrantClaims, License, LicenseCommand, LicenseOrigin, R
 use jsonwebtoken::{Algorithm, Validation};
 use pulse_account::command::{handle, Command};
 use pulse_account::crypto::signing::verify_with_jwks;
-use pulse_account::licensing::{Licensing, NewLicense};
+use pulse_account::crypto::{KeyConfig, KeyMaterial};
+use pulse_account::licensing::{ActivateRequest, Licensing, NewLicense};
+use pulse_account::metrics::Metrics;
+use pulse_account::projection::registry;
+use pulse_account::projection::runner::{Runner, RunnerConfig};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 crate::on_both_stores!(
     an_activation_answers_with_the_license_the_installation_and_a_grant_that_verifies_against_the_jwks,
@@ -18,6 +23,7 @@ crate::on_both_stores!(
     refresh_and_status_follow_the_license_and_revocation_answers_license_revoked,
     a_retried_activation_answers_the_same_and_a_reused_key_is_refused,
     bad_input_gets_a_clear_error_and_changes_nothing,
+    entitlements_come_from_the_read_model_only_while_it_has_folded_the_whole_license,
 );
 
 async fn issue(app: &TestApp, plan: &str) -> (String, String) {
@@ -327,4 +333,98 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
     );
     assert_eq!(app.db.max_position().await, head, "nothing was written");
     app.stop().await;
+}
+
+async fn entitlements_come_from_the_read_model_only_while_it_has_folded_the_whole_license(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let directory = tempfile::tempdir().unwrap();
+    let keys = KeyMaterial::load(&KeyConfig::default(), directory.path()).unwrap();
+    let catalog = Catalog::v1();
+    let licensing = Licensing {
+        store: store.as_ref(),
+        keys: &keys,
+        catalog: &catalog,
+    };
+    let new_license = NewLicense {
+        owner_email: Email::parse("owner@example.com").unwrap(),
+        plan_version: String::from("pro"),
+        billing_cycle: Some(BillingCycle::Monthly),
+        current_period_end: Some(chrono::Utc::now() + chrono::Duration::days(30)),
+        origin: LicenseOrigin::Checkout {
+            session_id: String::from("cs_test_1"),
+        },
+        stripe_price_id: None,
+    };
+    let issued = licensing
+        .issue(new_license, metadata(), None)
+        .await
+        .unwrap();
+    let request = ActivateRequest {
+        activation_key: issued.activation_key.expose().to_owned(),
+        instance_name: String::from("pulse-lab"),
+        instance_fingerprint: String::from("fp-1"),
+        client_version: String::from("6.0.1"),
+    };
+    let activation = licensing
+        .activate(&request, None, metadata())
+        .await
+        .unwrap();
+    let token = activation.installation_token.expose();
+    let plan = || async {
+        let (_, _, entitlements) = licensing
+            .entitlements(token, chrono::Utc::now())
+            .await
+            .unwrap();
+        entitlements.plan_version
+    };
+    assert_eq!(
+        plan().await,
+        "pro",
+        "with no read model, the stream answers"
+    );
+
+    let licenses = registry()
+        .into_iter()
+        .find(|fold| fold.name() == "licenses")
+        .unwrap();
+    Runner::new(
+        Arc::clone(&store),
+        licenses,
+        RunnerConfig::rebuild(),
+        Arc::new(Metrics::default()),
+    )
+    .unwrap()
+    .rebuild(&mut |_, _| {})
+    .await
+    .unwrap();
+    db.execute(match backend {
+        Backend::Sqlite => {
+            "UPDATE projection_documents SET body = json_set(body, '$.plan_version', 'relay') \
+             WHERE projection = 'licenses'"
+        }
+        Backend::Postgres => {
+            "UPDATE projection_documents SET body = jsonb_set(body, '{plan_version}', '\"relay\"') \
+             WHERE projection = 'licenses'"
+        }
+    })
+    .await;
+    assert_eq!(
+        plan().await,
+        "relay",
+        "a read model that has folded the whole stream answers (marked here to tell)"
+    );
+
+    licensing
+        .refresh_grant(token, None, metadata())
+        .await
+        .unwrap();
+    assert_eq!(
+        plan().await,
+        "pro",
+        "once the stream moves past the read model, the stream answers again"
+    );
+    db.cleanup().await;
 }

@@ -113,6 +113,17 @@ async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_hea
         .unwrap();
     assert_eq!(summary["version"], json!(4));
     assert_eq!(summary["last_event_type"], json!("touched"));
+    let license = aggregates::log::StreamName::parse("license", "lic_0000000001").unwrap();
+    let (_, folded_up_to) = store
+        .read_document_at("stream_index", "license/lic_0000000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        folded_up_to,
+        store.stream_head(&license).await.unwrap(),
+        "a document says which event it folded last: here its stream's newest"
+    );
     let documents = db.active_documents("stream_index").await;
     assert_eq!(documents, folded(&all_events(&store).await));
 
