@@ -12,7 +12,8 @@ use crate::on_both_stores;
 use crate::staff::caught_up;
 use aggregates::log::Position;
 use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
-use pulse_account::personal_data::ERASURE_CHECK_INTERVAL;
+use pulse_account::personal_data::{ERASURE_CHECK_INTERVAL, PERSONAL_FIELDS};
+use serde_json::Value;
 
 on_both_stores!(
     personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear,
@@ -242,4 +243,70 @@ async fn erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies(ba
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 key(s) destroyed"));
     app.stop().await;
+}
+
+/// Every email and instance name in the recorded histories of `replay-fixtures/` sits in a field
+/// `PERSONAL_FIELDS` names, and every named field of those events is where the registry says: a
+/// field added or renamed without the registry would reach the log in the clear.
+#[test]
+fn every_personal_field_of_the_recorded_histories_is_registered() {
+    fn walk(value: &Value, path: &mut Vec<String>, found: &mut Vec<Vec<String>>) {
+        match value {
+            Value::Object(fields) => {
+                for (name, field) in fields {
+                    path.push(name.clone());
+                    walk(field, path, found);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, path, found)),
+            Value::String(text)
+                if text.contains('@') || path.last().is_some_and(|n| n == "instance_name") =>
+            {
+                found.push(path.clone())
+            }
+            _ => {}
+        }
+    }
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("replay-fixtures");
+    let mut registered_seen = std::collections::BTreeSet::new();
+    for fixture in std::fs::read_dir(&fixtures).unwrap() {
+        let events = std::fs::read_to_string(fixture.unwrap().path().join("events.jsonl")).unwrap();
+        for line in events.lines() {
+            let event: Value = serde_json::from_str(line).unwrap();
+            let event_type = event["event_type"].as_str().unwrap();
+            let mut found = Vec::new();
+            walk(&event["payload"], &mut Vec::new(), &mut found);
+            for path in found {
+                let registered = PERSONAL_FIELDS
+                    .iter()
+                    .any(|field| field.event_type == event_type && field.path == path);
+                assert!(
+                    registered,
+                    "{event_type}.{} holds personal data",
+                    path.join(".")
+                );
+            }
+            for field in PERSONAL_FIELDS
+                .iter()
+                .filter(|f| f.event_type == event_type)
+            {
+                let at = field
+                    .path
+                    .iter()
+                    .try_fold(&event["payload"], |v, n| v.get(*n));
+                assert!(
+                    at.is_some_and(Value::is_string),
+                    "{event_type}.{} is not where the registry says",
+                    field.path.join(".")
+                );
+                registered_seen.insert((field.event_type, field.path));
+            }
+        }
+    }
+    assert_eq!(
+        registered_seen.len(),
+        PERSONAL_FIELDS.len(),
+        "every registered field appears in some recorded history"
+    );
 }
