@@ -18,7 +18,6 @@ use crate::store::{
     AppendBatch, BatchOutcome, DocumentWrite, EventStore, GenerationState, Idempotency, Leadership,
     PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Store, StoreError, StreamAppend,
 };
-use aggregates::ids::Email;
 use aggregates::log::{Position, RecordedEvent, StreamName, StreamVersion};
 use async_trait::async_trait;
 use serde_json::Value;
@@ -166,11 +165,7 @@ impl PersonalDataStore {
 
     /// The person an email belongs to.
     pub fn person_id(&self, email: &str) -> String {
-        let normalized = Email::parse(email).map_or_else(
-            |_| email.trim().to_lowercase(),
-            |email| email.as_str().to_owned(),
-        );
-        personal::person_id(&self.keys.hasher, &normalized)
+        personal::person_id(&self.keys.hasher, email)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {

@@ -16,7 +16,7 @@ use crate::store::{AppendRequest, Store};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{encode, Context, Decider};
 use aggregates::error::DomainError;
-use aggregates::ids::{Email, StaffTokenId};
+use aggregates::ids::StaffTokenId;
 use aggregates::log::{EventMetadata, StreamVersion};
 use aggregates::staff::{
     staff_access, StaffRole, StaffToken, StaffTokenCommand, STAFF_ACCESS_STREAM_TYPE,
@@ -159,10 +159,7 @@ fn pseudonymous_path(hasher: &SecretHasher, path_and_query: &str) -> String {
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some(("email", value)) => {
-                let email = percent_decoded(value);
-                let normalized = Email::parse(&email)
-                    .map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_owned());
-                format!("email={}", person_id(hasher, &normalized))
+                format!("email={}", person_id(hasher, &percent_decoded(value)))
             }
             _ => pair.to_owned(),
         })

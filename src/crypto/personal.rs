@@ -9,6 +9,7 @@
 use super::secrets::SecretHasher;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, Key, KeyInit, Nonce};
+use aggregates::ids::Email;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
@@ -205,11 +206,16 @@ pub fn new_key_id() -> String {
     format!("pk_{}", hex::encode(id))
 }
 
-/// The person an email belongs to: `per_` and 32 hex digits of its keyed hash, so the same email
-/// always names the same person and the id reveals nothing without the server key.
-pub fn person_id(hasher: &SecretHasher, normalized_email: &str) -> String {
+/// The person an email belongs to: `per_` and 32 hex digits of the keyed hash of the email as
+/// `Email` normalises it (trimmed, lower-case; any other text trimmed and lower-cased alike), so
+/// every spelling of one address names one person and the id reveals nothing without the server key.
+pub fn person_id(hasher: &SecretHasher, email: &str) -> String {
+    let normalized = Email::parse(email).map_or_else(
+        |_| email.trim().to_lowercase(),
+        |email| email.as_str().to_owned(),
+    );
     hasher
-        .derive_hex("per_", normalized_email, 32)
+        .derive_hex("per_", &normalized, 32)
         .expose()
         .to_owned()
 }
@@ -274,7 +280,7 @@ mod tests {
     #[test]
     fn erased_emails_are_still_well_formed_addresses() {
         let erased = PersonalKind::Email.erased("pk_0123456789abcdef");
-        assert!(aggregates::ids::Email::parse(&erased).is_ok(), "{erased}");
+        assert!(Email::parse(&erased).is_ok(), "{erased}");
         assert_eq!(PersonalKind::Text.erased("pk_1"), ERASED_TEXT);
     }
 
@@ -284,6 +290,11 @@ mod tests {
         let a = person_id(&hasher, "a@example.com");
         assert_eq!(a, person_id(&hasher, "a@example.com"));
         assert_ne!(a, person_id(&hasher, "b@example.com"));
+        assert_eq!(
+            a,
+            person_id(&hasher, " A@Example.COM "),
+            "one person per address"
+        );
         assert!(a.starts_with("per_") && a.len() == 36, "{a}");
     }
 }

@@ -134,17 +134,18 @@ impl Runner {
         if events.is_empty() {
             return Ok(Step::Idle);
         }
-        self.apply(generation, checkpoint, &events).await
+        let (to, folded) = self.apply(generation, checkpoint, &events).await?;
+        Ok(Step::Advanced { to, events: folded })
     }
 
     /// Folds as many of `events` (read after `checkpoint`) as one batch holds, and commits them with
-    /// the new checkpoint.
+    /// the new checkpoint; returns that checkpoint and how many events it folded.
     async fn apply(
         &self,
         generation: i64,
         checkpoint: Position,
         events: &[RecordedEvent],
-    ) -> Result<Step, RunnerError> {
+    ) -> Result<(Position, usize), RunnerError> {
         let (fitting, keys) = keys_that_fit(self.fold.as_ref(), events)?;
         let events = &events[..fitting];
         let loaded = self
@@ -157,10 +158,7 @@ impl Runner {
             .commit_batch(self.name(), generation, checkpoint, to, &writes)
             .await?;
         self.metrics.record_batch(self.name(), events.len());
-        Ok(Step::Advanced {
-            to,
-            events: events.len(),
-        })
+        Ok((to, events.len()))
     }
 
     /// Keeps the active generation up to date until `shutdown` turns true.
@@ -285,9 +283,7 @@ impl Runner {
                 self.store.read_all(last, self.config.batch_len),
                 self.apply(generation, checkpoint, &page)
             );
-            let Step::Advanced { to, events: folded } = applied? else {
-                break;
-            };
+            let (to, folded) = applied?;
             events += folded as u64;
             checkpoint = to;
             progress(checkpoint, head);
