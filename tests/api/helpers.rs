@@ -7,7 +7,7 @@
 //! script (`scripts/test`) decides up front whether to run them, and says so.
 
 use aggregates::decider::EncodedEvent;
-use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::log::{EventMetadata, Position, StreamName, StreamVersion};
 use chrono::{TimeZone, Utc};
 use pulse_account::store::upcast::Upcasters;
 use pulse_account::store::{self, AppendRequest, Store};
@@ -134,6 +134,42 @@ impl TestDatabase {
                     .await
                     .expect("raw SQL");
             }
+        }
+    }
+
+    /// The position of the last event written, once the store shows it to readers. PostgreSQL
+    /// keeps a committed event from readers while an older transaction anywhere in the cluster
+    /// may still be running (the store's visibility guard errs towards waiting), so "the head
+    /// after my writes" is read from the table itself and then waited for.
+    pub(crate) async fn settled_head(&self, store: &dyn Store) -> Position {
+        let sql = "SELECT MAX(global_position) FROM events";
+        let written: Option<i64> = match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql).fetch_one(&mut connection).await
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::query_scalar(sql).fetch_one(&mut connection).await
+            }
+        }
+        .expect("read the last position");
+        let written = Position(written.unwrap_or(0));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let visible = store.head_position().await.expect("read the head");
+            if visible == written {
+                return written;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the store still shows {visible:?} as its head, not the written {written:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

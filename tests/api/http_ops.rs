@@ -77,6 +77,7 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
         .append(append(&license, 0, events))
         .await
         .unwrap();
+    db.settled_head(state.store.as_ref()).await;
     let (status, _, body) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -99,7 +99,7 @@ async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_hea
     let checkpoint = run_to_idle(&runner(&store, 5, &metrics), &store)
         .await
         .unwrap();
-    assert_eq!(checkpoint, store.head_position().await.unwrap());
+    assert_eq!(checkpoint, db.settled_head(store.as_ref()).await);
     assert_eq!(
         active_checkpoint(store.as_ref(), "stream_index")
             .await
@@ -233,7 +233,7 @@ async fn a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_
         checkpoint
     );
     heal(&db).await;
-    let head = store.head_position().await.unwrap();
+    let head = db.settled_head(store.as_ref()).await;
     assert!(
         wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5))
             .await
@@ -270,7 +270,7 @@ async fn a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_fo
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = watch::channel(false);
     let live = tokio::spawn(runner(&store, 7, &metrics).run(stopped));
-    let head = store.head_position().await.unwrap();
+    let head = db.settled_head(store.as_ref()).await;
     assert!(
         wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5))
             .await
@@ -303,7 +303,7 @@ async fn a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_fo
         ))
         .await
         .unwrap();
-    let head = store.head_position().await.unwrap();
+    let head = db.settled_head(store.as_ref()).await;
     assert!(
         wait_for_position(store.as_ref(), "stream_index", head, Duration::from_secs(5))
             .await
@@ -356,7 +356,7 @@ async fn exactly_one_runner_leads_and_another_takes_over_when_it_dies(backend: B
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     interleaved_history(&store_a, 2, 2).await;
-    let head = store_a.head_position().await.unwrap();
+    let head = db.settled_head(store_a.as_ref()).await;
     assert!(wait_for_position(
         store_a.as_ref(),
         "stream_index",
@@ -387,7 +387,7 @@ async fn exactly_one_runner_leads_and_another_takes_over_when_it_dies(backend: B
         ))
         .await
         .unwrap();
-    let head = survivor_store.head_position().await.unwrap();
+    let head = db.settled_head(survivor_store.as_ref()).await;
     assert!(wait_for_position(
         survivor_store.as_ref(),
         "stream_index",
