@@ -8,25 +8,29 @@
 //! positively known to run in *other* databases of the cluster do not hold this log back).
 //! That guard is only sound if positions rise in transaction-id order, so an append assigns its
 //! transaction id and its positions together under a session-level advisory lock
-//! (key `0x7075_6c73_655f_6c67`, taken and released by the `append_events` SQL function, so it is
+//! (key `0x7075_6c73_655f_6c67`, taken and released by the `append_batch` SQL function, so it is
 //! held only while the insert runs on the server) that is released right after the insert, before
-//! the commit: appends still
-//! commit concurrently (group commit), but a transaction that took an earlier position always has
+//! the commit: appends still commit concurrently (group commit), but a transaction that took an earlier position always has
 //! the older transaction id, and a reader stops before it until it commits. A connection dropped
 //! while it may hold that lock is closed, never returned to the pool, so the server releases the
 //! lock with the session. A long write transaction in this database delays readers (never writers)
 //! until it ends; read-only transactions have no transaction id and delay nothing.
 //!
-//! Wake-ups: after each commit the store sends `NOTIFY pulse_account_log` outside the transaction
-//! (a NOTIFY inside it would serialise every commit on the notification queue); a listener task
+//! An append is one statement, a call of `append_batch` (migration `20261202000003`): the
+//! idempotency check, the version check, the insert and the idempotency record run on the server in
+//! that statement's own transaction.
+//!
+//! Wake-ups: after commits a notifier task sends `NOTIFY pulse_account_log` with the last position
+//! written, outside the transactions (a NOTIFY inside one would serialise every commit on the
+//! notification queue) and coalescing appends that land while one is on its way; a listener task
 //! turns notifications from every process into the [`EventStore::subscribe_appends`] signal.
 
 use super::{
     announce, check_global_page, check_stream_page, checked_outcome, person_key_from_row,
-    seal_from_row, stored_outcome, validate_batch, validate_documents, validate_page, AppendBatch,
-    BatchOutcome, DatabaseContext, DocumentWrite, EventStore, GenerationState, GenerationStatus,
-    Idempotency, IdempotencyRecord, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal,
-    SealStore, Store, StoreError, SEAL_PAGE_MAX,
+    seal_from_row, validate_batch, validate_documents, validate_page, AppendBatch, BatchOutcome,
+    DatabaseContext, DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency,
+    IdempotencyRecord, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore,
+    Store, StoreError, SEAL_PAGE_MAX,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -77,11 +81,15 @@ pub struct PostgresStore {
     upcasters: Arc<Upcasters>,
     appended: watch::Sender<Position>,
     listener: tokio::task::JoinHandle<()>,
+    /// The last position this process wrote; the notifier announces it to every process.
+    written: watch::Sender<Position>,
+    notifier: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.notifier.abort();
     }
 }
 
@@ -99,12 +107,16 @@ impl PostgresStore {
         // Listen before returning, so no append after `open` can go unheard.
         let listening = listen(&pool).await.during("listening for appends")?;
         let listener = tokio::spawn(forward_appends(listening, pool.clone(), appended.clone()));
+        let (written, writes) = watch::channel(Position::START);
+        let notifier = tokio::spawn(notify_appends(writes, pool.clone()));
         Ok(PostgresStore {
             pool,
             options,
             upcasters,
             appended,
             listener,
+            written,
+            notifier,
         })
     }
 
@@ -170,7 +182,7 @@ fn decode_stored(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     Ok(event)
 }
 
-/// How one attempt to append inside a transaction ended. Anything but `Written` is rolled back.
+/// How one call of `append_batch` ended. Anything but `Written` wrote nothing.
 enum Attempt {
     Written(BatchOutcome),
     WrongVersion(StreamName, StreamVersion),
@@ -178,8 +190,8 @@ enum Attempt {
     KeyTaken,
 }
 
-/// A pooled connection used for one append. While `dirty` (inside the transaction, or possibly
-/// holding the append lock) a drop closes the connection instead of returning it to the pool.
+/// A pooled connection used for one append. While `dirty` (the append may hold the append lock) a
+/// drop closes the connection instead of returning it to the pool.
 struct AppendConnection {
     connection: PoolConnection<Postgres>,
     dirty: bool,
@@ -191,31 +203,6 @@ impl Drop for AppendConnection {
             self.connection.close_on_drop();
         }
     }
-}
-
-/// The version of each stream of the batch, in the batch's order, in one statement.
-async fn current_versions(
-    connection: &mut PgConnection,
-    batch: &AppendBatch,
-) -> Result<Vec<StreamVersion>, StoreError> {
-    let types: Vec<&str> = batch
-        .appends
-        .iter()
-        .map(|a| a.stream.stream_type())
-        .collect();
-    let ids: Vec<&str> = batch.appends.iter().map(|a| a.stream.stream_id()).collect();
-    let versions: Vec<i64> = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT MAX(e.stream_version) FROM events e \
-             WHERE e.stream_type = s.stream_type AND e.stream_id = s.stream_id), 0) \
-         FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS s(stream_type, stream_id, ordinality) \
-         ORDER BY s.ordinality",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .fetch_all(connection)
-    .await
-    .during("reading the streams' versions")?;
-    Ok(versions.into_iter().map(StreamVersion).collect())
 }
 
 async fn current_version(
@@ -233,14 +220,22 @@ async fn current_version(
     Ok(StreamVersion(version))
 }
 
-/// Inserts every event of the batch under the append lock (taken and released on the server by
-/// the `append_events` function, migration `20261202000002`); returns `(position, stream,
-/// version)` triples, or `None` when another writer took one of the versions.
-async fn insert_events(
+/// One append in one statement: the `append_batch` function (migration `20261202000003`) answers a
+/// replayed key, checks every stream's version, inserts the events under the append lock and
+/// records the idempotency key, in the statement's own transaction. A writer that took a version or
+/// the key between those checks and the writes fails the statement on a unique constraint, and
+/// nothing is written.
+async fn append_statement(
     connection: &mut PgConnection,
     batch: &AppendBatch,
-    recorded_at: DateTime<Utc>,
-) -> Result<Option<Vec<(i64, StreamName, i64)>>, StoreError> {
+) -> Result<Attempt, StoreError> {
+    let batch_types: Vec<&str> = batch
+        .appends
+        .iter()
+        .map(|a| a.stream.stream_type())
+        .collect();
+    let batch_ids: Vec<&str> = batch.appends.iter().map(|a| a.stream.stream_id()).collect();
+    let batch_expected: Vec<i64> = batch.appends.iter().map(|a| a.expected_version.0).collect();
     let mut types = Vec::new();
     let mut ids = Vec::new();
     let mut versions = Vec::new();
@@ -261,10 +256,22 @@ async fn insert_events(
     }
     let metadata = serde_json::to_value(&batch.metadata)
         .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
-    let inserted = sqlx::query_as::<_, (i64, String, String, i64)>(
-        "SELECT out_position, out_stream_type, out_stream_id, out_version \
-         FROM append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    let rows = sqlx::query_as::<
+        _,
+        (
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        ),
+    >(
+        "SELECT status, out_position, out_stream_type, out_stream_id, out_version \
+         FROM append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
+    .bind(&batch_types)
+    .bind(&batch_ids)
+    .bind(&batch_expected)
     .bind(&types)
     .bind(&ids)
     .bind(&versions)
@@ -273,82 +280,61 @@ async fn insert_events(
     .bind(&schema_versions)
     .bind(&payloads)
     .bind(&metadata)
-    .bind(recorded_at)
+    .bind(Utc::now())
+    .bind(batch.idempotency.as_ref().map(|i| i.key.as_str()))
+    .bind(batch.idempotency.as_ref().map(|i| &i.fingerprint[..]))
     .fetch_all(connection)
     .await;
-    match inserted {
-        Ok(rows) => rows
-            .into_iter()
-            .map(|(position, stream_type, stream_id, version)| {
-                Ok((
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(error)) => {
+            return match error.constraint() {
+                Some("events_stream_version_key") => Ok(Attempt::VersionTaken),
+                Some("idempotency_keys_pkey") => Ok(Attempt::KeyTaken),
+                _ => Err(StoreError::Database {
+                    during: "appending events",
+                    source: sqlx::Error::Database(error),
+                }),
+            }
+        }
+        Err(error) => {
+            return Err(StoreError::Database {
+                during: "appending events",
+                source: error,
+            })
+        }
+    };
+    let mut written = Vec::with_capacity(rows.len());
+    for (status, position, stream_type, stream_id, version) in rows {
+        match (status.as_str(), position, stream_type, stream_id, version) {
+            ("key_taken", ..) => return Ok(Attempt::KeyTaken),
+            ("wrong_version", _, Some(stream_type), Some(stream_id), Some(actual)) => {
+                return Ok(Attempt::WrongVersion(
+                    stored_stream_name(stream_type, stream_id)?,
+                    StreamVersion(actual),
+                ))
+            }
+            ("written", Some(position), Some(stream_type), Some(stream_id), Some(version)) => {
+                written.push((
                     position,
                     stored_stream_name(stream_type, stream_id)?,
                     version,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()
-            .map(Some),
-        Err(sqlx::Error::Database(error))
-            if error.constraint() == Some("events_stream_version_key") =>
-        {
-            Ok(None)
+                ));
+            }
+            (status, ..) => {
+                return Err(StoreError::Invariant(format!(
+                    "append_batch answered an unexpected {status:?} row"
+                )))
+            }
         }
-        Err(error) => Err(StoreError::Database {
-            during: "inserting events",
-            source: error,
-        }),
     }
+    Ok(Attempt::Written(checked_outcome(batch, written)?))
 }
 
-async fn append_in_transaction(
-    connection: &mut PgConnection,
-    batch: &AppendBatch,
-) -> Result<Attempt, StoreError> {
-    sqlx::query("BEGIN")
-        .execute(&mut *connection)
-        .await
-        .during("beginning an append")?;
-    let versions = current_versions(connection, batch).await?;
-    for (append, current) in batch.appends.iter().zip(versions) {
-        if current != append.expected_version {
-            return Ok(Attempt::WrongVersion(append.stream.clone(), current));
-        }
-    }
-    let recorded_at = Utc::now();
-    let Some(written) = insert_events(connection, batch, recorded_at).await? else {
-        return Ok(Attempt::VersionTaken);
-    };
-    let outcome = checked_outcome(batch, written)?;
-    if let Some(idempotency) = &batch.idempotency {
-        let recorded = sqlx::query(
-            "INSERT INTO idempotency_keys (idempotency_key, fingerprint, outcome, recorded_at) \
-             VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&idempotency.key)
-        .bind(&idempotency.fingerprint[..])
-        .bind(stored_outcome(&outcome))
-        .bind(recorded_at)
-        .execute(&mut *connection)
-        .await
-        .during("recording the idempotency key")?;
-        if recorded.rows_affected() == 0 {
-            return Ok(Attempt::KeyTaken);
-        }
-    }
-    sqlx::query("COMMIT")
-        .execute(&mut *connection)
-        .await
-        .during("committing an append")?;
-    Ok(Attempt::Written(outcome))
-}
-
-async fn rollback_and_unlock(connection: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("ROLLBACK")
-        .execute(&mut *connection)
-        .await
-        .during("rolling back an append")?;
+/// Releases the append lock a failed `append_batch` statement may still hold.
+async fn release_append_lock(connection: &mut PgConnection) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_unlock_all()")
-        .execute(&mut *connection)
+        .execute(connection)
         .await
         .during("releasing the append lock")?;
     Ok(())
@@ -359,11 +345,6 @@ impl EventStore for PostgresStore {
     #[tracing::instrument(skip_all, fields(streams = batch.appends.len()))]
     async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError> {
         validate_batch(&batch)?;
-        if let Some(idempotency) = &batch.idempotency {
-            if let Some(record) = self.find_idempotency(&idempotency.key).await? {
-                return record.replay(idempotency);
-            }
-        }
         let mut append = AppendConnection {
             connection: self
                 .pool
@@ -372,23 +353,20 @@ impl EventStore for PostgresStore {
                 .during("acquiring a connection to append")?,
             dirty: true,
         };
-        let attempt = append_in_transaction(&mut append.connection, &batch).await;
-        if !matches!(attempt, Ok(Attempt::Written(_))) {
-            rollback_and_unlock(&mut append.connection).await?;
+        let attempt = append_statement(&mut append.connection, &batch).await;
+        if matches!(
+            attempt,
+            Err(_) | Ok(Attempt::VersionTaken | Attempt::KeyTaken)
+        ) {
+            release_append_lock(&mut append.connection).await?;
         }
         append.dirty = false;
+        drop(append);
         match attempt? {
             Attempt::Written(outcome) => {
                 let last = outcome.last_position();
                 announce(&self.appended, last);
-                let notified = sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(NOTIFY_CHANNEL)
-                    .bind(last.0.to_string())
-                    .execute(&mut *append.connection)
-                    .await;
-                if let Err(error) = notified {
-                    tracing::warn!(%error, "NOTIFY after an append failed; readers will poll");
-                }
+                announce(&self.written, last);
                 Ok(outcome)
             }
             Attempt::WrongVersion(stream, actual) => {
@@ -546,6 +524,23 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
     Ok(listener)
+}
+
+/// Announces this process's appends to every process: one `NOTIFY` of the last position written,
+/// sent outside the appends' transactions and off their path, so appends that commit while a
+/// notification is on its way share the next one.
+async fn notify_appends(mut writes: watch::Receiver<Position>, pool: PgPool) {
+    while writes.changed().await.is_ok() {
+        let last = *writes.borrow_and_update();
+        let notified = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(last.0.to_string())
+            .execute(&pool)
+            .await;
+        if let Err(error) = notified {
+            tracing::warn!(%error, "NOTIFY after an append failed; readers will poll");
+        }
+    }
 }
 
 /// Forwards NOTIFYs of every process to the local wake-up signal, reconnecting when it must.

@@ -4,15 +4,15 @@
 
 mod postgres {
     use crate::helpers::{append, event, stream, Backend, TestDatabase};
-    use aggregates::log::Position;
-    use pulse_account::store::{AppendRequest, Idempotency};
+    use aggregates::log::{Position, StreamVersion};
+    use pulse_account::store::{AppendRequest, Idempotency, StoreError};
     use serde_json::json;
     use sqlx::Connection;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    /// Waits until some session of this database is blocked on a lock.
-    async fn wait_until_blocked(db: &TestDatabase) {
+    /// Waits until `sessions` sessions of this database are blocked on a lock.
+    async fn wait_until_blocked(db: &TestDatabase, sessions: i64) {
         let mut monitor = sqlx::PgConnection::connect(&db.url).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -23,10 +23,13 @@ mod postgres {
             .fetch_one(&mut monitor)
             .await
             .unwrap();
-            if blocked > 0 {
+            if blocked >= sessions {
                 return;
             }
-            assert!(Instant::now() < deadline, "the first append never blocked");
+            assert!(
+                Instant::now() < deadline,
+                "{blocked} of {sessions} appends blocked"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -56,7 +59,7 @@ mod postgres {
             let store = Arc::clone(&store);
             tokio::spawn(async move { store.append(early).await })
         };
-        wait_until_blocked(&db).await;
+        wait_until_blocked(&db, 1).await;
 
         // The second append takes a later position and commits first.
         let second = store
@@ -87,6 +90,7 @@ mod postgres {
             "the first append took the earlier position"
         );
 
+        db.settled_head(store.as_ref()).await;
         let delivered = store.read_all(checkpoint, 100).await.unwrap();
         let positions: Vec<_> = delivered.iter().map(|e| e.global_position).collect();
         assert_eq!(
@@ -94,6 +98,102 @@ mod postgres {
             vec![first.positions[0], second.positions[0]],
             "nothing skipped, in order"
         );
+        drop(store);
+        db.cleanup().await;
+    }
+
+    /// Asserts that no session holds the append lock: a writer that lost a race released it,
+    /// though its pooled session stays open.
+    async fn assert_append_lock_free(db: &TestDatabase) {
+        let mut monitor = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let holders: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = 8103502347400866919",
+        )
+        .fetch_one(&mut monitor)
+        .await
+        .unwrap();
+        assert_eq!(holders, 0, "a losing writer still holds the append lock");
+    }
+
+    /// Holds the append lock (the key `append_batch` takes) from another session.
+    async fn hold_append_lock(db: &TestDatabase) -> sqlx::PgConnection {
+        let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock(8103502347400866919)")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        holder
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_writer_that_loses_a_race_after_the_checks_writes_nothing_and_frees_the_lock() {
+        let db = TestDatabase::new(Backend::Postgres).await;
+        let store = db.open().await;
+        let spawn = |request: AppendRequest| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.append(request).await })
+        };
+
+        // Two writers at the same version both pass the version check, then wait for the lock.
+        let mut holder = hold_append_lock(&db).await;
+        let contested = stream("license", "lic_RACERACE01");
+        let writers = [
+            spawn(append(&contested, 0, vec![event("first", json!({}))])),
+            spawn(append(&contested, 0, vec![event("second", json!({}))])),
+        ];
+        wait_until_blocked(&db, 2).await;
+        drop(holder);
+        let mut won = 0;
+        for writer in writers {
+            match writer.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(StoreError::WrongExpectedVersion { actual, .. }) => {
+                    assert_eq!(actual, StreamVersion(1));
+                }
+                Err(other) => panic!("the loser got {other:?}, not a version conflict"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one writer of the version");
+        assert_append_lock_free(&db).await;
+
+        // Two writers with one key on different streams both pass the key check.
+        holder = hold_append_lock(&db).await;
+        let keyed = |id: &str| AppendRequest {
+            idempotency: Some(Idempotency::for_request("race:key", &json!({"n": 1}))),
+            ..append(
+                &stream("receipt", id),
+                0,
+                vec![event("received", json!({}))],
+            )
+        };
+        let writers = [spawn(keyed("r_race_1")), spawn(keyed("r_race_2"))];
+        wait_until_blocked(&db, 2).await;
+        drop(holder);
+        let mut outcomes = Vec::new();
+        for writer in writers {
+            outcomes.push(
+                writer
+                    .await
+                    .unwrap()
+                    .expect("the loser answers the winner's outcome"),
+            );
+        }
+        assert_eq!(outcomes.iter().filter(|o| !o.replayed).count(), 1);
+        assert_eq!(outcomes[0].positions, outcomes[1].positions);
+        assert_append_lock_free(&db).await;
+
+        let next = store
+            .append(append(
+                &stream("license", "lic_RACERACE02"),
+                0,
+                vec![event("after", json!({}))],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(db.settled_head(store.as_ref()).await, next.positions[0]);
+        let log = store.read_all(Position::START, 100).await.unwrap();
+        assert_eq!(log.len(), 3, "one event of each race, and the last append");
         drop(store);
         db.cleanup().await;
     }
