@@ -742,10 +742,11 @@ async fn erase(args: EraseArgs) -> anyhow::Result<()> {
     .context("erasing (run the same command again to finish)")?;
     eprintln!();
     println!(
-        "erased person {}: recorded at position {}, {} key(s) destroyed, {} read model(s) rebuilt",
+        "erased person {}: recorded at position {}, {} key(s) destroyed, {} snapshot(s) deleted, {} read model(s) rebuilt",
         report.person_id,
         report.position,
         report.keys_destroyed.len(),
+        report.snapshots_deleted,
         report.rebuilt.len()
     );
     Ok(())

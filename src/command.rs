@@ -1,21 +1,25 @@
 //! Command handling: load a stream, fold it, decide, and append at the version that was loaded.
 //!
-//! This is the thin shell around a pure [`Decider`]: all IO of a command happens here. A version
+//! This is the thin shell around a pure [`Decider`]: all IO of a command happens here. Long streams
+//! load from snapshots (see [`load`]). A version
 //! conflict means another writer appended between our load and our append; the decision may no
 //! longer hold, so the handler reloads and decides again, at most [`COMMAND_ATTEMPTS_MAX`] times.
 
 use crate::store::{
-    AppendOutcome, AppendRequest, EventStore, Idempotency, StoreError, READ_PAGE_MAX,
+    AppendOutcome, AppendRequest, EventStore, Idempotency, Snapshot, StoreError, READ_PAGE_MAX,
 };
-use aggregates::decider::{decode, encode, CodecError, Context, Decider};
+use aggregates::decider::{decode, encode, CodecError, Context, Decider, SnapshotCodec};
 use aggregates::log::{EventMetadata, StreamName, StreamNameError, StreamVersion};
 
 /// Attempts per command before a conflict is returned to the caller: contention on one small
 /// stream is rare, so three tries absorb it and a fourth would only hide a hot spot.
 pub const COMMAND_ATTEMPTS_MAX: usize = 3;
-/// Longest stream a command may load. Streams are per account, license, handoff, …; one this long
-/// means a modelling bug (or a need for snapshots, which a benchmark would show first).
+/// Most events one load may fold. Streams are per account, license, handoff, …; the long ones
+/// (accounts, licenses) load from snapshots, so a fold this long means a modelling bug or snapshots
+/// that cannot be saved.
 pub const STREAM_EVENTS_MAX: usize = 10_000;
+/// Events a load folds past its snapshot (or from the start) before it saves a new snapshot.
+pub const SNAPSHOT_EVERY: i64 = 250;
 
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +33,8 @@ pub enum CommandError<E> {
     /// A stored event does not decode into the decider's events.
     #[error(transparent)]
     Decode(#[from] CodecError),
-    /// The stream is longer than [`STREAM_EVENTS_MAX`].
-    #[error("stream {0} is longer than {STREAM_EVENTS_MAX} events")]
+    /// Loading the stream would fold more than [`STREAM_EVENTS_MAX`] events.
+    #[error("stream {0} has more than {STREAM_EVENTS_MAX} events to fold")]
     StreamTooLong(StreamName),
     /// Every attempt met a concurrent writer.
     #[error("stream {stream} kept changing; gave up after {COMMAND_ATTEMPTS_MAX} attempts")]
@@ -69,11 +73,17 @@ pub struct Command<'a, D: Decider> {
 }
 
 /// Loads a stream and folds it into the decider's state; returns the state and its version.
+/// For a decider with snapshots, folds from the stream's latest snapshot, and saves a new one when
+/// it had to fold [`SNAPSHOT_EVERY`] events or more.
 pub async fn load<D: Decider>(
     store: &dyn EventStore,
     stream: &StreamName,
 ) -> Result<(D::State, StreamVersion), CommandError<D::Error>> {
-    load_until::<D>(store, stream, StreamVersion(STREAM_EVENTS_MAX as i64 + 1)).await
+    let loaded = fold_stream::<D>(store, stream, StreamVersion(i64::MAX)).await?;
+    if let (Some(codec), true) = (&D::SNAPSHOTS, loaded.folded >= SNAPSHOT_EVERY) {
+        save_snapshot(store, stream, codec, &loaded.state, loaded.version).await;
+    }
+    Ok((loaded.state, loaded.version))
 }
 
 /// Like [`load`], folding only the events up to `until` (inclusive): the state as it was then.
@@ -82,8 +92,27 @@ pub async fn load_until<D: Decider>(
     stream: &StreamName,
     until: StreamVersion,
 ) -> Result<(D::State, StreamVersion), CommandError<D::Error>> {
-    let mut state = D::State::default();
-    let mut version = StreamVersion::EMPTY;
+    let loaded = fold_stream::<D>(store, stream, until).await?;
+    Ok((loaded.state, loaded.version))
+}
+
+/// A folded stream, and how many events were folded after the snapshot it started from.
+struct Loaded<S> {
+    state: S,
+    version: StreamVersion,
+    folded: i64,
+}
+
+async fn fold_stream<D: Decider>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    until: StreamVersion,
+) -> Result<Loaded<D::State>, CommandError<D::Error>> {
+    let (mut state, mut version) = match &D::SNAPSHOTS {
+        Some(codec) => from_snapshot(store, stream, codec, until).await?,
+        None => (D::State::default(), StreamVersion::EMPTY),
+    };
+    let start = version;
     while version < until {
         let page_len = READ_PAGE_MAX.min((until.0 - version.0) as usize);
         let page = store
@@ -96,14 +125,68 @@ pub async fn load_until<D: Decider>(
             state = D::evolve(state, &event);
             version = recorded.stream_version;
         }
-        if version.0 as usize > STREAM_EVENTS_MAX {
+        if (version.0 - start.0) as usize > STREAM_EVENTS_MAX {
             return Err(CommandError::StreamTooLong(stream.clone()));
         }
         if !full_page {
-            return Ok((state, version));
+            break;
         }
     }
-    Ok((state, version))
+    Ok(Loaded {
+        state,
+        version,
+        folded: version.0 - start.0,
+    })
+}
+
+/// The state and version of the stream's snapshot, when there is one of the codec's state version
+/// at or before `until`; else the empty stream's. A snapshot that no longer decodes is passed over.
+async fn from_snapshot<S: Default, E>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    codec: &SnapshotCodec<S>,
+    until: StreamVersion,
+) -> Result<(S, StreamVersion), CommandError<E>> {
+    let snapshot = store
+        .read_snapshot(stream, codec.state_version)
+        .await
+        .map_err(CommandError::Store)?;
+    if let Some(snapshot) = snapshot.filter(|s| s.stream_version <= until) {
+        match (codec.decode)(snapshot.state) {
+            Ok(state) => return Ok((state, snapshot.stream_version)),
+            Err(error) => {
+                tracing::warn!(%stream, %error, "unreadable snapshot; folding the whole stream")
+            }
+        }
+    }
+    Ok((S::default(), StreamVersion::EMPTY))
+}
+
+/// Saves a snapshot of a loaded state. A snapshot only saves work, so a failure is logged and the
+/// command goes on.
+async fn save_snapshot<S>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    codec: &SnapshotCodec<S>,
+    state: &S,
+    version: StreamVersion,
+) {
+    let saved = match (codec.encode)(state) {
+        Ok(state) => {
+            store
+                .save_snapshot(&Snapshot {
+                    stream: stream.clone(),
+                    state_version: codec.state_version,
+                    stream_version: version,
+                    state,
+                })
+                .await
+        }
+        Err(error) => Err(StoreError::Invariant(format!("unencodable state: {error}"))),
+    };
+    if let Err(error) = saved {
+        tracing::warn!(%stream, %error, "could not save a snapshot; loads fold from the log");
+    }
 }
 
 /// The events an append wrote to its stream, decoded: how a replayed idempotent request rebuilds

@@ -3,13 +3,14 @@
 //! In order: it records the erasure in the log (`erasure/<person id>`, before anything is
 //! destroyed, so no erasure goes unrecorded), destroys the person's data keys (crypto-shredding:
 //! every value sealed under them now reads as erased, and the log is not rewritten, so every export
-//! and seal still verifies), then rebuilds every read model from the log so that none still holds
-//! the plaintext. Running it again for the same person is safe: it records the request again,
+//! and seal still verifies), waits until every process has forgotten its cached keys, deletes the
+//! stream snapshots, then rebuilds every read model from the log so that no snapshot or read model
+//! still holds the plaintext. Running it again for the same person is safe: it records the request again,
 //! destroys any key made since, and rebuilds.
 
 use crate::flow::{stream, FlowError};
 use crate::metrics::Metrics;
-use crate::personal_data::PersonalDataStore;
+use crate::personal_data::{PersonalDataStore, ERASURE_CHECK_INTERVAL};
 use crate::projection::runner::{Runner, RunnerConfig, RunnerError};
 use crate::projection::ProjectionFold;
 use crate::store::{AppendRequest, EventStore, PersonKeyStore, Store, READ_PAGE_MAX};
@@ -28,6 +29,8 @@ pub struct ErasureReport {
     pub position: Position,
     /// The data keys destroyed (none when an earlier run destroyed them all).
     pub keys_destroyed: Vec<String>,
+    /// The stream snapshots deleted (all of them: they may hold the plaintext).
+    pub snapshots_deleted: u64,
     /// The read models rebuilt, and how many events each refolded.
     pub rebuilt: Vec<(&'static str, u64)>,
 }
@@ -88,7 +91,11 @@ pub async fn erase(
         .erase_person_keys(&person_id)
         .await
         .map_err(FlowError::from)?;
-    tracing::info!(%person_id, keys = keys_destroyed.len(), "personal data erased; rebuilding read models");
+    // Every other process forgets its cached keys within one check interval; after that no load
+    // or fold anywhere can produce the plaintext again, so what is derived from it goes now.
+    tokio::time::sleep(2 * ERASURE_CHECK_INTERVAL).await;
+    let snapshots_deleted = store.delete_snapshots().await.map_err(FlowError::from)?;
+    tracing::info!(%person_id, keys = keys_destroyed.len(), snapshots_deleted, "personal data erased; rebuilding read models");
     let store: Arc<dyn Store> = store;
     let mut rebuilt = Vec::with_capacity(projections.len());
     for fold in projections {
@@ -109,6 +116,7 @@ pub async fn erase(
         person_id,
         position: recorded.last_position(),
         keys_destroyed,
+        snapshots_deleted,
         rebuilt,
     })
 }

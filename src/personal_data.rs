@@ -16,7 +16,8 @@ use crate::crypto::personal::{self, DataKey, PersonalKind, Sealed};
 use crate::crypto::KeyMaterial;
 use crate::store::{
     AppendBatch, BatchOutcome, DocumentWrite, EventStore, GenerationState, Idempotency, Leadership,
-    PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Store, StoreError, StreamAppend,
+    PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError,
+    StreamAppend,
 };
 use aggregates::log::{Position, RecordedEvent, StreamName, StreamVersion};
 use async_trait::async_trait;
@@ -378,6 +379,22 @@ impl EventStore for PersonalDataStore {
 
     async fn head_position(&self) -> Result<Position, StoreError> {
         self.inner.head_position().await
+    }
+
+    async fn read_snapshot(
+        &self,
+        stream: &StreamName,
+        state_version: i32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.read_snapshot(stream, state_version).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+
+    async fn delete_snapshots(&self) -> Result<u64, StoreError> {
+        self.inner.delete_snapshots().await
     }
 
     async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError> {

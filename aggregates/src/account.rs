@@ -5,7 +5,7 @@
 //! only an Owner grants or touches owner rows; the last owner can be neither demoted nor removed.
 
 use crate::catalog::StripePlanSource;
-use crate::decider::{Context, Decider, DomainEvent};
+use crate::decider::{Context, Decider, DomainEvent, SnapshotCodec};
 use crate::error::DomainError;
 use crate::ids::{bounded_text, AccountId, Email, InvitationId, SecretHash, TenantId, UserId};
 use crate::subscription::{grace_ends_at, is_stale, SubscriptionState, HOSTED_GRACE_DAYS};
@@ -317,7 +317,7 @@ impl OpenAccount {
 pub struct Account;
 
 /// The state of an account stream: nothing until opened.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
     /// The account, once opened.
     pub account: Option<OpenAccount>,
@@ -575,6 +575,7 @@ impl DomainEvent for AccountEvent {}
 impl Decider for Account {
     const STREAM_TYPE: &'static str = "account";
     type State = AccountState;
+    const SNAPSHOTS: Option<SnapshotCodec<AccountState>> = Some(SnapshotCodec::serde(1));
     type Command = AccountCommand;
     type Event = AccountEvent;
     type Error = DomainError;

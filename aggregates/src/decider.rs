@@ -54,6 +54,37 @@ pub trait Decider {
 
     /// Folds one event into the state. Total: every event the decider ever produced must fold.
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+
+    /// How the state is kept in a snapshot, for stream types whose streams grow long (an account's
+    /// leases, a license's grants): loads then fold only the events after the latest snapshot.
+    /// `None`, the default, folds the whole stream on every load.
+    const SNAPSHOTS: Option<SnapshotCodec<Self::State>> = None;
+}
+
+fn encode_state<S: Serialize>(state: &S) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(state)
+}
+
+/// The snapshot form of a decider's state: a JSON document tagged with the state's version.
+pub struct SnapshotCodec<S> {
+    /// The version of the state's shape and of `evolve`. Raise it whenever either changes: a
+    /// snapshot of another version is ignored (and replaced), because it was folded by other code.
+    pub state_version: i32,
+    /// The state as a document.
+    pub encode: fn(&S) -> Result<serde_json::Value, serde_json::Error>,
+    /// The state from a document.
+    pub decode: fn(serde_json::Value) -> Result<S, serde_json::Error>,
+}
+
+impl<S: Serialize + DeserializeOwned> SnapshotCodec<S> {
+    /// The state's serde form, at `state_version`.
+    pub const fn serde(state_version: i32) -> SnapshotCodec<S> {
+        SnapshotCodec {
+            state_version,
+            encode: encode_state::<S>,
+            decode: serde_json::from_value::<S>,
+        }
+    }
 }
 
 /// An event enum that can be stored in the log. The default schema version is 1; a type raises it

@@ -6,7 +6,7 @@
 //! context.
 
 use crate::catalog::{BillingCycle, Catalog, StripePlanSource};
-use crate::decider::{Context, Decider, DomainEvent};
+use crate::decider::{Context, Decider, DomainEvent, SnapshotCodec};
 use crate::error::DomainError;
 use crate::ids::{bounded_text, Email, InstallationId, LicenseId, SecretHash};
 use crate::subscription::{grace_ends_at, is_stale, SubscriptionState, SELF_HOSTED_GRACE_DAYS};
@@ -271,7 +271,7 @@ impl IssuedLicense {
 pub struct License;
 
 /// The state of a license stream: nothing until issued.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicenseState {
     /// The license, once issued.
     pub issued: Option<IssuedLicense>,
@@ -619,6 +619,7 @@ fn live(state: &LicenseState) -> Result<&IssuedLicense, DomainError> {
 impl Decider for License {
     const STREAM_TYPE: &'static str = "license";
     type State = LicenseState;
+    const SNAPSHOTS: Option<SnapshotCodec<LicenseState>> = Some(SnapshotCodec::serde(1));
     type Command = LicenseCommand;
     type Event = LicenseEvent;
     type Error = DomainError;

@@ -231,6 +231,35 @@ impl<T> DatabaseContext<T> for Result<T, sqlx::Error> {
     }
 }
 
+/// Largest snapshot document kept, in bytes of JSON; a larger state is folded from the log.
+pub const SNAPSHOT_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// A stream's folded state at one of its versions, kept so loads fold only the events after it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream: StreamName,
+    /// The version of the state's shape and fold that wrote it (the decider's `SnapshotCodec`).
+    pub state_version: i32,
+    /// The stream version the state has folded up to.
+    pub stream_version: StreamVersion,
+    /// The state.
+    pub state: serde_json::Value,
+}
+
+/// The JSON text of a snapshot to save, refused when it exceeds [`SNAPSHOT_BYTES_MAX`] or folds
+/// nothing.
+fn snapshot_text(snapshot: &Snapshot) -> Result<String, StoreError> {
+    let text = snapshot.state.to_string();
+    if text.len() > SNAPSHOT_BYTES_MAX || snapshot.stream_version == StreamVersion::EMPTY {
+        return Err(StoreError::InvalidRequest(format!(
+            "a snapshot of {} at version {} of {} bytes (at most {SNAPSHOT_BYTES_MAX}, of a version above 0)",
+            snapshot.stream, snapshot.stream_version, text.len()
+        )));
+    }
+    Ok(text)
+}
+
 /// The append-only log.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -290,6 +319,21 @@ pub trait EventStore: Send + Sync {
         &self,
         idempotency: &Idempotency,
     ) -> Result<Option<BatchOutcome>, StoreError>;
+
+    /// The snapshot of a stream's state at `state_version`, if one was saved.
+    async fn read_snapshot(
+        &self,
+        stream: &StreamName,
+        state_version: i32,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Saves a snapshot in place of the stream's older one (or one of the same version, which may
+    /// no longer decode); a snapshot of the same state version at a later stream version stays.
+    /// Refuses one larger than [`SNAPSHOT_BYTES_MAX`].
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+
+    /// Deletes every snapshot (loads fold from the log until new ones are saved); returns how many.
+    async fn delete_snapshots(&self) -> Result<u64, StoreError>;
 
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

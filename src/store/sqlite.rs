@@ -9,10 +9,10 @@
 
 use super::{
     announce, check_global_page, check_stream_page, checked_outcome, person_key_from_row,
-    seal_from_row, stored_outcome, validate_batch, validate_documents, validate_page, AppendBatch,
-    BatchOutcome, DatabaseContext, DocumentWrite, EventStore, GenerationState, GenerationStatus,
-    Idempotency, IdempotencyRecord, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal,
-    SealStore, Store, StoreError, SEAL_PAGE_MAX,
+    seal_from_row, snapshot_text, stored_outcome, validate_batch, validate_documents,
+    validate_page, AppendBatch, BatchOutcome, DatabaseContext, DocumentWrite, EventStore,
+    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, PersonKey,
+    PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError, SEAL_PAGE_MAX,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -322,6 +322,66 @@ impl EventStore for SqliteStore {
             Some(record) => record.replay(idempotency).map(Some),
             None => Ok(None),
         }
+    }
+
+    async fn read_snapshot(
+        &self,
+        stream: &StreamName,
+        state_version: i32,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT stream_version, state FROM stream_snapshots \
+             WHERE stream_type = ?1 AND stream_id = ?2 AND state_version = ?3",
+        )
+        .bind(stream.stream_type())
+        .bind(stream.stream_id())
+        .bind(state_version)
+        .fetch_optional(&self.readers)
+        .await
+        .during("reading a snapshot")?;
+        row.map(|(stream_version, state)| {
+            Ok(Snapshot {
+                stream: stream.clone(),
+                state_version,
+                stream_version: StreamVersion(stream_version),
+                state: serde_json::from_str(&state).map_err(|e| {
+                    StoreError::Invariant(format!("unreadable snapshot of {stream}: {e}"))
+                })?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let text = snapshot_text(snapshot)?;
+        sqlx::query(
+            "INSERT INTO stream_snapshots \
+                 (stream_type, stream_id, state_version, stream_version, state, saved_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (stream_type, stream_id) DO UPDATE \
+             SET state_version = excluded.state_version, stream_version = excluded.stream_version, \
+                 state = excluded.state, saved_at = excluded.saved_at \
+             WHERE stream_snapshots.state_version <> excluded.state_version \
+                OR stream_snapshots.stream_version <= excluded.stream_version",
+        )
+        .bind(snapshot.stream.stream_type())
+        .bind(snapshot.stream.stream_id())
+        .bind(snapshot.state_version)
+        .bind(snapshot.stream_version.0)
+        .bind(text)
+        .bind(Utc::now())
+        .execute(&self.writer)
+        .await
+        .during("saving a snapshot")?;
+        Ok(())
+    }
+
+    async fn delete_snapshots(&self) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM stream_snapshots")
+            .execute(&self.writer)
+            .await
+            .during("deleting snapshots")?;
+        Ok(deleted.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -4,11 +4,11 @@
 
 use crate::helpers::{metadata, Backend, TestDatabase};
 use aggregates::catalog::Catalog;
-use aggregates::decider::{Context, Decider, DomainEvent};
-use aggregates::log::StreamVersion;
+use aggregates::decider::{encode, Context, Decider, DomainEvent, SnapshotCodec};
+use aggregates::log::{StreamName, StreamVersion};
 use chrono::{TimeZone, Utc};
-use pulse_account::command::{handle, load, Command, CommandError};
-use pulse_account::store::{Idempotency, StoreError};
+use pulse_account::command::{handle, load, load_until, Command, CommandError, SNAPSHOT_EVERY};
+use pulse_account::store::{AppendRequest, Idempotency, StoreError, APPEND_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
@@ -18,7 +18,45 @@ crate::on_both_stores!(
     a_refused_command_writes_nothing,
     concurrent_commands_on_one_stream_are_retried_until_each_decides_on_fresh_state,
     a_repeated_idempotent_command_returns_the_first_outcome_without_deciding_again,
+    a_long_stream_loads_from_its_latest_snapshot_and_folds_only_the_events_after_it,
 );
+
+/// A tally of ticks that keeps snapshots, as the long-lived streams (accounts, licenses) do.
+struct Tally;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Ticks {
+    events: u64,
+}
+
+struct Tick;
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+enum TallyEvent {
+    Ticked,
+}
+
+impl DomainEvent for TallyEvent {}
+
+impl Decider for Tally {
+    const STREAM_TYPE: &'static str = "tally";
+    type State = Ticks;
+    type Command = Tick;
+    type Event = TallyEvent;
+    type Error = std::convert::Infallible;
+    const SNAPSHOTS: Option<SnapshotCodec<Ticks>> = Some(SnapshotCodec::serde(1));
+
+    fn decide(_: &Ticks, _: &Tick, _: &Context) -> Result<Vec<TallyEvent>, Self::Error> {
+        Ok(vec![TallyEvent::Ticked])
+    }
+
+    fn evolve(state: Ticks, _: &TallyEvent) -> Ticks {
+        Ticks {
+            events: state.events + 1,
+        }
+    }
+}
 
 /// A counter that may not exceed ten.
 struct Counter;
@@ -213,5 +251,88 @@ async fn a_repeated_idempotent_command_returns_the_first_outcome_without_decidin
         CommandError::Store(StoreError::IdempotencyKeyReused { .. })
     ));
     assert_eq!(db.settled_head(store.as_ref()).await, first.positions[0]);
+    db.cleanup().await;
+}
+
+async fn a_long_stream_loads_from_its_latest_snapshot_and_folds_only_the_events_after_it(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let stream = StreamName::parse("tally", "t1").unwrap();
+    let written = 6 * APPEND_EVENTS_MAX as i64;
+    assert!(written > 2 * SNAPSHOT_EVERY);
+    for batch in 0..6 {
+        store
+            .append(AppendRequest {
+                stream: stream.clone(),
+                expected_version: StreamVersion(batch * APPEND_EVENTS_MAX as i64),
+                events: (0..APPEND_EVENTS_MAX)
+                    .map(|_| encode(&TallyEvent::Ticked).unwrap())
+                    .collect(),
+                metadata: metadata(),
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+    let ticks = |events: u64| Ticks { events };
+    let version = StreamVersion(written);
+
+    // The first load folds the whole stream and leaves a snapshot where it ended.
+    let loaded = load::<Tally>(store.as_ref(), &stream).await.unwrap();
+    assert_eq!(loaded, (ticks(written as u64), version));
+    let snapshot = store.read_snapshot(&stream, 1).await.unwrap().unwrap();
+    assert_eq!(snapshot.stream_version, version);
+    assert_eq!(snapshot.state, json!({ "events": written }));
+    assert!(store.read_snapshot(&stream, 2).await.unwrap().is_none());
+
+    // A command loads from it; a later load starts from it and folds only what follows. (The
+    // snapshot is edited here to tell the two apart.)
+    let catalog = Catalog::v1();
+    let command = Command::<Tally> {
+        stream_id: "t1",
+        command: &Tick,
+        context: Context::new(Utc::now(), &catalog),
+        metadata: metadata(),
+        idempotency: None,
+    };
+    handle(store.as_ref(), command).await.unwrap();
+    let after_tick = StreamVersion(written + 1);
+    db.execute("UPDATE stream_snapshots SET state = '{\"events\": 1000000}'")
+        .await;
+    assert_eq!(
+        load::<Tally>(store.as_ref(), &stream).await.unwrap(),
+        (ticks(1_000_001), after_tick)
+    );
+
+    // A past state never comes from a later snapshot.
+    assert_eq!(
+        load_until::<Tally>(store.as_ref(), &stream, StreamVersion(5))
+            .await
+            .unwrap(),
+        (ticks(5), StreamVersion(5))
+    );
+
+    // A snapshot of another state version, or one that no longer decodes, is passed over: the
+    // whole stream is folded, and a fresh snapshot replaces the passed-over one.
+    for edit in [
+        "UPDATE stream_snapshots SET state_version = 2",
+        "UPDATE stream_snapshots SET state = '\"not a tally\"'",
+    ] {
+        db.execute(edit).await;
+        assert_eq!(
+            load::<Tally>(store.as_ref(), &stream).await.unwrap(),
+            (ticks(written as u64 + 1), after_tick),
+            "after {edit}"
+        );
+    }
+    let fresh = store.read_snapshot(&stream, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (fresh.stream_version, fresh.state),
+        (after_tick, json!({ "events": written + 1 }))
+    );
+    assert_eq!(store.delete_snapshots().await.unwrap(), 1);
+    assert!(store.read_snapshot(&stream, 1).await.unwrap().is_none());
     db.cleanup().await;
 }

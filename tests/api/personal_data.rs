@@ -10,10 +10,11 @@ use crate::hosted::bought_msp;
 use crate::installation_flows::{activate_as, bought, get_with_token};
 use crate::on_both_stores;
 use crate::staff::caught_up;
-use aggregates::log::Position;
+use aggregates::log::{Position, StreamName, StreamVersion};
 use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
 use pulse_account::personal_data::{ERASURE_CHECK_INTERVAL, PERSONAL_FIELDS};
-use serde_json::Value;
+use pulse_account::store::Snapshot;
+use serde_json::{json, Value};
 
 on_both_stores!(
     personal_data_is_sealed_in_the_log_and_reads_back_in_the_clear,
@@ -123,6 +124,16 @@ async fn erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies(ba
     )
     .await
     .unwrap();
+    // A snapshot of a long stream holds the plaintext, as a read model does.
+    store
+        .save_snapshot(&Snapshot {
+            stream: StreamName::parse("license", "lic_SNAPSHOT01").unwrap(),
+            state_version: 1,
+            stream_version: StreamVersion(300),
+            state: json!({ "issued": { "owner_email": EMAIL } }),
+        })
+        .await
+        .unwrap();
     assert!(!app.db.tables_containing(EMAIL).await.is_empty());
 
     let cwd = tempfile::tempdir().unwrap();
@@ -146,6 +157,7 @@ async fn erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies(ba
         String::from_utf8_lossy(&erased.stderr)
     );
     assert!(stdout.contains("1 key(s) destroyed"), "{stdout}");
+    assert!(stdout.contains("1 snapshot(s) deleted"), "{stdout}");
 
     for needle in [EMAIL, INSTANCE] {
         assert_eq!(

@@ -11,17 +11,20 @@
 //! change, reviewed in the diff; the suite itself only compares.
 
 use crate::helpers::{metadata, Backend, TestApp, TestDatabase};
-use aggregates::account::{AccountCommand, Role, TenantState};
-use aggregates::decider::EncodedEvent;
+use aggregates::account::{Account, AccountCommand, Role, TenantState};
+use aggregates::decider::{decode, Decider, EncodedEvent};
 use aggregates::ids::{AccountId, Email, InvitationId, TenantId, UserId};
+use aggregates::license::License;
 use aggregates::log::{Position, RecordedEvent, StreamVersion};
 use projections::replay::Cut;
 use pulse_account::projection::registry;
 use pulse_account::projection::runner::{Runner, RunnerConfig};
+use pulse_account::store::upcast::Upcasters;
 use pulse_account::store::AppendRequest;
 use pulse_account::support::{history, SubjectKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -167,6 +170,7 @@ async fn every_fixture_replays_into_its_golden_read_models_and_answers(backend: 
         let db = TestDatabase::new(backend).await;
         let store = db.open().await;
         replay_into(&store, &events).await;
+        db.settled_head(store.as_ref()).await;
         let read = store.read_all(Position::START, 1_000).await.unwrap();
         assert_eq!(read.len(), events.len(), "{name}");
         upcast += events
@@ -203,6 +207,54 @@ async fn every_fixture_replays_into_its_golden_read_models_and_answers(backend: 
         db.cleanup().await;
     }
     assert!(upcast >= 1, "at least one fixture event reads upcast");
+}
+
+/// Snapshots hold what `evolve` folded: every state a license or account stream of the fixtures
+/// passes through reads back from its snapshot form as the same state.
+#[test]
+fn every_state_of_the_recorded_histories_survives_its_snapshot() {
+    let upcasters = Upcasters::domain();
+    let (mut licenses, mut accounts) = (0, 0);
+    for name in FIXTURES {
+        let events: Vec<RecordedEvent> = recorded_events(name)
+            .into_iter()
+            .map(|event| upcasters.upcast(event).unwrap())
+            .collect();
+        licenses += states_through_snapshots::<License>(name, &events);
+        accounts += states_through_snapshots::<Account>(name, &events);
+    }
+    assert!(
+        licenses > 10 && accounts > 10,
+        "{licenses} license and {accounts} account states"
+    );
+}
+
+/// Folds every stream of `D`'s type in `events`, checking each state reads back from its snapshot;
+/// returns how many states were checked.
+fn states_through_snapshots<D: Decider>(fixture: &str, events: &[RecordedEvent]) -> usize
+where
+    D::State: PartialEq + std::fmt::Debug,
+{
+    let codec = D::SNAPSHOTS.expect("the decider keeps snapshots");
+    let mut states: BTreeMap<String, D::State> = BTreeMap::new();
+    let mut checked = 0;
+    for recorded in events
+        .iter()
+        .filter(|e| e.stream.stream_type() == D::STREAM_TYPE)
+    {
+        let event: D::Event = decode(&recorded.event_type, &recorded.payload).unwrap();
+        let id = recorded.stream.stream_id().to_owned();
+        let state = D::evolve(states.remove(&id).unwrap_or_default(), &event);
+        let restored = (codec.decode)((codec.encode)(&state).unwrap()).unwrap();
+        assert_eq!(
+            restored, state,
+            "{fixture}: {} at version {}",
+            recorded.stream, recorded.stream_version
+        );
+        states.insert(id, state);
+        checked += 1;
+    }
+    checked
 }
 
 /// Writes a fixture: the app's whole log as stored, and its subject.
