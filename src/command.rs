@@ -20,6 +20,10 @@ pub const COMMAND_ATTEMPTS_MAX: usize = 3;
 pub const STREAM_EVENTS_MAX: usize = 10_000;
 /// Events a load folds past its snapshot (or from the start) before it saves a new snapshot.
 pub const SNAPSHOT_EVERY: i64 = 250;
+/// A load asks for a stream's snapshot only once the stream's first page, this long, came back
+/// full: most streams are shorter and pay nothing for snapshots, a long one reads this many events
+/// it then passes over.
+const SNAPSHOT_PROBE_AFTER: usize = 64;
 
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +100,8 @@ pub async fn load_until<D: Decider>(
     Ok((loaded.state, loaded.version))
 }
 
-/// A folded stream, and how many events were folded after the snapshot it started from.
+/// A folded stream, and how many events were folded after the snapshot it started from (all of
+/// them when it started from none).
 struct Loaded<S> {
     state: S,
     version: StreamVersion,
@@ -108,58 +113,80 @@ async fn fold_stream<D: Decider>(
     stream: &StreamName,
     until: StreamVersion,
 ) -> Result<Loaded<D::State>, CommandError<D::Error>> {
-    let (mut state, mut version) = match &D::SNAPSHOTS {
-        Some(codec) => from_snapshot(store, stream, codec, until).await?,
-        None => (D::State::default(), StreamVersion::EMPTY),
+    let mut loaded = Loaded {
+        state: D::State::default(),
+        version: StreamVersion::EMPTY,
+        folded: 0,
     };
-    let start = version;
-    while version < until {
-        let page_len = READ_PAGE_MAX.min((until.0 - version.0) as usize);
+    let mut page_len = match D::SNAPSHOTS {
+        Some(_) => SNAPSHOT_PROBE_AFTER,
+        None => READ_PAGE_MAX,
+    };
+    while loaded.version < until {
+        let len = page_len.min((until.0 - loaded.version.0) as usize);
+        page_len = READ_PAGE_MAX;
         let page = store
-            .read_stream(stream, version.next(), page_len)
+            .read_stream(stream, loaded.version.next(), len)
             .await
             .map_err(CommandError::Store)?;
-        let full_page = page.len() == READ_PAGE_MAX;
+        let full_page = page.len() == len;
+        if let (Some(codec), true, true) = (
+            &D::SNAPSHOTS,
+            full_page,
+            loaded.version == StreamVersion::EMPTY,
+        ) {
+            let page_end = page
+                .last()
+                .map_or(StreamVersion::EMPTY, |e| e.stream_version);
+            if let Some((state, version)) = from_snapshot(store, stream, codec, until).await? {
+                if version > page_end {
+                    loaded = Loaded {
+                        state,
+                        version,
+                        folded: 0,
+                    };
+                    continue;
+                }
+            }
+        }
         for recorded in &page {
             let event: D::Event = decode(&recorded.event_type, &recorded.payload)?;
-            state = D::evolve(state, &event);
-            version = recorded.stream_version;
+            loaded.state = D::evolve(loaded.state, &event);
+            loaded.version = recorded.stream_version;
+            loaded.folded += 1;
         }
-        if (version.0 - start.0) as usize > STREAM_EVENTS_MAX {
+        if loaded.folded as usize > STREAM_EVENTS_MAX {
             return Err(CommandError::StreamTooLong(stream.clone()));
         }
         if !full_page {
             break;
         }
     }
-    Ok(Loaded {
-        state,
-        version,
-        folded: version.0 - start.0,
-    })
+    Ok(loaded)
 }
 
 /// The state and version of the stream's snapshot, when there is one of the codec's state version
-/// at or before `until`; else the empty stream's. A snapshot that no longer decodes is passed over.
-async fn from_snapshot<S: Default, E>(
+/// at or before `until`. A snapshot that no longer decodes is passed over.
+async fn from_snapshot<S, E>(
     store: &dyn EventStore,
     stream: &StreamName,
     codec: &SnapshotCodec<S>,
     until: StreamVersion,
-) -> Result<(S, StreamVersion), CommandError<E>> {
+) -> Result<Option<(S, StreamVersion)>, CommandError<E>> {
     let snapshot = store
         .read_snapshot(stream, codec.state_version)
         .await
         .map_err(CommandError::Store)?;
-    if let Some(snapshot) = snapshot.filter(|s| s.stream_version <= until) {
-        match (codec.decode)(snapshot.state) {
-            Ok(state) => return Ok((state, snapshot.stream_version)),
-            Err(error) => {
-                tracing::warn!(%stream, %error, "unreadable snapshot; folding the whole stream")
-            }
+    let Some(snapshot) = snapshot.filter(|s| s.stream_version <= until) else {
+        return Ok(None);
+    };
+    match (codec.decode)(snapshot.state) {
+        Ok(state) => Ok(Some((state, snapshot.stream_version))),
+        Err(error) => {
+            tracing::warn!(%stream, %error, "unreadable snapshot; folding the whole stream");
+            Ok(None)
         }
     }
-    Ok((S::default(), StreamVersion::EMPTY))
 }
 
 /// Saves a snapshot of a loaded state. A snapshot only saves work, so a failure is logged and the

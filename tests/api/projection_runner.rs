@@ -63,7 +63,8 @@ async fn interleaved_history(store: &Arc<dyn Store>, streams: usize, per_stream:
     }
 }
 
-async fn all_events(store: &Arc<dyn Store>) -> Vec<RecordedEvent> {
+async fn all_events(db: &TestDatabase, store: &Arc<dyn Store>) -> Vec<RecordedEvent> {
+    db.settled_head(store.as_ref()).await;
     store.read_all(Position::START, 1000).await.unwrap()
 }
 
@@ -125,7 +126,7 @@ async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_hea
         "a document says which event it folded last: here its stream's newest"
     );
     let documents = db.active_documents("stream_index").await;
-    assert_eq!(documents, folded(&all_events(&store).await));
+    assert_eq!(documents, folded(&all_events(&db, &store).await));
 
     let mut paged = Vec::new();
     let mut after: Option<String> = None;
@@ -183,7 +184,7 @@ async fn a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_
     let db = TestDatabase::new(backend).await;
     let store = db.open().await;
     interleaved_history(&store, 10, 3).await;
-    let events = all_events(&store).await;
+    let events = all_events(&db, &store).await;
     // The 8th stream's first event is the 8th event: the batch of 3 holding it is the third.
     fail_writes_of(&db, "license/lic_0000000007").await;
     let metrics = Arc::new(Metrics::default());

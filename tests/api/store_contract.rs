@@ -117,6 +117,7 @@ async fn a_stale_expected_version_is_a_typed_conflict_that_writes_nothing(backen
             other => panic!("expected a version conflict, got {other:?}"),
         }
     }
+    db.settled_head(store.as_ref()).await;
     assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 1);
     db.cleanup().await;
 }
@@ -157,6 +158,7 @@ async fn two_writers_at_the_same_expected_version_exactly_one_wins(backend: Back
         .unwrap();
     assert_eq!(events.len(), 2, "no event lost or duplicated");
     assert_eq!(events[1].global_position, winners[0].positions[0]);
+    db.settled_head(store.as_ref()).await;
     assert_eq!(store.read_all(Position::START, 100).await.unwrap().len(), 2);
     db.cleanup().await;
 }
@@ -192,6 +194,7 @@ async fn concurrent_writers_on_distinct_streams_lose_and_duplicate_nothing(backe
     for task in tasks {
         written.extend(task.await.unwrap());
     }
+    db.settled_head(store.as_ref()).await;
     let mut read = Vec::new();
     let mut after = Position::START;
     loop {
@@ -256,6 +259,7 @@ async fn replaying_an_idempotency_key_returns_the_first_positions_and_writes_not
         .unwrap();
     let later = store.append(request()).await.unwrap();
     assert_eq!(later.positions, first.positions);
+    db.settled_head(store.as_ref()).await;
     assert_eq!(
         store.read_all(Position::START, 10).await.unwrap().len(),
         2,
@@ -297,6 +301,7 @@ async fn an_idempotency_key_reused_with_another_request_is_refused(backend: Back
         matches!(error, StoreError::IdempotencyKeyReused { ref key } if key == "http:k2"),
         "{error:?}"
     );
+    db.settled_head(store.as_ref()).await;
     assert_eq!(
         store.read_all(Position::START, 10).await.unwrap().len(),
         1,
@@ -334,6 +339,7 @@ async fn concurrent_appends_with_one_key_take_effect_once(backend: Backend) {
     let written: Vec<_> = outcomes.iter().filter(|o| !o.replayed).collect();
     assert_eq!(written.len(), 1, "exactly one append wrote");
     assert!(outcomes.iter().all(|o| o.positions == written[0].positions));
+    db.settled_head(store.as_ref()).await;
     assert_eq!(store.read_all(Position::START, 100).await.unwrap().len(), 1);
     db.cleanup().await;
 }
@@ -445,6 +451,7 @@ async fn upcasters_apply_on_stream_reads_and_global_reads(backend: Backend) {
         .read_stream(&license, StreamVersion(1), 10)
         .await
         .unwrap();
+    db.settled_head(store.as_ref()).await;
     let all = store.read_all(Position::START, 10).await.unwrap();
     for events in [&by_stream, &all] {
         assert_eq!(events[0].schema_version, 3);
@@ -505,6 +512,7 @@ async fn the_log_refuses_updates_and_deletes(backend: Backend) {
     assert!(update.to_string().contains("append-only"), "{update}");
     let delete = db.try_execute("DELETE FROM events").await.unwrap_err();
     assert!(delete.to_string().contains("append-only"), "{delete}");
+    db.settled_head(store.as_ref()).await;
     assert_eq!(
         store.read_all(Position::START, 10).await.unwrap()[0].event_type,
         "a"
@@ -558,6 +566,7 @@ async fn an_atomic_append_to_several_streams_writes_all_of_them_contiguously(bac
         "contiguous in batch order: {positions:?}"
     );
     assert_eq!(outcome.last_position(), *positions.last().unwrap());
+    db.settled_head(store.as_ref()).await;
     assert_eq!(store.read_all(Position::START, 100).await.unwrap().len(), 6);
     db.cleanup().await;
 }
@@ -588,6 +597,7 @@ async fn a_conflict_on_any_stream_of_a_batch_writes_none_of_it(backend: Backend)
         }
         other => panic!("expected a version conflict, got {other:?}"),
     }
+    db.settled_head(store.as_ref()).await;
     assert_eq!(
         store.read_all(Position::START, 100).await.unwrap().len(),
         1,
@@ -646,6 +656,7 @@ async fn a_replayed_batch_answers_with_every_streams_first_outcome(backend: Back
             .collect::<Vec<_>>()
     };
     assert_eq!(positions(&again), positions(&first));
+    db.settled_head(store.as_ref()).await;
     assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 3);
     db.cleanup().await;
 }
