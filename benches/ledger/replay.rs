@@ -9,7 +9,7 @@ use crate::support::{ms, Backend, BenchDatabase, Row};
 use aggregates::account::Account;
 use aggregates::catalog::Catalog;
 use aggregates::decider::Decider;
-use aggregates::log::{EventMetadata, StreamVersion};
+use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use pulse_account::command::{load_until, SNAPSHOT_EVERY};
 use pulse_account::crypto::KeyMaterial;
 use pulse_account::personal_data::PersonalDataStore;
@@ -54,14 +54,7 @@ pub(crate) async fn run(
         }
         let full_fold = median(RUNS, || async {
             store.delete_snapshots().await.expect("delete snapshots");
-            let started = Instant::now();
-            let (state, version) = load_until::<Account>(store.as_ref(), &stream, head(events))
-                .await
-                .expect("load");
-            let elapsed = started.elapsed();
-            assert_eq!(version, head(events), "every event folded");
-            drop(state);
-            elapsed
+            timed_load(store.as_ref(), &stream, events).await
         })
         .await;
         let behind = head(events).0.saturating_sub(SNAPSHOT_EVERY - 1).max(1);
@@ -77,14 +70,7 @@ pub(crate) async fn run(
         };
         let from_snapshot = median(RUNS, || async {
             store.save_snapshot(&snapshot).await.expect("save snapshot");
-            let started = Instant::now();
-            let (state, version) = load_until::<Account>(store.as_ref(), &stream, head(events))
-                .await
-                .expect("load");
-            let elapsed = started.elapsed();
-            assert_eq!(version, head(events), "every event folded");
-            drop(state);
-            elapsed
+            timed_load(store.as_ref(), &stream, events).await
         })
         .await;
         let raw = median(RUNS, || async {
@@ -131,6 +117,18 @@ pub(crate) async fn run(
     drop(store);
     db.drop_database().await;
     rows
+}
+
+/// Loads the account's state at its head (without saving a snapshot); returns how long it took.
+async fn timed_load(store: &dyn Store, stream: &StreamName, events: usize) -> Duration {
+    let started = Instant::now();
+    let (state, version) = load_until::<Account>(store, stream, head(events))
+        .await
+        .expect("load");
+    let elapsed = started.elapsed();
+    assert_eq!(version, head(events), "every event folded");
+    drop(state);
+    elapsed
 }
 
 /// The stream version after `events` events.
