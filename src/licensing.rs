@@ -33,6 +33,8 @@ use projections::licenses::Licenses;
 use projections::DocumentProjection;
 use rand::RngCore;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// What `POST /v1/activate` asks.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -104,10 +106,43 @@ pub struct NewLicense {
 pub struct Licensing<'a> {
     /// The store.
     pub store: &'a dyn Store,
+    /// Installation tokens this process has seen bound.
+    pub bindings: &'a TokenBindings,
     /// Keys for hashing secrets and signing grants.
     pub keys: &'a KeyMaterial,
     /// The catalog in force.
     pub catalog: &'a Catalog,
+}
+
+/// Installation tokens seen bound, by hash: the token index keeps a token's first binding forever,
+/// so an entry is never stale (whether the token is still its installation's is checked against
+/// the license on every request). Unknown tokens are not remembered: they may be bound later.
+#[derive(Default)]
+pub struct TokenBindings {
+    bound: Mutex<HashMap<SecretHash, (LicenseId, InstallationId)>>,
+}
+
+/// Most token bindings remembered; the cache starts over when full.
+const TOKEN_BINDINGS_MAX: usize = 100_000;
+
+impl TokenBindings {
+    fn get(&self, token_hash: &SecretHash) -> Option<(LicenseId, InstallationId)> {
+        self.lock().get(token_hash).cloned()
+    }
+
+    fn remember(&self, token_hash: SecretHash, binding: (LicenseId, InstallationId)) {
+        let mut bound = self.lock();
+        if bound.len() >= TOKEN_BINDINGS_MAX {
+            bound.clear();
+        }
+        bound.insert(token_hash, binding);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SecretHash, (LicenseId, InstallationId)>> {
+        self.bound
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn random_u64() -> u64 {
@@ -196,6 +231,9 @@ impl Licensing<'_> {
             return Err(FlowError::UnknownInstallationToken);
         }
         let token_hash = self.hasher().hash(token);
+        if let Some((license_id, installation_id)) = self.bindings.get(&token_hash) {
+            return Ok((license_id, installation_id, token_hash));
+        }
         let (binding, _) = load::<InstallationTokenIndex>(
             self.store,
             &stream(InstallationTokenIndex::STREAM_TYPE, token_hash.as_str())?,
@@ -203,6 +241,10 @@ impl Licensing<'_> {
         .await?;
         let (license_id, installation_id) =
             binding.bound.ok_or(FlowError::UnknownInstallationToken)?;
+        self.bindings.remember(
+            token_hash.clone(),
+            (license_id.clone(), installation_id.clone()),
+        );
         Ok((license_id, installation_id, token_hash))
     }
 
@@ -441,22 +483,19 @@ impl Licensing<'_> {
     }
 
     /// A license as it stands now. From the `licenses` read model when that has folded the whole
-    /// stream — one document read and one index probe, however long the history — else folded from
-    /// the stream itself, so a read model that lags never answers for the license.
+    /// stream — one statement, however long the history — else folded from the stream itself, so a
+    /// read model that lags never answers for the license.
     async fn current_license(&self, license_id: &LicenseId) -> Result<IssuedLicense, FlowError> {
         let stream = stream(License::STREAM_TYPE, license_id.as_str())?;
-        let (document, head) = tokio::join!(
-            self.store
-                .read_document_at(Licenses::NAME, license_id.as_str()),
-            self.store.stream_head(&stream)
-        );
-        if let (Some((body, folded)), head) = (document?, head?) {
-            if folded == head {
-                match serde_json::from_value::<IssuedLicense>(body) {
-                    Ok(license) => return Ok(license),
-                    Err(error) => {
-                        tracing::warn!(%license_id, %error, "unreadable licenses document; folding the stream")
-                    }
+        let document = self
+            .store
+            .read_current_document(Licenses::NAME, license_id.as_str(), &stream)
+            .await?;
+        if let Some(body) = document {
+            match serde_json::from_value::<IssuedLicense>(body) {
+                Ok(license) => return Ok(license),
+                Err(error) => {
+                    tracing::warn!(%license_id, %error, "unreadable licenses document; folding the stream")
                 }
             }
         }

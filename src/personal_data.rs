@@ -397,10 +397,6 @@ impl EventStore for PersonalDataStore {
         self.inner.delete_snapshots().await
     }
 
-    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError> {
-        self.inner.stream_head(stream).await
-    }
-
     fn subscribe_appends(&self) -> watch::Receiver<Position> {
         self.inner.subscribe_appends()
     }
@@ -476,6 +472,17 @@ impl ProjectionStore for PersonalDataStore {
         key: &str,
     ) -> Result<Option<(Value, Position)>, StoreError> {
         self.inner.read_document_at(projection, key).await
+    }
+
+    async fn read_current_document(
+        &self,
+        projection: &str,
+        key: &str,
+        stream: &StreamName,
+    ) -> Result<Option<Value>, StoreError> {
+        self.inner
+            .read_current_document(projection, key, stream)
+            .await
     }
 
     async fn list_documents(

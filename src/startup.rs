@@ -146,6 +146,7 @@ impl Application {
             stripe: Arc::new(stripe),
             public_url: settings.public_url,
             legacy,
+            token_bindings: Arc::default(),
         };
         Ok(Application {
             listener,

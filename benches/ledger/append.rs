@@ -12,7 +12,7 @@ use aggregates::license::LicenseOrigin;
 use aggregates::log::EventMetadata;
 use chrono::Utc;
 use pulse_account::crypto::KeyMaterial;
-use pulse_account::licensing::{Licensing, NewLicense};
+use pulse_account::licensing::{Licensing, NewLicense, TokenBindings};
 use pulse_account::personal_data::PersonalDataStore;
 use pulse_account::store::{Idempotency, Store};
 use std::sync::Arc;
@@ -93,8 +93,10 @@ async fn ours_path(
             let (store, keys) = (Arc::clone(store), Arc::clone(keys));
             tokio::spawn(async move {
                 let catalog = Catalog::v1();
+                let bindings = TokenBindings::default();
                 let licensing = Licensing {
                     store: store.as_ref(),
+                    bindings: &bindings,
                     keys: &keys,
                     catalog: &catalog,
                 };

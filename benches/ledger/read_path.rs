@@ -88,6 +88,7 @@ async fn activated_installation(state: &pulse_account::http::AppState) -> (Strin
     let catalog = Catalog::v1();
     let licensing = Licensing {
         store: state.store.as_ref(),
+        bindings: &state.token_bindings,
         keys: &state.keys,
         catalog: &catalog,
     };

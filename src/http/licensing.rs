@@ -34,6 +34,7 @@ pub(super) fn metadata(actor: &str, headers: &HeaderMap) -> EventMetadata {
 fn licensing(state: &AppState) -> Licensing<'_> {
     Licensing {
         store: state.store.as_ref(),
+        bindings: &state.token_bindings,
         keys: &state.keys,
         catalog: &state.catalog,
     }

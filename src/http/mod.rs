@@ -52,6 +52,8 @@ pub struct AppState {
     pub public_url: String,
     /// The v5 public key that verifies legacy tokens, when legacy exchange is configured.
     pub legacy: Option<Arc<crate::exchange::LegacyVerifier>>,
+    /// Installation tokens this process has seen bound.
+    pub token_bindings: Arc<crate::licensing::TokenBindings>,
 }
 
 /// The whole application as one router, usable without a socket in tests.

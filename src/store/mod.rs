@@ -305,10 +305,6 @@ pub trait EventStore: Send + Sync {
     /// The position of the newest event a reader may see (0 for an empty log).
     async fn head_position(&self) -> Result<Position, StoreError>;
 
-    /// The position of a stream's newest committed event (0 for an empty stream): one index probe,
-    /// to tell whether a read model has folded the whole stream.
-    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError>;
-
     /// A receiver that changes whenever this process appends, or (PostgreSQL) hears another process
     /// append. Wake-ups are hints; readers also poll.
     fn subscribe_appends(&self) -> watch::Receiver<Position>;
@@ -464,6 +460,15 @@ pub trait ProjectionStore: Send + Sync {
         projection: &str,
         key: &str,
     ) -> Result<Option<(serde_json::Value, Position)>, StoreError>;
+
+    /// Reads one document of the active generation only if it has folded `stream` up to the
+    /// stream's newest event, in one statement: a read model that lags never answers for it.
+    async fn read_current_document(
+        &self,
+        projection: &str,
+        key: &str,
+        stream: &StreamName,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
 
     /// A page of the active generation's documents in key order, starting after the key `after`
     /// (from the first when `None`): at most `limit` (≤ [`READ_PAGE_MAX`]) key–document pairs.

@@ -469,19 +469,6 @@ impl EventStore for PostgresStore {
         Ok(events)
     }
 
-    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError> {
-        let head: Option<i64> = sqlx::query_scalar(
-            "SELECT global_position FROM events WHERE stream_type = $1 AND stream_id = $2 \
-             ORDER BY stream_version DESC LIMIT 1",
-        )
-        .bind(stream.stream_type())
-        .bind(stream.stream_id())
-        .fetch_optional(&self.pool)
-        .await
-        .during("reading a stream's head")?;
-        Ok(Position(head.unwrap_or(0)))
-    }
-
     async fn head_position(&self) -> Result<Position, StoreError> {
         let head: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT MAX(global_position) FROM events WHERE transaction_id < {VISIBLE_GUARD}"
@@ -865,6 +852,29 @@ impl ProjectionStore for PostgresStore {
         .await
         .during("reading a projection document")?;
         Ok(row.map(|(body, position)| (body, Position(position))))
+    }
+
+    async fn read_current_document(
+        &self,
+        projection: &str,
+        key: &str,
+        stream: &StreamName,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT d.body FROM projection_documents d \
+             JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
+             WHERE g.projection = $1 AND g.status = 'active' AND d.doc_key = $2 \
+             AND d.last_position = (SELECT e.global_position FROM events e \
+                 WHERE e.stream_type = $3 AND e.stream_id = $4 \
+                 ORDER BY e.stream_version DESC LIMIT 1)",
+        )
+        .bind(projection)
+        .bind(key)
+        .bind(stream.stream_type())
+        .bind(stream.stream_id())
+        .fetch_optional(&self.pool)
+        .await
+        .during("reading a current projection document")
     }
 
     async fn list_documents(

@@ -284,19 +284,6 @@ impl EventStore for SqliteStore {
         Ok(events)
     }
 
-    async fn stream_head(&self, stream: &StreamName) -> Result<Position, StoreError> {
-        let head: Option<i64> = sqlx::query_scalar(
-            "SELECT global_position FROM events WHERE stream_type = ?1 AND stream_id = ?2 \
-             ORDER BY stream_version DESC LIMIT 1",
-        )
-        .bind(stream.stream_type())
-        .bind(stream.stream_id())
-        .fetch_optional(&self.readers)
-        .await
-        .during("reading a stream's head")?;
-        Ok(Position(head.unwrap_or(0)))
-    }
-
     async fn head_position(&self) -> Result<Position, StoreError> {
         let head: Option<i64> = sqlx::query_scalar("SELECT MAX(global_position) FROM events")
             .fetch_one(&self.readers)
@@ -643,6 +630,34 @@ impl ProjectionStore for SqliteStore {
             let body = serde_json::from_str(&body)
                 .map_err(|e| StoreError::Invariant(format!("unreadable document {key:?}: {e}")))?;
             Ok((body, Position(position)))
+        })
+        .transpose()
+    }
+
+    async fn read_current_document(
+        &self,
+        projection: &str,
+        key: &str,
+        stream: &StreamName,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar(
+            "SELECT d.body FROM projection_documents d \
+             JOIN projection_generations g ON g.projection = d.projection AND g.generation = d.generation \
+             WHERE g.projection = ?1 AND g.status = 'active' AND d.doc_key = ?2 \
+             AND d.last_position = (SELECT e.global_position FROM events e \
+                 WHERE e.stream_type = ?3 AND e.stream_id = ?4 \
+                 ORDER BY e.stream_version DESC LIMIT 1)",
+        )
+        .bind(projection)
+        .bind(key)
+        .bind(stream.stream_type())
+        .bind(stream.stream_id())
+        .fetch_optional(&self.readers)
+        .await
+        .during("reading a current projection document")?;
+        body.map(|body| {
+            serde_json::from_str(&body)
+                .map_err(|e| StoreError::Invariant(format!("unreadable document {key:?}: {e}")))
         })
         .transpose()
     }

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use pulse_account::command::{handle, Command};
 use pulse_account::crypto::signing::verify_with_jwks;
 use pulse_account::crypto::{KeyConfig, KeyMaterial};
-use pulse_account::licensing::{ActivateRequest, Licensing, NewLicense};
+use pulse_account::licensing::{ActivateRequest, Licensing, NewLicense, TokenBindings};
 use pulse_account::metrics::Metrics;
 use pulse_account::projection::registry;
 use pulse_account::projection::runner::{Runner, RunnerConfig};
@@ -29,6 +29,7 @@ crate::on_both_stores!(
 async fn issue(app: &TestApp, plan: &str) -> (String, String) {
     let licensing = Licensing {
         store: app.state.store.as_ref(),
+        bindings: &app.state.token_bindings,
         keys: &app.state.keys,
         catalog: &app.state.catalog,
     };
@@ -137,15 +138,6 @@ async fn a_fourth_installation_is_refused_and_the_same_fingerprint_rotates_its_t
     assert_eq!(body["code"], "MAX_INSTALLATIONS");
     assert_eq!(body["details"], json!({ "current": 3, "limit": 3 }));
 
-    let (status, again, _) = app
-        .post("/v1/activate", &activation(&key, "fp-2"), &[])
-        .await;
-    assert_eq!(status, 200);
-    let first_id = again["installation"]["installation_id"].clone();
-    let new_token = again["installation"]["installation_token"]
-        .as_str()
-        .unwrap();
-    assert_ne!(new_token, tokens[1], "re-activation issues a new token");
     let refresh = |token: String| {
         let app = &app;
         async move {
@@ -160,6 +152,19 @@ async fn a_fourth_installation_is_refused_and_the_same_fingerprint_rotates_its_t
             (status, response.json::<Value>().await.unwrap())
         }
     };
+    // The token works, and this process now remembers its binding.
+    let (status, body) = refresh(tokens[1].clone()).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, again, _) = app
+        .post("/v1/activate", &activation(&key, "fp-2"), &[])
+        .await;
+    assert_eq!(status, 200);
+    let first_id = again["installation"]["installation_id"].clone();
+    let new_token = again["installation"]["installation_token"]
+        .as_str()
+        .unwrap();
+    assert_ne!(new_token, tokens[1], "re-activation issues a new token");
     let (status, body) = refresh(tokens[1].clone()).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -343,8 +348,10 @@ async fn entitlements_come_from_the_read_model_only_while_it_has_folded_the_whol
     let directory = tempfile::tempdir().unwrap();
     let keys = KeyMaterial::load(&KeyConfig::default(), directory.path()).unwrap();
     let catalog = Catalog::v1();
+    let bindings = TokenBindings::default();
     let licensing = Licensing {
         store: store.as_ref(),
+        bindings: &bindings,
         keys: &keys,
         catalog: &catalog,
     };

@@ -124,6 +124,7 @@ async fn an_unpaid_license_expires_after_its_grace_and_a_scheduled_cancellation_
     let app = TestApp::spawn(backend).await;
     let licensing = Licensing {
         store: app.state.store.as_ref(),
+        bindings: &app.state.token_bindings,
         keys: &app.state.keys,
         catalog: &app.state.catalog,
     };

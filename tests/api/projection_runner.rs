@@ -120,10 +120,32 @@ async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_hea
         .await
         .unwrap()
         .unwrap();
+    let newest = store
+        .read_stream(&license, aggregates::log::StreamVersion(1), 100)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .global_position;
     assert_eq!(
-        folded_up_to,
-        store.stream_head(&license).await.unwrap(),
+        folded_up_to, newest,
         "a document says which event it folded last: here its stream's newest"
+    );
+    let current = |stream_id: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let stream = aggregates::log::StreamName::parse("license", stream_id).unwrap();
+            store
+                .read_current_document("stream_index", "license/lic_0000000001", &stream)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(current("lic_0000000001").await, Some(summary.clone()));
+    assert_eq!(
+        current("lic_0000000002").await,
+        None,
+        "folded up to another stream's newest event"
     );
     let documents = db.active_documents("stream_index").await;
     assert_eq!(documents, folded(&all_events(&db, &store).await));
@@ -147,6 +169,15 @@ async fn the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_hea
         "paging in key order lists every document once"
     );
     assert!(store.list_documents("stream_index", None, 0).await.is_err());
+    store
+        .append(append(&license, 4, vec![event("unfolded", json!({}))]))
+        .await
+        .unwrap();
+    assert_eq!(
+        current("lic_0000000001").await,
+        None,
+        "a document behind its stream is not current"
+    );
     db.cleanup().await;
 }
 
