@@ -142,23 +142,7 @@ impl TestDatabase {
     /// may still be running (the store's visibility guard errs towards waiting), so "the head
     /// after my writes" is read from the table itself and then waited for.
     pub(crate) async fn settled_head(&self, store: &dyn Store) -> Position {
-        let sql = "SELECT MAX(global_position) FROM events";
-        let written: Option<i64> = match self.backend {
-            Backend::Sqlite => {
-                let mut connection = sqlx::SqliteConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql).fetch_one(&mut connection).await
-            }
-            Backend::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(&self.url)
-                    .await
-                    .expect("connect");
-                sqlx::query_scalar(sql).fetch_one(&mut connection).await
-            }
-        }
-        .expect("read the last position");
-        let written = Position(written.unwrap_or(0));
+        let written = Position(self.max_position().await);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let visible = store.head_position().await.expect("read the head");
