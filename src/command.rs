@@ -14,9 +14,10 @@ use aggregates::log::{EventMetadata, StreamName, StreamNameError, StreamVersion}
 /// Attempts per command before a conflict is returned to the caller: contention on one small
 /// stream is rare, so three tries absorb it and a fourth would only hide a hot spot.
 pub const COMMAND_ATTEMPTS_MAX: usize = 3;
-/// Most events one load may fold. Streams are per account, license, handoff, …; the long ones
-/// (accounts, licenses) load from snapshots, so a fold this long means a modelling bug or snapshots
-/// that cannot be saved.
+/// Most events one load of a stream without snapshots may fold: streams are per handoff, index
+/// entry, trial, …, and one this long means a modelling bug. Streams with snapshots (accounts,
+/// licenses) have no such bound: a load after their snapshots were deleted (by erasure, or when a
+/// state version is raised) folds the whole stream once, and saves a snapshot for the next.
 pub const STREAM_EVENTS_MAX: usize = 10_000;
 /// Events a load folds past its snapshot (or from the start) before it saves a new snapshot.
 pub const SNAPSHOT_EVERY: i64 = 250;
@@ -37,7 +38,8 @@ pub enum CommandError<E> {
     /// A stored event does not decode into the decider's events.
     #[error(transparent)]
     Decode(#[from] CodecError),
-    /// Loading the stream would fold more than [`STREAM_EVENTS_MAX`] events.
+    /// Loading the stream, which keeps no snapshots, would fold more than [`STREAM_EVENTS_MAX`]
+    /// events.
     #[error("stream {0} has more than {STREAM_EVENTS_MAX} events to fold")]
     StreamTooLong(StreamName),
     /// Every attempt met a concurrent writer.
@@ -155,7 +157,7 @@ async fn fold_stream<D: Decider>(
             loaded.version = recorded.stream_version;
             loaded.folded += 1;
         }
-        if loaded.folded as usize > STREAM_EVENTS_MAX {
+        if D::SNAPSHOTS.is_none() && loaded.folded as usize > STREAM_EVENTS_MAX {
             return Err(CommandError::StreamTooLong(stream.clone()));
         }
         if !full_page {

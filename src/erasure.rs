@@ -4,8 +4,9 @@
 //! destroyed, so no erasure goes unrecorded), destroys the person's data keys (crypto-shredding:
 //! every value sealed under them now reads as erased, and the log is not rewritten, so every export
 //! and seal still verifies), waits until every process has forgotten its cached keys, deletes the
-//! stream snapshots, then rebuilds every read model from the log so that no snapshot or read model
-//! still holds the plaintext. Running it again for the same person is safe: it records the request again,
+//! stream snapshots, rebuilds every read model from the log, and deletes the snapshots once more
+//! (a load that had read one before the first deletion may have saved another), so that no
+//! snapshot or read model still holds the plaintext. Running it again for the same person is safe: it records the request again,
 //! destroys any key made since, and rebuilds.
 
 use crate::flow::{stream, FlowError};
@@ -112,6 +113,9 @@ pub async fn erase(
             .await?;
         rebuilt.push((name, report.events));
     }
+    // A load that read a snapshot before the deletion above and folded on may have saved a new one.
+    let snapshots_deleted =
+        snapshots_deleted + store.delete_snapshots().await.map_err(FlowError::from)?;
     Ok(ErasureReport {
         person_id,
         position: recorded.last_position(),

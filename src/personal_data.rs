@@ -1,9 +1,10 @@
 //! Personal data at rest. [`PERSONAL_FIELDS`] names every event field that holds personal data
 //! (emails and instance names); [`PersonalDataStore`] wraps a [`Store`] so that those fields are
 //! sealed under their person's data key as events are appended and opened as they are read.
-//! Everything above it — deciders, projections, support replay — sees plaintext; the database
-//! holds only sealed values, and once a person's keys are erased their values read as erased
-//! placeholders ([`PersonalKind::erased`]).
+//! Everything above it — deciders, projections, support replay — sees plaintext; the log holds
+//! only sealed values, and once a person's keys are erased their values read as erased
+//! placeholders ([`PersonalKind::erased`]). What is derived from the log (read models, stream
+//! snapshots) holds plaintext and is rebuilt or deleted by the erasure job (`crate::erasure`).
 //!
 //! The audit chain reads the log as stored ([`EventStore::read_all_stored`] passes through
 //! untouched), so neither sealing nor erasure changes a sealed or exported record.

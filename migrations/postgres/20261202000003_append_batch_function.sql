@@ -1,7 +1,7 @@
 -- An append is one statement. The idempotency check, the version check, the insert under the
 -- append lock and the idempotency record all run inside `append_batch`, in the statement's own
--- transaction, so an append is one round trip instead of five (BEGIN, versions, insert, key,
--- COMMIT).
+-- transaction, so an append is one round trip instead of six (key pre-check, BEGIN, versions,
+-- insert, key, COMMIT).
 --
 -- Order matters. Readers rely on positions rising in transaction-id order (src/store/postgres.rs),
 -- and a transaction takes its id at its first write, so that write must be the insert under the
@@ -15,8 +15,9 @@
 -- between the checks and the writes makes the statement fail on `events_stream_version_key` or
 -- `idempotency_keys_pkey`, and nothing is written; the caller then releases the session lock,
 -- which the function may still hold.
-DROP FUNCTION append_events(TEXT[], TEXT[], BIGINT[], UUID[], TEXT[], INTEGER[], JSONB[], JSONB,
-                            TIMESTAMPTZ);
+--
+-- `append_events` (migration 20261202000002) stays: processes of the previous release, still
+-- serving during a rolling deploy, append through it. The release after this one drops it.
 
 CREATE FUNCTION append_batch(
     batch_types       TEXT[],

@@ -185,8 +185,14 @@ fn decode_stored(row: &PgRow) -> Result<RecordedEvent, StoreError> {
 /// How one call of `append_batch` ended. Anything but `Written` wrote nothing.
 enum Attempt {
     Written(BatchOutcome),
+    /// The checks found a stream at another version (before the lock was taken).
     WrongVersion(StreamName, StreamVersion),
+    /// The checks found the key already recorded (before the lock was taken).
+    KeySeen,
+    /// A concurrent writer took a version after the checks: the statement failed, and may have
+    /// left the append lock held.
     VersionTaken,
+    /// A concurrent writer took the key after the checks: as for `VersionTaken`.
     KeyTaken,
 }
 
@@ -307,7 +313,7 @@ async fn append_statement(
     let mut written = Vec::with_capacity(rows.len());
     for (status, position, stream_type, stream_id, version) in rows {
         match (status.as_str(), position, stream_type, stream_id, version) {
-            ("key_taken", ..) => return Ok(Attempt::KeyTaken),
+            ("key_taken", ..) => return Ok(Attempt::KeySeen),
             ("wrong_version", _, Some(stream_type), Some(stream_id), Some(actual)) => {
                 return Ok(Attempt::WrongVersion(
                     stored_stream_name(stream_type, stream_id)?,
@@ -354,13 +360,18 @@ impl EventStore for PostgresStore {
             dirty: true,
         };
         let attempt = append_statement(&mut append.connection, &batch).await;
-        if matches!(
+        let may_hold_lock = matches!(
             attempt,
             Err(_) | Ok(Attempt::VersionTaken | Attempt::KeyTaken)
-        ) {
-            release_append_lock(&mut append.connection).await?;
+        );
+        if !may_hold_lock {
+            append.dirty = false;
+        } else if let Err(error) = release_append_lock(&mut append.connection).await {
+            // Still dirty: the connection is closed instead of pooled, which releases the lock.
+            tracing::warn!(%error, "could not release the append lock");
+        } else {
+            append.dirty = false;
         }
-        append.dirty = false;
         drop(append);
         match attempt? {
             Attempt::Written(outcome) => {
@@ -396,7 +407,7 @@ impl EventStore for PostgresStore {
                     "a version was taken but no stream moved",
                 )))
             }
-            Attempt::KeyTaken => {
+            Attempt::KeySeen | Attempt::KeyTaken => {
                 let idempotency = batch
                     .idempotency
                     .as_ref()

@@ -326,17 +326,22 @@ impl EventStore for SqliteStore {
         .fetch_optional(&self.readers)
         .await
         .during("reading a snapshot")?;
-        row.map(|(stream_version, state)| {
-            Ok(Snapshot {
+        let Some((stream_version, state)) = row else {
+            return Ok(None);
+        };
+        match serde_json::from_str(&state) {
+            Ok(state) => Ok(Some(Snapshot {
                 stream: stream.clone(),
                 state_version,
                 stream_version: StreamVersion(stream_version),
-                state: serde_json::from_str(&state).map_err(|e| {
-                    StoreError::Invariant(format!("unreadable snapshot of {stream}: {e}"))
-                })?,
-            })
-        })
-        .transpose()
+                state,
+            })),
+            // A snapshot only saves work: the load folds the stream instead.
+            Err(error) => {
+                tracing::warn!(%stream, %error, "unreadable snapshot; passed over");
+                Ok(None)
+            }
+        }
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
