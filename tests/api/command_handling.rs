@@ -265,18 +265,7 @@ async fn a_long_stream_loads_from_its_latest_snapshot_and_folds_only_the_events_
     let written = 6 * APPEND_EVENTS_MAX as i64;
     assert!(written > 2 * SNAPSHOT_EVERY);
     for batch in 0..6 {
-        store
-            .append(AppendRequest {
-                stream: stream.clone(),
-                expected_version: StreamVersion(batch * APPEND_EVENTS_MAX as i64),
-                events: (0..APPEND_EVENTS_MAX)
-                    .map(|_| encode(&TallyEvent::Ticked).unwrap())
-                    .collect(),
-                metadata: metadata(),
-                idempotency: None,
-            })
-            .await
-            .unwrap();
+        append_ticks(store.as_ref(), &stream, batch * APPEND_EVENTS_MAX as i64).await;
     }
     let ticks = |events: u64| Ticks { events };
     let version = StreamVersion(written);
@@ -346,18 +335,7 @@ async fn a_long_stream_loads_from_its_latest_snapshot_and_folds_only_the_events_
     // erasure), a load folds past STREAM_EVENTS_MAX events and saves a snapshot for the next.
     let mut version = after_tick.0;
     while version as usize <= STREAM_EVENTS_MAX {
-        store
-            .append(AppendRequest {
-                stream: stream.clone(),
-                expected_version: StreamVersion(version),
-                events: (0..APPEND_EVENTS_MAX)
-                    .map(|_| encode(&TallyEvent::Ticked).unwrap())
-                    .collect(),
-                metadata: metadata(),
-                idempotency: None,
-            })
-            .await
-            .unwrap();
+        append_ticks(store.as_ref(), &stream, version).await;
         version += APPEND_EVENTS_MAX as i64;
     }
     assert_eq!(
@@ -367,4 +345,20 @@ async fn a_long_stream_loads_from_its_latest_snapshot_and_folds_only_the_events_
     let saved = store.read_snapshot(&stream, 1).await.unwrap().unwrap();
     assert_eq!(saved.stream_version, StreamVersion(version));
     db.cleanup().await;
+}
+
+/// Appends the most ticks one append may hold to a tally at `version`.
+async fn append_ticks(store: &dyn pulse_account::store::Store, stream: &StreamName, version: i64) {
+    store
+        .append(AppendRequest {
+            stream: stream.clone(),
+            expected_version: StreamVersion(version),
+            events: (0..APPEND_EVENTS_MAX)
+                .map(|_| encode(&TallyEvent::Ticked).unwrap())
+                .collect(),
+            metadata: metadata(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
 }
