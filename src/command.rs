@@ -1,9 +1,9 @@
 //! Command handling: load a stream, fold it, decide, and append at the version that was loaded.
 //!
 //! This is the thin shell around a pure [`Decider`]: all IO of a command happens here. Long streams
-//! load from snapshots (see [`load`]). A version
-//! conflict means another writer appended between our load and our append; the decision may no
-//! longer hold, so the handler reloads and decides again, at most [`COMMAND_ATTEMPTS_MAX`] times.
+//! load from snapshots (see [`load`]). A version conflict means another writer appended between our
+//! load and our append; the decision may no longer hold, so the handler reloads and decides again,
+//! at most [`COMMAND_ATTEMPTS_MAX`] times.
 
 use crate::store::{
     AppendOutcome, AppendRequest, EventStore, Idempotency, Snapshot, StoreError, READ_PAGE_MAX,

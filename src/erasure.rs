@@ -6,8 +6,8 @@
 //! and seal still verifies), waits until every process has forgotten its cached keys, deletes the
 //! stream snapshots, rebuilds every read model from the log, and deletes the snapshots once more
 //! (a load that had read one before the first deletion may have saved another), so that no
-//! snapshot or read model still holds the plaintext. Running it again for the same person is safe: it records the request again,
-//! destroys any key made since, and rebuilds.
+//! snapshot or read model still holds the plaintext. Running it again for the same person is
+//! safe: it records the request again, destroys any key made since, and rebuilds.
 
 use crate::flow::{stream, FlowError};
 use crate::metrics::Metrics;

@@ -10,8 +10,9 @@
 //! transaction id and its positions together under a session-level advisory lock
 //! (key `0x7075_6c73_655f_6c67`, taken and released by the `append_batch` SQL function, so it is
 //! held only while the insert runs on the server) that is released right after the insert, before
-//! the commit: appends still commit concurrently (group commit), but a transaction that took an earlier position always has
-//! the older transaction id, and a reader stops before it until it commits. A connection dropped
+//! the commit: appends still commit concurrently (group commit), but a transaction that took an
+//! earlier position always has the older transaction id, and a reader stops before it until it
+//! commits. A connection dropped
 //! while it may hold that lock is closed, never returned to the pool, so the server releases the
 //! lock with the session. A long write transaction in this database delays readers (never writers)
 //! until it ends; read-only transactions have no transaction id and delay nothing.
