@@ -13,7 +13,6 @@ use aggregates::log::EventMetadata;
 use chrono::Utc;
 use pulse_account::crypto::KeyMaterial;
 use pulse_account::licensing::{Licensing, NewLicense, TokenBindings};
-use pulse_account::personal_data::PersonalDataStore;
 use pulse_account::store::{Idempotency, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,10 +30,7 @@ pub(crate) async fn run(
     for writers in WRITERS {
         let commands = sizes.append_commands - sizes.append_commands % writers;
         let ours_db = BenchDatabase::create(admin, "append", backend).await;
-        let store: Arc<dyn Store> = Arc::new(PersonalDataStore::new(
-            ours_db.store().await,
-            Arc::clone(keys),
-        ));
+        let store = ours_db.sealed_store(keys).await;
         let ours = ours_path(&store, keys, writers, commands).await;
         drop(store);
         let pool = ours_db.pool(1).await;

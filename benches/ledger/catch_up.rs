@@ -13,7 +13,6 @@ use aggregates::log::{EventMetadata, Position};
 use pulse_account::audit::{export_to, ExportFormat, ExportOutput};
 use pulse_account::crypto::KeyMaterial;
 use pulse_account::metrics::Metrics;
-use pulse_account::personal_data::PersonalDataStore;
 use pulse_account::projection::registry;
 use pulse_account::projection::runner::{Runner, RunnerConfig};
 use pulse_account::store::{AppendBatch, Store, APPEND_EVENTS_MAX, APPEND_STREAMS_MAX};
@@ -31,8 +30,7 @@ pub(crate) async fn run(
     keys: &Arc<KeyMaterial>,
 ) -> Vec<Row> {
     let db = BenchDatabase::create(admin, "catch_up", backend).await;
-    let store: Arc<dyn Store> =
-        Arc::new(PersonalDataStore::new(db.store().await, Arc::clone(keys)));
+    let store = db.sealed_store(keys).await;
     let events = fill(&store, sizes.log_events).await;
     let pool = db.pool(2).await;
 

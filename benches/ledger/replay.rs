@@ -12,7 +12,6 @@ use aggregates::decider::Decider;
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use pulse_account::command::{load_until, SNAPSHOT_EVERY};
 use pulse_account::crypto::KeyMaterial;
-use pulse_account::personal_data::PersonalDataStore;
 use pulse_account::store::{AppendBatch, Snapshot, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +28,7 @@ pub(crate) async fn run(
     keys: &Arc<KeyMaterial>,
 ) -> Vec<Row> {
     let db = BenchDatabase::create(admin, "replay", backend).await;
-    let store: Arc<dyn Store> =
-        Arc::new(PersonalDataStore::new(db.store().await, Arc::clone(keys)));
+    let store = db.sealed_store(keys).await;
     let pool = db.pool(1).await;
     let catalog = Catalog::v1();
     let mut rows = Vec::new();

@@ -2,6 +2,8 @@
 //! sampling, and the results table.
 
 use crate::raw::RawPool;
+use pulse_account::crypto::KeyMaterial;
+use pulse_account::personal_data::PersonalDataStore;
 use pulse_account::store::upcast::Upcasters;
 use pulse_account::store::{self, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,6 +78,11 @@ impl BenchDatabase {
             .expect("open the store");
         store.migrate().await.expect("migrate");
         store
+    }
+
+    /// The store as the service uses it: personal data sealed under `keys`.
+    pub(crate) async fn sealed_store(&self, keys: &Arc<KeyMaterial>) -> Arc<dyn Store> {
+        Arc::new(PersonalDataStore::new(self.store().await, Arc::clone(keys)))
     }
 
     /// A plain connection pool for the raw baselines.

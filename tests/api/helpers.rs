@@ -484,24 +484,12 @@ impl TestApp {
     /// (On PostgreSQL a reader waits while any transaction of the database — a projection batch,
     /// say — is still open, so a read right after a write may stop short for a moment.)
     pub(crate) async fn all_events(&self) -> Vec<aggregates::log::RecordedEvent> {
-        let committed = self.db.max_position().await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let events = self
-                .state
-                .store
-                .read_all(aggregates::log::Position::START, 1000)
-                .await
-                .unwrap();
-            if events.last().map_or(0, |e| e.global_position.0) >= committed {
-                return events;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the reader never caught up with position {committed}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        self.db.settled_head(self.state.store.as_ref()).await;
+        self.state
+            .store
+            .read_all(Position::START, 1000)
+            .await
+            .unwrap()
     }
 
     /// Runs one command on a stream of decider `D` through the command handler, as a flow of the
