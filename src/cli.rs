@@ -4,6 +4,7 @@
 
 use crate::audit;
 use crate::crypto::{KeyConfig, KeyMaterial};
+use crate::http::server::ServerLimits;
 use crate::metrics::Metrics;
 use crate::personal_data::PersonalDataStore;
 use crate::projection::runner::{Runner, RunnerConfig};
@@ -300,6 +301,19 @@ pub struct ServeArgs {
         default_value_t = 60
     )]
     lifecycle_interval_secs: u64,
+    /// Seconds a client has to send a request's head; an idle keep-alive connection is closed
+    /// after as long.
+    #[arg(long, env = "PULSE_ACCOUNT_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body (408 after).
+    #[arg(long, env = "PULSE_ACCOUNT_BODY_READ_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_read_timeout_secs: u64,
+    /// Most HTTP connections open at once; more wait in the listen backlog.
+    #[arg(long, env = "PULSE_ACCOUNT_CONNECTIONS_MAX", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    connections_max: u64,
 }
 
 /// `projections` subcommands.
@@ -472,6 +486,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .then(|| Duration::from_secs(args.seal_interval_secs)),
         lifecycle_interval: (args.lifecycle_interval_secs > 0)
             .then(|| Duration::from_secs(args.lifecycle_interval_secs)),
+        server: ServerLimits {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+            connections_max: usize::try_from(args.connections_max).unwrap_or(usize::MAX),
+        },
     };
     let application = Application::build(settings)
         .await

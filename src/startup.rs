@@ -4,6 +4,7 @@
 
 use crate::crypto::{KeyConfig, KeyError, KeyMaterial};
 use crate::exchange::LegacyVerifier;
+use crate::http::server::{serve, ServerLimits};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::personal_data::PersonalDataStore;
@@ -49,6 +50,8 @@ pub struct Settings {
     /// How often the timed rules (end of grace, scheduled changes, stuck provisioning) are swept;
     /// `None` never.
     pub lifecycle_interval: Option<Duration>,
+    /// How the HTTP server bounds its clients.
+    pub server: ServerLimits,
 }
 
 /// Why the service could not start.
@@ -81,6 +84,7 @@ pub struct Application {
     runner_config: RunnerConfig,
     seal_interval: Option<Duration>,
     lifecycle_interval: Option<Duration>,
+    server: ServerLimits,
 }
 
 /// Opens the store a URL names and applies migrations.
@@ -147,6 +151,7 @@ impl Application {
             public_url: settings.public_url,
             legacy,
             token_bindings: Arc::default(),
+            body_read_timeout: settings.server.body_read_timeout,
         };
         Ok(Application {
             listener,
@@ -154,6 +159,7 @@ impl Application {
             runner_config: settings.runner,
             seal_interval: settings.seal_interval,
             lifecycle_interval: settings.lifecycle_interval,
+            server: settings.server,
         })
     }
 
@@ -204,9 +210,7 @@ impl Application {
             )));
         }
         let app = router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = serve(self.listener, app, &self.server, shutdown).await;
         let _ = stop_runners.send(true);
         for runner in runners {
             if tokio::time::timeout(RUNNER_SHUTDOWN_WAIT, runner)

@@ -36,6 +36,7 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
         legacy_public_key: None,
         seal_interval: None,
         lifecycle_interval: None,
+        server: Default::default(),
     })
     .await
     .expect("the service builds");

@@ -2,13 +2,13 @@
 //! lookup, and Stripe's webhook. Thin: parse, call [`crate::checkout`], answer.
 
 use super::error::ApiError;
-use super::extract::{ApiJson, IdempotencyKey};
+use super::extract::{ApiBytes, ApiForm, ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
 use crate::checkout::{parse_handoff_id, Checkout, CreateHandoffRequest, StartCheckoutRequest};
 use crate::stripe_gateway::WebhookRejection;
 use aggregates::handoff::Handoff;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
@@ -57,12 +57,8 @@ pub(super) struct HandoffQuery {
 pub(super) async fn resolve_handoff(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<HandoffQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<HandoffQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())
-            .for_request(&headers)
-    })?;
     let handoff_id =
         parse_handoff_id(&query.portal_handoff_id).map_err(|e| ApiError::domain(&e, &headers))?;
     let handoff = checkout(&state)
@@ -96,12 +92,8 @@ pub(super) struct SessionQuery {
 pub(super) async fn session_result(
     State(state): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<SessionQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<SessionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())
-            .for_request(&headers)
-    })?;
     let result = checkout(&state)
         .session_result(&query.session_id, Utc::now())
         .await
@@ -114,7 +106,7 @@ pub(super) async fn session_result(
 pub(super) async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
     let signature = headers
         .get("stripe-signature")
@@ -229,7 +221,7 @@ fn escape(text: &str) -> String {
 pub(super) async fn local_checkout_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Path(session_id): axum::extract::Path<String>,
+    ApiPath(session_id): ApiPath<String>,
 ) -> Result<axum::response::Html<String>, ApiError> {
     let (_, started) = checkout(&state)
         .local_session(&session_id)
@@ -270,13 +262,9 @@ pub(super) struct LocalCheckoutForm {
 pub(super) async fn local_checkout_complete(
     State(state): State<AppState>,
     headers: HeaderMap,
-    axum::extract::Path(session_id): axum::extract::Path<String>,
-    form: Result<axum::Form<LocalCheckoutForm>, axum::extract::rejection::FormRejection>,
+    ApiPath(session_id): ApiPath<String>,
+    ApiForm(form): ApiForm<LocalCheckoutForm>,
 ) -> Result<axum::response::Redirect, ApiError> {
-    let axum::Form(form) = form.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text())
-            .for_request(&headers)
-    })?;
     let destination = checkout(&state)
         .complete_local(
             &session_id,

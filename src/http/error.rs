@@ -145,9 +145,22 @@ impl ApiError {
         self
     }
 
-    /// An unexpected failure: the cause is logged with the request id and the client gets an opaque 500.
+    /// An unexpected failure: the cause is logged with the request id and the client gets an
+    /// opaque 500 — or, when the database could not be reached, 503 `database_unavailable`
+    /// with `Retry-After`.
     pub fn internal(cause: &(dyn std::error::Error + 'static), headers: &HeaderMap) -> ApiError {
         let request_id = request_id(headers);
+        if database_unreachable(cause) {
+            tracing::warn!(%request_id, error = %cause, source = ?cause.source(), "the database is unreachable");
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "The database cannot be reached right now; nothing was changed. Retry shortly.",
+            )
+            .for_request(headers);
+            api.retry_after_seconds = Some(DATABASE_RETRY_AFTER_SECONDS);
+            return api;
+        }
         tracing::error!(%request_id, error = %cause, source = ?cause.source(), "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -156,6 +169,27 @@ impl ApiError {
         )
         .for_request(headers)
     }
+}
+
+/// The `Retry-After` of a 503 `database_unavailable`.
+const DATABASE_RETRY_AFTER_SECONDS: i64 = 1;
+
+/// Whether a store error that cannot reach the database is anywhere in `cause`'s chain.
+fn database_unreachable(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(cause);
+    while let Some(error) = next {
+        let store = error
+            .downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_unavailable);
+        let driver = error
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(crate::store::database_unreachable);
+        if store || driver {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// The request id a request carries, or an empty string.
@@ -232,15 +266,33 @@ fn domain_status_and_details(error: &DomainError) -> (StatusCode, serde_json::Va
     }
 }
 
+/// The JSON body of every error answer, `{error, code, message, details, request_id}` (`DOMAIN.md`
+/// §15); also written by the server for the refusals hyper makes before routing.
+pub fn error_body(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    details: &serde_json::Value,
+    request_id: &str,
+) -> serde_json::Value {
+    json!({
+        "error": status.canonical_reason().unwrap_or("error"),
+        "code": code,
+        "message": message,
+        "details": details,
+        "request_id": request_id,
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": self.status.canonical_reason().unwrap_or("error"),
-            "code": self.code,
-            "message": self.message,
-            "details": self.details,
-            "request_id": self.request_id,
-        });
+        let body = error_body(
+            self.status,
+            self.code,
+            &self.message,
+            &self.details,
+            &self.request_id,
+        );
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_seconds {
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

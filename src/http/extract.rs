@@ -1,9 +1,11 @@
-//! Extractors that validate at the edge: JSON bodies and query strings whose rejections become our
-//! JSON errors, the `Idempotency-Key` header, and bearer tokens. A malformed header is an error,
-//! never ignored.
+//! Extractors that validate at the edge: JSON, form and raw bodies, query strings and path
+//! parameters whose rejections become our JSON errors, the `Idempotency-Key` header, and bearer
+//! tokens. A malformed header is an error, never ignored.
 
 use super::error::ApiError;
-use axum::extract::rejection::JsonRejection;
+use super::guard::{decode_pairs, is_body_timeout};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -12,7 +14,9 @@ use serde::de::DeserializeOwned;
 /// Longest `Idempotency-Key` accepted (Stripe's limit).
 pub const IDEMPOTENCY_KEY_HEADER_LEN_MAX: usize = 255;
 
-/// A JSON body; a bad one answers 400 `invalid_request` (or 413, 415) in our error shape.
+/// A JSON body; a bad one answers 400 `invalid_request` naming the field (or 413, 415, 408) in
+/// our error shape. Every string in it must be free of control characters other than tab and
+/// line breaks, and strings are checked before anything else sees them.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -20,37 +24,219 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let headers = request.headers().clone();
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => {
-                let (status, code) = match &rejection {
-                    JsonRejection::MissingJsonContentType(_) => {
-                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-                    }
-                    JsonRejection::BytesRejection(_) => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                    }
-                    _ => (StatusCode::BAD_REQUEST, "invalid_request"),
-                };
-                Err(ApiError::new(status, code, rejection.body_text()).for_request(&headers))
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| {
+                let media = media.trim().to_ascii_lowercase();
+                media == "application/json" || media.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the body as JSON with Content-Type: application/json.",
+            )
+            .for_request(&headers));
+        }
+        let ApiBytes(body) = ApiBytes::from_request(request, state).await?;
+        parse_json(&body).map(ApiJson).map_err(|e| e.for_request(&headers))
+    }
+}
+
+/// Parses a JSON body into `T`: the message names the field that failed, never the parser's
+/// own text; a string holding a control character (other than tab and line breaks) is refused.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let invalid = |message: String, field: Option<String>| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            .with_details(serde_json::json!({ "field": field }))
+    };
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        invalid(
+            format!(
+                "The body is not valid JSON (line {}, column {}).",
+                error.line(),
+                error.column()
+            ),
+            None,
+        )
+    })?;
+    if let Some(field) = field_with_control_character(&value, String::new()) {
+        return Err(invalid(
+            format!("Field `{field}` holds a control character."),
+            Some(field),
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let field = error.path().to_string();
+        let reason = field_error_reason(&error.inner().to_string());
+        if field == "." {
+            invalid(format!("The body {reason}."), None)
+        } else {
+            invalid(format!("Field `{field}` {reason}."), Some(field))
+        }
+    })
+}
+
+/// What is wrong with a field, in our words: serde's message classified, not repeated.
+fn field_error_reason(serde_message: &str) -> String {
+    if let Some(rest) = serde_message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        return format!("is missing `{name}`");
+    }
+    if let Some(rest) = serde_message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        return format!("has an unknown field `{name}`");
+    }
+    if serde_message.starts_with("invalid type") {
+        return String::from("has the wrong type");
+    }
+    if serde_message.starts_with("unknown variant") {
+        return String::from("is not one of the accepted values");
+    }
+    String::from("is not valid")
+}
+
+/// The path of the first string (or object key) holding a control character other than tab and
+/// line breaks.
+fn field_with_control_character(value: &serde_json::Value, path: String) -> Option<String> {
+    let dirty = |text: &str| {
+        text.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    match value {
+        serde_json::Value::String(text) => dirty(text).then_some(path),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| field_with_control_character(item, format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let here = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            if dirty(name) {
+                return Some(here);
             }
+            field_with_control_character(item, here)
+        }),
+        _ => None,
+    }
+}
+
+/// A raw body within the route's size limit; too large answers 413 `payload_too_large`, one
+/// that does not arrive in time 408 `request_timeout`.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(ApiBytes(bytes)),
+            Err(rejection) => Err(body_rejection(&rejection).for_request(&headers)),
         }
     }
 }
 
-/// A query string; a bad one answers 400 `invalid_request` in our error shape.
+fn body_rejection(rejection: &BytesRejection) -> ApiError {
+    if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) = rejection
+    {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "The body is larger than this route accepts.",
+        );
+    }
+    if is_body_timeout(rejection) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "The body did not arrive in time.",
+        );
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "The body could not be read.",
+    )
+}
+
+/// A query string, strictly decoded (UTF-8, no control characters); a bad one answers 400
+/// `invalid_request` in our error shape.
 pub struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
-            Err(rejection) => Err(ApiError::new(
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_pairs(parts.uri.query().unwrap_or_default(), "query string")
+            .map(ApiQuery)
+            .map_err(|e| e.for_request(&parts.headers))
+    }
+}
+
+/// A form body (`application/x-www-form-urlencoded`), strictly decoded like [`ApiQuery`].
+pub struct ApiForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let ApiBytes(body) = ApiBytes::from_request(request, state).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| {
+            ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                rejection.body_text(),
+                "The form must be percent-encoded UTF-8.",
+            )
+            .for_request(&headers)
+        })?;
+        parse_pairs(text, "form")
+            .map(ApiForm)
+            .map_err(|e| e.for_request(&headers))
+    }
+}
+
+/// Decodes `name=value` pairs strictly, then deserialises them into `T`.
+fn parse_pairs<T: DeserializeOwned>(raw: &str, what: &str) -> Result<T, ApiError> {
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let pairs = decode_pairs(raw).ok_or_else(|| {
+        invalid(format!(
+            "The {what} must be percent-encoded UTF-8 without control characters."
+        ))
+    })?;
+    let mut names = std::collections::BTreeSet::new();
+    if let Some((name, _)) = pairs.iter().find(|(name, _)| !names.insert(name)) {
+        return Err(invalid(format!("`{name}` is given more than once.")));
+    }
+    serde_urlencoded::from_str::<T>(&serde_urlencoded::to_string(&pairs).unwrap_or_default())
+        .map_err(|error| {
+            invalid(format!(
+                "The {what} is not valid: {}.",
+                field_error_reason(&error.to_string())
+            ))
+        })
+}
+
+/// Path parameters; a bad one answers 400 `invalid_request` in our error shape (the router
+/// already refused a path that does not decode cleanly).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "A path parameter is not valid.",
             )
             .for_request(&parts.headers)),
         }

@@ -8,18 +8,40 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use std::time::Duration;
 
 /// Liveness: the process answers. Touches nothing else, so a slow database never restarts it.
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers and every projection is within the lag bound.
+/// Longest `/readyz` takes: a database that does not answer within it is reported unreachable.
+const READINESS_CHECK_MAX: Duration = Duration::from_secs(2);
+
+/// Readiness: the database answers and every projection is within the lag bound, decided within
+/// [`READINESS_CHECK_MAX`].
 pub(super) async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match tokio::time::timeout(READINESS_CHECK_MAX, readiness(&state, &headers)).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!("readiness: the database did not answer in time");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "The database did not answer in time.",
+            )
+            .with_details(json!({ "database": "unreachable" }))
+            .for_request(&headers)
+            .into_response()
+        }
+    }
+}
+
+async fn readiness(state: &AppState, headers: &HeaderMap) -> Response {
     let not_ready = |message: &str, details: serde_json::Value| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
             .with_details(details)
-            .for_request(&headers)
+            .for_request(headers)
             .into_response()
     };
     if let Err(error) = state.store.ping().await {

@@ -2,7 +2,7 @@
 //! status, and the JWKS that verifies every grant. Thin: parse, call [`crate::licensing`], answer.
 
 use super::error::{request_id, ApiError};
-use super::extract::{ApiJson, Bearer, IdempotencyKey};
+use super::extract::{parse_json, ApiBytes, ApiJson, Bearer, IdempotencyKey};
 use super::AppState;
 use crate::licensing::{ActivateRequest, Licensing, SignedGrant};
 use aggregates::catalog::Catalog;
@@ -118,16 +118,13 @@ pub(super) async fn status(
     State(state): State<AppState>,
     headers: HeaderMap,
     Bearer(token): Bearer,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
     // The body is optional: an empty one asks for the current version only.
     let request: StatusRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StatusRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-                .for_request(&headers)
-        })?
+        parse_json(&body).map_err(|e| e.for_request(&headers))?
     };
     let known = request.license_version;
     let (license_version, refresh_required) = licensing(&state)

@@ -1,15 +1,18 @@
 //! The HTTP surface: the router, the state every handler shares, and the cross-cutting layers
-//! (request ids, body limits, tracing). Handlers stay thin: they parse, call the domain through the
+//! (request ids, body limits and deadlines, clean request targets, tracing); the server under it
+//! is [`server`]. Handlers stay thin: they parse, call the domain through the
 //! command handler or read a projection, and map errors in [`error`].
 
 mod checkout;
 pub mod error;
 mod export;
 pub mod extract;
+pub mod guard;
 mod health;
 mod hosted;
 mod licensing;
 mod provisioner;
+pub mod server;
 mod staff;
 mod trials;
 
@@ -20,10 +23,10 @@ use crate::store::Store;
 use crate::stripe_gateway::{StripeGateway, WEBHOOK_BODY_BYTES_MAX};
 use aggregates::catalog::Catalog;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::HeaderName;
 use axum::routing::{get, post};
 use axum::Router;
-use error::{ApiError, REQUEST_ID_HEADER};
+use error::REQUEST_ID_HEADER;
 use std::sync::Arc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -54,11 +57,14 @@ pub struct AppState {
     pub legacy: Option<Arc<crate::exchange::LegacyVerifier>>,
     /// Installation tokens this process has seen bound.
     pub token_bindings: Arc<crate::licensing::TokenBindings>,
+    /// Time a request's body has to arrive (`ServerLimits::body_read_timeout`).
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// The whole application as one router, usable without a socket in tests.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let body_read_timeout = state.body_read_timeout;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -144,19 +150,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/webhooks/stripe",
             post(checkout::stripe_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX)),
         )
-        .fallback(not_found)
+        .fallback(guard::not_found)
+        .method_not_allowed_fallback(guard::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            guard::body_deadline(body_read_timeout, request, next)
+        }))
+        .layer(axum::middleware::from_fn(guard::clean_targets))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-async fn not_found(headers: HeaderMap) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "No route matches this method and path.",
-    )
-    .for_request(&headers)
 }

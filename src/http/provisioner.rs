@@ -4,7 +4,7 @@
 //! it (`active` once booted, `failed`, `deleted`, …).
 
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery, IdempotencyKey};
+use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
 use super::staff::{decoded, Staff};
 use super::AppState;
@@ -12,7 +12,7 @@ use crate::hosted::{change_tenant_state, tenant_credentials, TenantStateChange};
 use crate::store::READ_PAGE_MAX;
 use aggregates::account::Tenant;
 use aggregates::staff::StaffRole;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use projections::tenant_work::{PendingTenant, TenantWork};
@@ -83,7 +83,7 @@ pub(super) async fn credentials(
     State(state): State<AppState>,
     headers: HeaderMap,
     staff: Staff,
-    Path((account_id, tenant_id)): Path<(String, String)>,
+    ApiPath((account_id, tenant_id)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
     let (tenant, token) =
@@ -101,7 +101,7 @@ pub(super) async fn report_state(
     headers: HeaderMap,
     staff: Staff,
     IdempotencyKey(key): IdempotencyKey,
-    Path((account_id, tenant_id)): Path<(String, String)>,
+    ApiPath((account_id, tenant_id)): ApiPath<(String, String)>,
     ApiJson(change): ApiJson<TenantStateChange>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;

@@ -6,7 +6,7 @@
 //! as of a position or a time, and why each field is what it is ([`crate::support`]).
 
 use super::error::ApiError;
-use super::extract::{ApiQuery, Bearer};
+use super::extract::{ApiPath, ApiQuery, Bearer};
 use super::licensing::metadata;
 use super::AppState;
 use crate::flow::FlowError;
@@ -18,7 +18,7 @@ use aggregates::error::DomainError;
 use aggregates::ids::{AccountId, Email, LicenseId};
 use aggregates::license::IssuedLicense;
 use aggregates::staff::StaffRole;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::Json;
@@ -117,7 +117,7 @@ pub(super) async fn account(
     State(state): State<AppState>,
     headers: HeaderMap,
     staff: Staff,
-    Path(account_id): Path<String>,
+    ApiPath(account_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "read accounts", &headers)?;
     let fail = |e: FlowError| ApiError::flow(e, &headers);
@@ -149,7 +149,7 @@ pub(super) async fn license(
     State(state): State<AppState>,
     headers: HeaderMap,
     staff: Staff,
-    Path(license_id): Path<String>,
+    ApiPath(license_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "read licenses", &headers)?;
     let fail = |e: FlowError| ApiError::flow(e, &headers);
@@ -240,7 +240,7 @@ pub(super) async fn timeline<R: ReplayRoute>(
     State(state): State<AppState>,
     headers: HeaderMap,
     staff: Staff,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(page): ApiQuery<TimelinePage>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "replay history", &headers)?;
@@ -287,7 +287,7 @@ pub(super) async fn as_of<R: ReplayRoute>(
     State(state): State<AppState>,
     headers: HeaderMap,
     staff: Staff,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "replay history", &headers)?;
@@ -319,7 +319,7 @@ pub(super) async fn why<R: ReplayRoute>(
     State(state): State<AppState>,
     headers: HeaderMap,
     staff: Staff,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "replay history", &headers)?;
     let fail = |e: FlowError| ApiError::flow(e, &headers);

@@ -219,6 +219,34 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, the network cut, the pool
+    /// exhausted past its wait): a retry later may succeed, and nothing was written.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database { source, .. } => database_unreachable(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a driver error means the database could not be reached (see
+/// [`StoreError::is_unavailable`]).
+pub fn database_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL's connection exceptions (08…), and an operator or crash shutdown (57P…).
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
 /// Attaches what the store was doing to a driver error.
 pub(crate) trait DatabaseContext<T> {
     /// Wraps a driver error into [`StoreError::Database`].

@@ -55,8 +55,9 @@ const NOTIFY_CHANNEL: &str = "pulse_account_log";
 /// Pool size: enough for 16 concurrent writers plus readers and runners; PostgreSQL's default
 /// `max_connections` is 100, shared by every process.
 const POOL_CONNECTIONS_MAX: u32 = 24;
-/// How long a request waits for a pooled connection before failing.
-const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a pooled connection before failing: during an outage a request
+/// answers 503 within a second; a pool busy past this long is overloaded and sheds load.
+const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long the listener waits before reconnecting after losing its connection.
 const LISTENER_RETRY_DELAY: Duration = Duration::from_secs(1);
 

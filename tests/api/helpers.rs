@@ -365,39 +365,69 @@ pub(crate) struct TestApp {
     pub(crate) stripe: crate::fake_stripe::FakeStripe,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    options: AppOptions,
+}
+
+/// How a test application is configured.
+#[derive(Clone, Default)]
+pub(crate) struct AppOptions {
+    /// No Stripe key: checkout runs in local mode.
+    pub(crate) local_checkout: bool,
+    /// The HTTP server's limits.
+    pub(crate) server: pulse_account::http::server::ServerLimits,
+    /// Another way to the test's database (e.g. through a cuttable proxy).
+    pub(crate) database_url: Option<String>,
 }
 
 impl TestApp {
     /// Builds and starts the application on `backend`, with Stripe pointed at a local fake.
     pub(crate) async fn spawn(backend: Backend) -> TestApp {
-        TestApp::spawn_with(backend, true).await
+        TestApp::spawn_with(backend, AppOptions::default()).await
     }
 
     /// Builds and starts the application with no Stripe key: checkout runs in local mode.
     pub(crate) async fn spawn_local(backend: Backend) -> TestApp {
-        TestApp::spawn_with(backend, false).await
+        let options = AppOptions {
+            local_checkout: true,
+            ..AppOptions::default()
+        };
+        TestApp::spawn_with(backend, options).await
     }
 
-    async fn spawn_with(backend: Backend, with_stripe: bool) -> TestApp {
+    /// Builds and starts the application on a fresh database of `backend` with `options`.
+    pub(crate) async fn spawn_with(backend: Backend, options: AppOptions) -> TestApp {
         let db = TestDatabase::new(backend).await;
         let stripe = crate::fake_stripe::FakeStripe::start().await;
+        TestApp::start_on(db, stripe, options).await
+    }
+
+    /// Builds and starts the application on `db` with `stripe` as its fake Stripe.
+    pub(crate) async fn start_on(
+        db: TestDatabase,
+        stripe: crate::fake_stripe::FakeStripe,
+        options: AppOptions,
+    ) -> TestApp {
         let application =
             pulse_account::startup::Application::build(pulse_account::startup::Settings {
-                database_url: db.url.clone(),
+                database_url: options
+                    .database_url
+                    .clone()
+                    .unwrap_or_else(|| db.url.clone()),
                 listen: "127.0.0.1:0".parse().unwrap(),
                 readiness_lag_max: 10_000,
                 runner: pulse_account::projection::runner::RunnerConfig::default(),
                 data_dir: db.data_dir(),
                 keys: Default::default(),
-                stripe: if with_stripe {
-                    stripe.config()
-                } else {
+                stripe: if options.local_checkout {
                     Default::default()
+                } else {
+                    stripe.config()
                 },
                 public_url: String::from("https://account.pulse.test"),
                 legacy_public_key: Some(crate::helpers::legacy_public_key()),
                 seal_interval: None,
                 lifecycle_interval: None,
+                server: options.server.clone(),
             })
             .await
             .expect("the application builds");
@@ -415,7 +445,26 @@ impl TestApp {
             stripe,
             stop,
             server,
+            options,
         }
+    }
+
+    /// Stops the server and starts a new one on the same database, data directory (keys) and
+    /// fake Stripe, as a restarted process would be.
+    pub(crate) async fn restart(self) -> TestApp {
+        let TestApp {
+            db,
+            state,
+            stop,
+            server,
+            stripe,
+            options,
+            ..
+        } = self;
+        let _ = stop.send(());
+        let _ = server.await;
+        drop(state);
+        TestApp::start_on(db, stripe, options).await
     }
 
     /// `POST path` with a JSON body; returns the status and the JSON answer.
@@ -539,6 +588,21 @@ impl TestApp {
         };
         self.account_command(&account, open).await;
         (account, owner)
+    }
+
+    /// A staff or service token of `role`, issued as the `staff issue` command does.
+    pub(crate) async fn staff_token(&self, role: aggregates::staff::StaffRole) -> String {
+        let (_, token) = pulse_account::staff::issue(
+            self.state.store.as_ref(),
+            &self.state.keys,
+            &aggregates::catalog::Catalog::v1(),
+            "test staff",
+            role,
+            metadata(),
+        )
+        .await
+        .expect("a staff token is issued");
+        token.expose().to_owned()
     }
 
     /// Stops the server and drops the database.

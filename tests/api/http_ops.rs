@@ -33,6 +33,7 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         legacy_public_key: Some(crate::helpers::legacy_public_key()),
         seal_interval: None,
         lifecycle_interval: None,
+        server: Default::default(),
     })
     .await
     .expect("the application builds")
@@ -211,6 +212,7 @@ async fn the_running_service_seals_the_log_periodically(backend: Backend) {
         legacy_public_key: None,
         seal_interval: Some(Duration::from_millis(50)),
         lifecycle_interval: None,
+        server: Default::default(),
     })
     .await
     .unwrap();

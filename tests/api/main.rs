@@ -5,6 +5,7 @@
 mod audit_export;
 mod cli;
 mod command_handling;
+mod edge;
 mod fake_stripe;
 mod gap_safety;
 mod helpers;
@@ -23,3 +24,4 @@ mod replay_fixtures;
 mod staff;
 mod store_contract;
 mod stripe_billing;
+mod tcp_proxy;

@@ -2,9 +2,8 @@
 //! licenses, the provisioner works its queue of tenants, every request made with a staff token is
 //! recorded in the log, and a token is issued and revoked from the command line.
 
-use crate::helpers::{metadata, Backend, TestApp};
+use crate::helpers::{Backend, TestApp};
 use crate::hosted::bought_msp;
-use aggregates::catalog::Catalog;
 use aggregates::log::Position;
 use aggregates::staff::StaffRole;
 use pulse_account::hosted::lease_refresh_token;
@@ -23,17 +22,7 @@ crate::on_both_stores!(
 
 /// A fresh token with `role`, issued through the library as the CLI does.
 async fn token(app: &TestApp, role: StaffRole) -> String {
-    let (_, token) = pulse_account::staff::issue(
-        app.state.store.as_ref(),
-        &app.state.keys,
-        &Catalog::v1(),
-        "test staff",
-        role,
-        metadata(),
-    )
-    .await
-    .unwrap();
-    token.expose().to_owned()
+    app.staff_token(role).await
 }
 
 async fn get_as(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
