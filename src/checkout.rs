@@ -7,11 +7,16 @@
 //! activation key of a purchase is derived from its Checkout Session under the server's secret, so
 //! the session lookup can show it again without it ever being stored.
 
-use crate::command::{decide_all, handle, load, load_until, recorded_events, Command};
+use crate::command::{
+    decide_all, handle, load, load_until, recorded_events, Command, CommandError,
+};
 use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
 use crate::crypto::KeyMaterial;
 use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend};
+use crate::store::{
+    scoped_digest, AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend,
+    IDEMPOTENCY_SCOPED_DIGEST_LEN,
+};
 use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
 use aggregates::account::{Account, AccountCommand};
 use aggregates::catalog::{BillingCycle, Catalog, StripePlanSource};
@@ -159,10 +164,19 @@ pub struct Checkout<'a> {
     pub catalog: &'a Catalog,
 }
 
+/// Longest handoff id accepted from outside.
+pub const HANDOFF_ID_LEN_MAX: usize = 64;
+// The Stripe idempotency key of a keyed checkout start, `checkout:<handoff>:key:<digest>`, fits
+// Stripe's limit whatever the client's key.
+const _: () = assert!(
+    "checkout:".len() + HANDOFF_ID_LEN_MAX + ":key:".len() + IDEMPOTENCY_SCOPED_DIGEST_LEN
+        <= crate::stripe_gateway::STRIPE_IDEMPOTENCY_KEY_LEN_MAX
+);
+
 /// The handoff id a browser or runtime sent: `[A-Za-z0-9_-]+` and our prefix, else not found.
 pub fn parse_handoff_id(raw: &str) -> Result<HandoffId, DomainError> {
     let charset_ok = !raw.is_empty()
-        && raw.len() <= 64
+        && raw.len() <= HANDOFF_ID_LEN_MAX
         && raw
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -214,6 +228,14 @@ impl Checkout<'_> {
         idempotency_key: Option<&str>,
         metadata: EventMetadata,
     ) -> Result<Handoff, FlowError> {
+        let idempotency = idempotency_key.map(|key| Idempotency::scoped("handoff", key, request));
+        // A retry answers the handoff the first request created: look the key up before a new
+        // handoff id is drawn, or the retry would be another request.
+        if let Some(idempotency) = &idempotency {
+            if let Some(previous) = self.store.idempotent_outcome(idempotency).await? {
+                return self.replayed_handoff(&previous).await;
+            }
+        }
         let handoff_id = HandoffId::from_entropy(rand::rngs::OsRng.next_u64());
         let command = HandoffCommand::Create {
             handoff_id: handoff_id.clone(),
@@ -229,17 +251,49 @@ impl Checkout<'_> {
                 stream_id: handoff_id.as_str(),
                 command: &command,
                 context: self.context(metadata.effective_at),
-                idempotency: idempotency_key
-                    .map(|key| Idempotency::for_request(format!("handoff:{key}"), request)),
+                idempotency: idempotency.clone(),
                 metadata,
             },
         )
-        .await?;
+        .await;
+        match outcome {
+            Ok(outcome) => {
+                let created = outcome.appended.ok_or_else(|| {
+                    StoreError::Invariant(String::from("creating a handoff appended nothing"))
+                })?;
+                Ok(self
+                    .handoff(&HandoffId::parse(created.stream.stream_id())?)
+                    .await?
+                    .0)
+            }
+            // A concurrent request with the same key won: answer what it created.
+            Err(CommandError::Store(reused @ StoreError::IdempotencyKeyReused { .. })) => {
+                let previous = match &idempotency {
+                    Some(idempotency) => self.store.idempotent_outcome(idempotency).await?,
+                    None => None,
+                };
+                match previous {
+                    Some(previous) => self.replayed_handoff(&previous).await,
+                    None => Err(reused.into()),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The handoff a recorded creation created.
+    async fn replayed_handoff(&self, outcome: &BatchOutcome) -> Result<Handoff, FlowError> {
         let created = outcome
-            .appended
-            .ok_or(DomainError::NotFound { entity: "handoff" })?;
-        let created_id = HandoffId::parse(created.stream.stream_id())?;
-        Ok(self.handoff(&created_id).await?.0)
+            .outcomes
+            .iter()
+            .find(|o| o.stream.stream_type() == PurchaseHandoff::STREAM_TYPE)
+            .ok_or(StoreError::IdempotencyKeyReused {
+                key: String::from("handoff"),
+            })?;
+        Ok(self
+            .handoff(&HandoffId::parse(created.stream.stream_id())?)
+            .await?
+            .0)
     }
 
     /// The browser's lookup: stamps `resolved_at` on the first one, returns the handoff.
@@ -270,8 +324,8 @@ impl Checkout<'_> {
         metadata: EventMetadata,
     ) -> Result<StartedCheckoutView, FlowError> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
-        let idempotency = idempotency_key
-            .map(|key| Idempotency::for_request(format!("checkout-session:{key}"), request));
+        let idempotency =
+            idempotency_key.map(|key| Idempotency::scoped("checkout-session", key, request));
         if let Some(idempotency) = &idempotency {
             if let Some(previous) = self.store.idempotent_outcome(idempotency).await? {
                 return self.replayed_checkout(&previous).await;
@@ -318,7 +372,7 @@ impl Checkout<'_> {
                         .then_some(aggregates::trial::TRIAL_DAYS as u32),
                     // A retried request reaches Stripe with the same key, so it gets the same session.
                     idempotency_key: match idempotency_key {
-                        Some(key) => format!("checkout:{handoff_id}:key:{key}"),
+                        Some(key) => format!("checkout:{handoff_id}:key:{}", scoped_digest(key)),
                         None => format!("checkout:{handoff_id}:{}", version.0),
                     },
                 })
@@ -430,8 +484,8 @@ impl Checkout<'_> {
             session_id: request.session_id.clone(),
             session_handoff,
         };
-        let idempotency = idempotency_key
-            .map(|key| Idempotency::for_request(format!("redemption-begin:{key}"), request));
+        let idempotency =
+            idempotency_key.map(|key| Idempotency::scoped("redemption-begin", key, request));
         self.redemption(&handoff_id, command, idempotency, metadata)
             .await
     }
@@ -465,8 +519,12 @@ impl Checkout<'_> {
             }
         };
         let idempotency = idempotency_key.map(|key| {
-            let route = if activated { "activated" } else { "failed" };
-            Idempotency::for_request(format!("redemption-{route}:{key}"), request)
+            let route = if activated {
+                "redemption-activated"
+            } else {
+                "redemption-failed"
+            };
+            Idempotency::scoped(route, key, request)
         });
         self.redemption(&handoff_id, command, idempotency, metadata)
             .await

@@ -148,6 +148,30 @@ pub async fn exchange(
     };
     let exchange_stream = stream(LegacyExchange::STREAM_TYPE, &legacy_id)?;
     let context = Context::new(metadata.effective_at, licensing.catalog);
+    let key = licensing
+        .keys
+        .hasher
+        .derive(ACTIVATION_KEY_PREFIX, &format!("exchange:{legacy_id}"));
+    let activation = ActivateRequest {
+        activation_key: key.expose().to_owned(),
+        instance_name: request.instance_name.clone(),
+        instance_fingerprint: request.instance_fingerprint.clone(),
+        client_version: request.client_version.clone(),
+    };
+    let activation_key = idempotency_key.map(|key| format!("exchange:{key}"));
+    // A retry of an exchange that activated answers that activation and records no second
+    // exchange (which would also count against the exchange limit).
+    if let Some(key) = &activation_key {
+        let idempotency = licensing.activation_idempotency(&activation, key);
+        if licensing
+            .store
+            .idempotent_outcome(&idempotency)
+            .await?
+            .is_some()
+        {
+            return licensing.activate(&activation, Some(key), metadata).await;
+        }
+    }
     for _ in 0..FLOW_ATTEMPTS_MAX {
         let (state, version) = load::<LegacyExchange>(licensing.store, &exchange_stream).await?;
         let command = ExchangeLegacyLicense {
@@ -175,10 +199,6 @@ pub async fn exchange(
             )),
             ExchangeEvent::LegacyExchangeFailed { .. } => None,
         });
-        let key = licensing
-            .keys
-            .hasher
-            .derive(ACTIVATION_KEY_PREFIX, &format!("exchange:{legacy_id}"));
         if let Some((license_id, plan_version, email, true)) = &success {
             appends.extend(issue_parts(
                 licensing,
@@ -206,13 +226,6 @@ pub async fn exchange(
         if let Some(failure) = events.iter().find_map(ExchangeEvent::failure) {
             return Err(failure.into());
         }
-        let activation = ActivateRequest {
-            activation_key: key.expose().to_owned(),
-            instance_name: request.instance_name.clone(),
-            instance_fingerprint: request.instance_fingerprint.clone(),
-            client_version: request.client_version.clone(),
-        };
-        let activation_key = idempotency_key.map(|key| format!("exchange:{key}"));
         return licensing
             .activate(&activation, activation_key.as_deref(), metadata)
             .await;

@@ -221,8 +221,7 @@ pub async fn change_tenant_state(
         reason: change.reason.clone(),
     };
     let idempotency = idempotency_key.map(|key| {
-        Idempotency::for_request(
-            format!("tenant-state:{key}"),
+        Idempotency::scoped("tenant-state", key,
             &serde_json::json!({ "account_id": account_id, "tenant_id": tenant_id, "change": change }),
         )
     });
@@ -307,8 +306,9 @@ pub async fn refresh_lease(
     }
     let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
     let idempotency = idempotency_key.map(|key| {
-        Idempotency::for_request(
-            format!("lease:{key}"),
+        Idempotency::scoped(
+            "lease",
+            key,
             &serde_json::json!({
                 "org_id": org_id,
                 "instance_host": instance_host,

@@ -256,6 +256,18 @@ impl Licensing<'_> {
         })
     }
 
+    /// The idempotency record of an activation under the client's key: the activation key
+    /// counts by its hash, so the record holds no secret.
+    pub fn activation_idempotency(&self, request: &ActivateRequest, key: &str) -> Idempotency {
+        let fingerprint = serde_json::json!({
+            "activation_key_hash": self.hasher().hash(&request.activation_key).as_str(),
+            "instance_name": request.instance_name,
+            "instance_fingerprint": request.instance_fingerprint,
+            "client_version": request.client_version,
+        });
+        Idempotency::scoped("activate", key, &fingerprint)
+    }
+
     /// `POST /v1/activate`: activates (or re-activates) an installation and issues its first grant.
     pub async fn activate(
         &self,
@@ -264,15 +276,7 @@ impl Licensing<'_> {
         metadata: EventMetadata,
     ) -> Result<Activation, FlowError> {
         let license_id = self.license_of_key(&request.activation_key).await?;
-        let idempotency = idempotency_key.map(|key| {
-            let fingerprint = serde_json::json!({
-                "activation_key_hash": self.hasher().hash(&request.activation_key).as_str(),
-                "instance_name": request.instance_name,
-                "instance_fingerprint": request.instance_fingerprint,
-                "client_version": request.client_version,
-            });
-            Idempotency::for_request(format!("activate:{key}"), &fingerprint)
-        });
+        let idempotency = idempotency_key.map(|key| self.activation_idempotency(request, key));
         let token = match idempotency_key {
             Some(key) => self.hasher().derive(
                 INSTALLATION_TOKEN_PREFIX,
@@ -402,8 +406,9 @@ impl Licensing<'_> {
             jti,
         };
         let idempotency = idempotency_key.map(|key| {
-            Idempotency::for_request(
-                format!("grant:{key}"),
+            Idempotency::scoped(
+                "grant",
+                key,
                 &serde_json::json!({ "installation_id": installation_id }),
             )
         });
@@ -530,8 +535,9 @@ impl Licensing<'_> {
         let (license, installation_id) = self.presented(token).await?;
         let command = LicenseCommand::CaptureFloor { monitored_systems };
         let idempotency = idempotency_key.map(|key| {
-            Idempotency::for_request(
-                format!("continuity:{key}"),
+            Idempotency::scoped(
+                "continuity",
+                key,
                 &serde_json::json!({
                     "installation_id": installation_id,
                     "monitored_systems": monitored_systems,

@@ -84,6 +84,9 @@ pub struct NewCheckoutSession {
     pub idempotency_key: String,
 }
 
+/// Longest idempotency key Stripe accepts.
+pub const STRIPE_IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+
 /// A session Stripe created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreatedCheckoutSession {

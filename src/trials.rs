@@ -35,12 +35,8 @@ pub async fn start_trial(
         return Err(DomainError::invalid("org_id", "must be 1 to 128 of A-Z a-z 0-9 _ -").into());
     }
     let trial_stream = stream(Trial::STREAM_TYPE, org_id)?;
-    let idempotency = idempotency_key.map(|key| {
-        Idempotency::for_request(
-            format!("trial:{key}"),
-            &serde_json::json!({ "org_id": org_id }),
-        )
-    });
+    let idempotency = idempotency_key
+        .map(|key| Idempotency::scoped("trial", key, &serde_json::json!({ "org_id": org_id })));
     if let Some(idempotency) = &idempotency {
         if let Some(previous) = store.idempotent_outcome(idempotency).await? {
             return replayed(store, &previous).await;

@@ -41,7 +41,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .for_request(&headers));
         }
         let ApiBytes(body) = ApiBytes::from_request(request, state).await?;
-        parse_json(&body).map(ApiJson).map_err(|e| e.for_request(&headers))
+        parse_json(&body)
+            .map(ApiJson)
+            .map_err(|e| e.for_request(&headers))
     }
 }
 
@@ -143,8 +145,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
 }
 
 fn body_rejection(rejection: &BytesRejection) -> ApiError {
-    if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) = rejection
-    {
+    if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) = rejection {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -204,7 +205,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
 
 /// Decodes `name=value` pairs strictly, then deserialises them into `T`.
 fn parse_pairs<T: DeserializeOwned>(raw: &str, what: &str) -> Result<T, ApiError> {
-    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let invalid =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
     let pairs = decode_pairs(raw).ok_or_else(|| {
         invalid(format!(
             "The {what} must be percent-encoded UTF-8 without control characters."

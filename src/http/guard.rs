@@ -44,7 +44,10 @@ pub fn decode_pairs(raw: &str) -> Option<Vec<(String, String)>> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((decode_component(name, true)?, decode_component(value, true)?))
+            Some((
+                decode_component(name, true)?,
+                decode_component(value, true)?,
+            ))
         })
         .collect()
 }
@@ -53,9 +56,18 @@ pub fn decode_pairs(raw: &str) -> Option<Vec<(String, String)>> {
 pub async fn clean_targets(request: Request, next: Next) -> Response {
     let uri = request.uri();
     let refusal = if decode_component(uri.path(), false).is_none() {
-        Some(("path", "The path must be percent-encoded UTF-8 without control characters."))
-    } else if uri.query().is_some_and(|query| decode_pairs(query).is_none()) {
-        Some(("query", "The query string must be percent-encoded UTF-8 without control characters."))
+        Some((
+            "path",
+            "The path must be percent-encoded UTF-8 without control characters.",
+        ))
+    } else if uri
+        .query()
+        .is_some_and(|query| decode_pairs(query).is_none())
+    {
+        Some((
+            "query",
+            "The query string must be percent-encoded UTF-8 without control characters.",
+        ))
     } else {
         None
     };
@@ -164,7 +176,10 @@ mod tests {
     fn clean_components_decode() {
         assert_eq!(decode_component("a%20b+c", true).as_deref(), Some("a b c"));
         assert_eq!(decode_component("a+b", false).as_deref(), Some("a+b"));
-        assert_eq!(decode_component("caf%C3%A9", false).as_deref(), Some("café"));
+        assert_eq!(
+            decode_component("caf%C3%A9", false).as_deref(),
+            Some("café")
+        );
     }
 
     #[test]

@@ -193,9 +193,9 @@ fn transport_refusal(buf: &[u8]) -> Option<StatusCode> {
     }
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let from_router = head
-        .split("\r\n")
-        .any(|line| line.starts_with(REQUEST_ID_HEADER) && line[REQUEST_ID_HEADER.len()..].starts_with(':'));
+    let from_router = head.split("\r\n").any(|line| {
+        line.starts_with(REQUEST_ID_HEADER) && line[REQUEST_ID_HEADER.len()..].starts_with(':')
+    });
     (!from_router).then_some(status)
 }
 
@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn a_refusal_hyper_wrote_is_recognised() {
-        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let head =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
         assert_eq!(
             transport_refusal(head),
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
@@ -254,7 +255,8 @@ mod tests {
 
     #[test]
     fn the_replacement_is_the_json_error_shape() {
-        let answer = String::from_utf8(json_refusal(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)).unwrap();
+        let answer =
+            String::from_utf8(json_refusal(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 "));
         assert!(head.contains(&format!("content-length: {}", body.len())));

@@ -29,8 +29,16 @@ pub const APPEND_EVENTS_MAX: usize = 100;
 pub const APPEND_STREAMS_MAX: usize = 8;
 /// Largest serialised payload of one event. Events are facts, not blobs.
 pub const EVENT_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
-/// Longest idempotency key: Stripe event ids and `Idempotency-Key` headers are far shorter.
+/// Longest idempotency key the store keeps.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+/// Longest scope of a scoped key ([`Idempotency::scoped`]): a route's name.
+pub const IDEMPOTENCY_SCOPE_LEN_MAX: usize = 32;
+/// Characters of a scoped key after its scope and `:`: the SHA-256 of the client's key in hex,
+/// so a client key of any accepted length (the edge takes 255) scopes to a key the store keeps.
+pub const IDEMPOTENCY_SCOPED_DIGEST_LEN: usize = 64;
+const _: () = assert!(
+    IDEMPOTENCY_SCOPE_LEN_MAX + 1 + IDEMPOTENCY_SCOPED_DIGEST_LEN <= IDEMPOTENCY_KEY_LEN_MAX
+);
 /// Most events one read returns; callers page with positions or versions.
 pub const READ_PAGE_MAX: usize = 1_000;
 /// Most documents one projection batch may load or write.
@@ -48,6 +56,18 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
+    /// The key `client_key` of one route (`scope`), fingerprinted like [`Idempotency::for_request`]:
+    /// `<scope>:<sha256 hex of the client key>`, never longer than [`IDEMPOTENCY_KEY_LEN_MAX`]
+    /// however long the client's key. A scope longer than [`IDEMPOTENCY_SCOPE_LEN_MAX`] is a
+    /// programming error, and asserted.
+    pub fn scoped<T: Serialize>(scope: &str, client_key: &str, request: &T) -> Idempotency {
+        assert!(
+            !scope.is_empty() && scope.len() <= IDEMPOTENCY_SCOPE_LEN_MAX,
+            "idempotency scope {scope:?} is 1 to {IDEMPOTENCY_SCOPE_LEN_MAX} characters"
+        );
+        Idempotency::for_request(format!("{scope}:{}", scoped_digest(client_key)), request)
+    }
+
     /// A key whose fingerprint is the SHA-256 of `request`'s canonical JSON (serde_json's `Value`
     /// keeps object keys sorted, so equal requests give equal bytes). A request type that cannot
     /// serialise is a programming error, and asserted.
@@ -60,6 +80,11 @@ impl Idempotency {
             fingerprint: Sha256::digest(&canonical).into(),
         }
     }
+}
+
+/// The SHA-256 of a client's idempotency key in hex ([`IDEMPOTENCY_SCOPED_DIGEST_LEN`] long).
+pub fn scoped_digest(client_key: &str) -> String {
+    hex::encode(Sha256::digest(client_key.as_bytes()))
 }
 
 /// One stream's events, appended at the version the caller last saw.

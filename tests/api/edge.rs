@@ -54,7 +54,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/staff/accounts/a_1/as-of", &["GET"]),
     ("/v1/staff/accounts/a_1/why", &["GET"]),
     ("/v1/provisioner/tenants", &["GET"]),
-    ("/v1/provisioner/accounts/a_1/tenants/t_1/credentials", &["GET"]),
+    (
+        "/v1/provisioner/accounts/a_1/tenants/t_1/credentials",
+        &["GET"],
+    ),
     ("/v1/provisioner/accounts/a_1/tenants/t_1/state", &["POST"]),
     ("/v1/checkout/local/cs_local_1", &["GET"]),
     ("/v1/checkout/local/cs_local_1/complete", &["POST"]),
@@ -168,13 +171,23 @@ async fn oversized_heads_answer_431_in_the_json_shape(backend: Backend) {
     for (what, request) in [("120 headers", many), ("a 1 MB header", huge)] {
         let (status, head, body) = raw_exchange(&app, request.as_bytes()).await;
         assert_eq!(status, 431, "{what}");
-        assert!(head.contains("content-type: application/json"), "{what}: {head}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{what}: {head}"
+        );
         assert!(head.contains("x-request-id: "), "{what}: {head}");
         assert_eq!(body["code"], "headers_too_large", "{what}: {body}");
-        assert_eq!(body["request_id"].as_str().map(str::len), Some(36), "{what}");
+        assert_eq!(
+            body["request_id"].as_str().map(str::len),
+            Some(36),
+            "{what}"
+        );
     }
     let (status, _, body) = raw_exchange(&app, b"NOT HTTP AT ALL\r\n\r\n").await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("malformed_request")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("malformed_request"))
+    );
     // The server still serves.
     let (status, _, _) = send(&app, "GET", "/healthz", None, &[]).await;
     assert_eq!(status, 200);
@@ -185,9 +198,21 @@ async fn oversized_bodies_answer_413_in_the_json_shape(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let head_before = app.db.max_position().await;
     let cases: [(&str, usize, &[(&str, &str)]); 3] = [
-        ("/v1/webhooks/stripe", 1024 * 1024 + 1, &[("stripe-signature", "t=1,v1=00")]),
-        ("/v1/grants/status", 64 * 1024 + 1, &[("authorization", "Bearer pit_live_x")]),
-        ("/v1/trials/start", 64 * 1024 + 1, &[("content-type", "application/json")]),
+        (
+            "/v1/webhooks/stripe",
+            1024 * 1024 + 1,
+            &[("stripe-signature", "t=1,v1=00")],
+        ),
+        (
+            "/v1/grants/status",
+            64 * 1024 + 1,
+            &[("authorization", "Bearer pit_live_x")],
+        ),
+        (
+            "/v1/trials/start",
+            64 * 1024 + 1,
+            &[("content-type", "application/json")],
+        ),
     ];
     for (path, size, headers) in cases {
         let (status, answer_headers, body) =
@@ -195,7 +220,11 @@ async fn oversized_bodies_answer_413_in_the_json_shape(backend: Backend) {
         assert_eq!(status, 413, "{path}");
         assert_error_shape(status, &answer_headers, &body, "payload_too_large", path);
     }
-    assert_eq!(app.db.max_position().await, head_before, "nothing is written");
+    assert_eq!(
+        app.db.max_position().await,
+        head_before,
+        "nothing is written"
+    );
     app.stop().await;
 }
 
@@ -213,9 +242,17 @@ async fn targets_that_are_not_clean_utf8_answer_400_and_write_nothing(backend: B
         ("GET", "/v1/staff/licenses/%FF%FE", &support),
         ("GET", "/v1/staff/licenses/%C0%AF", &support),
         ("GET", "/v1/staff/licenses/lic_%00", &support),
-        ("GET", "/v1/staff/licenses?email=%00%40example.com", &support),
+        (
+            "GET",
+            "/v1/staff/licenses?email=%00%40example.com",
+            &support,
+        ),
         ("GET", "/v1/checkout/session?session_id=cs_%FF", ""),
-        ("GET", "/v1/checkout/portal-handoff?portal_handoff_id=%00", ""),
+        (
+            "GET",
+            "/v1/checkout/portal-handoff?portal_handoff_id=%00",
+            "",
+        ),
         ("POST", "/v1/checkout/local/cs_local_%FF/complete", ""),
     ];
     for (method, path, authorization) in cases {
@@ -232,7 +269,11 @@ async fn targets_that_are_not_clean_utf8_answer_400_and_write_nothing(backend: B
             "{path}: the framework's text"
         );
     }
-    assert_eq!(app.db.max_position().await, head_before, "nothing is written");
+    assert_eq!(
+        app.db.max_position().await,
+        head_before,
+        "nothing is written"
+    );
     app.stop().await;
 }
 
@@ -258,7 +299,11 @@ async fn a_json_body_with_a_control_character_is_refused_naming_the_field(backen
     assert!(message.contains("org"), "{message}");
     assert!(!message.contains("Failed to deserialize"), "{message}");
     assert!(!message.contains("line 1"), "{message}");
-    assert_eq!(app.db.max_position().await, head_before, "nothing is written");
+    assert_eq!(
+        app.db.max_position().await,
+        head_before,
+        "nothing is written"
+    );
     app.stop().await;
 }
 
@@ -336,12 +381,20 @@ async fn a_stalled_body_answers_408(backend: Backend) {
         let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         let status: u16 = head[9..12].parse().unwrap();
-        (status, head.to_ascii_lowercase(), serde_json::from_str::<Value>(body).unwrap())
+        (
+            status,
+            head.to_ascii_lowercase(),
+            serde_json::from_str::<Value>(body).unwrap(),
+        )
     };
     assert_eq!(status, 408, "{head}");
     assert_eq!(body["code"], "request_timeout");
     assert!(head.contains("x-request-id"));
-    assert_eq!(app.db.max_position().await, head_before, "nothing is written");
+    assert_eq!(
+        app.db.max_position().await,
+        head_before,
+        "nothing is written"
+    );
     app.stop().await;
 }
 
@@ -366,7 +419,10 @@ async fn connections_past_the_bound_wait_for_a_free_slot(backend: Backend) {
         .unwrap();
     let mut answer = vec![0_u8; 1024];
     let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut answer)).await;
-    assert!(early.is_err(), "a third connection was served past the bound of 2");
+    assert!(
+        early.is_err(),
+        "a third connection was served past the bound of 2"
+    );
     // The two silent connections are closed by the head timeout; the third is then served.
     let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut answer))
         .await
@@ -381,7 +437,11 @@ async fn postgres_outage_answers_503_fast_and_recovers_without_a_restart() {
     let db = crate::helpers::TestDatabase::new(Backend::Postgres).await;
     let url = url::Url::parse(&db.url).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let target = tokio::net::lookup_host(target).await.unwrap().next().unwrap();
+    let target = tokio::net::lookup_host(target)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
     let proxy = TcpProxy::start(target).await;
     let mut proxied = url.clone();
     proxied.set_host(Some("127.0.0.1")).unwrap();
@@ -406,12 +466,19 @@ async fn postgres_outage_answers_503_fast_and_recovers_without_a_restart() {
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["code"], "database_unavailable");
         assert_eq!(headers["retry-after"], "1");
-        assert!(elapsed < Duration::from_secs(3), "the answer took {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "the answer took {elapsed:?}"
+        );
     }
     let started = Instant::now();
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, 503, "{body}");
-    assert!(started.elapsed() < Duration::from_secs(4), "/readyz took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "/readyz took {:?}",
+        started.elapsed()
+    );
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, 200);
 
@@ -422,10 +489,15 @@ async fn postgres_outage_answers_503_fast_and_recovers_without_a_restart() {
         if status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "not ready again after the outage");
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the outage"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (status, body, _) = app.post("/v1/trials/start", &json!({ "org_id": "org-3" }), &[]).await;
+    let (status, body, _) = app
+        .post("/v1/trials/start", &json!({ "org_id": "org-3" }), &[])
+        .await;
     assert_ne!(status, 503, "{body}");
     app.stop().await;
 }

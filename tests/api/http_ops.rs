@@ -143,7 +143,7 @@ async fn unknown_routes_get_the_json_error_shape_with_the_request_id(backend: Ba
         json!({
             "error": "Not Found",
             "code": "not_found",
-            "message": "No route matches this method and path.",
+            "message": "No route matches this path.",
             "details": {},
             "request_id": "req-test-1",
         })

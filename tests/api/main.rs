@@ -11,6 +11,7 @@ mod gap_safety;
 mod helpers;
 mod hosted;
 mod http_ops;
+mod idempotency;
 mod installation_flows;
 mod legacy_exchange;
 mod licensing;

@@ -17,7 +17,9 @@ pub(crate) struct TcpProxy {
 impl TcpProxy {
     /// Starts a proxy on a free loopback port to `target`.
     pub(crate) async fn start(target: SocketAddr) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let address = listener.local_addr().expect("the proxy's address");
         let (cut, is_cut) = watch::channel(false);
         let task = tokio::spawn(async move {
