@@ -559,6 +559,7 @@ impl Checkout<'_> {
 
     /// Local mode: completes a purchase by posting itself a correctly signed
     /// `checkout.session.completed` through the webhook path; returns where to send the browser.
+    /// Completing a session again changes nothing and sends the browser to the same place.
     pub async fn complete_local(
         &self,
         session_id: &str,
@@ -567,8 +568,10 @@ impl Checkout<'_> {
     ) -> Result<String, FlowError> {
         let (handoff, _) = self.local_session(session_id).await?;
         let email = Email::parse(email)?;
+        // One event per session: submitting the form again is the same Stripe event, already
+        // processed, and writes nothing.
         let event = serde_json::json!({
-            "id": format!("evt_local_{}", uuid::Uuid::new_v4().simple()),
+            "id": format!("evt_local_{}", session_id.trim_start_matches("cs_local_")),
             "object": "event",
             "created": metadata.effective_at.timestamp(),
             "livemode": false,

@@ -121,8 +121,13 @@ pub const EMAIL_LEN_MAX: usize = 254;
 #[serde(transparent)]
 pub struct Email(String);
 
+/// Characters an address never holds outside a quoted local part (which the ledger does not
+/// accept): RFC 5322's specials other than `@` and `.`.
+const EMAIL_FORBIDDEN: &str = "<>()[],;:\\\"";
+
 impl Email {
-    /// Parses and normalises an email address.
+    /// Parses and normalises an email address: one `@`, a dotted domain, no whitespace, control
+    /// character, U+FFFD (the trace of bytes that were not UTF-8) or RFC 5322 special.
     pub fn parse(raw: &str) -> Result<Email, DomainError> {
         let email = raw.trim().to_ascii_lowercase();
         let parts: Vec<&str> = email.split('@').collect();
@@ -132,7 +137,12 @@ impl Email {
             && parts[1].contains('.')
             && !parts[1].starts_with('.')
             && !parts[1].ends_with('.')
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !email.chars().any(|c| {
+                c.is_whitespace()
+                    || c.is_control()
+                    || c == char::REPLACEMENT_CHARACTER
+                    || EMAIL_FORBIDDEN.contains(c)
+            });
         if !ok {
             return Err(DomainError::invalid(
                 "email",
@@ -216,6 +226,25 @@ pub fn bounded_text(field: &'static str, raw: &str, max: usize) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_email_with_a_replacement_character_control_or_special_is_refused() {
+        for raw in [
+            "\u{FFFD}@example.com",
+            "a\u{0}b@example.com",
+            "a b@example.com",
+            "a<b@example.com",
+            "a\"b@example.com",
+            "a@b@example.com",
+            "a@example",
+        ] {
+            assert!(Email::parse(raw).is_err(), "{raw:?}");
+        }
+        assert_eq!(
+            Email::parse(" Buyer+Tag@Example.com ").unwrap().as_str(),
+            "buyer+tag@example.com"
+        );
+    }
 
     #[test]
     fn ids_are_a_prefix_and_ten_crockford_characters() {

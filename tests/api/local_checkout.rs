@@ -6,6 +6,7 @@ use serde_json::json;
 
 crate::on_both_stores!(
     without_a_stripe_key_the_purchase_completes_on_a_local_page,
+    a_bad_email_is_refused_and_a_second_completion_writes_nothing,
     with_a_stripe_key_the_local_pages_do_not_exist,
 );
 
@@ -103,5 +104,63 @@ async fn with_a_stripe_key_the_local_pages_do_not_exist(backend: Backend) {
         .get("/v1/checkout/session?session_id=cs_test_fake0001")
         .await;
     assert_eq!(result["status"], "pending");
+    app.stop().await;
+}
+
+async fn a_bad_email_is_refused_and_a_second_completion_writes_nothing(backend: Backend) {
+    let app = TestApp::spawn_local(backend).await;
+    let started = start(&app).await;
+    let path = started["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://account.pulse.test")
+        .to_owned();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let complete = |body: &'static str| {
+        no_redirects
+            .post(format!("{}{path}/complete", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let head = app.db.max_position().await;
+    for body in [
+        "email=%FF%40example.com",
+        "email=%EF%BF%BD%40example.com",
+        "email=a%00b%40example.com",
+        "email=a%3Cb%40example.com",
+        "email=buyer%40example.com&email=other%40example.com",
+        "mail=buyer%40example.com",
+    ] {
+        let answer = complete(body).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 400, "{body}");
+        let error: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(error["code"], "invalid_request", "{body}: {error}");
+    }
+    assert_eq!(app.db.max_position().await, head, "a refused form writes nothing");
+
+    let first = complete("email=buyer%40example.com").await.unwrap();
+    assert_eq!(first.status().as_u16(), 303);
+    let location = first.headers()["location"].clone();
+    let head = app.db.max_position().await;
+    let again = complete("email=buyer%40example.com").await.unwrap();
+    assert_eq!(again.status().as_u16(), 303);
+    assert_eq!(again.headers()["location"], location);
+    assert_eq!(
+        app.db.max_position().await,
+        head,
+        "a second completion writes nothing"
+    );
+    let owners: Vec<_> = app
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "license_issued")
+        .map(|e| e.payload["owner_email"].clone())
+        .collect();
+    assert_eq!(owners, vec![json!("buyer@example.com")]);
     app.stop().await;
 }
