@@ -18,7 +18,7 @@ use crate::store::{
     IDEMPOTENCY_SCOPED_DIGEST_LEN,
 };
 use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
-use aggregates::account::{Account, AccountCommand};
+use aggregates::account::{Account, AccountCommand, AccountEvent};
 use aggregates::catalog::{BillingCycle, Catalog, StripePlanSource};
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
@@ -31,7 +31,8 @@ use aggregates::index::{
     LinkStripeObject, StripeObjectIndex, StripeTarget,
 };
 use aggregates::license::{
-    IssueLicense, License, LicenseCommand, LicenseOrigin, RevocationReason, StripeSnapshot,
+    IssueLicense, License, LicenseCommand, LicenseEvent, LicenseOrigin, RevocationReason,
+    StripeSnapshot,
 };
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use aggregates::redemption::{Redemption, RedemptionCommand, RedemptionRecord};
@@ -1019,17 +1020,21 @@ impl Checkout<'_> {
                     Ok((events, _)) => events,
                     Err(refusal) => return ignore(format!("the license refused it: {refusal}")),
                 };
+                let ignored_because = only_ignored(&events, |event| match event {
+                    LicenseEvent::StripeEventIgnored { reason, .. } => Some(reason),
+                    _ => None,
+                });
                 let mut effects: Vec<StreamAppend> =
                     part::<License>(license_stream, version, &events)?
                         .into_iter()
                         .collect();
-                if let Some(charge) = also_link {
+                if let (Some(charge), None) = (also_link, &ignored_because) {
                     effects.extend(
                         self.link(charge, StripeTarget::License(license_id), &context)
                             .await?,
                     );
                 }
-                Ok((effects, None))
+                Ok((effects, ignored_because))
             }
             Some(StripeTarget::Account(account_id)) => {
                 let Some(command) = for_account else {
@@ -1043,15 +1048,26 @@ impl Checkout<'_> {
                     Ok((events, _)) => events,
                     Err(refusal) => return ignore(format!("the account refused it: {refusal}")),
                 };
+                let ignored_because = only_ignored(&events, |event| match event {
+                    AccountEvent::StripeEventIgnored { reason, .. } => Some(reason),
+                    _ => None,
+                });
                 Ok((
                     part::<Account>(account_stream, version, &events)?
                         .into_iter()
                         .collect(),
-                    None,
+                    ignored_because,
                 ))
             }
         }
     }
+}
+
+/// The reason a decision recorded for ignoring a Stripe event, when recording that is all it did:
+/// the webhook then answers `ignored`, as the log says.
+fn only_ignored<E>(events: &[E], reason: impl Fn(&E) -> Option<&String>) -> Option<String> {
+    let reasons: Vec<&String> = events.iter().map(&reason).collect::<Option<_>>()?;
+    reasons.first().map(|first| (*first).clone())
 }
 
 /// Reads a `customer.subscription.*` object into a snapshot. The period end is read from the

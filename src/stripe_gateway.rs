@@ -5,7 +5,9 @@
 //! The API base URL is configurable (tests point it at a local fake Stripe over plain HTTP on
 //! loopback). Without a secret key, checkout runs in local mode (see [`StripeGateway::local_mode`]).
 
+use hmac::{Hmac, Mac};
 use serde::Deserialize;
+use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
@@ -186,9 +188,11 @@ impl StripeGateway {
     /// mode: only Stripe can sign real events.
     pub fn sign_local_event(&self, payload: &str) -> Option<String> {
         match (&self.mode, &self.webhook_secret) {
-            (CheckoutMode::Local { .. }, Some(secret)) => Some(
-                stripe_webhook::Webhook::generate_test_header(payload, secret, None),
-            ),
+            (CheckoutMode::Local { .. }, Some(secret)) => Some(signature_header(
+                secret,
+                chrono::Utc::now().timestamp(),
+                payload,
+            )),
             _ => None,
         }
     }
@@ -255,10 +259,74 @@ impl StripeGateway {
             .webhook_secret
             .as_deref()
             .ok_or(WebhookRejection::NotConfigured)?;
-        match stripe_webhook::Webhook::construct_event(payload, signature, secret) {
-            Ok(_) | Err(stripe_webhook::WebhookError::BadParse(_)) => {}
-            Err(other) => return Err(WebhookRejection::BadSignature(other.to_string())),
+        verify_signature(secret, signature, payload, chrono::Utc::now().timestamp())
+            .map_err(|reason| WebhookRejection::BadSignature(reason.to_owned()))?;
+        serde_json::from_str(payload).map_err(|_| {
+            WebhookRejection::Malformed(String::from("the body is not a Stripe event object"))
+        })
+    }
+}
+
+/// Most seconds a webhook's signed timestamp may differ from now (Stripe's default tolerance).
+pub const WEBHOOK_TOLERANCE_SECONDS: i64 = 300;
+/// Most `v1` signatures one `Stripe-Signature` header may carry (one per active secret).
+const WEBHOOK_SIGNATURES_MAX: usize = 8;
+
+fn webhook_mac(secret: &str, timestamp: i64, payload: &str) -> Hmac<Sha256> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(format!("{timestamp}.{payload}").as_bytes());
+    mac
+}
+
+/// The `Stripe-Signature` header Stripe would send for `payload` at `timestamp`.
+fn signature_header(secret: &str, timestamp: i64, payload: &str) -> String {
+    let signature = hex::encode(webhook_mac(secret, timestamp, payload).finalize().into_bytes());
+    format!("t={timestamp},v1={signature}")
+}
+
+/// Verifies a `Stripe-Signature` header as Stripe documents it: HMAC-SHA256 under the webhook
+/// secret over `<t>.<payload>`, any `v1` signature matching (compared in constant time), `t`
+/// within [`WEBHOOK_TOLERANCE_SECONDS`] of `now`. The payload is parsed only after this.
+fn verify_signature(secret: &str, header: &str, payload: &str, now: i64) -> Result<(), &'static str> {
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+            Some(("v1", value)) if signatures.len() < WEBHOOK_SIGNATURES_MAX => {
+                signatures.push(value)
+            }
+            _ => {}
         }
-        serde_json::from_str(payload).map_err(|e| WebhookRejection::Malformed(e.to_string()))
+    }
+    let timestamp = timestamp.ok_or("the header has no timestamp")?;
+    let mac = webhook_mac(secret, timestamp, payload);
+    let matches = signatures.iter().any(|candidate| {
+        hex::decode(candidate).is_ok_and(|bytes| mac.clone().verify_slice(&bytes).is_ok())
+    });
+    if !matches {
+        return Err("no signature matches the webhook secret");
+    }
+    if (now - timestamp).abs() > WEBHOOK_TOLERANCE_SECONDS {
+        return Err("the signature's timestamp is outside the tolerance");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_only_with_its_secret_payload_and_time() {
+        let header = signature_header("whsec_a", 1_000, "{}");
+        assert_eq!(verify_signature("whsec_a", &header, "{}", 1_100), Ok(()));
+        assert!(verify_signature("whsec_b", &header, "{}", 1_100).is_err());
+        assert!(verify_signature("whsec_a", &header, "{ }", 1_100).is_err());
+        assert!(verify_signature("whsec_a", &header, "{}", 1_000 + 301).is_err());
+        assert!(verify_signature("whsec_a", "v1=00", "{}", 1_000).is_err());
+        let rotated = format!("{header},v1=deadbeef");
+        assert_eq!(verify_signature("whsec_a", &rotated, "{}", 1_000), Ok(()));
     }
 }

@@ -81,6 +81,138 @@ fn serve_with_no_configuration_uses_a_sqlite_file_in_the_local_data_directory() 
     );
 }
 
+/// A running `serve` whose log lines (JSON) are collected as it writes them.
+struct Served {
+    child: std::process::Child,
+    address: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Served {
+    fn start(args: &[&str], cwd: &Path) -> Served {
+        let mut child = binary()
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        for output in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let send = send.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(output).lines().map_while(Result::ok) {
+                    let _ = send.send(line);
+                }
+            });
+        }
+        let mut seen = Vec::new();
+        let address = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("serve reports its address");
+            let entry: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+            seen.push(line);
+            if entry["message"] == "pulse-account is serving" {
+                break entry["address"].as_str().unwrap().to_owned();
+            }
+        };
+        Served {
+            child,
+            address,
+            lines,
+            seen,
+        }
+    }
+
+    /// Stops it with SIGTERM and returns every line it logged.
+    fn stop(mut self) -> Vec<String> {
+        let terminated = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(terminated.success());
+        assert!(self.child.wait().unwrap().success());
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_purchase_logs_no_error_and_configured_secrets_never_print() {
+    let cwd = tempfile::tempdir().unwrap();
+    let seed = "c2VjcmV0LXNpZ25pbmctc2VlZC0zMi1ieXRlcy1sb24";
+    let hash_key = "c2VjcmV0LWhtYWMta2V5LW9mLTMyLWJ5dGVzLWxvbmc";
+    let master_key = "c2VjcmV0LW1hc3Rlci1rZXktb2YtMzItYnl0ZXMtbG8";
+    let signing_key = format!("k1:{seed}");
+    let served = Served::start(
+        &[
+            "--signing-key",
+            &signing_key,
+            "--secret-hash-key",
+            hash_key,
+            "--master-key",
+            master_key,
+        ],
+        cwd.path(),
+    );
+    let base = format!("http://{}", served.address);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let handoff: serde_json::Value = client
+        .post(format!("{base}/v1/checkout/portal-handoff"))
+        .json(&json!({ "feature": "relay", "success_url": "http://localhost:7655/auth/license-purchase-activate", "cancel_url": "http://localhost:7655/", "purchase_return_jti": "jti-log" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started: serde_json::Value = client
+        .post(format!("{base}/v1/checkout/session"))
+        .json(&json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "relay", "tier": "relay", "billing_cycle": "monthly" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = started["url"].as_str().expect("a local checkout URL");
+    let path = &url[url.find("/v1/").unwrap()..];
+    let completed = client
+        .post(format!("{base}{path}/complete"))
+        .form(&[("email", "buyer@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status().as_u16(), 303);
+    let lines = tokio::task::spawn_blocking(move || served.stop()).await.unwrap();
+    let errors: Vec<&String> = lines
+        .iter()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|entry| entry["level"] == "ERROR")
+        })
+        .collect();
+    assert!(errors.is_empty(), "an applied purchase logged errors: {errors:?}");
+    for secret in [seed, hash_key, master_key] {
+        assert!(
+            !lines.iter().any(|line| line.contains(secret)),
+            "a configured secret was printed"
+        );
+    }
+}
+
 #[test]
 fn migrate_creates_the_database_and_bad_arguments_get_clear_errors() {
     let cwd = tempfile::tempdir().unwrap();

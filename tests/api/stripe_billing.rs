@@ -90,7 +90,23 @@ async fn an_older_subscription_update_arriving_after_a_newer_one_changes_nothing
         1_500,
         subscription("active", PRO_PRICE),
     );
-    assert_eq!(app.send_webhook(&older, false).await.0, 200);
+    let (status, answer) = app.send_webhook(&older, false).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("ignored")),
+        "the answer says what the log says: {answer}"
+    );
+    let receipt: Vec<String> = app
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.stream.stream_id() == "evt_older")
+        .map(|e| e.event_type)
+        .collect();
+    assert!(
+        receipt.contains(&String::from("stripe_event_ignored")),
+        "{receipt:?}"
+    );
     let after = license(&app, &license_id).await;
     assert_eq!(
         after.state,
