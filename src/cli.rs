@@ -3,7 +3,7 @@
 //! handed to the library. This is CLI glue, so it reports failures with `anyhow` context chains.
 
 use crate::audit;
-use crate::crypto::{KeyConfig, KeyMaterial};
+use crate::crypto::{KeyConfig, KeyMaterial, SecretText};
 use crate::http::server::ServerLimits;
 use crate::metrics::Metrics;
 use crate::personal_data::PersonalDataStore;
@@ -188,13 +188,13 @@ pub struct KeyedDatabaseArgs {
     database: DatabaseArgs,
     /// The Ed25519 signing key, `kid:base64url(32-byte seed)`; without it, the development key.
     #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
-    signing_key: Option<String>,
+    signing_key: Option<SecretText>,
     /// The 32-byte HMAC key (base64url) for bearer-secret hashes; without it, the development key.
     #[arg(long, env = "PULSE_ACCOUNT_SECRET_HASH_KEY", hide_env_values = true)]
-    secret_hash_key: Option<String>,
+    secret_hash_key: Option<SecretText>,
     /// The 32-byte AES-256 master key (base64url) of personal data; without it, the development key.
     #[arg(long, env = "PULSE_ACCOUNT_MASTER_KEY", hide_env_values = true)]
-    master_key: Option<String>,
+    master_key: Option<SecretText>,
 }
 
 /// `export` options.
@@ -217,7 +217,7 @@ pub struct ExportArgs {
     format: audit::ExportFormat,
     /// The Ed25519 signing key, `kid:base64url(32-byte seed)`; without it, the development key.
     #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
-    signing_key: Option<String>,
+    signing_key: Option<SecretText>,
 }
 
 /// `verify` options.
@@ -236,7 +236,7 @@ pub struct DatabaseArgs {
     /// PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). Without it, a SQLite file in
     /// the data directory.
     #[arg(long, env = "PULSE_ACCOUNT_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretText>,
     /// The local data directory (SQLite file, development keys).
     #[arg(long, env = "PULSE_ACCOUNT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -257,25 +257,25 @@ pub struct ServeArgs {
     /// The Ed25519 signing key, `kid:base64url(32-byte seed)`. Without it, a development key is
     /// generated into the data directory.
     #[arg(long, env = "PULSE_ACCOUNT_SIGNING_KEY", hide_env_values = true)]
-    signing_key: Option<String>,
+    signing_key: Option<SecretText>,
     /// The 32-byte HMAC key (base64url) for bearer-secret hashes. Without it, a development key is
     /// generated into the data directory.
     #[arg(long, env = "PULSE_ACCOUNT_SECRET_HASH_KEY", hide_env_values = true)]
-    secret_hash_key: Option<String>,
+    secret_hash_key: Option<SecretText>,
     /// The 32-byte AES-256 master key (base64url) that wraps the per-person keys of personal data.
     /// Without it, a development key is generated into the data directory.
     #[arg(long, env = "PULSE_ACCOUNT_MASTER_KEY", hide_env_values = true)]
-    master_key: Option<String>,
+    master_key: Option<SecretText>,
     /// Stripe's secret API key; without it checkout is unavailable.
     #[arg(long, env = "PULSE_ACCOUNT_STRIPE_SECRET_KEY", hide_env_values = true)]
-    stripe_secret_key: Option<String>,
+    stripe_secret_key: Option<SecretText>,
     /// Stripe's webhook signing secret; without it webhooks are refused.
     #[arg(
         long,
         env = "PULSE_ACCOUNT_STRIPE_WEBHOOK_SECRET",
         hide_env_values = true
     )]
-    stripe_webhook_secret: Option<String>,
+    stripe_webhook_secret: Option<SecretText>,
     /// Stripe's API base URL.
     #[arg(long, env = "PULSE_ACCOUNT_STRIPE_API_BASE")]
     stripe_api_base: Option<String>,
@@ -333,10 +333,10 @@ pub enum ProjectionsCommand {
 
 impl DatabaseArgs {
     /// The database URL: the one given (checked), or the data directory's SQLite file (created).
-    pub fn resolve(&self) -> anyhow::Result<String> {
+    pub fn resolve(&self) -> anyhow::Result<SecretText> {
         if let Some(url) = &self.database_url {
             let known = ["postgres://", "postgresql://", "sqlite:"];
-            if !known.iter().any(|scheme| url.starts_with(scheme)) {
+            if !known.iter().any(|scheme| url.expose().starts_with(scheme)) {
                 bail!("--database-url must start with postgres://, postgresql:// or sqlite:");
             }
             return Ok(url.clone());
@@ -347,7 +347,7 @@ impl DatabaseArgs {
         let path = path
             .to_str()
             .context("the data directory path is not valid UTF-8")?;
-        Ok(format!("sqlite://{path}"))
+        Ok(SecretText::from(format!("sqlite://{path}")))
     }
 }
 
@@ -356,7 +356,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(database) => {
-            open_store(&database.resolve()?)
+            open_store(database.resolve()?.expose())
                 .await
                 .context("migrating the database")?;
             tracing::info!("migrations applied");
@@ -538,7 +538,7 @@ async fn shutdown_signal() {
 }
 
 async fn projections_status(database: &DatabaseArgs) -> anyhow::Result<()> {
-    let store = open_store(&database.resolve()?)
+    let store = open_store(database.resolve()?.expose())
         .await
         .context("opening the database")?;
     let head = store.head_position().await?;
@@ -620,7 +620,7 @@ async fn rebuild(name: &str, keyed: &KeyedDatabaseArgs) -> anyhow::Result<()> {
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.database.resolve()?)
+    let store = open_store(args.database.resolve()?.expose())
         .await
         .context("opening the database")?;
     let keys = KeyMaterial::load(
@@ -719,7 +719,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
 async fn keyed_store(
     args: &KeyedDatabaseArgs,
 ) -> anyhow::Result<(Arc<PersonalDataStore>, Arc<KeyMaterial>)> {
-    let store = open_store(&args.database.resolve()?)
+    let store = open_store(args.database.resolve()?.expose())
         .await
         .context("opening the database")?;
     let keys = Arc::new(KeyMaterial::load(
@@ -806,7 +806,41 @@ async fn audit_check(args: KeyedDatabaseArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::progress_bar;
+    use super::{progress_bar, Cli};
+    use clap::Parser;
+
+    #[test]
+    fn parsed_secrets_and_database_urls_never_print() {
+        let cli = Cli::try_parse_from([
+            "pulse-account",
+            "serve",
+            "--database-url",
+            "postgres://ledger:db-password@db.internal/ledger",
+            "--signing-key",
+            "k1:signing-seed-text",
+            "--secret-hash-key",
+            "hash-key-text",
+            "--master-key",
+            "master-key-text",
+            "--stripe-secret-key",
+            "sk_live_stripe-text",
+            "--stripe-webhook-secret",
+            "whsec_webhook-text",
+        ])
+        .expect("the command line parses");
+        let printed = format!("{cli:?}");
+        for secret in [
+            "db-password",
+            "signing-seed-text",
+            "hash-key-text",
+            "master-key-text",
+            "stripe-text",
+            "webhook-text",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed in {printed}");
+        }
+        assert!(printed.contains("[redacted]"));
+    }
 
     #[test]
     fn the_progress_bar_fills_in_proportion_and_never_overflows() {

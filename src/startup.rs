@@ -2,7 +2,7 @@
 //! runners, and shut all of it down gracefully. `main` and the tests boot through the same
 //! [`Application::build`], the tests on port 0.
 
-use crate::crypto::{KeyConfig, KeyError, KeyMaterial};
+use crate::crypto::{KeyConfig, KeyError, KeyMaterial, SecretText};
 use crate::exchange::LegacyVerifier;
 use crate::http::server::{serve, ServerLimits};
 use crate::http::{router, AppState};
@@ -27,8 +27,8 @@ const RUNNER_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// What the service needs to start, already validated by the CLI.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `postgres://…` or `sqlite://…`.
-    pub database_url: String,
+    /// `postgres://…` or `sqlite://…` (it may hold a password: it never prints).
+    pub database_url: SecretText,
     /// The address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Most positions a projection may lag while the service reports ready.
@@ -129,7 +129,7 @@ impl Application {
         };
         let keys = Arc::new(keys);
         let store: Arc<dyn Store> = Arc::new(PersonalDataStore::new(
-            open_store(&settings.database_url).await?,
+            open_store(settings.database_url.expose()).await?,
             Arc::clone(&keys),
         ));
         let listener =

@@ -5,11 +5,11 @@
 //! The API base URL is configurable (tests point it at a local fake Stripe over plain HTTP on
 //! loopback). Without a secret key, checkout runs in local mode (see [`StripeGateway::local_mode`]).
 
+use crate::crypto::SecretText;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
@@ -22,24 +22,14 @@ pub const STRIPE_API_BASE: &str = "https://api.stripe.com/";
 pub const WEBHOOK_BODY_BYTES_MAX: usize = 1024 * 1024;
 
 /// Stripe settings. Secrets never print.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct StripeConfig {
     /// The secret API key (`sk_…`); without it checkout is unavailable.
-    pub secret_key: Option<String>,
+    pub secret_key: Option<SecretText>,
     /// The webhook signing secret (`whsec_…`); without it webhooks are refused.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretText>,
     /// The API base URL (default [`STRIPE_API_BASE`]).
     pub api_base: Option<String>,
-}
-
-impl fmt::Debug for StripeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StripeConfig")
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "…"))
-            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "…"))
-            .field("api_base", &self.api_base)
-            .finish()
-    }
 }
 
 /// Why a Stripe call failed.
@@ -150,8 +140,8 @@ impl StripeGateway {
                 webhook_secret: Some(
                     config
                         .webhook_secret
-                        .clone()
-                        .unwrap_or_else(|| local_webhook_secret.to_owned()),
+                        .as_ref()
+                        .map_or_else(|| local_webhook_secret.to_owned(), |s| s.expose().to_owned()),
                 ),
             });
         };
@@ -164,7 +154,7 @@ impl StripeGateway {
         } else {
             format!("{base}/")
         };
-        let client = ClientBuilder::new(secret.clone())
+        let client = ClientBuilder::new(secret.expose())
             .url(base)
             .app_info(
                 "pulse-account",
@@ -175,7 +165,10 @@ impl StripeGateway {
             .map_err(|e| StripeGatewayError::Config(e.to_string()))?;
         Ok(StripeGateway {
             mode: CheckoutMode::Stripe(Box::new(client)),
-            webhook_secret: config.webhook_secret.clone(),
+            webhook_secret: config
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned()),
         })
     }
 

@@ -59,9 +59,9 @@ pub(crate) fn key_config() -> KeyConfig {
     use base64::Engine;
     let encode = |byte: u8| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([byte; 32]);
     KeyConfig {
-        signing_key: Some(format!("bench-1:{}", encode(1))),
-        secret_hash_key: Some(encode(2)),
-        master_key: Some(encode(3)),
+        signing_key: Some(format!("bench-1:{}", encode(1)).into()),
+        secret_hash_key: Some(encode(2).into()),
+        master_key: Some(encode(3).into()),
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
     let db = BenchDatabase::create(admin, "read_path", backend).await;
     let data_dir = tempfile::tempdir().expect("a data directory");
     let application = Application::build(Settings {
-        database_url: db.url.clone(),
+        database_url: db.url.clone().into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         readiness_lag_max: 10_000,
         runner: RunnerConfig::default(),

@@ -39,15 +39,59 @@ pub enum KeyError {
     },
 }
 
+/// Configured text that must never print (a key, a database URL with its password): `Debug`
+/// and `Display` show `[redacted]`; [`SecretText::expose`] is the one way to the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(String);
+
+impl SecretText {
+    /// The text, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretText {
+    fn from(text: String) -> SecretText {
+        SecretText(text)
+    }
+}
+
+impl From<&str> for SecretText {
+    fn from(text: &str) -> SecretText {
+        SecretText(text.to_owned())
+    }
+}
+
+impl std::str::FromStr for SecretText {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<SecretText, Self::Err> {
+        Ok(SecretText(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::fmt::Display for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Keys as configured: each `None` falls back to the development file.
 #[derive(Clone, Debug, Default)]
 pub struct KeyConfig {
     /// `kid:base64url(32-byte seed)` of the Ed25519 signing key.
-    pub signing_key: Option<String>,
+    pub signing_key: Option<SecretText>,
     /// base64url of the 32-byte HMAC key for bearer-secret hashes.
-    pub secret_hash_key: Option<String>,
+    pub secret_hash_key: Option<SecretText>,
     /// base64url of the 32-byte AES-256 master key that wraps per-person data keys.
-    pub master_key: Option<String>,
+    pub master_key: Option<SecretText>,
 }
 
 /// The development key file: generated once, reused after.
@@ -110,6 +154,7 @@ impl KeyMaterial {
         let (signing_key_id, seed) = match (&config.signing_key, &dev) {
             (Some(configured), _) => {
                 let (kid, seed) = configured
+                    .expose()
                     .split_once(':')
                     .ok_or_else(|| KeyError::Invalid {
                         what: "signing key",
@@ -124,12 +169,12 @@ impl KeyMaterial {
             (None, None) => return Err(missing("signing key")),
         };
         let hash_key = match (&config.secret_hash_key, &dev) {
-            (Some(configured), _) => decode_key("secret hash key", configured)?,
+            (Some(configured), _) => decode_key("secret hash key", configured.expose())?,
             (None, Some(dev)) => decode_key("development secret hash key", &dev.secret_hash_key)?,
             (None, None) => return Err(missing("secret hash key")),
         };
         let master_key = match (&config.master_key, &dev) {
-            (Some(configured), _) => decode_key("master key", configured)?,
+            (Some(configured), _) => decode_key("master key", configured.expose())?,
             (
                 None,
                 Some(DevKeys {
@@ -235,16 +280,24 @@ mod tests {
     fn configured_keys_are_used_and_no_development_file_is_made() {
         let dir = tempfile::tempdir().unwrap();
         let config = KeyConfig {
-            signing_key: Some(format!("prod-1:{}", URL_SAFE_NO_PAD.encode([9_u8; 32]))),
-            secret_hash_key: Some(URL_SAFE_NO_PAD.encode([4_u8; 32])),
-            master_key: Some(URL_SAFE_NO_PAD.encode([5_u8; 32])),
+            signing_key: Some(format!("prod-1:{}", URL_SAFE_NO_PAD.encode([9_u8; 32])).into()),
+            secret_hash_key: Some(URL_SAFE_NO_PAD.encode([4_u8; 32]).into()),
+            master_key: Some(URL_SAFE_NO_PAD.encode([5_u8; 32]).into()),
         };
+        let printed = format!("{config:?}");
+        for secret in [
+            URL_SAFE_NO_PAD.encode([9_u8; 32]),
+            URL_SAFE_NO_PAD.encode([4_u8; 32]),
+            URL_SAFE_NO_PAD.encode([5_u8; 32]),
+        ] {
+            assert!(!printed.contains(&secret), "{printed}");
+        }
         let keys = KeyMaterial::load(&config, dir.path()).unwrap();
         assert_eq!(keys.signer.key_id(), "prod-1");
         assert!(keys.dev_keys_file.is_none());
         assert!(!dir.path().join(DEV_KEYS_FILE_NAME).exists());
         let short = KeyConfig {
-            secret_hash_key: Some(String::from("AAAA")),
+            secret_hash_key: Some(SecretText::from("AAAA")),
             ..config
         };
         assert!(KeyMaterial::load(&short, dir.path()).is_err());

@@ -126,8 +126,8 @@ impl FakeStripe {
     /// The app's Stripe settings, pointed at this fake.
     pub(crate) fn config(&self) -> StripeConfig {
         StripeConfig {
-            secret_key: Some(String::from("sk_test_fake")),
-            webhook_secret: Some(String::from(WEBHOOK_SECRET)),
+            secret_key: Some("sk_test_fake".into()),
+            webhook_secret: Some(WEBHOOK_SECRET.into()),
             api_base: Some(format!("http://{}/", self.address)),
         }
     }

@@ -412,7 +412,8 @@ impl TestApp {
                 database_url: options
                     .database_url
                     .clone()
-                    .unwrap_or_else(|| db.url.clone()),
+                    .unwrap_or_else(|| db.url.clone())
+                    .into(),
                 listen: "127.0.0.1:0".parse().unwrap(),
                 readiness_lag_max: 10_000,
                 runner: pulse_account::projection::runner::RunnerConfig::default(),

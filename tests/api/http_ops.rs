@@ -22,7 +22,7 @@ crate::on_both_stores!(
 
 async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
     Application::build(Settings {
-        database_url: db.url.clone(),
+        database_url: db.url.clone().into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         readiness_lag_max,
         runner: RunnerConfig::default(),
@@ -201,7 +201,7 @@ async fn the_server_boots_on_a_free_port_serves_and_stops_gracefully(backend: Ba
 async fn the_running_service_seals_the_log_periodically(backend: Backend) {
     let db = TestDatabase::new(backend).await;
     let sealing = Application::build(Settings {
-        database_url: db.url.clone(),
+        database_url: db.url.clone().into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         readiness_lag_max: 10,
         runner: RunnerConfig::default(),
