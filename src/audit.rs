@@ -467,7 +467,18 @@ fn verify_entries(
     let mut chain = String::from(GENESIS_CHAIN);
     let (mut count, mut last_position, mut first_position, mut last_line) =
         (0_u64, None::<i64>, None::<i64>, 0);
+    let mut verified = None;
     for entry in entries {
+        if verified.is_some() {
+            let line = match &entry {
+                Ok((line, _)) => *line,
+                Err(error) => error.line,
+            };
+            return Err(VerifyError {
+                line,
+                reason: String::from("data after the signed manifest"),
+            });
+        }
         let (line, entry) = entry?;
         last_line = line;
         let fail = |reason: String| VerifyError { line, reason };
@@ -502,7 +513,7 @@ fn verify_entries(
                 if let Some((_, reason)) = checks.iter().find(|(ok, _)| !ok) {
                     return Err(fail((*reason).to_owned()));
                 }
-                return Ok(manifest);
+                verified = Some(manifest);
             }
             Entry::Record {
                 record,
@@ -529,7 +540,7 @@ fn verify_entries(
             }
         }
     }
-    Err(VerifyError {
+    verified.ok_or(VerifyError {
         line: last_line + 1,
         reason: String::from("the export ends without a signed manifest"),
     })

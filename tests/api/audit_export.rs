@@ -241,6 +241,13 @@ async fn a_csv_export_verifies_and_a_changed_row_is_reported(backend: Backend) {
         manifest,
         "verify tells CSV from JSONL"
     );
+    // The header, 4 records and the manifest row are lines 1 to 6: a row after it is refused.
+    let appended = format!("{text}{}\n", text.lines().nth(1).unwrap());
+    let error = verify(appended.as_bytes(), &public_key).unwrap_err();
+    assert_eq!(
+        (error.line, error.reason.as_str()),
+        (7, "data after the signed manifest")
+    );
     let tampered = text.replacen("\"\"k\"\":2", "\"\"k\"\":5", 1);
     assert_ne!(tampered, text);
     let error = verify(tampered.as_bytes(), &public_key).unwrap_err();

@@ -379,6 +379,22 @@ fn export_and_verify_work_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&tampered.stderr)
     );
+    // 4 records and the manifest are lines 1 to 5; anything after the manifest is refused.
+    let first_record = text.lines().next().unwrap();
+    for (name, extra) in [
+        ("appended-record.jsonl", format!("{first_record}\n")),
+        ("appended-garbage.jsonl", String::from("garbage\n")),
+        ("appended-blank.jsonl", String::from("\n")),
+    ] {
+        std::fs::write(cwd.path().join(name), format!("{text}{extra}")).unwrap();
+        let appended = run(&["verify", name, "--public-key", &key], cwd.path());
+        assert_eq!(appended.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&appended.stderr);
+        assert!(
+            stderr.contains("does NOT verify at line 6") && stderr.contains("after the signed manifest"),
+            "{name}: {stderr}"
+        );
+    }
     let again = run(
         &[
             "export",
