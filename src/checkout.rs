@@ -332,7 +332,8 @@ impl Checkout<'_> {
                 return self.replayed_checkout(&previous).await;
             }
         }
-        for _ in 0..FLOW_ATTEMPTS_MAX {
+        for attempt in 1..=FLOW_ATTEMPTS_MAX {
+            crate::command::pause_before_retry(attempt).await;
             let (handoff, version) = self.handoff(&handoff_id).await?;
             let context = self.context(metadata.effective_at);
             let wanted = StartedCheckout {
@@ -689,7 +690,8 @@ impl Checkout<'_> {
         event: &StripeEvent,
         metadata: EventMetadata,
     ) -> Result<WebhookOutcome, FlowError> {
-        for _ in 0..FLOW_ATTEMPTS_MAX {
+        for attempt in 1..=FLOW_ATTEMPTS_MAX {
+            crate::command::pause_before_retry(attempt).await;
             match self.try_apply(event, &metadata).await {
                 Err(FlowError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
                 other => return other,

@@ -11,9 +11,27 @@ use crate::store::{
 use aggregates::decider::{decode, encode, CodecError, Context, Decider, SnapshotCodec};
 use aggregates::log::{EventMetadata, StreamName, StreamNameError, StreamVersion};
 
-/// Attempts per command before a conflict is returned to the caller: contention on one small
-/// stream is rare, so three tries absorb it and a fourth would only hide a hot spot.
-pub const COMMAND_ATTEMPTS_MAX: usize = 3;
+/// The most writers deciding on one stream at once that a command is sized to outlast: an
+/// installation's runtimes activating together, a burst of retries from one client.
+pub const CONCURRENT_WRITERS_SIZED_FOR: usize = 16;
+/// Attempts per command before a conflict is returned to the caller. Every round of a race has
+/// a winner, so a command among `n` concurrent writers succeeds or gets the domain's answer
+/// within `n` attempts; twice [`CONCURRENT_WRITERS_SIZED_FOR`] leaves room for writers that
+/// arrive while it retries. `concurrent_update` past this means a hot spot, not bad luck.
+pub const COMMAND_ATTEMPTS_MAX: usize = 2 * CONCURRENT_WRITERS_SIZED_FOR;
+/// Longest pause before a retry, in milliseconds: a random pause up to this spreads writers that
+/// lost together so they do not meet again on the next attempt.
+const RETRY_JITTER_MS_MAX: u64 = 8;
+
+/// Waits a random moment before retrying after a lost race (attempt 1 waits nothing).
+pub async fn pause_before_retry(attempt: usize) {
+    if attempt <= 1 {
+        return;
+    }
+    let upper = RETRY_JITTER_MS_MAX.min(1 << attempt.min(3));
+    let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=upper);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
 /// Most events one load of a stream without snapshots may fold: streams are per handoff, index
 /// entry, trial, …, and one this long means a modelling bug. Streams with snapshots (accounts,
 /// licenses) have no such bound: a load after their snapshots were deleted (by erasure, or when a
@@ -282,6 +300,7 @@ pub async fn handle<D: Decider>(
         }
     }
     for attempt in 1..=COMMAND_ATTEMPTS_MAX {
+        pause_before_retry(attempt).await;
         let (state, version) = load::<D>(store, &stream).await?;
         let events =
             D::decide(&state, request.command, &request.context).map_err(CommandError::Domain)?;

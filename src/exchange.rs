@@ -172,7 +172,8 @@ pub async fn exchange(
             return licensing.activate(&activation, Some(key), metadata).await;
         }
     }
-    for _ in 0..FLOW_ATTEMPTS_MAX {
+    for attempt in 1..=FLOW_ATTEMPTS_MAX {
+        crate::command::pause_before_retry(attempt).await;
         let (state, version) = load::<LegacyExchange>(licensing.store, &exchange_stream).await?;
         let command = ExchangeLegacyLicense {
             check: check.clone(),

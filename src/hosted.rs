@@ -130,7 +130,8 @@ pub async fn provision_tenant(
 ) -> Result<TenantId, FlowError> {
     let context = Context::new(metadata.effective_at, catalog);
     let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
-    for _ in 0..FLOW_ATTEMPTS_MAX {
+    for attempt in 1..=FLOW_ATTEMPTS_MAX {
+        crate::command::pause_before_retry(attempt).await;
         let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
         let token_hash = keys
             .hasher
@@ -322,7 +323,8 @@ pub async fn refresh_lease(
         }
     }
     let context = Context::new(metadata.effective_at, catalog);
-    for _ in 0..FLOW_ATTEMPTS_MAX {
+    for attempt in 1..=FLOW_ATTEMPTS_MAX {
+        crate::command::pause_before_retry(attempt).await;
         let (state, version) = load::<Account>(store, &account_stream).await?;
         let command = AccountCommand::IssueLease {
             tenant_id: tenant_id.clone(),

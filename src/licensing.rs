@@ -289,7 +289,8 @@ impl Licensing<'_> {
                 return self.replayed_activation(&previous, token).await;
             }
         }
-        for _ in 0..FLOW_ATTEMPTS_MAX {
+        for attempt in 1..=FLOW_ATTEMPTS_MAX {
+            crate::command::pause_before_retry(attempt).await;
             match self
                 .try_activate(&license_id, request, &token, &metadata, idempotency.clone())
                 .await

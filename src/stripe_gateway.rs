@@ -137,12 +137,10 @@ impl StripeGateway {
                 mode: CheckoutMode::Local {
                     public_url: public_url.trim_end_matches('/').to_owned(),
                 },
-                webhook_secret: Some(
-                    config
-                        .webhook_secret
-                        .as_ref()
-                        .map_or_else(|| local_webhook_secret.to_owned(), |s| s.expose().to_owned()),
-                ),
+                webhook_secret: Some(config.webhook_secret.as_ref().map_or_else(
+                    || local_webhook_secret.to_owned(),
+                    |s| s.expose().to_owned(),
+                )),
             });
         };
         let base = config
@@ -274,14 +272,23 @@ fn webhook_mac(secret: &str, timestamp: i64, payload: &str) -> Hmac<Sha256> {
 
 /// The `Stripe-Signature` header Stripe would send for `payload` at `timestamp`.
 fn signature_header(secret: &str, timestamp: i64, payload: &str) -> String {
-    let signature = hex::encode(webhook_mac(secret, timestamp, payload).finalize().into_bytes());
+    let signature = hex::encode(
+        webhook_mac(secret, timestamp, payload)
+            .finalize()
+            .into_bytes(),
+    );
     format!("t={timestamp},v1={signature}")
 }
 
 /// Verifies a `Stripe-Signature` header as Stripe documents it: HMAC-SHA256 under the webhook
 /// secret over `<t>.<payload>`, any `v1` signature matching (compared in constant time), `t`
 /// within [`WEBHOOK_TOLERANCE_SECONDS`] of `now`. The payload is parsed only after this.
-fn verify_signature(secret: &str, header: &str, payload: &str, now: i64) -> Result<(), &'static str> {
+fn verify_signature(
+    secret: &str,
+    header: &str,
+    payload: &str,
+    now: i64,
+) -> Result<(), &'static str> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {

@@ -1,13 +1,16 @@
-//! Trial starts (`DOMAIN.md` §8): once per org, rate-limited, denials recorded.
+//! Trial starts (`DOMAIN.md` §8): once per org, rate-limited, denials recorded. Concurrent starts
+//! for one org are decided one after another (a lost race decides again), so each gets the
+//! domain's answer.
 //!
 //! The org is an account id when it has signed up; the ledger reads that account's billing to know
 //! whether a subscription is already active, and puts the account on the trial when it starts (so
 //! the leases of its tenants carry it). An org the ledger does not know is sent to sign up.
 //! Which licenses belong to an org is not yet modelled, so `license_active` is only ever false here.
 
+use crate::command::pause_before_retry;
 use crate::command::{decide_all, load, load_until, recorded_events};
-use crate::flow::{part, stream, FlowError};
-use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store};
+use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError};
 use aggregates::account::{Account, AccountCommand};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};
@@ -34,7 +37,6 @@ pub async fn start_trial(
     if !org_ok {
         return Err(DomainError::invalid("org_id", "must be 1 to 128 of A-Z a-z 0-9 _ -").into());
     }
-    let trial_stream = stream(Trial::STREAM_TYPE, org_id)?;
     let idempotency = idempotency_key
         .map(|key| Idempotency::scoped("trial", key, &serde_json::json!({ "org_id": org_id })));
     if let Some(idempotency) = &idempotency {
@@ -42,6 +44,35 @@ pub async fn start_trial(
             return replayed(store, &previous).await;
         }
     }
+    for attempt in 1..=FLOW_ATTEMPTS_MAX {
+        pause_before_retry(attempt).await;
+        match try_start(
+            store,
+            catalog,
+            org_id,
+            signup_url,
+            idempotency.clone(),
+            &metadata,
+        )
+        .await
+        {
+            Err(FlowError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
+            other => return other,
+        }
+    }
+    Err(FlowError::Contended)
+}
+
+/// One attempt: decide on the trial (and the org's account) as loaded, append both at once.
+async fn try_start(
+    store: &dyn Store,
+    catalog: &Catalog,
+    org_id: &str,
+    signup_url: &str,
+    idempotency: Option<Idempotency>,
+    metadata: &EventMetadata,
+) -> Result<TrialState, FlowError> {
+    let trial_stream = stream(Trial::STREAM_TYPE, org_id)?;
     let account = match AccountId::parse(org_id) {
         Ok(_) => {
             load::<Account>(store, &stream(Account::STREAM_TYPE, org_id)?)
@@ -92,7 +123,7 @@ pub async fn start_trial(
     let outcome = store
         .append_batch(AppendBatch {
             appends,
-            metadata,
+            metadata: metadata.clone(),
             idempotency,
         })
         .await?;

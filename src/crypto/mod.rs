@@ -153,13 +153,14 @@ impl KeyMaterial {
         };
         let (signing_key_id, seed) = match (&config.signing_key, &dev) {
             (Some(configured), _) => {
-                let (kid, seed) = configured
-                    .expose()
-                    .split_once(':')
-                    .ok_or_else(|| KeyError::Invalid {
-                        what: "signing key",
-                        reason: String::from("expected kid:base64url-seed"),
-                    })?;
+                let (kid, seed) =
+                    configured
+                        .expose()
+                        .split_once(':')
+                        .ok_or_else(|| KeyError::Invalid {
+                            what: "signing key",
+                            reason: String::from("expected kid:base64url-seed"),
+                        })?;
                 (kid.to_owned(), decode_key("signing key", seed)?)
             }
             (None, Some(dev)) => (

@@ -196,7 +196,9 @@ async fn a_local_purchase_logs_no_error_and_configured_secrets_never_print() {
         .await
         .unwrap();
     assert_eq!(completed.status().as_u16(), 303);
-    let lines = tokio::task::spawn_blocking(move || served.stop()).await.unwrap();
+    let lines = tokio::task::spawn_blocking(move || served.stop())
+        .await
+        .unwrap();
     let errors: Vec<&String> = lines
         .iter()
         .filter(|line| {
@@ -204,7 +206,10 @@ async fn a_local_purchase_logs_no_error_and_configured_secrets_never_print() {
                 .is_ok_and(|entry| entry["level"] == "ERROR")
         })
         .collect();
-    assert!(errors.is_empty(), "an applied purchase logged errors: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "an applied purchase logged errors: {errors:?}"
+    );
     for secret in [seed, hash_key, master_key] {
         assert!(
             !lines.iter().any(|line| line.contains(secret)),
@@ -391,7 +396,8 @@ fn export_and_verify_work_from_the_command_line() {
         assert_eq!(appended.status.code(), Some(1), "{name}");
         let stderr = String::from_utf8_lossy(&appended.stderr);
         assert!(
-            stderr.contains("does NOT verify at line 6") && stderr.contains("after the signed manifest"),
+            stderr.contains("does NOT verify at line 6")
+                && stderr.contains("after the signed manifest"),
             "{name}: {stderr}"
         );
     }

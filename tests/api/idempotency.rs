@@ -179,7 +179,9 @@ async fn every_keyed_route_answers_a_retry_after_a_restart_exactly_as_the_first_
     assert_eq!(exchanged.status, 200, "{}", exchanged.answer);
     let migrated = format!(
         "Bearer {}",
-        exchanged.answer["installation"]["installation_token"].as_str().unwrap()
+        exchanged.answer["installation"]["installation_token"]
+            .as_str()
+            .unwrap()
     );
     sent.push(exchanged);
     let capture_key = key("capture");

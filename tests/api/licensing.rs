@@ -26,7 +26,7 @@ crate::on_both_stores!(
     entitlements_come_from_the_read_model_only_while_it_has_folded_the_whole_license,
 );
 
-async fn issue(app: &TestApp, plan: &str) -> (String, String) {
+pub(crate) async fn issue(app: &TestApp, plan: &str) -> (String, String) {
     let licensing = Licensing {
         store: app.state.store.as_ref(),
         bindings: &app.state.token_bindings,

@@ -140,7 +140,11 @@ async fn a_bad_email_is_refused_and_a_second_completion_writes_nothing(backend: 
         let error: serde_json::Value = answer.json().await.unwrap();
         assert_eq!(error["code"], "invalid_request", "{body}: {error}");
     }
-    assert_eq!(app.db.max_position().await, head, "a refused form writes nothing");
+    assert_eq!(
+        app.db.max_position().await,
+        head,
+        "a refused form writes nothing"
+    );
 
     let first = complete("email=buyer%40example.com").await.unwrap();
     assert_eq!(first.status().as_u16(), 303);

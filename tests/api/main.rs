@@ -20,6 +20,7 @@ mod local_checkout;
 mod personal_data;
 mod projection_runner;
 mod purchase;
+mod races;
 mod read_models;
 mod replay_fixtures;
 mod staff;
