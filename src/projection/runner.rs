@@ -241,7 +241,9 @@ impl Runner {
                         _ = shutdown.changed() => {}
                     }
                 }
-                Err(RunnerError::Store(StoreError::CheckpointMoved { .. })) => {
+                Err(RunnerError::Store(
+                    StoreError::CheckpointMoved { .. } | StoreError::GenerationRetired { .. },
+                )) => {
                     tracing::info!(
                         projection = self.name(),
                         generation,

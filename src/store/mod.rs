@@ -227,6 +227,14 @@ pub enum StoreError {
         /// The checkpoint the runner started its batch from.
         expected: Position,
     },
+    /// The projection generation no longer exists: a rebuild switched readers to a new one.
+    #[error("projection {projection} generation {generation} was retired by a rebuild")]
+    GenerationRetired {
+        /// The projection.
+        projection: String,
+        /// The generation asked for.
+        generation: i64,
+    },
     /// A stored row breaks an invariant of the log; the ledger stops rather than guess.
     #[error("log invariant violated: {0}")]
     Invariant(String),
@@ -270,6 +278,32 @@ pub fn database_unreachable(error: &sqlx::Error) -> bool {
             .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
         _ => false,
     }
+}
+
+/// The documents of a `load_documents` answer whose first part is a key-less row standing for
+/// the generation itself: without that row the generation was retired.
+fn documents_of_live_generation(
+    projection: &str,
+    generation: i64,
+    rows: Vec<(Option<String>, Option<serde_json::Value>)>,
+) -> Result<HashMap<String, serde_json::Value>, StoreError> {
+    let mut alive = false;
+    let mut documents = HashMap::with_capacity(rows.len());
+    for (key, body) in rows {
+        match (key, body) {
+            (Some(key), Some(body)) => {
+                documents.insert(key, body);
+            }
+            _ => alive = true,
+        }
+    }
+    if !alive {
+        return Err(StoreError::GenerationRetired {
+            projection: projection.to_owned(),
+            generation,
+        });
+    }
+    Ok(documents)
 }
 
 /// Attaches what the store was doing to a driver error.

@@ -27,11 +27,11 @@
 //! turns notifications from every process into the [`EventStore::subscribe_appends`] signal.
 
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, person_key_from_row,
-    seal_from_row, snapshot_text, validate_batch, validate_documents, validate_page, AppendBatch,
-    BatchOutcome, DatabaseContext, DocumentWrite, EventStore, GenerationState, GenerationStatus,
-    Idempotency, IdempotencyRecord, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal,
-    SealStore, Snapshot, Store, StoreError, SEAL_PAGE_MAX,
+    announce, check_global_page, check_stream_page, checked_outcome, documents_of_live_generation,
+    person_key_from_row, seal_from_row, snapshot_text, validate_batch, validate_documents,
+    validate_page, AppendBatch, BatchOutcome, DatabaseContext, DocumentWrite, EventStore,
+    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, PersonKey,
+    PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError, SEAL_PAGE_MAX,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -764,8 +764,13 @@ impl ProjectionStore for PostgresStore {
         validate_documents(keys.len())?;
         // One index probe per key, whatever the statistics say: with `doc_key = ANY($3)` a planner
         // whose statistics predate a rebuild's generation scans every document of it instead.
-        let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-            "SELECT d.doc_key, d.body FROM UNNEST($3::text[]) AS k(doc_key) \
+        // The generation's own row comes back as a key-less row in the same statement (one
+        // snapshot): a generation a rebuild retired meanwhile is reported, never read as empty.
+        let rows: Vec<(Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT NULL::text, NULL::jsonb FROM projection_generations \
+                 WHERE projection = $1 AND generation = $2 \
+             UNION ALL \
+             SELECT d.doc_key, d.body FROM UNNEST($3::text[]) AS k(doc_key) \
              CROSS JOIN LATERAL (SELECT doc_key, body FROM projection_documents \
                  WHERE projection = $1 AND generation = $2 AND doc_key = k.doc_key OFFSET 0) AS d",
         )
@@ -775,7 +780,7 @@ impl ProjectionStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .during("loading projection documents")?;
-        Ok(rows.into_iter().collect())
+        documents_of_live_generation(projection, generation, rows)
     }
 
     #[tracing::instrument(skip(self, writes), fields(documents = writes.len()))]

@@ -8,11 +8,12 @@
 //! but projection leadership is held in-process only: run one service process per SQLite file.
 
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, person_key_from_row,
-    seal_from_row, snapshot_text, stored_outcome, validate_batch, validate_documents,
-    validate_page, AppendBatch, BatchOutcome, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, PersonKey,
-    PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError, SEAL_PAGE_MAX,
+    announce, check_global_page, check_stream_page, checked_outcome, documents_of_live_generation,
+    person_key_from_row, seal_from_row, snapshot_text, stored_outcome, validate_batch,
+    validate_documents, validate_page, AppendBatch, BatchOutcome, DatabaseContext, DocumentWrite,
+    EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership,
+    PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError,
+    SEAL_PAGE_MAX,
 };
 use crate::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -533,9 +534,13 @@ impl ProjectionStore for SqliteStore {
     ) -> Result<HashMap<String, serde_json::Value>, StoreError> {
         validate_documents(keys.len())?;
         let keys_json = serde_json::to_string(keys).unwrap_or_else(|_| String::from("[]"));
-        let rows: Vec<(String, String)> = sqlx::query_as(
+        let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+            // The generation's own row comes back key-less in the same statement (one snapshot),
+            // so a generation a rebuild retired meanwhile is reported, never read as empty.
             // CROSS JOIN keeps the keys as the outer loop: one index probe per key.
-            "SELECT d.doc_key, d.body FROM json_each(?3) AS k CROSS JOIN projection_documents AS d \
+            "SELECT NULL, NULL FROM projection_generations WHERE projection = ?1 AND generation = ?2 \
+             UNION ALL \
+             SELECT d.doc_key, d.body FROM json_each(?3) AS k CROSS JOIN projection_documents AS d \
              WHERE d.projection = ?1 AND d.generation = ?2 AND d.doc_key = k.value",
         )
         .bind(projection)
@@ -544,14 +549,19 @@ impl ProjectionStore for SqliteStore {
         .fetch_all(&self.readers)
         .await
         .during("loading projection documents")?;
-        rows.into_iter()
+        let rows = rows
+            .into_iter()
             .map(|(key, body)| {
-                let body = serde_json::from_str(&body).map_err(|e| {
-                    StoreError::Invariant(format!("unreadable document {key:?}: {e}"))
-                })?;
+                let body = body
+                    .map(|body| serde_json::from_str(&body))
+                    .transpose()
+                    .map_err(|e| {
+                        StoreError::Invariant(format!("unreadable document {key:?}: {e}"))
+                    })?;
                 Ok((key, body))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        documents_of_live_generation(projection, generation, rows)
     }
 
     #[tracing::instrument(skip(self, writes), fields(documents = writes.len()))]

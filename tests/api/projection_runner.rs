@@ -18,6 +18,7 @@ crate::on_both_stores!(
     the_runner_folds_every_stream_into_the_index_and_checkpoints_at_the_head,
     a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_runner_resumes,
     a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_follows_it,
+    a_live_runner_never_folds_documents_of_a_generation_a_rebuild_retired,
     exactly_one_runner_leads_and_another_takes_over_when_it_dies,
     a_read_can_wait_for_its_own_write_within_a_bound,
     an_append_wakes_an_idle_runner_long_before_its_poll,
@@ -348,6 +349,73 @@ async fn a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_fo
         .unwrap()
         .unwrap();
     assert_eq!(summary["last_event_type"], json!("after_rebuild"));
+    stop.send(true).unwrap();
+    live.await.unwrap();
+    db.cleanup().await;
+}
+
+async fn a_live_runner_never_folds_documents_of_a_generation_a_rebuild_retired(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stopped) = watch::channel(false);
+    let live = tokio::spawn(runner(&store, 7, &metrics).run(stopped));
+    // Another process rebuilds, again and again, while one long stream grows: each switch
+    // retires the generation the live runner is folding, often between its load and its commit.
+    let rebuilder_store = match backend {
+        Backend::Postgres => db.open().await,
+        Backend::Sqlite => Arc::clone(&store),
+    };
+    let rebuilds = tokio::spawn(async move {
+        let rebuild_metrics = Arc::new(Metrics::default());
+        for _ in 0..5 {
+            runner(&rebuilder_store, 50, &rebuild_metrics)
+                .rebuild(&mut |_, _| {})
+                .await
+                .expect("a rebuild completes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let license = stream("license", "lic_0000000007");
+    for version in 0..300 {
+        store
+            .append(append(&license, version, vec![event("touched", json!({}))]))
+            .await
+            .unwrap();
+    }
+    rebuilds.await.unwrap();
+    let head = db.settled_head(store.as_ref()).await;
+    assert!(wait_for_position(
+        store.as_ref(),
+        "stream_index",
+        head,
+        Duration::from_secs(10)
+    )
+    .await
+    .unwrap());
+    let rendered = metrics.render(store.as_ref(), &[fold()]).await.unwrap();
+    assert!(
+        rendered.contains("pulse_account_projection_errors_total{projection=\"stream_index\"} 0"),
+        "the live runner failed a batch: {rendered}"
+    );
+    let summary = store
+        .read_document("stream_index", "license/lic_0000000007")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary["version"], json!(300), "{summary}");
+
+    // What the runner relies on: the documents of a retired generation are never read as empty.
+    let retired = store
+        .load_documents("stream_index", 1, &[String::from("license/lic_0000000007")])
+        .await;
+    assert!(
+        matches!(
+            retired,
+            Err(StoreError::GenerationRetired { generation: 1, .. })
+        ),
+        "{retired:?}"
+    );
     stop.send(true).unwrap();
     live.await.unwrap();
     db.cleanup().await;
