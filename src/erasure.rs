@@ -6,7 +6,8 @@
 //! and seal still verifies), waits until every process has forgotten its cached keys, deletes the
 //! stream snapshots, rebuilds every read model from the log, and deletes the snapshots once more
 //! (a load that had read one before the first deletion may have saved another), so that no
-//! snapshot or read model still holds the plaintext. Running it again for the same person is
+//! snapshot or read model still holds the plaintext; last, it has the store rewrite its files,
+//! so no deleted row lingers there. Running it again for the same person is
 //! safe: it records the request again, destroys any key made since, and rebuilds.
 
 use crate::flow::{stream, FlowError};
@@ -116,6 +117,9 @@ pub async fn erase(
     // A load that read a snapshot before the deletion above and folded on may have saved a new one.
     let snapshots_deleted =
         snapshots_deleted + store.delete_snapshots().await.map_err(FlowError::from)?;
+    // Deleted rows can linger in the store's files (free pages, old log frames, old row
+    // versions) until rewritten: rewrite them now.
+    store.scrub_deleted_rows().await.map_err(FlowError::from)?;
     Ok(ErasureReport {
         person_id,
         position: recorded.last_position(),

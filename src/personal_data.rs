@@ -533,6 +533,10 @@ impl PersonKeyStore for PersonalDataStore {
         self.inner.erased_person_keys().await
     }
 
+    async fn scrub_deleted_rows(&self) -> Result<(), StoreError> {
+        self.inner.scrub_deleted_rows().await
+    }
+
     /// Destroys the keys and forgets them here at once.
     async fn erase_person_keys(&self, person_id: &str) -> Result<Vec<String>, StoreError> {
         let erased = self.inner.erase_person_keys(person_id).await?;

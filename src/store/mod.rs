@@ -637,6 +637,14 @@ pub trait PersonKeyStore: Send + Sync {
 
     /// How many keys have been erased, by any process: a change means cached keys may be stale.
     async fn erased_person_keys(&self) -> Result<i64, StoreError>;
+
+    /// Rewrites what the store's files may still hold of deleted and replaced rows, after an
+    /// erasure: SQLite checkpoints and truncates its write-ahead log, rewrites the database file
+    /// (`VACUUM`) and truncates the log again; PostgreSQL rewrites the tables that held
+    /// plaintext or wrapped keys (`VACUUM FULL`), so their old row versions leave the table
+    /// files. What stays outside them (PostgreSQL's WAL segments until recycled, backups) is
+    /// the operator's to expire.
+    async fn scrub_deleted_rows(&self) -> Result<(), StoreError>;
 }
 
 /// The whole store a service needs.

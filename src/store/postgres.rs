@@ -1040,6 +1040,14 @@ impl PersonKeyStore for PostgresStore {
             .await
             .during("counting erased person keys")
     }
+
+    async fn scrub_deleted_rows(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql("VACUUM (FULL) projection_documents, stream_snapshots, person_keys")
+            .execute(&self.pool)
+            .await
+            .during("rewriting the tables that held personal data")?;
+        Ok(())
+    }
 }
 
 impl Store for PostgresStore {

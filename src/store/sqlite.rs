@@ -829,6 +829,43 @@ impl PersonKeyStore for SqliteStore {
             .await
             .during("counting erased person keys")
     }
+
+    async fn scrub_deleted_rows(&self) -> Result<(), StoreError> {
+        let mut writer = self
+            .writer
+            .acquire()
+            .await
+            .during("connecting to scrub the database")?;
+        truncate_wal(&mut writer).await?;
+        sqlx::query("VACUUM")
+            .execute(&mut *writer)
+            .await
+            .during("rewriting the database file")?;
+        truncate_wal(&mut writer).await
+    }
+}
+
+/// Attempts at truncating the write-ahead log while readers still use frames of it.
+const WAL_TRUNCATE_ATTEMPTS_MAX: usize = 50;
+/// The pause between those attempts.
+const WAL_TRUNCATE_RETRY: Duration = Duration::from_millis(100);
+
+/// Copies every frame of the write-ahead log into the database file and truncates the log to
+/// zero bytes, waiting for readers of old frames to finish.
+async fn truncate_wal(connection: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    for _ in 0..WAL_TRUNCATE_ATTEMPTS_MAX {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *connection)
+            .await
+            .during("truncating the write-ahead log")?;
+        if busy == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(WAL_TRUNCATE_RETRY).await;
+    }
+    Err(StoreError::Invariant(String::from(
+        "the write-ahead log stayed in use; run the erasure again to scrub it",
+    )))
 }
 
 impl Store for SqliteStore {

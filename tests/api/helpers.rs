@@ -244,6 +244,20 @@ impl TestDatabase {
         found
     }
 
+    /// The SQLite database's files as they are on disk (the database, its write-ahead log and
+    /// shared-memory index, those that exist), with their bytes.
+    pub(crate) fn sqlite_files(&self) -> Vec<(String, Vec<u8>)> {
+        assert_eq!(self.backend, Backend::Sqlite);
+        let path = self.url.trim_start_matches("sqlite://");
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let file = format!("{path}{suffix}");
+                std::fs::read(&file).ok().map(|bytes| (file, bytes))
+            })
+            .collect()
+    }
+
     /// The highest position committed, read without the reader's guard.
     pub(crate) async fn max_position(&self) -> i64 {
         let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";

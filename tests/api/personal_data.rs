@@ -166,6 +166,20 @@ async fn erasure_leaves_no_plaintext_anywhere_and_every_export_still_verifies(ba
             "no table holds {needle} after erasure"
         );
     }
+    if backend == Backend::Sqlite {
+        // Nor do the store's files: free pages, superseded log frames and index pages included.
+        let local_part = EMAIL.split('@').next().unwrap();
+        for (file, bytes) in app.db.sqlite_files() {
+            for needle in [EMAIL, local_part, INSTANCE] {
+                assert!(
+                    !bytes
+                        .windows(needle.len())
+                        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes())),
+                    "{file} still holds {needle:?} after erasure"
+                );
+            }
+        }
+    }
 
     let deadline = std::time::Instant::now() + ERASURE_CHECK_INTERVAL * 10;
     let entitlements = loop {
