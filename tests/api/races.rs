@@ -61,7 +61,11 @@ async fn concurrent_trial_starts_for_one_org_each_get_the_domains_answer(backend
         Some(&1),
         "{counts:?}"
     );
-    let domain_answers = ["trial_already_used", "trial_rate_limited"];
+    let domain_answers = [
+        "trial_already_used",
+        "trial_not_available",
+        "trial_rate_limited",
+    ];
     assert!(
         counts
             .keys()
