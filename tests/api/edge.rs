@@ -194,10 +194,13 @@ async fn oversized_heads_answer_431_in_the_json_shape(backend: Backend) {
     app.stop().await;
 }
 
+/// A route, a body size over its limit, and the headers that get the request to the body.
+type OversizedBody = (&'static str, usize, &'static [(&'static str, &'static str)]);
+
 async fn oversized_bodies_answer_413_in_the_json_shape(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let head_before = app.db.max_position().await;
-    let cases: [(&str, usize, &[(&str, &str)]); 3] = [
+    let cases: [OversizedBody; 3] = [
         (
             "/v1/webhooks/stripe",
             1024 * 1024 + 1,
