@@ -2,17 +2,17 @@
 //! `support`. Raw arguments are parsed and checked here (clap), turned into validated settings, and
 //! handed to the library. This is CLI glue, so it reports failures with `anyhow` context chains.
 
-use crate::audit;
 use crate::crypto::{KeyConfig, KeyMaterial, SecretText};
+use crate::engine::audit;
+use crate::engine::personal_data::PersonalDataStore;
+use crate::engine::projection::runner::{Runner, RunnerConfig};
+use crate::engine::projection::{active_checkpoint, registry};
+use crate::flows::staff;
+use crate::flows::support::SubjectKind;
+use crate::gateways::stripe::StripeConfig;
 use crate::http::server::ServerLimits;
 use crate::metrics::Metrics;
-use crate::personal_data::PersonalDataStore;
-use crate::projection::runner::{Runner, RunnerConfig};
-use crate::projection::{active_checkpoint, registry};
-use crate::staff;
 use crate::startup::{open_store, Application, Settings};
-use crate::stripe_gateway::StripeConfig;
-use crate::support::SubjectKind;
 use crate::telemetry::LogFormat;
 use aggregates::catalog::Catalog;
 use aggregates::ids::{Email, StaffTokenId};
@@ -426,7 +426,7 @@ async fn support(command: SupportCommand) -> anyhow::Result<()> {
         }
     };
     let (store, _) = keyed_store(&subject.keyed).await?;
-    let store: Arc<dyn crate::store::Store> = store;
+    let store: Arc<dyn crate::engine::store::Store> = store;
     let head = store.head_position().await?;
     let indexed = active_checkpoint(store.as_ref(), SubjectStreams::NAME).await?;
     if indexed < head {
@@ -438,7 +438,7 @@ async fn support(command: SupportCommand) -> anyhow::Result<()> {
         SubjectArg::License => SubjectKind::License,
         SubjectArg::Account => SubjectKind::Account,
     };
-    let history = crate::support::history(store.as_ref(), kind, &subject.id)
+    let history = crate::flows::support::history(store.as_ref(), kind, &subject.id)
         .await
         .with_context(|| format!("reading the history of {}", subject.id))?;
     let catalog = Catalog::v1();
@@ -584,7 +584,7 @@ async fn rebuild(name: &str, keyed: &KeyedDatabaseArgs) -> anyhow::Result<()> {
         );
     };
     let (store, _) = keyed_store(keyed).await?;
-    let store: Arc<dyn crate::store::Store> = store;
+    let store: Arc<dyn crate::engine::store::Store> = store;
     let runner = Runner::new(
         Arc::clone(&store),
         Arc::clone(fold),
@@ -748,7 +748,7 @@ async fn erase(args: EraseArgs) -> anyhow::Result<()> {
             last_print = Instant::now();
         }
     };
-    let report = crate::erasure::erase(
+    let report = crate::flows::erasure::erase(
         store,
         &registry(),
         Arc::new(Metrics::default()),

@@ -1,27 +1,16 @@
 //! Pulse Account: the event-sourced commercial ledger and customer account backend of Pulse.
 //!
 //! The library half of the `pulse-account` binary, so that the tests and benchmarks drive the same
-//! code `main` does. See `ARCHITECTURE.md` for the map.
+//! code `main` does. See `ARCHITECTURE.md` for the map: [`engine`] (the log, commands,
+//! projections, audit), [`flows`] (the use cases, by capability), [`gateways`] (Stripe),
+//! [`http`] and [`cli`] (the transports over the same use cases).
 
-pub mod audit;
-pub mod checkout;
 pub mod cli;
-pub mod command;
 pub mod crypto;
-pub mod erasure;
-pub mod exchange;
-pub mod flow;
-pub mod hosted;
+pub mod engine;
+pub mod flows;
+pub mod gateways;
 pub mod http;
-pub mod licensing;
-pub mod lifecycle;
 pub mod metrics;
-pub mod personal_data;
-pub mod projection;
-pub mod staff;
 pub mod startup;
-pub mod store;
-pub mod stripe_gateway;
-pub mod support;
 pub mod telemetry;
-pub mod trials;

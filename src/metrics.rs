@@ -5,8 +5,8 @@
 //! projection. Lag is counted in positions: on PostgreSQL a rolled-back append leaves a gap, so the
 //! lag is an upper bound on the events still to fold.
 
-use crate::projection::ProjectionFold;
-use crate::store::{Store, StoreError};
+use crate::engine::projection::ProjectionFold;
+use crate::engine::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -60,7 +60,8 @@ impl Metrics {
         let head = store.head_position().await?;
         let mut lags = Vec::with_capacity(folds.len());
         for fold in folds {
-            let checkpoint = crate::projection::active_checkpoint(store, fold.name()).await?;
+            let checkpoint =
+                crate::engine::projection::active_checkpoint(store, fold.name()).await?;
             lags.push((fold.name(), (head.0 - checkpoint.0).max(0)));
         }
         Ok((head, lags))

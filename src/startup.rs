@@ -3,16 +3,16 @@
 //! [`Application::build`], the tests on port 0.
 
 use crate::crypto::{KeyConfig, KeyError, KeyMaterial, SecretText};
-use crate::exchange::LegacyVerifier;
+use crate::engine::personal_data::PersonalDataStore;
+use crate::engine::projection::runner::{Runner, RunnerConfig};
+use crate::engine::projection::{registry, ProjectionFold};
+use crate::engine::store::upcast::Upcasters;
+use crate::engine::store::{self, Store, StoreError};
+use crate::flows::exchange::LegacyVerifier;
+use crate::gateways::stripe::{StripeConfig, StripeGateway, StripeGatewayError};
 use crate::http::server::{serve, ServerLimits};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
-use crate::personal_data::PersonalDataStore;
-use crate::projection::runner::{Runner, RunnerConfig};
-use crate::projection::{registry, ProjectionFold};
-use crate::store::upcast::Upcasters;
-use crate::store::{self, Store, StoreError};
-use crate::stripe_gateway::{StripeConfig, StripeGateway, StripeGatewayError};
 use aggregates::catalog::Catalog;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -202,7 +202,7 @@ impl Application {
             )));
         }
         if let Some(interval) = self.lifecycle_interval {
-            runners.push(tokio::spawn(crate::lifecycle::sweep_periodically(
+            runners.push(tokio::spawn(crate::flows::lifecycle::sweep_periodically(
                 Arc::clone(&self.state.store),
                 Arc::clone(&self.state.catalog),
                 interval,
@@ -238,7 +238,12 @@ async fn seal_periodically(
             _ = tokio::time::sleep(interval) => {}
             _ = stopped.changed() => continue,
         }
-        match crate::audit::seal(state.store.as_ref(), &state.keys.signer, chrono::Utc::now()).await
+        match crate::engine::audit::seal(
+            state.store.as_ref(),
+            &state.keys.signer,
+            chrono::Utc::now(),
+        )
+        .await
         {
             Ok(Some(seal)) => {
                 tracing::info!(position = %seal.position, count = seal.count, "sealed the log")

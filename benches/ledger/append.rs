@@ -12,8 +12,8 @@ use aggregates::license::LicenseOrigin;
 use aggregates::log::EventMetadata;
 use chrono::Utc;
 use pulse_account::crypto::KeyMaterial;
-use pulse_account::licensing::{Licensing, NewLicense, TokenBindings};
-use pulse_account::store::{Idempotency, Store};
+use pulse_account::engine::store::{Idempotency, Store};
+use pulse_account::flows::licensing::{Licensing, NewLicense, TokenBindings};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -10,12 +10,12 @@ use crate::generate::license_history;
 use crate::support::{Backend, BenchDatabase, Measured, PeakMemory, Row};
 use aggregates::catalog::Catalog;
 use aggregates::log::{EventMetadata, Position};
-use pulse_account::audit::{export_to, ExportFormat, ExportOutput};
 use pulse_account::crypto::KeyMaterial;
+use pulse_account::engine::audit::{export_to, ExportFormat, ExportOutput};
+use pulse_account::engine::projection::registry;
+use pulse_account::engine::projection::runner::{Runner, RunnerConfig};
+use pulse_account::engine::store::{AppendBatch, Store, APPEND_EVENTS_MAX, APPEND_STREAMS_MAX};
 use pulse_account::metrics::Metrics;
-use pulse_account::projection::registry;
-use pulse_account::projection::runner::{Runner, RunnerConfig};
-use pulse_account::store::{AppendBatch, Store, APPEND_EVENTS_MAX, APPEND_STREAMS_MAX};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -154,7 +154,7 @@ async fn fill(store: &Arc<dyn Store>, target: usize) -> usize {
             tokio::spawn(async move {
                 let catalog = Catalog::v1();
                 let start = chrono::Utc::now() - chrono::Duration::days(400);
-                let mut pending: Vec<pulse_account::store::StreamAppend> = Vec::new();
+                let mut pending: Vec<pulse_account::engine::store::StreamAppend> = Vec::new();
                 while written.load(Ordering::Relaxed) < target as u64 {
                     let history =
                         license_history(next.fetch_add(1, Ordering::Relaxed), &catalog, start);
@@ -188,7 +188,7 @@ async fn fill(store: &Arc<dyn Store>, target: usize) -> usize {
     events
 }
 
-async fn append(store: &Arc<dyn Store>, appends: Vec<pulse_account::store::StreamAppend>) {
+async fn append(store: &Arc<dyn Store>, appends: Vec<pulse_account::engine::store::StreamAppend>) {
     store
         .append_batch(AppendBatch {
             appends,

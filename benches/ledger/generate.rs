@@ -12,8 +12,8 @@ use aggregates::license::{
 use aggregates::log::StreamName;
 use aggregates::subscription::SubscriptionState;
 use chrono::{DateTime, Duration, Utc};
-use pulse_account::command::decide_all;
-use pulse_account::store::StreamAppend;
+use pulse_account::engine::command::decide_all;
+use pulse_account::engine::store::StreamAppend;
 
 /// Distinct license owners: a few own several licenses.
 const OWNERS: u64 = 5_000;
@@ -134,12 +134,12 @@ pub(crate) fn account_history(
     events.truncate(total);
     let stream = StreamName::parse(Account::STREAM_TYPE, account_id.as_str()).unwrap();
     let appends = events
-        .chunks(pulse_account::store::APPEND_EVENTS_MAX)
+        .chunks(pulse_account::engine::store::APPEND_EVENTS_MAX)
         .enumerate()
         .map(|(chunk, events)| StreamAppend {
             stream: stream.clone(),
             expected_version: aggregates::log::StreamVersion(
-                (chunk * pulse_account::store::APPEND_EVENTS_MAX) as i64,
+                (chunk * pulse_account::engine::store::APPEND_EVENTS_MAX) as i64,
             ),
             events: events.iter().map(|event| encode(event).unwrap()).collect(),
         })

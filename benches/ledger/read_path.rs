@@ -10,9 +10,9 @@ use aggregates::ids::Email;
 use aggregates::license::{License, LicenseOrigin};
 use aggregates::log::EventMetadata;
 use aggregates::log::StreamName;
-use pulse_account::command::load;
-use pulse_account::licensing::{ActivateRequest, Licensing, NewLicense};
-use pulse_account::projection::runner::RunnerConfig;
+use pulse_account::engine::command::load;
+use pulse_account::engine::projection::runner::RunnerConfig;
+use pulse_account::flows::licensing::{ActivateRequest, Licensing, NewLicense};
 use pulse_account::startup::{Application, Settings};
 use std::time::{Duration, Instant};
 

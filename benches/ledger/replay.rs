@@ -10,9 +10,9 @@ use aggregates::account::Account;
 use aggregates::catalog::Catalog;
 use aggregates::decider::Decider;
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
-use pulse_account::command::{load_until, SNAPSHOT_EVERY};
 use pulse_account::crypto::KeyMaterial;
-use pulse_account::store::{AppendBatch, Snapshot, Store};
+use pulse_account::engine::command::{load_until, SNAPSHOT_EVERY};
+use pulse_account::engine::store::{AppendBatch, Snapshot, Store};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,9 @@
 
 use crate::raw::RawPool;
 use pulse_account::crypto::KeyMaterial;
-use pulse_account::personal_data::PersonalDataStore;
-use pulse_account::store::upcast::Upcasters;
-use pulse_account::store::{self, Store};
+use pulse_account::engine::personal_data::PersonalDataStore;
+use pulse_account::engine::store::upcast::Upcasters;
+use pulse_account::engine::store::{self, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

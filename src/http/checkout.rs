@@ -1,12 +1,14 @@
 //! Routes of the purchase flow (`DOMAIN.md` §6, §9): handoffs, Checkout Sessions, the session
-//! lookup, and Stripe's webhook. Thin: parse, call [`crate::checkout`], answer.
+//! lookup, and Stripe's webhook. Thin: parse, call [`crate::flows::purchase`], answer.
 
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiForm, ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
-use crate::checkout::{parse_handoff_id, Checkout, CreateHandoffRequest, StartCheckoutRequest};
-use crate::stripe_gateway::WebhookRejection;
+use crate::flows::purchase::{
+    parse_handoff_id, Checkout, CreateHandoffRequest, StartCheckoutRequest,
+};
+use crate::gateways::stripe::WebhookRejection;
 use aggregates::handoff::Handoff;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -161,7 +163,7 @@ pub(super) async fn begin_redemption(
     State(state): State<AppState>,
     headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
-    ApiJson(request): ApiJson<crate::checkout::BeginRedemptionRequest>,
+    ApiJson(request): ApiJson<crate::flows::purchase::BeginRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
         .begin_redemption(&request, key.as_deref(), metadata("installation", &headers))
@@ -175,7 +177,7 @@ pub(super) async fn redemption_activated(
     State(state): State<AppState>,
     headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
-    ApiJson(request): ApiJson<crate::checkout::EndRedemptionRequest>,
+    ApiJson(request): ApiJson<crate::flows::purchase::EndRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
         .end_redemption(
@@ -194,7 +196,7 @@ pub(super) async fn redemption_failed(
     State(state): State<AppState>,
     headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
-    ApiJson(request): ApiJson<crate::checkout::EndRedemptionRequest>,
+    ApiJson(request): ApiJson<crate::flows::purchase::EndRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
         .end_redemption(

@@ -1,10 +1,10 @@
 //! The one place HTTP errors become responses: status, stable `code`, and the JSON body
 //! `{error, code, message, details, request_id}`. Causes are logged here, never sent.
 
-use crate::command::CommandError;
-use crate::flow::FlowError;
-use crate::store::StoreError;
-use crate::stripe_gateway::StripeGatewayError;
+use crate::engine::command::CommandError;
+use crate::engine::store::StoreError;
+use crate::flows::FlowError;
+use crate::gateways::stripe::StripeGatewayError;
 use aggregates::error::DomainError;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -183,7 +183,7 @@ fn database_unreachable(cause: &(dyn std::error::Error + 'static)) -> bool {
             .is_some_and(StoreError::is_unavailable);
         let driver = error
             .downcast_ref::<sqlx::Error>()
-            .is_some_and(crate::store::database_unreachable);
+            .is_some_and(crate::engine::store::database_unreachable);
         if store || driver {
             return true;
         }

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::extract::ApiQuery;
 use super::staff::Staff;
 use super::AppState;
-use crate::audit::{export_to, ExportFormat, ExportOutput};
+use crate::engine::audit::{export_to, ExportFormat, ExportOutput};
 use aggregates::error::DomainError;
 use aggregates::log::Position;
 use aggregates::staff::StaffRole;

@@ -6,7 +6,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
-use crate::hosted::{refresh_lease, LeaseRefreshRequest};
+use crate::flows::hosted::{refresh_lease, LeaseRefreshRequest};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;

@@ -1,10 +1,10 @@
 //! Routes of self-hosted licensing (`DOMAIN.md` §5.2, §5.3): activation, grant refresh and
-//! status, and the JWKS that verifies every grant. Thin: parse, call [`crate::licensing`], answer.
+//! status, and the JWKS that verifies every grant. Thin: parse, call [`crate::flows::licensing`], answer.
 
 use super::error::{request_id, ApiError};
 use super::extract::{parse_json, ApiBytes, ApiJson, Bearer, IdempotencyKey};
 use super::AppState;
-use crate::licensing::{ActivateRequest, Licensing, SignedGrant};
+use crate::flows::licensing::{ActivateRequest, Licensing, SignedGrant};
 use aggregates::catalog::Catalog;
 use aggregates::license::IssuedLicense;
 use aggregates::log::EventMetadata;
@@ -185,7 +185,7 @@ pub(super) async fn exchange(
     State(state): State<AppState>,
     headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
-    ApiJson(request): ApiJson<crate::exchange::ExchangeRequest>,
+    ApiJson(request): ApiJson<crate::flows::exchange::ExchangeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(verifier) = &state.legacy else {
         return Err(ApiError::new(
@@ -195,7 +195,7 @@ pub(super) async fn exchange(
         )
         .for_request(&headers));
     };
-    let activation = crate::exchange::exchange(
+    let activation = crate::flows::exchange::exchange(
         &licensing(&state),
         verifier,
         &request,

@@ -17,10 +17,10 @@ mod staff;
 mod trials;
 
 use crate::crypto::KeyMaterial;
+use crate::engine::projection::ProjectionFold;
+use crate::engine::store::Store;
+use crate::gateways::stripe::{StripeGateway, WEBHOOK_BODY_BYTES_MAX};
 use crate::metrics::Metrics;
-use crate::projection::ProjectionFold;
-use crate::store::Store;
-use crate::stripe_gateway::{StripeGateway, WEBHOOK_BODY_BYTES_MAX};
 use aggregates::catalog::Catalog;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
@@ -54,9 +54,9 @@ pub struct AppState {
     /// The public base URL of this service (links in answers, e.g. the signup URL).
     pub public_url: String,
     /// The v5 public key that verifies legacy tokens, when legacy exchange is configured.
-    pub legacy: Option<Arc<crate::exchange::LegacyVerifier>>,
+    pub legacy: Option<Arc<crate::flows::exchange::LegacyVerifier>>,
     /// Installation tokens this process has seen bound.
-    pub token_bindings: Arc<crate::licensing::TokenBindings>,
+    pub token_bindings: Arc<crate::flows::licensing::TokenBindings>,
     /// Time a request's body has to arrive (`ServerLimits::body_read_timeout`).
     pub body_read_timeout: std::time::Duration,
 }

@@ -8,8 +8,8 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
 use super::staff::{decoded, Staff};
 use super::AppState;
-use crate::hosted::{change_tenant_state, tenant_credentials, TenantStateChange};
-use crate::store::READ_PAGE_MAX;
+use crate::engine::store::READ_PAGE_MAX;
+use crate::flows::hosted::{change_tenant_state, tenant_credentials, TenantStateChange};
 use aggregates::account::Tenant;
 use aggregates::staff::StaffRole;
 use axum::extract::State;
@@ -40,7 +40,7 @@ pub(super) async fn pending_tenants(
     ApiQuery(page): ApiQuery<QueuePage>,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
-    let fail = |e: crate::flow::FlowError| ApiError::flow(e, &headers);
+    let fail = |e: crate::flows::FlowError| ApiError::flow(e, &headers);
     let limit = page.limit.unwrap_or(TENANT_PAGE_DEFAULT);
     if !(1..=READ_PAGE_MAX).contains(&limit) {
         return Err(fail(

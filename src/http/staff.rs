@@ -1,18 +1,18 @@
 //! Staff routes for support (`/v1/staff/…`), and the extractor every staff and service route
 //! authenticates with: a `Bearer stf_….…` token whose request is recorded in the log before it is
-//! answered ([`crate::staff`]). Support reads an account's home (billing, workspaces and what each
+//! answered ([`crate::flows::staff`]). Support reads an account's home (billing, workspaces and what each
 //! is entitled to, members, its owners' licenses, actions needed) and licenses with their billing
 //! state and entitlements, and replays them: the timeline with what each event changed, the state
-//! as of a position or a time, and why each field is what it is ([`crate::support`]).
+//! as of a position or a time, and why each field is what it is ([`crate::flows::support`]).
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Bearer};
 use super::licensing::metadata;
 use super::AppState;
-use crate::flow::FlowError;
-use crate::staff::{authenticate, record_access, StaffPrincipal};
-use crate::store::READ_PAGE_MAX;
-use crate::support::{history, SubjectKind};
+use crate::engine::store::READ_PAGE_MAX;
+use crate::flows::staff::{authenticate, record_access, StaffPrincipal};
+use crate::flows::support::{history, SubjectKind};
+use crate::flows::FlowError;
 use aggregates::account::OpenAccount;
 use aggregates::error::DomainError;
 use aggregates::ids::{AccountId, Email, LicenseId};
@@ -200,7 +200,8 @@ pub(super) async fn licenses_by_email(
 /// Decodes a stored JSON document into its type; one that does not decode is a broken invariant.
 pub(super) fn decoded<T: DeserializeOwned>(body: Value, what: &str) -> Result<T, FlowError> {
     serde_json::from_value(body).map_err(|e| {
-        crate::store::StoreError::Invariant(format!("unreadable {what} document: {e}")).into()
+        crate::engine::store::StoreError::Invariant(format!("unreadable {what} document: {e}"))
+            .into()
     })
 }
 

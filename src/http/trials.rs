@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
-use crate::trials::start_trial;
+use crate::flows::trials::start_trial;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;

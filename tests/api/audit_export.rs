@@ -4,8 +4,10 @@
 
 use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use aggregates::log::Position;
-use pulse_account::audit::{check, export, export_jsonl, seal, verify, verify_jsonl, ExportFormat};
 use pulse_account::crypto::signing::Signer;
+use pulse_account::engine::audit::{
+    check, export, export_jsonl, seal, verify, verify_jsonl, ExportFormat,
+};
 use serde_json::json;
 
 crate::on_both_stores!(

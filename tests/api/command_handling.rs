@@ -7,10 +7,10 @@ use aggregates::catalog::Catalog;
 use aggregates::decider::{encode, Context, Decider, DomainEvent, SnapshotCodec};
 use aggregates::log::{StreamName, StreamVersion};
 use chrono::{TimeZone, Utc};
-use pulse_account::command::{
+use pulse_account::engine::command::{
     handle, load, load_until, Command, CommandError, SNAPSHOT_EVERY, STREAM_EVENTS_MAX,
 };
-use pulse_account::store::{AppendRequest, Idempotency, StoreError, APPEND_EVENTS_MAX};
+use pulse_account::engine::store::{AppendRequest, Idempotency, StoreError, APPEND_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
@@ -185,7 +185,7 @@ async fn a_refused_command_writes_nothing(backend: Backend) {
     db.cleanup().await;
 }
 
-async fn first_position(store: &Arc<dyn pulse_account::store::Store>) -> i64 {
+async fn first_position(store: &Arc<dyn pulse_account::engine::store::Store>) -> i64 {
     let events = store
         .read_all(aggregates::log::Position::START, 10)
         .await
@@ -348,7 +348,11 @@ async fn a_long_stream_loads_from_its_latest_snapshot_and_folds_only_the_events_
 }
 
 /// Appends the most ticks one append may hold to a tally at `version`.
-async fn append_ticks(store: &dyn pulse_account::store::Store, stream: &StreamName, version: i64) {
+async fn append_ticks(
+    store: &dyn pulse_account::engine::store::Store,
+    stream: &StreamName,
+    version: i64,
+) {
     store
         .append(AppendRequest {
             stream: stream.clone(),

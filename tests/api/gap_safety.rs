@@ -5,7 +5,7 @@
 mod postgres {
     use crate::helpers::{append, event, stream, Backend, TestDatabase};
     use aggregates::log::{Position, StreamVersion};
-    use pulse_account::store::{AppendRequest, Idempotency, StoreError};
+    use pulse_account::engine::store::{AppendRequest, Idempotency, StoreError};
     use serde_json::json;
     use sqlx::Connection;
     use std::sync::Arc;

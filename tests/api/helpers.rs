@@ -9,8 +9,8 @@
 use aggregates::decider::EncodedEvent;
 use aggregates::log::{EventMetadata, Position, StreamName, StreamVersion};
 use chrono::{TimeZone, Utc};
-use pulse_account::store::upcast::Upcasters;
-use pulse_account::store::{self, AppendRequest, Store};
+use pulse_account::engine::store::upcast::Upcasters;
+use pulse_account::engine::store::{self, AppendRequest, Store};
 use sqlx::Connection;
 use std::sync::Arc;
 
@@ -430,7 +430,7 @@ impl TestApp {
                     .into(),
                 listen: "127.0.0.1:0".parse().unwrap(),
                 readiness_lag_max: 10_000,
-                runner: pulse_account::projection::runner::RunnerConfig::default(),
+                runner: pulse_account::engine::projection::runner::RunnerConfig::default(),
                 data_dir: db.data_dir(),
                 keys: Default::default(),
                 stripe: if options.local_checkout {
@@ -564,14 +564,14 @@ impl TestApp {
         D::Error: std::fmt::Debug,
     {
         let catalog = aggregates::catalog::Catalog::v1();
-        let command = pulse_account::command::Command {
+        let command = pulse_account::engine::command::Command {
             stream_id,
             command: &command,
             context: aggregates::decider::Context::new(Utc::now(), &catalog),
             metadata: metadata(),
             idempotency: None,
         };
-        pulse_account::command::handle::<D>(self.state.store.as_ref(), command)
+        pulse_account::engine::command::handle::<D>(self.state.store.as_ref(), command)
             .await
             .expect("the command is accepted");
     }
@@ -607,7 +607,7 @@ impl TestApp {
 
     /// A staff or service token of `role`, issued as the `staff issue` command does.
     pub(crate) async fn staff_token(&self, role: aggregates::staff::StaffRole) -> String {
-        let (_, token) = pulse_account::staff::issue(
+        let (_, token) = pulse_account::flows::staff::issue(
             self.state.store.as_ref(),
             &self.state.keys,
             &aggregates::catalog::Catalog::v1(),

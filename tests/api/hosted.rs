@@ -11,10 +11,10 @@ use aggregates::ids::{AccountId, TenantId};
 use aggregates::log::StreamName;
 use jsonwebtoken::{Algorithm, Validation};
 use projections::accounts::Memberships;
-use pulse_account::command::load;
 use pulse_account::crypto::signing::verify_with_jwks;
-use pulse_account::hosted::lease_refresh_token;
-use pulse_account::projection::wait_for_position;
+use pulse_account::engine::command::load;
+use pulse_account::engine::projection::wait_for_position;
+use pulse_account::flows::hosted::lease_refresh_token;
 use serde_json::json;
 use std::time::Duration;
 
@@ -377,7 +377,7 @@ async fn a_trial_org_gets_leases_that_last_until_the_trial_ends(backend: Backend
         )
         .await;
     assert_eq!(status, 201, "{trial}");
-    let tenant_id = pulse_account::hosted::provision_tenant(
+    let tenant_id = pulse_account::flows::hosted::provision_tenant(
         app.state.store.as_ref(),
         &app.state.keys,
         &catalog,

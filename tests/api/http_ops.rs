@@ -5,7 +5,7 @@ use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use pulse_account::projection::runner::{Runner, RunnerConfig};
+use pulse_account::engine::projection::runner::{Runner, RunnerConfig};
 use pulse_account::startup::{Application, Settings};
 use serde_json::json;
 use std::sync::Arc;

@@ -262,7 +262,8 @@ async fn hosted_keyed_routes_answer_a_retry_after_a_restart(backend: Backend) {
     )
     .await;
     assert_eq!(report.status, 200, "{}", report.answer);
-    let refresh_token = pulse_account::hosted::lease_refresh_token(&app.state.keys, &tenant_id);
+    let refresh_token =
+        pulse_account::flows::hosted::lease_refresh_token(&app.state.keys, &tenant_id);
     let lease_key = long_key("lease");
     let lease = send_keyed(
         &app,

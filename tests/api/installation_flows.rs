@@ -6,7 +6,7 @@ use crate::helpers::{metadata, Backend, TestApp};
 use aggregates::catalog::BillingCycle;
 use aggregates::ids::Email;
 use aggregates::license::LicenseOrigin;
-use pulse_account::licensing::{Licensing, NewLicense};
+use pulse_account::flows::licensing::{Licensing, NewLicense};
 use serde_json::{json, Value};
 use std::time::Instant;
 

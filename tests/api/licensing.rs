@@ -7,13 +7,13 @@ use aggregates::decider::Context;
 use aggregates::ids::Email;
 use aggregates::license::{GrantClaims, License, LicenseCommand, LicenseOrigin, RevocationReason};
 use jsonwebtoken::{Algorithm, Validation};
-use pulse_account::command::{handle, Command};
 use pulse_account::crypto::signing::verify_with_jwks;
 use pulse_account::crypto::{KeyConfig, KeyMaterial};
-use pulse_account::licensing::{ActivateRequest, Licensing, NewLicense, TokenBindings};
+use pulse_account::engine::command::{handle, Command};
+use pulse_account::engine::projection::registry;
+use pulse_account::engine::projection::runner::{Runner, RunnerConfig};
+use pulse_account::flows::licensing::{ActivateRequest, Licensing, NewLicense, TokenBindings};
 use pulse_account::metrics::Metrics;
-use pulse_account::projection::registry;
-use pulse_account::projection::runner::{Runner, RunnerConfig};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

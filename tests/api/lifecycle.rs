@@ -12,9 +12,9 @@ use aggregates::license::{ChangeSource, IssuedLicense, License, LicenseCommand, 
 use aggregates::log::Position;
 use aggregates::subscription::SubscriptionState;
 use chrono::{Duration, Utc};
-use pulse_account::licensing::{Licensing, NewLicense};
-use pulse_account::lifecycle::{sweep, SweepReport};
-use pulse_account::projection::wait_for_position;
+use pulse_account::engine::projection::wait_for_position;
+use pulse_account::flows::licensing::{Licensing, NewLicense};
+use pulse_account::flows::lifecycle::{sweep, SweepReport};
 
 crate::on_both_stores!(
     a_stuck_workspace_fails_and_an_unpaid_hosted_grace_cancels_the_account,
@@ -41,17 +41,20 @@ async fn swept(app: &TestApp, now: chrono::DateTime<Utc>) -> SweepReport {
 
 async fn account(app: &TestApp, account_id: &str) -> OpenAccount {
     let stream = aggregates::log::StreamName::parse("account", account_id).unwrap();
-    pulse_account::command::load::<aggregates::account::Account>(app.state.store.as_ref(), &stream)
-        .await
-        .unwrap()
-        .0
-        .account
-        .unwrap()
+    pulse_account::engine::command::load::<aggregates::account::Account>(
+        app.state.store.as_ref(),
+        &stream,
+    )
+    .await
+    .unwrap()
+    .0
+    .account
+    .unwrap()
 }
 
 async fn license(app: &TestApp, license_id: &str) -> IssuedLicense {
     let stream = aggregates::log::StreamName::parse("license", license_id).unwrap();
-    pulse_account::command::load::<License>(app.state.store.as_ref(), &stream)
+    pulse_account::engine::command::load::<License>(app.state.store.as_ref(), &stream)
         .await
         .unwrap()
         .0

@@ -11,9 +11,9 @@ use crate::installation_flows::{activate_as, bought, get_with_token};
 use crate::on_both_stores;
 use crate::staff::caught_up;
 use aggregates::log::{Position, StreamName, StreamVersion};
-use pulse_account::audit::{check, export_jsonl, seal, verify_jsonl};
-use pulse_account::personal_data::{ERASURE_CHECK_INTERVAL, PERSONAL_FIELDS};
-use pulse_account::store::Snapshot;
+use pulse_account::engine::audit::{check, export_jsonl, seal, verify_jsonl};
+use pulse_account::engine::personal_data::{ERASURE_CHECK_INTERVAL, PERSONAL_FIELDS};
+use pulse_account::engine::store::Snapshot;
 use serde_json::{json, Value};
 
 on_both_stores!(

@@ -4,10 +4,12 @@
 use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use aggregates::log::{Position, RecordedEvent};
 use projections::stream_index::StreamIndex;
+use pulse_account::engine::projection::runner::{Runner, RunnerConfig, RunnerError, Step};
+use pulse_account::engine::projection::{
+    active_checkpoint, wait_for_position, ProjectionFold, Typed,
+};
+use pulse_account::engine::store::{GenerationStatus, Store, StoreError};
 use pulse_account::metrics::Metrics;
-use pulse_account::projection::runner::{Runner, RunnerConfig, RunnerError, Step};
-use pulse_account::projection::{active_checkpoint, wait_for_position, ProjectionFold, Typed};
-use pulse_account::store::{GenerationStatus, Store, StoreError};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -342,7 +342,7 @@ async fn an_expired_handoff_shows_expired_and_cannot_start_checkout(backend: Bac
     use aggregates::decider::Context;
     use aggregates::handoff::{HandoffCommand, PurchaseHandoff};
     use aggregates::ids::{HandoffId, IntentId};
-    use pulse_account::command::{handle, Command};
+    use pulse_account::engine::command::{handle, Command};
     let app = TestApp::spawn(backend).await;
     let catalog = Catalog::v1();
     let handoff = HandoffId::from_entropy(4242);

@@ -6,8 +6,8 @@ use crate::helpers::{Backend, TestApp};
 use aggregates::license::{IssuedLicense, License};
 use aggregates::log::StreamName;
 use projections::licenses::OwnedLicenses;
-use pulse_account::command::load;
-use pulse_account::projection::wait_for_position;
+use pulse_account::engine::command::load;
+use pulse_account::engine::projection::wait_for_position;
 use serde_json::json;
 use std::time::Duration;
 

@@ -17,11 +17,11 @@ use aggregates::ids::{AccountId, Email, InvitationId, TenantId, UserId};
 use aggregates::license::License;
 use aggregates::log::{Position, RecordedEvent, StreamVersion};
 use projections::replay::Cut;
-use pulse_account::projection::registry;
-use pulse_account::projection::runner::{Runner, RunnerConfig};
-use pulse_account::store::upcast::Upcasters;
-use pulse_account::store::AppendRequest;
-use pulse_account::support::{history, SubjectKind};
+use pulse_account::engine::projection::registry;
+use pulse_account::engine::projection::runner::{Runner, RunnerConfig};
+use pulse_account::engine::store::upcast::Upcasters;
+use pulse_account::engine::store::AppendRequest;
+use pulse_account::flows::support::{history, SubjectKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -82,7 +82,10 @@ fn updating_goldens() -> bool {
 
 /// Appends a recorded history to an empty store, event by event, at its recorded versions: the
 /// log it leaves has the same positions, streams, payloads (as stored) and metadata.
-async fn replay_into(store: &Arc<dyn pulse_account::store::Store>, events: &[RecordedEvent]) {
+async fn replay_into(
+    store: &Arc<dyn pulse_account::engine::store::Store>,
+    events: &[RecordedEvent],
+) {
     for event in events {
         let appended = store
             .append(AppendRequest {
@@ -112,7 +115,10 @@ fn recorded_events(name: &str) -> Vec<RecordedEvent> {
 }
 
 /// Support's answers for the subject, with `recorded_at` left out (a replay stores anew).
-async fn replay_answers(store: &dyn pulse_account::store::Store, subject: &Subject) -> Value {
+async fn replay_answers(
+    store: &dyn pulse_account::engine::store::Store,
+    subject: &Subject,
+) -> Value {
     let catalog = aggregates::catalog::Catalog::v1();
     let history = history(store, subject.kind, &subject.id).await.unwrap();
     let mut timeline = serde_json::to_value(history.timeline(&catalog).unwrap()).unwrap();
@@ -433,7 +439,7 @@ async fn record_replay_fixtures() {
             .unwrap(),
     )
     .unwrap();
-    pulse_account::hosted::provision_tenant(
+    pulse_account::flows::hosted::provision_tenant(
         app.state.store.as_ref(),
         &app.state.keys,
         &app.state.catalog,
@@ -454,7 +460,7 @@ async fn record_replay_fixtures() {
         },
     )
     .await;
-    let refresh_token = pulse_account::hosted::lease_refresh_token(&app.state.keys, &first);
+    let refresh_token = pulse_account::flows::hosted::lease_refresh_token(&app.state.keys, &first);
     let refresh = json!({ "org_id": account_id, "instance_host": "acme.msp.example", "entitlement_refresh_token": refresh_token.expose() });
     let (status, _, _) = app.post("/api/entitlements/refresh", &refresh, &[]).await;
     assert_eq!(status, 200);

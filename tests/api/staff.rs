@@ -6,8 +6,8 @@ use crate::helpers::{Backend, TestApp};
 use crate::hosted::bought_msp;
 use aggregates::log::Position;
 use aggregates::staff::StaffRole;
-use pulse_account::hosted::lease_refresh_token;
-use pulse_account::projection::wait_for_position;
+use pulse_account::engine::projection::wait_for_position;
+use pulse_account::flows::hosted::lease_refresh_token;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -674,7 +674,7 @@ async fn an_auditor_streams_an_export_that_verifies_offline(backend: Backend) {
 
     let (status, head, body) = fetch("").await;
     assert_eq!(status, 200);
-    let manifest = pulse_account::audit::verify_jsonl(body.as_slice(), &public_key)
+    let manifest = pulse_account::engine::audit::verify_jsonl(body.as_slice(), &public_key)
         .expect("the streamed export verifies with the public key alone");
     let head = head.expect("the head is announced");
     assert!(
@@ -684,7 +684,8 @@ async fn an_auditor_streams_an_export_that_verifies_offline(backend: Backend) {
 
     let (status, _, csv) = fetch("?format=csv&after=2&to=5").await;
     assert_eq!(status, 200);
-    let range = pulse_account::audit::verify(csv.as_slice(), &public_key).expect("CSV verifies");
+    let range =
+        pulse_account::engine::audit::verify(csv.as_slice(), &public_key).expect("CSV verifies");
     assert_eq!(
         (range.after_position, range.to_position, range.count),
         (2, 5, 3)

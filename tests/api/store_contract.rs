@@ -3,8 +3,8 @@
 
 use crate::helpers::{append, event, metadata, stream, Backend, TestDatabase};
 use aggregates::log::{Position, StreamVersion};
-use pulse_account::store::upcast::Upcasters;
-use pulse_account::store::{
+use pulse_account::engine::store::upcast::Upcasters;
+use pulse_account::engine::store::{
     AppendBatch, AppendRequest, Idempotency, StoreError, StreamAppend, APPEND_EVENTS_MAX,
     APPEND_STREAMS_MAX, EVENT_PAYLOAD_BYTES_MAX, READ_PAGE_MAX,
 };
@@ -637,7 +637,7 @@ async fn a_replayed_batch_answers_with_every_streams_first_outcome(backend: Back
     let first = store.append_batch(keyed_batch()).await.unwrap();
     let again = store.append_batch(keyed_batch()).await.unwrap();
     assert!(!first.replayed() && again.replayed());
-    let positions = |o: &pulse_account::store::BatchOutcome| {
+    let positions = |o: &pulse_account::engine::store::BatchOutcome| {
         o.outcomes
             .iter()
             .map(|x| x.positions.clone())

@@ -5,7 +5,7 @@ use crate::helpers::{Backend, TestApp};
 use aggregates::license::{License, LicenseState};
 use aggregates::log::StreamName;
 use aggregates::subscription::SubscriptionState;
-use pulse_account::command::load;
+use pulse_account::engine::command::load;
 use serde_json::{json, Value};
 
 crate::on_both_stores!(

@@ -33,7 +33,7 @@ use super::{
     GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, PersonKey,
     PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError, SEAL_PAGE_MAX,
 };
-use crate::store::upcast::Upcasters;
+use crate::engine::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

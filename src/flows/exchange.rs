@@ -9,11 +9,11 @@
 //! malformed or fail verification are refused without a record: they name no legacy license, and
 //! recording unauthenticated input would let anyone grow the log.
 
-use crate::command::{decide_all, load, CommandError};
 use crate::crypto::secrets::ACTIVATION_KEY_PREFIX;
-use crate::flow::{stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::licensing::{ActivateRequest, Activation, Licensing};
-use crate::store::{AppendBatch, StoreError, StreamAppend};
+use crate::engine::command::{decide_all, load, CommandError};
+use crate::engine::store::{AppendBatch, StoreError, StreamAppend};
+use crate::flows::licensing::{ActivateRequest, Activation, Licensing};
+use crate::flows::{stream, FlowError, FLOW_ATTEMPTS_MAX};
 use aggregates::catalog::BillingCycle;
 use aggregates::decider::{encode, Context, Decider};
 use aggregates::error::DomainError;
@@ -173,7 +173,7 @@ pub async fn exchange(
         }
     }
     for attempt in 1..=FLOW_ATTEMPTS_MAX {
-        crate::command::pause_before_retry(attempt).await;
+        crate::engine::command::pause_before_retry(attempt).await;
         let (state, version) = load::<LegacyExchange>(licensing.store, &exchange_stream).await?;
         let command = ExchangeLegacyLicense {
             check: check.clone(),

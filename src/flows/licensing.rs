@@ -7,13 +7,13 @@
 //! installation token is then derived from the key under the server's secret instead of drawn at
 //! random, so it can be shown again without ever being stored.
 
-use crate::command::{decide_all, load, load_until, recorded_events};
 use crate::crypto::secrets::{
     Secret, SecretHasher, ACTIVATION_KEY_PREFIX, INSTALLATION_TOKEN_PREFIX,
 };
 use crate::crypto::KeyMaterial;
-use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError};
+use crate::engine::command::{decide_all, load, load_until, recorded_events};
+use crate::engine::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError};
+use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
 use aggregates::catalog::{BillingCycle, Catalog};
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
@@ -290,7 +290,7 @@ impl Licensing<'_> {
             }
         }
         for attempt in 1..=FLOW_ATTEMPTS_MAX {
-            crate::command::pause_before_retry(attempt).await;
+            crate::engine::command::pause_before_retry(attempt).await;
             match self
                 .try_activate(&license_id, request, &token, &metadata, idempotency.clone())
                 .await
@@ -413,9 +413,9 @@ impl Licensing<'_> {
                 &serde_json::json!({ "installation_id": installation_id }),
             )
         });
-        let outcome = crate::command::handle::<License>(
+        let outcome = crate::engine::command::handle::<License>(
             self.store,
-            crate::command::Command {
+            crate::engine::command::Command {
                 stream_id: license_id.as_str(),
                 command: &command,
                 context: Context::new(metadata.effective_at, self.catalog),
@@ -545,9 +545,9 @@ impl Licensing<'_> {
                 }),
             )
         });
-        let outcome = crate::command::handle::<License>(
+        let outcome = crate::engine::command::handle::<License>(
             self.store,
-            crate::command::Command {
+            crate::engine::command::Command {
                 stream_id: license.license_id.as_str(),
                 command: &command,
                 context: Context::new(metadata.effective_at, self.catalog),

@@ -4,7 +4,7 @@
 //! Everything above it — deciders, projections, support replay — sees plaintext; the log holds
 //! only sealed values, and once a person's keys are erased their values read as erased
 //! placeholders ([`PersonalKind::erased`]). What is derived from the log (read models, stream
-//! snapshots) holds plaintext and is rebuilt or deleted by the erasure job (`crate::erasure`).
+//! snapshots) holds plaintext and is rebuilt or deleted by the erasure job (`crate::flows::erasure`).
 //!
 //! The audit chain reads the log as stored ([`EventStore::read_all_stored`] passes through
 //! untouched), so neither sealing nor erasure changes a sealed or exported record.
@@ -15,7 +15,7 @@
 
 use crate::crypto::personal::{self, DataKey, PersonalKind, Sealed};
 use crate::crypto::KeyMaterial;
-use crate::store::{
+use crate::engine::store::{
     AppendBatch, BatchOutcome, DocumentWrite, EventStore, GenerationState, Idempotency, Leadership,
     PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError,
     StreamAppend,

@@ -6,7 +6,7 @@
 
 pub mod runner;
 
-use crate::store::{DocumentWrite, ProjectionStore, StoreError, DOCUMENT_BATCH_MAX};
+use crate::engine::store::{DocumentWrite, ProjectionStore, StoreError, DOCUMENT_BATCH_MAX};
 use aggregates::log::{Position, RecordedEvent};
 use projections::accounts::{Accounts, AccountsByMemberEmail};
 use projections::licenses::{Licenses, LicensesByEmail};
@@ -154,7 +154,7 @@ pub async fn active_checkpoint(
     let generations = store.projection_generations(projection).await?;
     Ok(generations
         .iter()
-        .find(|generation| generation.status == crate::store::GenerationStatus::Active)
+        .find(|generation| generation.status == crate::engine::store::GenerationStatus::Active)
         .map_or(Position::START, |generation| generation.checkpoint))
 }
 

@@ -575,7 +575,7 @@ pub trait ProjectionStore: Send + Sync {
     ) -> Result<Option<Box<dyn Leadership>>, StoreError>;
 }
 
-/// A signed seal of the log's prefix up to `position` (see `crate::audit`).
+/// A signed seal of the log's prefix up to `position` (see `crate::engine::audit`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seal {
     /// The last position sealed.
@@ -622,7 +622,7 @@ pub struct PersonKey {
 /// Most person keys one erasure destroys: one live key per person, plus keys racing it.
 pub const PERSON_KEYS_ERASED_MAX: usize = 100;
 
-/// Storage of per-person data keys (see `crate::personal_data`).
+/// Storage of per-person data keys (see `crate::engine::personal_data`).
 #[async_trait]
 pub trait PersonKeyStore: Send + Sync {
     /// The person's live key, creating `candidate` as it when there is none. Two processes racing

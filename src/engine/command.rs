@@ -5,7 +5,7 @@
 //! load and our append; the decision may no longer hold, so the handler reloads and decides again,
 //! at most [`COMMAND_ATTEMPTS_MAX`] times.
 
-use crate::store::{
+use crate::engine::store::{
     AppendOutcome, AppendRequest, EventStore, Idempotency, Snapshot, StoreError, READ_PAGE_MAX,
 };
 use aggregates::decider::{decode, encode, CodecError, Context, Decider, SnapshotCodec};

@@ -7,12 +7,12 @@
 //! recorded before it is answered, as one event in a stream of its own (`staff_access/<id>`): a
 //! request whose record cannot be written is refused, so no staff read goes unrecorded.
 
-use crate::command::{handle, load, Command};
 use crate::crypto::personal::person_id;
 use crate::crypto::secrets::{Secret, SecretHasher};
 use crate::crypto::KeyMaterial;
-use crate::flow::{stream, FlowError};
-use crate::store::{AppendRequest, Store};
+use crate::engine::command::{handle, load, Command};
+use crate::engine::store::{AppendRequest, Store};
+use crate::flows::{stream, FlowError};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{encode, Context, Decider};
 use aggregates::error::DomainError;

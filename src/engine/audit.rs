@@ -11,7 +11,7 @@
 //! canonical bytes are its JSON with object keys sorted (serde_json's map order), no whitespace.
 
 use crate::crypto::signing::{JwtError, Signer};
-use crate::store::{EventStore, Seal, Store, StoreError, READ_PAGE_MAX};
+use crate::engine::store::{EventStore, Seal, Store, StoreError, READ_PAGE_MAX};
 use aggregates::log::Position;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
@@ -643,7 +643,7 @@ pub async fn check(
     let (mut cursor, mut chain, mut count, mut checked) =
         (Position::START, String::from(GENESIS_CHAIN), 0_i64, 0_usize);
     let mut seals = store
-        .seals_after(Position::START, crate::store::SEAL_PAGE_MAX)
+        .seals_after(Position::START, crate::engine::store::SEAL_PAGE_MAX)
         .await?
         .into_iter();
     let mut pending = seals.next();
@@ -696,7 +696,7 @@ pub async fn check(
         pending = seals.next();
         if pending.is_none() {
             let more = store
-                .seals_after(seal.position, crate::store::SEAL_PAGE_MAX)
+                .seals_after(seal.position, crate::engine::store::SEAL_PAGE_MAX)
                 .await?;
             seals = more.into_iter();
             pending = seals.next();

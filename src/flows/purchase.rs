@@ -7,17 +7,17 @@
 //! activation key of a purchase is derived from its Checkout Session under the server's secret, so
 //! the session lookup can show it again without it ever being stored.
 
-use crate::command::{
-    decide_all, handle, load, load_until, recorded_events, Command, CommandError,
-};
 use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
 use crate::crypto::KeyMaterial;
-use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::store::{
+use crate::engine::command::{
+    decide_all, handle, load, load_until, recorded_events, Command, CommandError,
+};
+use crate::engine::store::{
     scoped_digest, AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend,
     IDEMPOTENCY_SCOPED_DIGEST_LEN,
 };
-use crate::stripe_gateway::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
+use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::gateways::stripe::{NewCheckoutSession, StripeEvent, StripeGateway, StripeGatewayError};
 use aggregates::account::{Account, AccountCommand, AccountEvent};
 use aggregates::catalog::{BillingCycle, Catalog, StripePlanSource};
 use aggregates::decider::{Context, Decider};
@@ -171,7 +171,7 @@ pub const HANDOFF_ID_LEN_MAX: usize = 64;
 // Stripe's limit whatever the client's key.
 const _: () = assert!(
     "checkout:".len() + HANDOFF_ID_LEN_MAX + ":key:".len() + IDEMPOTENCY_SCOPED_DIGEST_LEN
-        <= crate::stripe_gateway::STRIPE_IDEMPOTENCY_KEY_LEN_MAX
+        <= crate::gateways::stripe::STRIPE_IDEMPOTENCY_KEY_LEN_MAX
 );
 
 /// The handoff id a browser or runtime sent: `[A-Za-z0-9_-]+` and our prefix, else not found.
@@ -333,7 +333,7 @@ impl Checkout<'_> {
             }
         }
         for attempt in 1..=FLOW_ATTEMPTS_MAX {
-            crate::command::pause_before_retry(attempt).await;
+            crate::engine::command::pause_before_retry(attempt).await;
             let (handoff, version) = self.handoff(&handoff_id).await?;
             let context = self.context(metadata.effective_at);
             let wanted = StartedCheckout {
@@ -691,7 +691,7 @@ impl Checkout<'_> {
         metadata: EventMetadata,
     ) -> Result<WebhookOutcome, FlowError> {
         for attempt in 1..=FLOW_ATTEMPTS_MAX {
-            crate::command::pause_before_retry(attempt).await;
+            crate::engine::command::pause_before_retry(attempt).await;
             match self.try_apply(event, &metadata).await {
                 Err(FlowError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
                 other => return other,
@@ -776,7 +776,7 @@ impl Checkout<'_> {
             .plan(&checkout.plan_key)
             .is_some_and(|plan| plan.max_workspaces.is_some());
         if hosted {
-            let (account_id, opened) = crate::hosted::open_account(
+            let (account_id, opened) = crate::flows::hosted::open_account(
                 self.store,
                 self.keys,
                 &context,

@@ -8,13 +8,15 @@
 //! stored; its keyed hash is the lookup index), so the provisioner that boots the tenant obtains it
 //! again through [`tenant_credentials`].
 
-use crate::command::{
-    decide_all, handle, load, load_until, recorded_events, Command, CommandError,
-};
 use crate::crypto::secrets::{Secret, LEASE_REFRESH_TOKEN_HEX_LEN, LEASE_REFRESH_TOKEN_PREFIX};
 use crate::crypto::KeyMaterial;
-use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend};
+use crate::engine::command::{
+    decide_all, handle, load, load_until, recorded_events, Command, CommandError,
+};
+use crate::engine::store::{
+    AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend,
+};
+use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
 use aggregates::account::{
     Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims, Tenant, TenantState,
 };
@@ -131,7 +133,7 @@ pub async fn provision_tenant(
     let context = Context::new(metadata.effective_at, catalog);
     let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
     for attempt in 1..=FLOW_ATTEMPTS_MAX {
-        crate::command::pause_before_retry(attempt).await;
+        crate::engine::command::pause_before_retry(attempt).await;
         let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
         let token_hash = keys
             .hasher
@@ -324,7 +326,7 @@ pub async fn refresh_lease(
     }
     let context = Context::new(metadata.effective_at, catalog);
     for attempt in 1..=FLOW_ATTEMPTS_MAX {
-        crate::command::pause_before_retry(attempt).await;
+        crate::engine::command::pause_before_retry(attempt).await;
         let (state, version) = load::<Account>(store, &account_stream).await?;
         let command = AccountCommand::IssueLease {
             tenant_id: tenant_id.clone(),

@@ -3,8 +3,8 @@
 //! and hands them to the pure engine of `projections::replay` for the timeline, the state as of a
 //! moment, and why it is as it is. Used by the staff API and the `support` CLI command.
 
-use crate::flow::{stream, FlowError};
-use crate::store::{Store, StoreError, READ_PAGE_MAX};
+use crate::engine::store::{Store, StoreError, READ_PAGE_MAX};
+use crate::flows::{stream, FlowError};
 use aggregates::account::Account;
 use aggregates::catalog::Catalog;
 use aggregates::decider::Decider;

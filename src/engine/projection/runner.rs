@@ -8,8 +8,8 @@
 //! A rebuild folds the whole log into a fresh generation and switches readers to it.
 
 use super::{keys_that_fit, ProjectionFold};
+use crate::engine::store::{GenerationStatus, Leadership, Store, StoreError, READ_PAGE_MAX};
 use crate::metrics::Metrics;
-use crate::store::{GenerationStatus, Leadership, Store, StoreError, READ_PAGE_MAX};
 use aggregates::log::{Position, RecordedEvent};
 use projections::FoldError;
 use std::sync::Arc;

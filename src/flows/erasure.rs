@@ -10,12 +10,12 @@
 //! so no deleted row lingers there. Running it again for the same person is
 //! safe: it records the request again, destroys any key made since, and rebuilds.
 
-use crate::flow::{stream, FlowError};
+use crate::engine::personal_data::{PersonalDataStore, ERASURE_CHECK_INTERVAL};
+use crate::engine::projection::runner::{Runner, RunnerConfig, RunnerError};
+use crate::engine::projection::ProjectionFold;
+use crate::engine::store::{AppendRequest, EventStore, PersonKeyStore, Store, READ_PAGE_MAX};
+use crate::flows::{stream, FlowError};
 use crate::metrics::Metrics;
-use crate::personal_data::{PersonalDataStore, ERASURE_CHECK_INTERVAL};
-use crate::projection::runner::{Runner, RunnerConfig, RunnerError};
-use crate::projection::ProjectionFold;
-use crate::store::{AppendRequest, EventStore, PersonKeyStore, Store, READ_PAGE_MAX};
 use aggregates::decider::encode;
 use aggregates::erasure::{personal_data_erased, ERASURE_STREAM_TYPE};
 use aggregates::ids::Email;

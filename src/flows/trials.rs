@@ -7,10 +7,10 @@
 //! the leases of its tenants carry it). An org the ledger does not know is sent to sign up.
 //! Which licenses belong to an org is not yet modelled, so `license_active` is only ever false here.
 
-use crate::command::pause_before_retry;
-use crate::command::{decide_all, load, load_until, recorded_events};
-use crate::flow::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
-use crate::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError};
+use crate::engine::command::pause_before_retry;
+use crate::engine::command::{decide_all, load, load_until, recorded_events};
+use crate::engine::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError};
+use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
 use aggregates::account::{Account, AccountCommand};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};

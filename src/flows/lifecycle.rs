@@ -10,8 +10,8 @@
 //! the sweep goes on. A sweep reads every license and account: O(records) per interval, which is
 //! why the interval is minutes, not seconds.
 
-use crate::command::{handle, Command, CommandError};
-use crate::store::{Store, StoreError};
+use crate::engine::command::{handle, Command, CommandError};
+use crate::engine::store::{Store, StoreError};
 use aggregates::account::{Account, AccountCommand, AccountState, OpenAccount};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};

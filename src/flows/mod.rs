@@ -1,16 +1,27 @@
-//! What the service flows (licensing, checkout, hosted accounts, trials, exchange) share: their one
-//! error type, and the helpers that turn decided events into parts of an atomic append.
+//! The use cases, one module per capability, over the engine and the gateways: every transport
+//! (the JSON API, the CLI) calls these. This module holds what they share: their one error type,
+//! and the helpers that turn decided events into parts of an atomic append.
 
-use crate::command::CommandError;
+pub mod erasure;
+pub mod exchange;
+pub mod hosted;
+pub mod licensing;
+pub mod lifecycle;
+pub mod purchase;
+pub mod staff;
+pub mod support;
+pub mod trials;
+
 use crate::crypto::signing::JwtError;
-use crate::store::{StoreError, StreamAppend};
-use crate::stripe_gateway::StripeGatewayError;
+use crate::engine::command::CommandError;
+use crate::engine::store::{StoreError, StreamAppend};
+use crate::gateways::stripe::StripeGatewayError;
 use aggregates::decider::{encode, CodecError, Decider};
 use aggregates::error::DomainError;
 use aggregates::log::{StreamName, StreamVersion};
 
 /// Attempts of a multi-stream flow before a version conflict is returned, as in the command handler.
-pub const FLOW_ATTEMPTS_MAX: usize = crate::command::COMMAND_ATTEMPTS_MAX;
+pub const FLOW_ATTEMPTS_MAX: usize = crate::engine::command::COMMAND_ATTEMPTS_MAX;
 
 /// Why a service flow failed. The HTTP layer maps it in one place (`ApiError::flow`).
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,3 @@
+//! The systems outside the ledger, each behind one gateway: Stripe ([`stripe`]).
+
+pub mod stripe;
