@@ -14,6 +14,7 @@ pub mod trials;
 
 use crate::crypto::signing::JwtError;
 use crate::engine::command::CommandError;
+use crate::engine::decision::RunError;
 use crate::engine::store::{StoreError, StreamAppend};
 use crate::gateways::stripe::StripeGatewayError;
 use aggregates::decider::{encode, CodecError, Decider};
@@ -56,6 +57,18 @@ pub enum FlowError {
     /// Every attempt met a concurrent writer.
     #[error("the record kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
     Contended,
+}
+
+impl From<RunError> for FlowError {
+    fn from(error: RunError) -> FlowError {
+        match error {
+            RunError::Store(store) => FlowError::Store(store),
+            RunError::Contended => FlowError::Contended,
+            not_loaded @ RunError::NotLoaded(_) => {
+                FlowError::Store(StoreError::Invariant(not_loaded.to_string()))
+            }
+        }
+    }
 }
 
 /// A stream name from an id that came from outside or from the log; a bad one is not found.
