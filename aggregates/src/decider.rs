@@ -36,13 +36,14 @@ pub trait Decider {
     /// The stream type this decider owns, e.g. `license`.
     const STREAM_TYPE: &'static str;
     /// The state folded from the stream's events; `Default` is the state of an empty stream.
-    type State: Default + Clone;
+    /// Plain data, so the service may hold it across threads.
+    type State: Default + Clone + Send + Sync;
     /// What a caller asks for.
-    type Command;
+    type Command: Send + Sync;
     /// What happened; see the module doc for the storage mapping.
-    type Event: DomainEvent;
+    type Event: DomainEvent + Send + Sync;
     /// Why a command was refused.
-    type Error;
+    type Error: Send;
 
     /// Decides what a command produces given the current state. Returning no events is a valid
     /// answer: the command changed nothing.

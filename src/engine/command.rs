@@ -5,10 +5,11 @@
 //! load and our append; the decision may no longer hold, so the handler reloads and decides again,
 //! at most [`COMMAND_ATTEMPTS_MAX`] times.
 
+use super::decision::{run, Attempt, Decided, Decision, Reads, RunError};
 use crate::engine::store::{
-    AppendOutcome, AppendRequest, EventStore, Idempotency, Snapshot, StoreError, READ_PAGE_MAX,
+    AppendOutcome, BatchOutcome, EventStore, Idempotency, Snapshot, StoreError, READ_PAGE_MAX,
 };
-use aggregates::decider::{decode, encode, CodecError, Context, Decider, SnapshotCodec};
+use aggregates::decider::{decode, CodecError, Context, Decider, SnapshotCodec};
 use aggregates::log::{EventMetadata, StreamName, StreamNameError, StreamVersion};
 
 /// The most writers deciding on one stream at once that a command is sized to outlast: an
@@ -255,7 +256,7 @@ pub async fn recorded_events<D: Decider>(
 }
 
 /// Every event of a run of decisions, and the state they leave.
-pub type Decided<D> = (Vec<<D as Decider>::Event>, <D as Decider>::State);
+pub type DecidedAll<D> = (Vec<<D as Decider>::Event>, <D as Decider>::State);
 
 /// Decides `commands` one after another, each on the state the previous one's events left;
 /// returns every event and the final state. One command's refusal refuses them all.
@@ -263,7 +264,7 @@ pub fn decide_all<D: Decider>(
     state: D::State,
     commands: &[D::Command],
     context: &Context<'_>,
-) -> Result<Decided<D>, D::Error> {
+) -> Result<DecidedAll<D>, D::Error> {
     let mut events = Vec::new();
     let mut state = state;
     for command in commands {
@@ -274,68 +275,106 @@ pub fn decide_all<D: Decider>(
     Ok((events, state))
 }
 
-/// Handles one command: load → fold → decide → append at the loaded version, retrying conflicts.
+/// Handles one command on one stream through the decision runner: load → fold → decide → append at
+/// the loaded version, retrying lost races; a repeated idempotency key answers what it recorded.
 #[tracing::instrument(skip_all, fields(stream_type = D::STREAM_TYPE, stream_id = request.stream_id))]
-pub async fn handle<D: Decider>(
+pub async fn handle<D>(
     store: &dyn EventStore,
     request: Command<'_, D>,
-) -> Result<CommandOutcome<D::Event>, CommandError<D::Error>> {
+) -> Result<CommandOutcome<D::Event>, CommandError<D::Error>>
+where
+    D: Decider,
+{
     let stream = StreamName::parse(D::STREAM_TYPE, request.stream_id)?;
-    if let Some(idempotency) = &request.idempotency {
-        let previous = store
-            .idempotent_outcome(idempotency)
-            .await
-            .map_err(CommandError::Store)?;
-        if let Some(previous) = previous {
-            let Some(appended) = previous.outcomes.into_iter().find(|o| o.stream == stream) else {
-                return Err(CommandError::Store(StoreError::IdempotencyKeyReused {
-                    key: idempotency.key.clone(),
-                }));
-            };
-            return Ok(CommandOutcome {
+    let attempt = OneCommand::<D> {
+        stream: stream.clone(),
+        command: request.command,
+        context: request.context,
+    };
+    let decided = run(
+        store,
+        &request.metadata,
+        request.idempotency.as_ref(),
+        &attempt,
+    )
+    .await?;
+    let stream_outcome = |outcome: BatchOutcome| {
+        outcome
+            .outcomes
+            .into_iter()
+            .find(|o| o.stream == stream)
+            .ok_or_else(|| StoreError::IdempotencyKeyReused {
+                key: request
+                    .idempotency
+                    .as_ref()
+                    .map(|i| i.key.clone())
+                    .unwrap_or_default(),
+            })
+    };
+    match decided {
+        Decided::Unchanged((events, version)) => Ok(CommandOutcome {
+            events,
+            appended: None,
+            stream_version: version,
+        }),
+        Decided::Appended {
+            answer: (events, _),
+            outcome,
+        } => {
+            let appended = stream_outcome(outcome).map_err(CommandError::Store)?;
+            Ok(CommandOutcome {
+                stream_version: appended.stream_version,
+                events,
+                appended: Some(appended),
+            })
+        }
+        Decided::Replayed(outcome) => {
+            let appended = stream_outcome(outcome).map_err(CommandError::Store)?;
+            Ok(CommandOutcome {
                 events: Vec::new(),
                 stream_version: appended.stream_version,
                 appended: Some(appended),
-            });
+            })
         }
     }
-    for attempt in 1..=COMMAND_ATTEMPTS_MAX {
-        pause_before_retry(attempt).await;
-        let (state, version) = load::<D>(store, &stream).await?;
+}
+
+/// One command on one stream, as an attempt of the decision runner; answers the events and the
+/// version the stream was decided at.
+struct OneCommand<'a, D: Decider> {
+    stream: StreamName,
+    command: &'a D::Command,
+    context: Context<'a>,
+}
+
+#[async_trait::async_trait]
+impl<D> Attempt for OneCommand<'_, D>
+where
+    D: Decider,
+{
+    type Answer = (Vec<D::Event>, StreamVersion);
+    type Error = CommandError<D::Error>;
+
+    async fn attempt(
+        &self,
+        reads: &mut Reads<'_>,
+    ) -> Result<Decision<Self::Answer>, CommandError<D::Error>> {
+        let (state, version) = reads.load_versioned::<D>(&self.stream).await?;
         let events =
-            D::decide(&state, request.command, &request.context).map_err(CommandError::Domain)?;
-        if events.is_empty() {
-            return Ok(CommandOutcome {
-                events,
-                appended: None,
-                stream_version: version,
-            });
-        }
-        let encoded = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
-        let append = AppendRequest {
-            stream: stream.clone(),
-            expected_version: version,
-            events: encoded,
-            metadata: request.metadata.clone(),
-            idempotency: request.idempotency.clone(),
-        };
-        match store.append(append).await {
-            Ok(appended) => {
-                return Ok(CommandOutcome {
-                    stream_version: appended.stream_version,
-                    events: if appended.replayed {
-                        Vec::new()
-                    } else {
-                        events
-                    },
-                    appended: Some(appended),
-                })
+            D::decide(&state, self.command, &self.context).map_err(CommandError::Domain)?;
+        let decision = Decision::answer(version).append::<D>(self.stream.clone(), &events)?;
+        Ok(decision.map_answer(|version| (events, version)))
+    }
+}
+
+impl<E> From<RunError> for CommandError<E> {
+    fn from(error: RunError) -> CommandError<E> {
+        match error {
+            RunError::Store(store) => CommandError::Store(store),
+            RunError::Contended { stream } => CommandError::Contended { stream },
+            not_loaded @ RunError::NotLoaded(_) => {
+                CommandError::Store(StoreError::Invariant(not_loaded.to_string()))
             }
-            Err(StoreError::WrongExpectedVersion { .. }) => {
-                tracing::debug!(attempt, "version conflict; deciding again");
-            }
-            Err(error) => return Err(CommandError::Store(error)),
         }
     }
-    Err(CommandError::Contended { stream })
 }

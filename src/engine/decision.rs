@@ -43,9 +43,17 @@ impl<'s> Reads<'s> {
         &mut self,
         stream: &StreamName,
     ) -> Result<D::State, CommandError<D::Error>> {
+        Ok(self.load_versioned::<D>(stream).await?.0)
+    }
+
+    /// Like [`Reads::load`], also answering the version the stream is at.
+    pub async fn load_versioned<D: Decider>(
+        &mut self,
+        stream: &StreamName,
+    ) -> Result<(D::State, StreamVersion), CommandError<D::Error>> {
         let (state, version) = super::command::load::<D>(self.store, stream).await?;
         self.versions.insert(stream.clone(), version);
-        Ok(state)
+        Ok((state, version))
     }
 
     /// The store, for reads that are not part of the decision (a recorded outcome, say).
@@ -128,6 +136,14 @@ impl<T> Decision<T> {
         Ok(())
     }
 
+    /// The same decision with its answer mapped.
+    pub fn map_answer<U>(self, f: impl FnOnce(T) -> U) -> Decision<U> {
+        Decision {
+            changes: self.changes,
+            answer: f(self.answer),
+        }
+    }
+
     /// Whether the decision changes nothing.
     pub fn is_unchanged(&self) -> bool {
         self.changes.is_empty()
@@ -157,8 +173,11 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Every attempt lost a race to a concurrent writer.
-    #[error("the records kept changing; gave up after {COMMAND_ATTEMPTS_MAX} attempts")]
-    Contended,
+    #[error("{stream} kept changing; gave up after {COMMAND_ATTEMPTS_MAX} attempts")]
+    Contended {
+        /// The stream the last attempt lost on.
+        stream: StreamName,
+    },
     /// The attempt changed a stream it never loaded: a bug in the use case.
     #[error("the decision changes {0}, which it never loaded")]
     NotLoaded(StreamName),
@@ -194,6 +213,7 @@ pub async fn run<A: Attempt>(
             return Ok(Decided::Replayed(previous));
         }
     }
+    let mut contended = None;
     for round in 1..=COMMAND_ATTEMPTS_MAX {
         pause_before_retry(round).await;
         let mut reads = Reads::new(store);
@@ -212,11 +232,15 @@ pub async fn run<A: Attempt>(
             }
             Err(StoreError::WrongExpectedVersion { stream, .. }) => {
                 tracing::debug!(round, %stream, "lost a race; deciding again");
+                contended = Some(stream);
             }
             Err(error) => return Err(RunError::Store(error).into()),
         }
     }
-    Err(RunError::Contended.into())
+    Err(RunError::Contended {
+        stream: contended.expect("every round that did not return lost a race"),
+    }
+    .into())
 }
 
 fn batch_of(

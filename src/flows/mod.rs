@@ -63,7 +63,7 @@ impl From<RunError> for FlowError {
     fn from(error: RunError) -> FlowError {
         match error {
             RunError::Store(store) => FlowError::Store(store),
-            RunError::Contended => FlowError::Contended,
+            RunError::Contended { .. } => FlowError::Contended,
             not_loaded @ RunError::NotLoaded(_) => {
                 FlowError::Store(StoreError::Invariant(not_loaded.to_string()))
             }
