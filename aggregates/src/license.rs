@@ -1283,6 +1283,33 @@ fn decide_deactivate(
     }
 }
 
+/// Whether the installation presenting `token_hash` may be granted now: its refusal if not (a
+/// deactivated installation, a rotated token, a revoked or suspended license). The query behind
+/// both a grant and the grant status a runtime asks for.
+pub fn grant_refusal(
+    license: &IssuedLicense,
+    installation_id: &InstallationId,
+    token_hash: &SecretHash,
+) -> Option<DomainError> {
+    let Some(installation) = license
+        .installations
+        .get(installation_id)
+        .filter(|i| i.active)
+    else {
+        return Some(DomainError::InstallationRevoked);
+    };
+    if &installation.token_hash != token_hash {
+        return Some(DomainError::TokenRevoked);
+    }
+    if license.revoked.is_some() {
+        return Some(DomainError::LicenseRevoked);
+    }
+    if license.state == SubscriptionState::Suspended {
+        return Some(DomainError::LicenseSuspended);
+    }
+    None
+}
+
 fn decide_grant(
     license: &IssuedLicense,
     installation_id: &InstallationId,
@@ -1290,19 +1317,8 @@ fn decide_grant(
     jti: &str,
     context: &Context<'_>,
 ) -> Result<Vec<LicenseEvent>, DomainError> {
-    let installation = license
-        .installations
-        .get(installation_id)
-        .filter(|i| i.active)
-        .ok_or(DomainError::InstallationRevoked)?;
-    if &installation.token_hash != token_hash {
-        return Err(DomainError::TokenRevoked);
-    }
-    if license.revoked.is_some() {
-        return Err(DomainError::LicenseRevoked);
-    }
-    if license.state == SubscriptionState::Suspended {
-        return Err(DomainError::LicenseSuspended);
+    if let Some(refusal) = grant_refusal(license, installation_id, token_hash) {
+        return Err(refusal);
     }
     let jti = bounded_text("jti", jti, 128)?;
     Ok(vec![LicenseEvent::GrantIssued {

@@ -12,21 +12,23 @@ use crate::crypto::secrets::{
 };
 use crate::crypto::KeyMaterial;
 use crate::engine::command::{decide_all, load, load_until, recorded_events};
-use crate::engine::store::{AppendBatch, BatchOutcome, Idempotency, Store, StoreError};
-use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
+use crate::engine::store::{BatchOutcome, Idempotency, Store, StoreError};
+use crate::flows::{stream, FlowError};
 use aggregates::catalog::{BillingCycle, Catalog};
-use aggregates::decider::{Context, Decider};
+use aggregates::decider::{CodecError, Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::ids::{Email, InstallationId, LicenseId, SecretHash};
 use aggregates::index::{
     ActivationKeyIndex, BindActivationKey, BindInstallationToken, InstallationTokenIndex,
 };
 use aggregates::license::{
-    ActivateInstallation, ContinuityReport, GrantClaims, IssueLicense, IssuedLicense, License,
-    LicenseCommand, LicenseEvent, LicenseOrigin,
+    grant_refusal, ActivateInstallation, ContinuityReport, GrantClaims, IssueLicense,
+    IssuedLicense, License, LicenseCommand, LicenseEvent, LicenseOrigin,
 };
-use aggregates::log::{EventMetadata, StreamVersion};
+use aggregates::log::{EventMetadata, StreamName};
 use aggregates::subscription::SubscriptionState;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use projections::entitlements::{license_entitlements, Entitlements};
 use projections::licenses::Licenses;
@@ -154,7 +156,9 @@ impl Licensing<'_> {
         &self.keys.hasher
     }
 
-    /// Issues a license and binds a new activation key to it, atomically.
+    /// Issues a license and binds a new activation key to it, atomically (an operator's
+    /// issuance: the key is drawn at random and shown once, so a replayed idempotency key cannot
+    /// show it again and is refused).
     pub async fn issue(
         &self,
         license: NewLicense,
@@ -163,49 +167,29 @@ impl Licensing<'_> {
     ) -> Result<IssuedWithKey, FlowError> {
         let license_id = LicenseId::from_entropy(random_u64());
         let activation_key = self.hasher().generate(ACTIVATION_KEY_PREFIX);
-        let key_hash = self.hasher().hash(activation_key.expose());
         let context = Context::new(metadata.effective_at, self.catalog);
-        let issue = LicenseCommand::Issue(Box::new(IssueLicense {
-            license_id: license_id.clone(),
-            owner_email: license.owner_email,
-            plan_version: license.plan_version,
-            billing_cycle: license.billing_cycle,
-            state: SubscriptionState::Active,
-            current_period_end: license.current_period_end,
-            origin: license.origin,
-            stripe_price_id: license.stripe_price_id,
-            activation_key_prefix: activation_key.shown_prefix(),
-            activation_key_hash: key_hash.clone(),
-        }));
-        let (license_events, _) = decide_all::<License>(Default::default(), &[issue], &context)?;
-        let bind = BindActivationKey {
-            license_id: license_id.clone(),
-        };
-        let (key_events, _) =
-            decide_all::<ActivationKeyIndex>(Default::default(), &[bind], &context)?;
-        let appends = [
-            part::<License>(
-                stream(License::STREAM_TYPE, license_id.as_str())?,
-                StreamVersion::EMPTY,
-                &license_events,
-            )?,
-            part::<ActivationKeyIndex>(
-                stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
-                StreamVersion::EMPTY,
-                &key_events,
-            )?,
-        ];
-        let batch = AppendBatch {
-            appends: appends.into_iter().flatten().collect(),
-            metadata,
-            idempotency,
-        };
-        let outcome = self.store.append_batch(batch).await?;
-        Ok(IssuedWithKey {
-            license_id,
-            activation_key,
-            outcome,
-        })
+        let issuance = decide_issuance(
+            self.hasher(),
+            &license_id,
+            &activation_key,
+            license,
+            SubscriptionState::Active,
+            &context,
+        )?;
+        let attempt = Issue { issuance };
+        match run(self.store, &metadata, idempotency.as_ref(), &attempt).await? {
+            Decided::Appended { outcome, .. } => Ok(IssuedWithKey {
+                license_id,
+                activation_key,
+                outcome,
+            }),
+            Decided::Replayed(_) | Decided::Unchanged(()) => {
+                Err(StoreError::IdempotencyKeyReused {
+                    key: idempotency.map(|i| i.key).unwrap_or_default(),
+                }
+                .into())
+            }
+        }
     }
 
     /// The license an activation key opens.
@@ -284,73 +268,25 @@ impl Licensing<'_> {
             ),
             None => self.hasher().generate(INSTALLATION_TOKEN_PREFIX),
         };
-        if let Some(idempotency) = &idempotency {
-            if let Some(previous) = self.store.idempotent_outcome(idempotency).await? {
-                return self.replayed_activation(&previous, token).await;
-            }
-        }
-        for attempt in 1..=FLOW_ATTEMPTS_MAX {
-            crate::engine::command::pause_before_retry(attempt).await;
-            match self
-                .try_activate(&license_id, request, &token, &metadata, idempotency.clone())
-                .await
-            {
-                Err(FlowError::Store(StoreError::WrongExpectedVersion { .. })) => continue,
-                Ok(outcome) => return self.replayed_activation(&outcome, token).await,
-                Err(error) => return Err(error),
-            }
-        }
-        Err(FlowError::Contended)
-    }
-
-    async fn try_activate(
-        &self,
-        license_id: &LicenseId,
-        request: &ActivateRequest,
-        token: &Secret,
-        metadata: &EventMetadata,
-        idempotency: Option<Idempotency>,
-    ) -> Result<BatchOutcome, FlowError> {
-        let context = Context::new(metadata.effective_at, self.catalog);
-        let license_stream = stream(License::STREAM_TYPE, license_id.as_str())?;
-        let (state, version) = load::<License>(self.store, &license_stream).await?;
         let token_hash = self.hasher().hash(token.expose());
-        let activate = LicenseCommand::ActivateInstallation(Box::new(ActivateInstallation {
+        let attempt = Activate {
+            license_stream: stream(License::STREAM_TYPE, license_id.as_str())?,
+            token_stream: stream(InstallationTokenIndex::STREAM_TYPE, token_hash.as_str())?,
+            license_id,
+            request,
+            token_hash,
             installation_id: InstallationId::from_entropy(random_u64()),
-            fingerprint: request.instance_fingerprint.clone(),
-            instance_name: request.instance_name.clone(),
-            token_hash: token_hash.clone(),
-            client_version: request.client_version.clone(),
-        }));
-        let (mut events, activated) = decide_all::<License>(state, &[activate], &context)?;
-        let installation_id = activated_installation(&events).ok_or(DomainError::NotFound {
-            entity: "installation",
-        })?;
-        let grant = LicenseCommand::IssueGrant {
-            installation_id: installation_id.clone(),
-            token_hash: token_hash.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
+            context: Context::new(metadata.effective_at, self.catalog),
         };
-        let (grant_events, _) = decide_all::<License>(activated, &[grant], &context)?;
-        events.extend(grant_events);
-        let token_stream = stream(InstallationTokenIndex::STREAM_TYPE, token_hash.as_str())?;
-        let (binding, token_version) =
-            load::<InstallationTokenIndex>(self.store, &token_stream).await?;
-        let bind = BindInstallationToken {
-            license_id: license_id.clone(),
-            installation_id,
-        };
-        let (token_events, _) = decide_all::<InstallationTokenIndex>(binding, &[bind], &context)?;
-        let appends = [
-            part::<License>(license_stream, version, &events)?,
-            part::<InstallationTokenIndex>(token_stream, token_version, &token_events)?,
-        ];
-        let batch = AppendBatch {
-            appends: appends.into_iter().flatten().collect(),
-            metadata: metadata.clone(),
-            idempotency,
-        };
-        Ok(self.store.append_batch(batch).await?)
+        match run(self.store, &metadata, idempotency.as_ref(), &attempt).await? {
+            Decided::Appended { outcome, .. } | Decided::Replayed(outcome) => {
+                self.replayed_activation(&outcome, token).await
+            }
+            Decided::Unchanged(()) => {
+                Err(StoreError::Invariant(String::from("an activation decided no events")).into())
+            }
+        }
     }
 
     /// Builds the answer of an activation from what it recorded: the license as it was right
@@ -449,7 +385,6 @@ impl Licensing<'_> {
         &self,
         token: &str,
         known_version: Option<u64>,
-        now: DateTime<Utc>,
     ) -> Result<(u64, bool), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
         let (state, _) = load::<License>(
@@ -457,15 +392,12 @@ impl Licensing<'_> {
             &stream(License::STREAM_TYPE, license_id.as_str())?,
         )
         .await?;
-        let check = LicenseCommand::IssueGrant {
-            installation_id,
-            token_hash,
-            jti: String::from("status-check"),
-        };
-        License::decide(&state, &check, &Context::new(now, self.catalog))?;
         let license = state
             .issued
             .ok_or(DomainError::NotFound { entity: "license" })?;
+        if let Some(refusal) = grant_refusal(&license, &installation_id, &token_hash) {
+            return Err(refusal.into());
+        }
         let current = license.license_version;
         Ok((current, known_version.is_none_or(|known| known < current)))
     }
@@ -576,4 +508,127 @@ fn activated_installation(events: &[LicenseEvent]) -> Option<InstallationId> {
         } => Some(installation_id.clone()),
         _ => None,
     })
+}
+
+/// A license and its activation key's binding, decided together: the one place a license comes to
+/// be, whether bought, exchanged from v5 or issued by an operator.
+pub struct Issuance {
+    license_stream: StreamName,
+    license_events: Vec<LicenseEvent>,
+    key_stream: StreamName,
+    key_events: Vec<<ActivationKeyIndex as Decider>::Event>,
+}
+
+/// Decides the issuance of `license` as `license_id`, opened by `activation_key` (only its keyed
+/// hash and shown prefix are recorded), starting in `state`.
+pub fn decide_issuance(
+    hasher: &SecretHasher,
+    license_id: &LicenseId,
+    activation_key: &Secret,
+    license: NewLicense,
+    state: SubscriptionState,
+    context: &Context<'_>,
+) -> Result<Issuance, FlowError> {
+    let key_hash = hasher.hash(activation_key.expose());
+    let issue = LicenseCommand::Issue(Box::new(IssueLicense {
+        license_id: license_id.clone(),
+        owner_email: license.owner_email,
+        plan_version: license.plan_version,
+        billing_cycle: license.billing_cycle,
+        state,
+        current_period_end: license.current_period_end,
+        origin: license.origin,
+        stripe_price_id: license.stripe_price_id,
+        activation_key_prefix: activation_key.shown_prefix(),
+        activation_key_hash: key_hash.clone(),
+    }));
+    let (license_events, _) = decide_all::<License>(Default::default(), &[issue], context)?;
+    let bind = BindActivationKey {
+        license_id: license_id.clone(),
+    };
+    let (key_events, _) = decide_all::<ActivationKeyIndex>(Default::default(), &[bind], context)?;
+    Ok(Issuance {
+        license_stream: stream(License::STREAM_TYPE, license_id.as_str())?,
+        license_events,
+        key_stream: stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
+        key_events,
+    })
+}
+
+impl Issuance {
+    /// Adds the new license and its key binding to `decision` (both streams must be new).
+    pub fn into_decision<T>(&self, decision: Decision<T>) -> Result<Decision<T>, CodecError> {
+        decision
+            .create::<License>(self.license_stream.clone(), &self.license_events)?
+            .create::<ActivationKeyIndex>(self.key_stream.clone(), &self.key_events)
+    }
+}
+
+/// An operator's issuance: nothing to load, two streams to start.
+struct Issue {
+    issuance: Issuance,
+}
+
+#[async_trait]
+impl Attempt for Issue {
+    type Answer = ();
+    type Error = FlowError;
+
+    async fn attempt(&self, _: &mut Reads<'_>) -> Result<Decision<()>, FlowError> {
+        Ok(self.issuance.into_decision(Decision::answer(()))?)
+    }
+}
+
+/// An activation: the license and the token's index entry, decided together with the
+/// installation's first grant.
+struct Activate<'a> {
+    license_id: LicenseId,
+    license_stream: StreamName,
+    token_stream: StreamName,
+    request: &'a ActivateRequest,
+    token_hash: SecretHash,
+    installation_id: InstallationId,
+    jti: String,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for Activate<'_> {
+    type Answer = ();
+    type Error = FlowError;
+
+    async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<()>, FlowError> {
+        let license = reads.load::<License>(&self.license_stream).await?;
+        let binding = reads
+            .load::<InstallationTokenIndex>(&self.token_stream)
+            .await?;
+        let activate = LicenseCommand::ActivateInstallation(Box::new(ActivateInstallation {
+            installation_id: self.installation_id.clone(),
+            fingerprint: self.request.instance_fingerprint.clone(),
+            instance_name: self.request.instance_name.clone(),
+            token_hash: self.token_hash.clone(),
+            client_version: self.request.client_version.clone(),
+        }));
+        let (mut events, activated) = decide_all::<License>(license, &[activate], &self.context)?;
+        // Re-activating a known fingerprint keeps its installation id.
+        let installation_id = activated_installation(&events).ok_or(DomainError::NotFound {
+            entity: "installation",
+        })?;
+        let grant = LicenseCommand::IssueGrant {
+            installation_id: installation_id.clone(),
+            token_hash: self.token_hash.clone(),
+            jti: self.jti.clone(),
+        };
+        let (grant_events, _) = decide_all::<License>(activated, &[grant], &self.context)?;
+        events.extend(grant_events);
+        let bind = BindInstallationToken {
+            license_id: self.license_id.clone(),
+            installation_id,
+        };
+        let (token_events, _) =
+            decide_all::<InstallationTokenIndex>(binding, &[bind], &self.context)?;
+        Ok(Decision::answer(())
+            .append::<License>(self.license_stream.clone(), &events)?
+            .append::<InstallationTokenIndex>(self.token_stream.clone(), &token_events)?)
+    }
 }

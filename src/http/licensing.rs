@@ -128,7 +128,7 @@ pub(super) async fn status(
     };
     let known = request.license_version;
     let (license_version, refresh_required) = licensing(&state)
-        .grant_status(&token, known, Utc::now())
+        .grant_status(&token, known)
         .await
         .map_err(|e| ApiError::flow(e, &headers))?;
     Ok(Json(
