@@ -9,22 +9,24 @@
 //! malformed or fail verification are refused without a record: they name no legacy license, and
 //! recording unauthenticated input would let anyone grow the log.
 
-use crate::crypto::secrets::ACTIVATION_KEY_PREFIX;
-use crate::engine::command::{decide_all, load, CommandError};
-use crate::engine::store::{AppendBatch, StoreError, StreamAppend};
-use crate::flows::licensing::{ActivateRequest, Activation, Licensing};
-use crate::flows::{stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
+use crate::engine::command::decide_all;
+use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
+use crate::flows::licensing::{
+    decide_issuance, ActivateRequest, Activation, Licensing, NewLicense,
+};
+use crate::flows::{stream, FlowError};
 use aggregates::catalog::BillingCycle;
-use aggregates::decider::{encode, Context, Decider};
+use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::exchange::{
     ExchangeEvent, ExchangeLegacyLicense, LegacyExchange, LegacyLicense, LegacyTokenCheck,
 };
 use aggregates::ids::{Email, LicenseId};
-use aggregates::index::{ActivationKeyIndex, BindActivationKey};
-use aggregates::license::{IssueLicense, License, LicenseCommand, LicenseOrigin};
-use aggregates::log::{EventMetadata, StreamVersion};
+use aggregates::license::LicenseOrigin;
+use aggregates::log::{EventMetadata, StreamName};
 use aggregates::subscription::SubscriptionState;
+use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -172,66 +174,87 @@ pub async fn exchange(
             return licensing.activate(&activation, Some(key), metadata).await;
         }
     }
-    for attempt in 1..=FLOW_ATTEMPTS_MAX {
-        crate::engine::command::pause_before_retry(attempt).await;
-        let (state, version) = load::<LegacyExchange>(licensing.store, &exchange_stream).await?;
+    let attempt = Exchange {
+        exchange_stream,
+        check,
+        new_license_id: LicenseId::from_entropy(rand::rngs::OsRng.next_u64()),
+        legacy_id,
+        key,
+        licensing,
+        context,
+    };
+    let refusal = match run(licensing.store, &metadata, None, &attempt).await? {
+        Decided::Appended { answer, .. } | Decided::Unchanged(answer) => answer,
+        Decided::Replayed(_) => None,
+    };
+    if let Some(refusal) = refusal {
+        return Err(refusal.into());
+    }
+    licensing
+        .activate(&activation, activation_key.as_deref(), metadata)
+        .await
+}
+
+/// One exchange of a verified (or refused) v5 token: its record and, the first time it succeeds,
+/// the license it becomes; answers the refusal to give, if any (a failure is recorded first).
+struct Exchange<'a> {
+    exchange_stream: StreamName,
+    check: LegacyTokenCheck,
+    new_license_id: LicenseId,
+    legacy_id: String,
+    key: Secret,
+    licensing: &'a Licensing<'a>,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for Exchange<'_> {
+    type Answer = Option<DomainError>;
+    type Error = FlowError;
+
+    async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<Self::Answer>, FlowError> {
+        let state = reads.load::<LegacyExchange>(&self.exchange_stream).await?;
         let command = ExchangeLegacyLicense {
-            check: check.clone(),
-            new_license_id: LicenseId::from_entropy(rand::rngs::OsRng.next_u64()),
+            check: self.check.clone(),
+            new_license_id: self.new_license_id.clone(),
         };
-        let (events, _) = decide_all::<LegacyExchange>(state, &[command], &context)?;
-        let mut appends = vec![StreamAppend {
-            stream: exchange_stream.clone(),
-            expected_version: version,
-            events: events.iter().map(encode).collect::<Result<_, _>>()?,
-        }];
-        let success = events.iter().find_map(|e| match e {
+        let (events, _) = decide_all::<LegacyExchange>(state, &[command], &self.context)?;
+        let refusal = events.iter().find_map(ExchangeEvent::failure);
+        let mut decision = Decision::answer(refusal)
+            .append::<LegacyExchange>(self.exchange_stream.clone(), &events)?;
+        let first_success = events.iter().find_map(|e| match e {
             ExchangeEvent::LegacyExchangeSucceeded {
                 license_id,
                 plan_version,
                 email,
-                first,
+                first: true,
                 ..
-            } => Some((
-                license_id.clone(),
-                plan_version.clone(),
-                email.clone(),
-                *first,
-            )),
-            ExchangeEvent::LegacyExchangeFailed { .. } => None,
+            } => Some((license_id, plan_version, email)),
+            _ => None,
         });
-        if let Some((license_id, plan_version, email, true)) = &success {
-            appends.extend(issue_parts(
-                licensing,
-                &context,
+        if let Some((license_id, plan_version, email)) = first_success {
+            let license = NewLicense {
+                owner_email: email.clone(),
+                plan_version: plan_version.clone(),
+                billing_cycle: None,
+                current_period_end: None,
+                origin: LicenseOrigin::LegacyExchange {
+                    legacy_license_id: self.legacy_id.clone(),
+                },
+                stripe_price_id: None,
+            };
+            let issuance = decide_issuance(
+                &self.licensing.keys.hasher,
                 license_id,
-                plan_version,
-                email,
-                &legacy_id,
-                &key,
-            )?);
+                &self.key,
+                license,
+                SubscriptionState::Active,
+                &self.context,
+            )?;
+            decision = issuance.into_decision(decision)?;
         }
-        match licensing
-            .store
-            .append_batch(AppendBatch {
-                appends,
-                metadata: metadata.clone(),
-                idempotency: None,
-            })
-            .await
-        {
-            Err(StoreError::WrongExpectedVersion { .. }) => continue,
-            Err(error) => return Err(error.into()),
-            Ok(_) => {}
-        }
-        if let Some(failure) = events.iter().find_map(ExchangeEvent::failure) {
-            return Err(failure.into());
-        }
-        return licensing
-            .activate(&activation, activation_key.as_deref(), metadata)
-            .await;
+        Ok(decision)
     }
-    Err(FlowError::Contended)
 }
 
 fn refusal_of(check: &LegacyTokenCheck) -> DomainError {
@@ -239,55 +262,4 @@ fn refusal_of(check: &LegacyTokenCheck) -> DomainError {
         LegacyTokenCheck::Malformed => DomainError::ExchangeMalformed,
         _ => DomainError::ExchangeInvalid,
     }
-}
-
-/// The license and its activation-key binding, for a first exchange.
-fn issue_parts(
-    licensing: &Licensing<'_>,
-    context: &Context<'_>,
-    license_id: &LicenseId,
-    plan_version: &str,
-    email: &Email,
-    legacy_id: &str,
-    key: &crate::crypto::secrets::Secret,
-) -> Result<Vec<StreamAppend>, FlowError> {
-    let key_hash = licensing.keys.hasher.hash(key.expose());
-    let issue = LicenseCommand::Issue(Box::new(IssueLicense {
-        license_id: license_id.clone(),
-        owner_email: email.clone(),
-        plan_version: plan_version.to_owned(),
-        billing_cycle: None,
-        state: SubscriptionState::Active,
-        current_period_end: None,
-        origin: LicenseOrigin::LegacyExchange {
-            legacy_license_id: legacy_id.to_owned(),
-        },
-        stripe_price_id: None,
-        activation_key_prefix: key.shown_prefix(),
-        activation_key_hash: key_hash.clone(),
-    }));
-    let (license_events, _) = decide_all::<License>(Default::default(), &[issue], context)
-        .map_err(CommandError::<DomainError>::Domain)?;
-    let (key_events, _) = decide_all::<ActivationKeyIndex>(
-        Default::default(),
-        &[BindActivationKey {
-            license_id: license_id.clone(),
-        }],
-        context,
-    )?;
-    Ok(vec![
-        StreamAppend {
-            stream: stream(License::STREAM_TYPE, license_id.as_str())?,
-            expected_version: StreamVersion::EMPTY,
-            events: license_events
-                .iter()
-                .map(encode)
-                .collect::<Result<_, _>>()?,
-        },
-        StreamAppend {
-            stream: stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
-            expected_version: StreamVersion::EMPTY,
-            events: key_events.iter().map(encode).collect::<Result<_, _>>()?,
-        },
-    ])
 }
