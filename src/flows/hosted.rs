@@ -10,13 +10,10 @@
 
 use crate::crypto::secrets::{Secret, LEASE_REFRESH_TOKEN_HEX_LEN, LEASE_REFRESH_TOKEN_PREFIX};
 use crate::crypto::KeyMaterial;
-use crate::engine::command::{
-    decide_all, handle, load, load_until, recorded_events, Command, CommandError,
-};
-use crate::engine::store::{
-    AppendBatch, BatchOutcome, Idempotency, Store, StoreError, StreamAppend,
-};
-use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::engine::command::{decide_all, handle, load, load_until, recorded_events, Command};
+use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
+use crate::engine::store::{BatchOutcome, Idempotency, Store, StoreError};
+use crate::flows::{stream, FlowError};
 use aggregates::account::{
     Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims, Tenant, TenantState,
 };
@@ -26,8 +23,9 @@ use aggregates::error::DomainError;
 use aggregates::handoff::StartedCheckout;
 use aggregates::ids::{AccountId, Email, SecretHash, TenantId, UserId};
 use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
-use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::log::{EventMetadata, StreamName};
 use aggregates::subscription::SubscriptionState;
+use async_trait::async_trait;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -40,15 +38,16 @@ pub fn lease_refresh_token(keys: &KeyMaterial, tenant_id: &TenantId) -> Secret {
     )
 }
 
-/// The appends that open a hosted account from a completed checkout: the account with its Owner,
-/// billing and first tenant, and the tenant's refresh-token index; and the new account's id.
-pub async fn open_account(
-    store: &dyn Store,
+/// Opens a hosted account from a completed checkout, into `decision`: the account with its Owner,
+/// billing and first tenant, and the tenant's refresh-token index; returns the new account's id.
+pub async fn open_account<T>(
+    reads: &mut Reads<'_>,
     keys: &KeyMaterial,
     context: &Context<'_>,
     checkout: &StartedCheckout,
     owner_email: Email,
-) -> Result<(AccountId, Vec<StreamAppend>), CommandError<DomainError>> {
+    decision: Decision<T>,
+) -> Result<(AccountId, Decision<T>), FlowError> {
     let account_id = AccountId::from_entropy(rand::rngs::OsRng.next_u64());
     let owner = UserId::from_entropy(rand::rngs::OsRng.next_u64());
     let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
@@ -87,37 +86,40 @@ pub async fn open_account(
             refresh_token_hash: token_hash.clone(),
         },
     ];
-    let (account_events, _) = decide_all::<Account>(Default::default(), &commands, context)
-        .map_err(CommandError::Domain)?;
-    let index_part =
-        refresh_index_part(store, &token_hash, &account_id, tenant_id, context).await?;
-    let account_stream =
-        stream(Account::STREAM_TYPE, account_id.as_str()).map_err(CommandError::Domain)?;
-    let parts = [
-        part::<Account>(account_stream, StreamVersion::EMPTY, &account_events)?,
-        index_part,
-    ];
-    Ok((account_id, parts.into_iter().flatten().collect()))
+    let (account_events, _) = decide_all::<Account>(Default::default(), &commands, context)?;
+    let decision = decision.create::<Account>(
+        stream(Account::STREAM_TYPE, account_id.as_str())?,
+        &account_events,
+    )?;
+    let decision = bind_refresh_token(
+        reads,
+        &token_hash,
+        &account_id,
+        tenant_id,
+        context,
+        decision,
+    )
+    .await?;
+    Ok((account_id, decision))
 }
 
-/// The lease-refresh index's part of an append binding a tenant's token hash.
-async fn refresh_index_part(
-    store: &dyn Store,
+/// Binds a tenant's refresh-token hash in the lease-refresh index, into `decision`.
+async fn bind_refresh_token<T>(
+    reads: &mut Reads<'_>,
     token_hash: &SecretHash,
     account_id: &AccountId,
     tenant_id: TenantId,
     context: &Context<'_>,
-) -> Result<Option<StreamAppend>, CommandError<DomainError>> {
-    let index = stream(LeaseRefreshIndex::STREAM_TYPE, token_hash.as_str())
-        .map_err(CommandError::Domain)?;
-    let (binding, version) = load::<LeaseRefreshIndex>(store, &index).await?;
+    decision: Decision<T>,
+) -> Result<Decision<T>, FlowError> {
+    let index = stream(LeaseRefreshIndex::STREAM_TYPE, token_hash.as_str())?;
+    let binding = reads.load::<LeaseRefreshIndex>(&index).await?;
     let bind = BindLeaseRefresh {
         account_id: account_id.clone(),
         tenant_id,
     };
-    let (events, _) =
-        decide_all::<LeaseRefreshIndex>(binding, &[bind], context).map_err(CommandError::Domain)?;
-    Ok(part::<LeaseRefreshIndex>(index, version, &events)?)
+    let (events, _) = decide_all::<LeaseRefreshIndex>(binding, &[bind], context)?;
+    Ok(decision.append::<LeaseRefreshIndex>(index, &events)?)
 }
 
 /// Provisions another workspace of an account for `actor`, with its lease refresh token: the
@@ -130,42 +132,60 @@ pub async fn provision_tenant(
     actor: &UserId,
     metadata: EventMetadata,
 ) -> Result<TenantId, FlowError> {
-    let context = Context::new(metadata.effective_at, catalog);
-    let account_stream = stream(Account::STREAM_TYPE, account_id.as_str())?;
-    for attempt in 1..=FLOW_ATTEMPTS_MAX {
-        crate::engine::command::pause_before_retry(attempt).await;
+    let attempt = Provision {
+        account_stream: stream(Account::STREAM_TYPE, account_id.as_str())?,
+        account_id,
+        actor,
+        keys,
+        context: Context::new(metadata.effective_at, catalog),
+    };
+    match run(store, &metadata, None, &attempt).await? {
+        Decided::Appended { answer, .. } | Decided::Unchanged(answer) => Ok(answer),
+        Decided::Replayed(_) => {
+            Err(StoreError::Invariant(String::from("an unkeyed provisioning was replayed")).into())
+        }
+    }
+}
+
+/// Another workspace of an account, with its lease refresh token's index entry.
+struct Provision<'a> {
+    account_stream: StreamName,
+    account_id: &'a AccountId,
+    actor: &'a UserId,
+    keys: &'a KeyMaterial,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for Provision<'_> {
+    type Answer = TenantId;
+    type Error = FlowError;
+
+    async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<TenantId>, FlowError> {
         let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
-        let token_hash = keys
+        let token_hash = self
+            .keys
             .hasher
-            .hash(lease_refresh_token(keys, &tenant_id).expose());
-        let (state, version) = load::<Account>(store, &account_stream).await?;
+            .hash(lease_refresh_token(self.keys, &tenant_id).expose());
+        let state = reads.load::<Account>(&self.account_stream).await?;
         let command = AccountCommand::ProvisionTenant {
-            actor: actor.clone(),
+            actor: self.actor.clone(),
             tenant_id: tenant_id.clone(),
             refresh_token_hash: token_hash.clone(),
         };
-        let (events, _) = decide_all::<Account>(state, &[command], &context)?;
-        let mut appends: Vec<StreamAppend> =
-            part::<Account>(account_stream.clone(), version, &events)?
-                .into_iter()
-                .collect();
-        appends.extend(
-            refresh_index_part(store, &token_hash, account_id, tenant_id.clone(), &context).await?,
-        );
-        match store
-            .append_batch(AppendBatch {
-                appends,
-                metadata: metadata.clone(),
-                idempotency: None,
-            })
-            .await
-        {
-            Ok(_) => return Ok(tenant_id),
-            Err(StoreError::WrongExpectedVersion { .. }) => continue,
-            Err(error) => return Err(error.into()),
-        }
+        let (events, _) = decide_all::<Account>(state, &[command], &self.context)?;
+        let decision = Decision::answer(tenant_id.clone())
+            .append::<Account>(self.account_stream.clone(), &events)?;
+        bind_refresh_token(
+            reads,
+            &token_hash,
+            self.account_id,
+            tenant_id,
+            &self.context,
+            decision,
+        )
+        .await
     }
-    Err(FlowError::Contended)
 }
 
 /// The provisioner fetches a tenant's lease refresh token to boot its runtime with. The token is
@@ -319,42 +339,44 @@ pub async fn refresh_lease(
             }),
         )
     });
-    if let Some(idempotency) = &idempotency {
-        if let Some(previous) = store.idempotent_outcome(idempotency).await? {
-            return replayed_lease(store, keys, &account_stream, &previous).await;
-        }
-    }
-    let context = Context::new(metadata.effective_at, catalog);
-    for attempt in 1..=FLOW_ATTEMPTS_MAX {
-        crate::engine::command::pause_before_retry(attempt).await;
-        let (state, version) = load::<Account>(store, &account_stream).await?;
-        let command = AccountCommand::IssueLease {
-            tenant_id: tenant_id.clone(),
+    let attempt = IssueLease {
+        account_stream: account_stream.clone(),
+        command: AccountCommand::IssueLease {
+            tenant_id,
             instance_host: instance_host.to_owned(),
-            refresh_token_hash: token_hash.clone(),
-        };
-        let (events, _) = decide_all::<Account>(state, &[command], &context)?;
-        let claims = issued_claims(&events)?;
-        let appends = part::<Account>(account_stream.clone(), version, &events)?
-            .into_iter()
-            .collect();
-        match store
-            .append_batch(AppendBatch {
-                appends,
-                metadata: metadata.clone(),
-                idempotency: idempotency.clone(),
-            })
-            .await
-        {
-            Ok(outcome) if outcome.replayed() => {
-                return replayed_lease(store, keys, &account_stream, &outcome).await
-            }
-            Ok(_) => return Ok(keys.signer.sign(&claims)?),
-            Err(StoreError::WrongExpectedVersion { .. }) => continue,
-            Err(error) => return Err(error.into()),
+            refresh_token_hash: token_hash,
+        },
+        context: Context::new(metadata.effective_at, catalog),
+    };
+    match run(store, &metadata, idempotency.as_ref(), &attempt).await? {
+        Decided::Appended { answer, .. } | Decided::Unchanged(answer) => {
+            Ok(keys.signer.sign(&answer)?)
+        }
+        Decided::Replayed(previous) => {
+            replayed_lease(store, keys, &account_stream, &previous).await
         }
     }
-    Err(FlowError::Contended)
+}
+
+/// A lease for a tenant's runtime: the account decides it (tenant state, billing, trial).
+struct IssueLease<'a> {
+    account_stream: StreamName,
+    command: AccountCommand,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for IssueLease<'_> {
+    type Answer = LeaseClaims;
+    type Error = FlowError;
+
+    async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<LeaseClaims>, FlowError> {
+        let state = reads.load::<Account>(&self.account_stream).await?;
+        let (events, _) =
+            decide_all::<Account>(state, std::slice::from_ref(&self.command), &self.context)?;
+        let claims = issued_claims(&events)?;
+        Ok(Decision::answer(claims).append::<Account>(self.account_stream.clone(), &events)?)
+    }
 }
 
 /// The claims of the lease a decision issued.

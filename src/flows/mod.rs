@@ -2,6 +2,7 @@
 //! (the JSON API, the CLI) calls these. This module holds what they share: their one error type,
 //! and the helpers that turn decided events into parts of an atomic append.
 
+pub mod billing;
 pub mod erasure;
 pub mod exchange;
 pub mod hosted;

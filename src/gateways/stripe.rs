@@ -88,25 +88,155 @@ pub struct CreatedCheckoutSession {
     pub url: String,
 }
 
-/// The typed head of a verified Stripe event.
-#[derive(Clone, Debug, Deserialize)]
+/// A verified Stripe event, read into the fields the ledger acts on. Objects are read leniently
+/// (a field of another shape reads as absent): an authentic event of a newer API version still
+/// takes effect, instead of being refused and retried by Stripe forever.
+#[derive(Clone, Debug, PartialEq)]
 pub struct StripeEvent {
     /// `evt_…`.
     pub id: String,
     /// E.g. `checkout.session.completed`.
-    #[serde(rename = "type")]
     pub event_type: String,
     /// Seconds since the epoch.
     pub created: i64,
-    /// The object.
-    pub data: StripeEventData,
+    /// Its object, by the kind the event type names.
+    pub object: StripeObject,
 }
 
-/// The data of a Stripe event.
-#[derive(Clone, Debug, Deserialize)]
-pub struct StripeEventData {
-    /// The object, read field by field by each handler.
-    pub object: serde_json::Value,
+/// The object of a Stripe event, for the event types the ledger handles.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StripeObject {
+    /// `checkout.session.*`.
+    CheckoutSession {
+        /// `cs_…`.
+        id: Option<String>,
+        /// The buyer's email (`customer_details.email`, else `customer_email`).
+        customer_email: Option<String>,
+        /// The subscription it started.
+        subscription: Option<String>,
+        /// The customer it billed.
+        customer: Option<String>,
+    },
+    /// `customer.subscription.*`.
+    Subscription {
+        /// `sub_…`.
+        id: Option<String>,
+        /// Stripe's status.
+        status: Option<String>,
+        /// The period end: on the subscription (older API versions) or its first item (newer).
+        current_period_end: Option<i64>,
+        /// Its metadata (string values only).
+        metadata: BTreeMap<String, String>,
+        /// The first item's price.
+        price_id: Option<String>,
+        /// The first item's interval (`month`, `year`).
+        interval: Option<String>,
+    },
+    /// `invoice.*`.
+    Invoice {
+        /// The subscription it bills: top-level in older API versions, under `parent` in newer.
+        subscription: Option<String>,
+        /// The first line's period end.
+        period_end: Option<i64>,
+        /// The charge that paid it.
+        charge: Option<String>,
+    },
+    /// `charge.*` other than disputes.
+    Charge {
+        /// `ch_…`.
+        id: Option<String>,
+    },
+    /// `charge.dispute.*`.
+    Dispute {
+        /// `dp_…`.
+        id: Option<String>,
+        /// The disputed charge.
+        charge: Option<String>,
+    },
+    /// Any other object: the ledger does not read it.
+    Other,
+}
+
+/// The envelope of an event, before its object is read.
+#[derive(Deserialize)]
+struct RawEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    created: i64,
+    data: RawEventData,
+}
+
+#[derive(Deserialize)]
+struct RawEventData {
+    object: serde_json::Value,
+}
+
+impl StripeEvent {
+    /// Reads an event from its JSON; `None` when it is not a Stripe event at all.
+    pub fn parse(payload: &str) -> Option<StripeEvent> {
+        let raw: RawEvent = serde_json::from_str(payload).ok()?;
+        let object = StripeObject::read(&raw.event_type, &raw.data.object);
+        Some(StripeEvent {
+            id: raw.id,
+            event_type: raw.event_type,
+            created: raw.created,
+            object,
+        })
+    }
+}
+
+impl StripeObject {
+    fn read(event_type: &str, object: &serde_json::Value) -> StripeObject {
+        let text = |value: &serde_json::Value| value.as_str().map(str::to_owned);
+        if event_type.starts_with("checkout.session.") {
+            StripeObject::CheckoutSession {
+                id: text(&object["id"]),
+                customer_email: text(&object["customer_details"]["email"])
+                    .or_else(|| text(&object["customer_email"])),
+                subscription: text(&object["subscription"]),
+                customer: text(&object["customer"]),
+            }
+        } else if event_type.starts_with("customer.subscription.") {
+            let item = &object["items"]["data"][0];
+            StripeObject::Subscription {
+                id: text(&object["id"]),
+                status: text(&object["status"]),
+                current_period_end: object["current_period_end"]
+                    .as_i64()
+                    .or_else(|| item["current_period_end"].as_i64()),
+                metadata: object["metadata"]
+                    .as_object()
+                    .map(|fields| {
+                        fields
+                            .iter()
+                            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                price_id: text(&item["price"]["id"]),
+                interval: text(&item["price"]["recurring"]["interval"]),
+            }
+        } else if event_type.starts_with("invoice.") {
+            StripeObject::Invoice {
+                subscription: text(&object["subscription"])
+                    .or_else(|| text(&object["parent"]["subscription_details"]["subscription"])),
+                period_end: object["lines"]["data"][0]["period"]["end"].as_i64(),
+                charge: text(&object["charge"]),
+            }
+        } else if event_type.starts_with("charge.dispute.") {
+            StripeObject::Dispute {
+                id: text(&object["id"]),
+                charge: text(&object["charge"]),
+            }
+        } else if event_type.starts_with("charge.") {
+            StripeObject::Charge {
+                id: text(&object["id"]),
+            }
+        } else {
+            StripeObject::Other
+        }
+    }
 }
 
 /// Where checkout happens: at Stripe, or — with no Stripe key configured — on a local page of this
@@ -234,13 +364,7 @@ impl StripeGateway {
         })
     }
 
-    /// Verifies a webhook's signature (and its 5-minute tolerance) and reads its head.
-    ///
-    /// async-stripe checks the signature and the timestamp before it parses the payload into its
-    /// own model, so `BadParse` means the event *is* authentic: its object merely does not fit the
-    /// library's model (a newer API version, a field it does not know). Such an event is read with
-    /// our own lenient types instead of being refused, since a 400 would make Stripe retry it
-    /// forever and the event would never take effect.
+    /// Verifies a webhook's signature (and its 5-minute tolerance), then reads the event.
     pub fn verify_webhook(
         &self,
         payload: &str,
@@ -252,7 +376,7 @@ impl StripeGateway {
             .ok_or(WebhookRejection::NotConfigured)?;
         verify_signature(secret, signature, payload, chrono::Utc::now().timestamp())
             .map_err(|reason| WebhookRejection::BadSignature(reason.to_owned()))?;
-        serde_json::from_str(payload).map_err(|_| {
+        StripeEvent::parse(payload).ok_or_else(|| {
             WebhookRejection::Malformed(String::from("the body is not a Stripe event object"))
         })
     }
@@ -317,6 +441,34 @@ fn verify_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_are_read_by_the_event_type_and_leniently() {
+        let event = StripeEvent::parse(
+            r#"{"id":"evt_1","type":"invoice.paid","created":5,"data":{"object":{
+                "parent":{"subscription_details":{"subscription":"sub_1"}},
+                "lines":{"data":[{"period":{"end":99}}]},"charge":{"expanded":true}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            event.object,
+            StripeObject::Invoice {
+                subscription: Some(String::from("sub_1")),
+                period_end: Some(99),
+                charge: None,
+            }
+        );
+        let session = StripeEvent::parse(
+            r#"{"id":"evt_2","type":"checkout.session.completed","created":5,"data":{"object":{
+                "id":"cs_1","customer_email":"a@b.example"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            session.object,
+            StripeObject::CheckoutSession { customer_email: Some(ref email), .. } if email == "a@b.example"
+        ));
+        assert_eq!(StripeEvent::parse(r#"{"id":"evt_3"}"#), None);
+    }
 
     #[test]
     fn a_signature_verifies_only_with_its_secret_payload_and_time() {

@@ -1,0 +1,212 @@
+//! Stripe Checkout Sessions started from a handoff (`DOMAIN.md` §6.3), and the lookup an
+//! installation makes on its return (§6.5).
+
+use super::{
+    parse_handoff_id, with_session_placeholder, Checkout, SessionResult, StartCheckoutRequest,
+    StartedCheckoutView,
+};
+use crate::engine::command::{decide_all, load, recorded_events};
+use crate::engine::store::{scoped_digest, AppendBatch, BatchOutcome, Idempotency, StoreError};
+use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::gateways::stripe::NewCheckoutSession;
+use aggregates::decider::Decider;
+use aggregates::error::DomainError;
+use aggregates::handoff::{HandoffCommand, HandoffStatus, PurchaseHandoff, StartedCheckout};
+use aggregates::index::{BindCheckoutSession, CheckoutSessionIndex};
+use aggregates::license::License;
+use aggregates::log::{EventMetadata, StreamVersion};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+impl Checkout<'_> {
+    /// Starts a Stripe Checkout from a handoff; the intent's URLs and jti stay server-side.
+    pub async fn start_checkout(
+        &self,
+        request: &StartCheckoutRequest,
+        idempotency_key: Option<&str>,
+        metadata: EventMetadata,
+    ) -> Result<StartedCheckoutView, FlowError> {
+        let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
+        let idempotency =
+            idempotency_key.map(|key| Idempotency::scoped("checkout-session", key, request));
+        if let Some(idempotency) = &idempotency {
+            if let Some(previous) = self.store.idempotent_outcome(idempotency).await? {
+                return self.replayed_checkout(&previous).await;
+            }
+        }
+        for attempt in 1..=FLOW_ATTEMPTS_MAX {
+            crate::engine::command::pause_before_retry(attempt).await;
+            let (handoff, version) = self.handoff(&handoff_id).await?;
+            let context = self.context(metadata.effective_at);
+            let wanted = StartedCheckout {
+                session_id: String::from("cs_pending"),
+                plan_key: request.plan_key.clone(),
+                tier: request.tier.clone(),
+                billing_cycle: request.billing_cycle,
+                price_id: String::new(),
+                trial: request.trial,
+                url: None,
+            };
+            let state = aggregates::handoff::HandoffState {
+                handoff: Some(handoff.clone()),
+            };
+            let checked = PurchaseHandoff::decide(
+                &state,
+                &HandoffCommand::StartCheckout(wanted.clone()),
+                &context,
+            )?;
+            let Some(aggregates::handoff::HandoffEvent::CheckoutStarted(priced)) =
+                checked.into_iter().next()
+            else {
+                return Err(DomainError::NotFound { entity: "checkout" }.into());
+            };
+            let mut meta = BTreeMap::new();
+            meta.insert(String::from("portal_handoff_id"), handoff_id.to_string());
+            meta.insert(String::from("plan_version"), priced.plan_key.clone());
+            let session = self
+                .stripe
+                .create_checkout_session(&NewCheckoutSession {
+                    price_id: priced.price_id.clone(),
+                    success_url: with_session_placeholder(&handoff.intent.success_url),
+                    cancel_url: handoff.intent.cancel_url.clone(),
+                    client_reference_id: handoff_id.to_string(),
+                    metadata: meta,
+                    trial_period_days: request
+                        .trial
+                        .then_some(aggregates::trial::TRIAL_DAYS as u32),
+                    // A retried request reaches Stripe with the same key, so it gets the same session.
+                    idempotency_key: match idempotency_key {
+                        Some(key) => format!("checkout:{handoff_id}:key:{}", scoped_digest(key)),
+                        None => format!("checkout:{handoff_id}:{}", version.0),
+                    },
+                })
+                .await?;
+            let started = StartedCheckout {
+                session_id: session.id.clone(),
+                url: Some(session.url.clone()),
+                ..priced.clone()
+            };
+            let (handoff_events, _) = decide_all::<PurchaseHandoff>(
+                state,
+                &[HandoffCommand::StartCheckout(started)],
+                &context,
+            )?;
+            let (index_events, _) = decide_all::<CheckoutSessionIndex>(
+                Default::default(),
+                &[BindCheckoutSession {
+                    handoff_id: handoff_id.clone(),
+                }],
+                &context,
+            )?;
+            let appends = [
+                part::<PurchaseHandoff>(
+                    stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
+                    version,
+                    &handoff_events,
+                )?,
+                part::<CheckoutSessionIndex>(
+                    stream(CheckoutSessionIndex::STREAM_TYPE, &session.id)?,
+                    StreamVersion::EMPTY,
+                    &index_events,
+                )?,
+            ];
+            let batch = AppendBatch {
+                appends: appends.into_iter().flatten().collect(),
+                metadata: metadata.clone(),
+                idempotency: idempotency.clone(),
+            };
+            match self.store.append_batch(batch).await {
+                Ok(outcome) if outcome.replayed() => return self.replayed_checkout(&outcome).await,
+                Ok(_) => {
+                    return Ok(StartedCheckoutView {
+                        url: session.url,
+                        plan_key: priced.plan_key,
+                        tier: priced.tier,
+                        billing_cycle: priced.billing_cycle,
+                    });
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(FlowError::Contended)
+    }
+
+    /// The answer a recorded checkout start gave: the session it started, with its URL.
+    async fn replayed_checkout(
+        &self,
+        outcome: &BatchOutcome,
+    ) -> Result<StartedCheckoutView, FlowError> {
+        let appended = outcome
+            .outcomes
+            .iter()
+            .find(|o| o.stream.stream_type() == PurchaseHandoff::STREAM_TYPE)
+            .ok_or(DomainError::NotFound { entity: "checkout" })?;
+        let events = recorded_events::<PurchaseHandoff>(self.store, appended).await?;
+        let started = events
+            .into_iter()
+            .find_map(|event| match event {
+                aggregates::handoff::HandoffEvent::CheckoutStarted(started) => Some(started),
+                _ => None,
+            })
+            .ok_or(DomainError::NotFound { entity: "checkout" })?;
+        Ok(StartedCheckoutView {
+            url: started.url.unwrap_or_default(),
+            plan_key: started.plan_key,
+            tier: started.tier,
+            billing_cycle: started.billing_cycle,
+        })
+    }
+
+    /// The installation's lookup on return (§6.5).
+    pub async fn session_result(
+        &self,
+        session_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<SessionResult, FlowError> {
+        let index = stream(CheckoutSessionIndex::STREAM_TYPE, session_id)?;
+        let (binding, _) = load::<CheckoutSessionIndex>(self.store, &index).await?;
+        let handoff_id = binding.handoff_id.ok_or(DomainError::NotFound {
+            entity: "checkout session",
+        })?;
+        let (handoff, _) = self.handoff(&handoff_id).await?;
+        let checkout = handoff
+            .checkout(session_id)
+            .cloned()
+            .ok_or(DomainError::UnknownCheckoutSession)?;
+        let mut result = SessionResult {
+            status: "pending",
+            portal_handoff_id: handoff.handoff_id.clone(),
+            purchase_return_jti: handoff.intent.purchase_return_jti.clone(),
+            license_id: None,
+            activation_key: None,
+            activation_key_prefix: None,
+            owner_email: None,
+            tier: checkout.tier.clone(),
+            plan_key: checkout.plan_key.clone(),
+        };
+        match &handoff.completed {
+            Some((completed_session, Some(license_id))) if completed_session == session_id => {
+                let (license, _) = load::<License>(
+                    self.store,
+                    &stream(License::STREAM_TYPE, license_id.as_str())?,
+                )
+                .await?;
+                let key = self.activation_key_of(session_id);
+                result.status = "fulfilled";
+                result.license_id = Some(license_id.clone());
+                result.activation_key_prefix = Some(key.shown_prefix());
+                result.activation_key = Some(key.expose().to_owned());
+                result.owner_email = license.issued.map(|l| l.owner_email);
+            }
+            // A hosted purchase completes without a license: the account is what it bought.
+            Some((completed_session, None)) if completed_session == session_id => {
+                result.status = "fulfilled"
+            }
+            Some(_) => result.status = "failed",
+            None if handoff.status(now) == HandoffStatus::Expired => result.status = "failed",
+            None => {}
+        }
+        Ok(result)
+    }
+}
