@@ -417,29 +417,49 @@ pub fn checked_success_url(raw: &str) -> Result<Url, DomainError> {
     Ok(url)
 }
 
-fn decide_start(
+/// A checkout a handoff may start: its plan canonicalised and priced from the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PricedCheckout {
+    /// The plan.
+    pub plan_key: String,
+    /// Its tier.
+    pub tier: String,
+    /// Its cadence.
+    pub billing_cycle: BillingCycle,
+    /// The Stripe price of that plan and cadence.
+    pub price_id: String,
+    /// Whether it includes a trial.
+    pub trial: bool,
+}
+
+/// Whether `handoff` may start a checkout of `plan_key` (`tier`, `billing_cycle`) now, and at what
+/// price: the query a checkout start asks before it creates the session at Stripe, and the rule
+/// the decision to record it applies again.
+pub fn price_checkout(
     handoff: &Handoff,
-    checkout: &StartedCheckout,
+    plan_key: &str,
+    tier: &str,
+    billing_cycle: BillingCycle,
+    trial: bool,
     context: &Context<'_>,
-) -> Result<Vec<HandoffEvent>, DomainError> {
+) -> Result<PricedCheckout, DomainError> {
     match handoff.status(context.now) {
         HandoffStatus::Completed => return Err(DomainError::HandoffCompleted),
         HandoffStatus::Expired => return Err(DomainError::HandoffExpired),
         HandoffStatus::Created | HandoffStatus::Resolved | HandoffStatus::CheckoutStarted => {}
     }
-    let plan =
-        context
-            .catalog
-            .plan(&checkout.plan_key)
-            .ok_or_else(|| DomainError::UnknownPlan {
-                plan: checkout.plan_key.clone(),
-            })?;
+    let plan = context
+        .catalog
+        .plan(plan_key)
+        .ok_or_else(|| DomainError::UnknownPlan {
+            plan: plan_key.to_owned(),
+        })?;
     if plan.grandfathered || !plan.purchasable {
         return Err(DomainError::PlanNotPurchasable {
             plan: plan.key.clone(),
         });
     }
-    if checkout.tier.trim() != plan.tier {
+    if tier.trim() != plan.tier {
         return Err(DomainError::invalid(
             "tier",
             format!("plan {} is tier {}", plan.key, plan.tier),
@@ -447,20 +467,42 @@ fn decide_start(
     }
     let price = context
         .catalog
-        .price_for(&plan.key, checkout.billing_cycle)
+        .price_for(&plan.key, billing_cycle)
         .ok_or_else(|| {
             DomainError::invalid(
                 "billing_cycle",
                 format!("plan {} has no such price", plan.key),
             )
         })?;
-    Ok(vec![HandoffEvent::CheckoutStarted(StartedCheckout {
-        session_id: checked_token_id("session_id", &checkout.session_id)?,
+    Ok(PricedCheckout {
         plan_key: plan.key.clone(),
         tier: plan.tier.clone(),
-        billing_cycle: checkout.billing_cycle,
+        billing_cycle,
         price_id: price.id.clone(),
-        trial: checkout.trial,
+        trial,
+    })
+}
+
+fn decide_start(
+    handoff: &Handoff,
+    checkout: &StartedCheckout,
+    context: &Context<'_>,
+) -> Result<Vec<HandoffEvent>, DomainError> {
+    let priced = price_checkout(
+        handoff,
+        &checkout.plan_key,
+        &checkout.tier,
+        checkout.billing_cycle,
+        checkout.trial,
+        context,
+    )?;
+    Ok(vec![HandoffEvent::CheckoutStarted(StartedCheckout {
+        session_id: checked_token_id("session_id", &checkout.session_id)?,
+        plan_key: priced.plan_key,
+        tier: priced.tier,
+        billing_cycle: priced.billing_cycle,
+        price_id: priced.price_id,
+        trial: priced.trial,
         url: checkout
             .url
             .as_deref()

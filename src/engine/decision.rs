@@ -107,18 +107,6 @@ impl<T> Decision<T> {
         Ok(self)
     }
 
-    /// Adds parts another step already encoded (their expected versions are theirs).
-    pub fn with_parts(mut self, parts: Vec<StreamAppend>) -> Decision<T> {
-        for part in parts {
-            self.changes.push(Change {
-                created: part.expected_version == StreamVersion::EMPTY,
-                stream: part.stream,
-                events: part.events,
-            });
-        }
-        self
-    }
-
     fn push<D: Decider>(
         &mut self,
         stream: StreamName,

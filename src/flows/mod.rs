@@ -14,16 +14,13 @@ pub mod support;
 pub mod trials;
 
 use crate::crypto::signing::JwtError;
-use crate::engine::command::CommandError;
+use crate::engine::command::{CommandError, COMMAND_ATTEMPTS_MAX};
 use crate::engine::decision::RunError;
-use crate::engine::store::{StoreError, StreamAppend};
+use crate::engine::store::StoreError;
 use crate::gateways::stripe::StripeGatewayError;
-use aggregates::decider::{encode, CodecError, Decider};
+use aggregates::decider::CodecError;
 use aggregates::error::DomainError;
-use aggregates::log::{StreamName, StreamVersion};
-
-/// Attempts of a multi-stream flow before a version conflict is returned, as in the command handler.
-pub const FLOW_ATTEMPTS_MAX: usize = crate::engine::command::COMMAND_ATTEMPTS_MAX;
+use aggregates::log::StreamName;
 
 /// Why a service flow failed. The HTTP layer maps it in one place (`ApiError::flow`).
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +53,7 @@ pub enum FlowError {
     #[error("unknown staff token")]
     UnknownStaffToken,
     /// Every attempt met a concurrent writer.
-    #[error("the record kept changing; gave up after {FLOW_ATTEMPTS_MAX} attempts")]
+    #[error("the record kept changing; gave up after {COMMAND_ATTEMPTS_MAX} attempts")]
     Contended,
 }
 
@@ -75,20 +72,4 @@ impl From<RunError> for FlowError {
 /// A stream name from an id that came from outside or from the log; a bad one is not found.
 pub fn stream(stream_type: &str, id: &str) -> Result<StreamName, DomainError> {
     StreamName::parse(stream_type, id).map_err(|e| DomainError::invalid("id", e.to_string()))
-}
-
-/// One stream's part of an atomic append, or `None` when the decision produced no events.
-pub fn part<D: Decider>(
-    stream: StreamName,
-    version: StreamVersion,
-    events: &[D::Event],
-) -> Result<Option<StreamAppend>, CodecError> {
-    if events.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(StreamAppend {
-        stream,
-        expected_version: version,
-        events: events.iter().map(encode).collect::<Result<_, _>>()?,
-    }))
 }

@@ -6,15 +6,20 @@ use super::{
     StartedCheckoutView,
 };
 use crate::engine::command::{decide_all, load, recorded_events};
-use crate::engine::store::{scoped_digest, AppendBatch, BatchOutcome, Idempotency, StoreError};
-use crate::flows::{part, stream, FlowError, FLOW_ATTEMPTS_MAX};
+use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
+use crate::engine::store::{scoped_digest, BatchOutcome, Idempotency};
+use crate::flows::{stream, FlowError};
 use crate::gateways::stripe::NewCheckoutSession;
-use aggregates::decider::Decider;
+use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
-use aggregates::handoff::{HandoffCommand, HandoffStatus, PurchaseHandoff, StartedCheckout};
+use aggregates::handoff::{
+    price_checkout, HandoffCommand, HandoffStatus, PurchaseHandoff, StartedCheckout,
+};
+use aggregates::ids::HandoffId;
 use aggregates::index::{BindCheckoutSession, CheckoutSessionIndex};
 use aggregates::license::License;
-use aggregates::log::{EventMetadata, StreamVersion};
+use aggregates::log::{EventMetadata, StreamName};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -29,107 +34,18 @@ impl Checkout<'_> {
         let handoff_id = parse_handoff_id(&request.portal_handoff_id)?;
         let idempotency =
             idempotency_key.map(|key| Idempotency::scoped("checkout-session", key, request));
-        if let Some(idempotency) = &idempotency {
-            if let Some(previous) = self.store.idempotent_outcome(idempotency).await? {
-                return self.replayed_checkout(&previous).await;
-            }
+        let attempt = StartSession {
+            checkout: self,
+            handoff_id: &handoff_id,
+            handoff_stream: stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
+            request,
+            idempotency_key,
+            context: self.context(metadata.effective_at),
+        };
+        match run(self.store, &metadata, idempotency.as_ref(), &attempt).await? {
+            Decided::Appended { answer, .. } | Decided::Unchanged(answer) => Ok(answer),
+            Decided::Replayed(outcome) => self.replayed_checkout(&outcome).await,
         }
-        for attempt in 1..=FLOW_ATTEMPTS_MAX {
-            crate::engine::command::pause_before_retry(attempt).await;
-            let (handoff, version) = self.handoff(&handoff_id).await?;
-            let context = self.context(metadata.effective_at);
-            let wanted = StartedCheckout {
-                session_id: String::from("cs_pending"),
-                plan_key: request.plan_key.clone(),
-                tier: request.tier.clone(),
-                billing_cycle: request.billing_cycle,
-                price_id: String::new(),
-                trial: request.trial,
-                url: None,
-            };
-            let state = aggregates::handoff::HandoffState {
-                handoff: Some(handoff.clone()),
-            };
-            let checked = PurchaseHandoff::decide(
-                &state,
-                &HandoffCommand::StartCheckout(wanted.clone()),
-                &context,
-            )?;
-            let Some(aggregates::handoff::HandoffEvent::CheckoutStarted(priced)) =
-                checked.into_iter().next()
-            else {
-                return Err(DomainError::NotFound { entity: "checkout" }.into());
-            };
-            let mut meta = BTreeMap::new();
-            meta.insert(String::from("portal_handoff_id"), handoff_id.to_string());
-            meta.insert(String::from("plan_version"), priced.plan_key.clone());
-            let session = self
-                .stripe
-                .create_checkout_session(&NewCheckoutSession {
-                    price_id: priced.price_id.clone(),
-                    success_url: with_session_placeholder(&handoff.intent.success_url),
-                    cancel_url: handoff.intent.cancel_url.clone(),
-                    client_reference_id: handoff_id.to_string(),
-                    metadata: meta,
-                    trial_period_days: request
-                        .trial
-                        .then_some(aggregates::trial::TRIAL_DAYS as u32),
-                    // A retried request reaches Stripe with the same key, so it gets the same session.
-                    idempotency_key: match idempotency_key {
-                        Some(key) => format!("checkout:{handoff_id}:key:{}", scoped_digest(key)),
-                        None => format!("checkout:{handoff_id}:{}", version.0),
-                    },
-                })
-                .await?;
-            let started = StartedCheckout {
-                session_id: session.id.clone(),
-                url: Some(session.url.clone()),
-                ..priced.clone()
-            };
-            let (handoff_events, _) = decide_all::<PurchaseHandoff>(
-                state,
-                &[HandoffCommand::StartCheckout(started)],
-                &context,
-            )?;
-            let (index_events, _) = decide_all::<CheckoutSessionIndex>(
-                Default::default(),
-                &[BindCheckoutSession {
-                    handoff_id: handoff_id.clone(),
-                }],
-                &context,
-            )?;
-            let appends = [
-                part::<PurchaseHandoff>(
-                    stream(PurchaseHandoff::STREAM_TYPE, handoff_id.as_str())?,
-                    version,
-                    &handoff_events,
-                )?,
-                part::<CheckoutSessionIndex>(
-                    stream(CheckoutSessionIndex::STREAM_TYPE, &session.id)?,
-                    StreamVersion::EMPTY,
-                    &index_events,
-                )?,
-            ];
-            let batch = AppendBatch {
-                appends: appends.into_iter().flatten().collect(),
-                metadata: metadata.clone(),
-                idempotency: idempotency.clone(),
-            };
-            match self.store.append_batch(batch).await {
-                Ok(outcome) if outcome.replayed() => return self.replayed_checkout(&outcome).await,
-                Ok(_) => {
-                    return Ok(StartedCheckoutView {
-                        url: session.url,
-                        plan_key: priced.plan_key,
-                        tier: priced.tier,
-                        billing_cycle: priced.billing_cycle,
-                    });
-                }
-                Err(StoreError::WrongExpectedVersion { .. }) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(FlowError::Contended)
     }
 
     /// The answer a recorded checkout start gave: the session it started, with its URL.
@@ -208,5 +124,95 @@ impl Checkout<'_> {
             None => {}
         }
         Ok(result)
+    }
+}
+
+/// A checkout start: the handoff, priced and checked, then a Checkout Session created at Stripe
+/// (idempotently: a retried attempt reaches Stripe with the same key and gets the same session),
+/// then the session recorded on the handoff and in the session index.
+struct StartSession<'a> {
+    checkout: &'a Checkout<'a>,
+    handoff_id: &'a HandoffId,
+    handoff_stream: StreamName,
+    request: &'a StartCheckoutRequest,
+    idempotency_key: Option<&'a str>,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for StartSession<'_> {
+    type Answer = StartedCheckoutView;
+    type Error = FlowError;
+
+    async fn attempt(
+        &self,
+        reads: &mut Reads<'_>,
+    ) -> Result<Decision<StartedCheckoutView>, FlowError> {
+        let (state, version) = reads
+            .load_versioned::<PurchaseHandoff>(&self.handoff_stream)
+            .await?;
+        let handoff = state
+            .handoff
+            .clone()
+            .ok_or(DomainError::NotFound { entity: "handoff" })?;
+        let priced = price_checkout(
+            &handoff,
+            &self.request.plan_key,
+            &self.request.tier,
+            self.request.billing_cycle,
+            self.request.trial,
+            &self.context,
+        )?;
+        let handoff_id = self.handoff_id;
+        let mut metadata = BTreeMap::new();
+        metadata.insert(String::from("portal_handoff_id"), handoff_id.to_string());
+        metadata.insert(String::from("plan_version"), priced.plan_key.clone());
+        let session = self
+            .checkout
+            .stripe
+            .create_checkout_session(&NewCheckoutSession {
+                price_id: priced.price_id.clone(),
+                success_url: with_session_placeholder(&handoff.intent.success_url),
+                cancel_url: handoff.intent.cancel_url.clone(),
+                client_reference_id: handoff_id.to_string(),
+                metadata,
+                trial_period_days: priced.trial.then_some(aggregates::trial::TRIAL_DAYS as u32),
+                idempotency_key: match self.idempotency_key {
+                    Some(key) => format!("checkout:{handoff_id}:key:{}", scoped_digest(key)),
+                    None => format!("checkout:{handoff_id}:{}", version.0),
+                },
+            })
+            .await?;
+        let started = StartedCheckout {
+            session_id: session.id.clone(),
+            plan_key: priced.plan_key.clone(),
+            tier: priced.tier.clone(),
+            billing_cycle: priced.billing_cycle,
+            price_id: priced.price_id,
+            trial: priced.trial,
+            url: Some(session.url.clone()),
+        };
+        let (handoff_events, _) = decide_all::<PurchaseHandoff>(
+            state,
+            &[HandoffCommand::StartCheckout(started)],
+            &self.context,
+        )?;
+        let bind = BindCheckoutSession {
+            handoff_id: handoff_id.clone(),
+        };
+        let (index_events, _) =
+            decide_all::<CheckoutSessionIndex>(Default::default(), &[bind], &self.context)?;
+        let view = StartedCheckoutView {
+            url: session.url,
+            plan_key: priced.plan_key,
+            tier: priced.tier,
+            billing_cycle: priced.billing_cycle,
+        };
+        Ok(Decision::answer(view)
+            .append::<PurchaseHandoff>(self.handoff_stream.clone(), &handoff_events)?
+            .create::<CheckoutSessionIndex>(
+                stream(CheckoutSessionIndex::STREAM_TYPE, &session.id)?,
+                &index_events,
+            )?)
     }
 }
