@@ -1,7 +1,7 @@
 //! Routes of the purchase flow (`DOMAIN.md` §6, §9): handoffs, Checkout Sessions, the session
 //! lookup, and Stripe's webhook. Thin: parse, call [`crate::flows::purchase`], answer.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiBytes, ApiForm, ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
@@ -33,14 +33,12 @@ fn browser_view(handoff: &Handoff) -> Value {
 /// `POST /v1/checkout/portal-handoff`, from the installation.
 pub(super) async fn create_handoff(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<CreateHandoffRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let handoff = checkout(&state)
-        .create_handoff(&request, key.as_deref(), metadata("installation", &headers))
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .create_handoff(&request, key.as_deref(), metadata("installation"))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -58,29 +56,24 @@ pub(super) struct HandoffQuery {
 /// `GET /v1/checkout/portal-handoff?portal_handoff_id=`, from the browser: the view only.
 pub(super) async fn resolve_handoff(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ApiQuery(query): ApiQuery<HandoffQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let handoff_id =
-        parse_handoff_id(&query.portal_handoff_id).map_err(|e| ApiError::domain(&e, &headers))?;
+    let handoff_id = parse_handoff_id(&query.portal_handoff_id)?;
     let handoff = checkout(&state)
-        .resolve_handoff(&handoff_id, metadata("browser", &headers))
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .resolve_handoff(&handoff_id, metadata("browser"))
+        .await?;
     Ok(Json(browser_view(&handoff)))
 }
 
 /// `POST /v1/checkout/session`, from the browser.
 pub(super) async fn start_checkout(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<StartCheckoutRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let started = checkout(&state)
-        .start_checkout(&request, key.as_deref(), metadata("browser", &headers))
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .start_checkout(&request, key.as_deref(), metadata("browser"))
+        .await?;
     Ok(Json(json!(started)))
 }
 
@@ -93,13 +86,11 @@ pub(super) struct SessionQuery {
 /// `GET /v1/checkout/session?session_id=`, from the returning installation.
 pub(super) async fn session_result(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ApiQuery(query): ApiQuery<SessionQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let result = checkout(&state)
         .session_result(&query.session_id, Utc::now())
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .await?;
     Ok(Json(json!(result)))
 }
 
@@ -114,33 +105,32 @@ pub(super) async fn stripe_webhook(
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let payload = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The body is not UTF-8.",
-        )
-        .for_request(&headers)
-    })?;
+    let payload = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "The body is not UTF-8."))?;
     let event = state
         .stripe
         .verify_webhook(payload, signature)
         .map_err(|rejection| {
             let code = match rejection {
-                WebhookRejection::NotConfigured => "webhooks_not_configured",
-                WebhookRejection::BadSignature(_) => "invalid_signature",
-                WebhookRejection::Malformed(_) => "invalid_request",
+                WebhookRejection::NotConfigured => ErrorCode::WebhooksNotConfigured,
+                WebhookRejection::BadSignature(_) => ErrorCode::InvalidSignature,
+                WebhookRejection::Malformed(_) => ErrorCode::InvalidRequest,
             };
-            ApiError::new(StatusCode::BAD_REQUEST, code, rejection.to_string())
-                .for_request(&headers)
+            ApiError::new(code, rejection.to_string())
         })?;
-    let mut meta = metadata("stripe", &headers);
+    let mut meta = metadata("stripe");
     meta.causation_id = Some(event.id.clone());
-    let outcome = checkout(&state).apply_stripe_event(&event, meta).await.map_err(|e| {
-        let api = ApiError::flow(e, &headers);
-        tracing::error!(event = %event.id, error = ?api, "a Stripe event could not be applied; Stripe will retry");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "The event could not be applied; retry.").for_request(&headers)
-    })?;
+    let outcome = checkout(&state)
+        .apply_stripe_event(&event, meta)
+        .await
+        .map_err(|e| {
+            let api = ApiError::flow(e);
+            if api.status() == StatusCode::SERVICE_UNAVAILABLE {
+                return api;
+            }
+            tracing::error!(event = %event.id, error = ?api, "a Stripe event could not be applied; Stripe will retry");
+            ApiError::new(ErrorCode::InternalError, "The event could not be applied; retry.")
+        })?;
     Ok(Json(json!({ "received": true, "outcome": outcome })))
 }
 
@@ -161,52 +151,36 @@ fn redemption_view(record: &aggregates::redemption::RedemptionRecord) -> Value {
 /// `already_activated` as the decision table says.
 pub(super) async fn begin_redemption(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::flows::purchase::BeginRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
-        .begin_redemption(&request, key.as_deref(), metadata("installation", &headers))
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .begin_redemption(&request, key.as_deref(), metadata("installation"))
+        .await?;
     Ok(Json(redemption_view(&record)))
 }
 
 /// `POST /v1/checkout/redemptions/activated`.
 pub(super) async fn redemption_activated(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::flows::purchase::EndRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
-        .end_redemption(
-            &request,
-            true,
-            key.as_deref(),
-            metadata("installation", &headers),
-        )
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .end_redemption(&request, true, key.as_deref(), metadata("installation"))
+        .await?;
     Ok(Json(redemption_view(&record)))
 }
 
 /// `POST /v1/checkout/redemptions/failed`.
 pub(super) async fn redemption_failed(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::flows::purchase::EndRedemptionRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let record = checkout(&state)
-        .end_redemption(
-            &request,
-            false,
-            key.as_deref(),
-            metadata("installation", &headers),
-        )
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .end_redemption(&request, false, key.as_deref(), metadata("installation"))
+        .await?;
     Ok(Json(redemption_view(&record)))
 }
 
@@ -222,13 +196,9 @@ fn escape(text: &str) -> String {
 /// `GET /v1/checkout/local/{session_id}`: local mode's checkout page (404 when Stripe is configured).
 pub(super) async fn local_checkout_page(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ApiPath(session_id): ApiPath<String>,
 ) -> Result<axum::response::Html<String>, ApiError> {
-    let (_, started) = checkout(&state)
-        .local_session(&session_id)
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+    let (_, started) = checkout(&state).local_session(&session_id).await?;
     let price = state.catalog.price(&started.price_id);
     let amount = price.map_or(String::new(), |p| {
         format!(
@@ -263,17 +233,11 @@ pub(super) struct LocalCheckoutForm {
 /// the installation's success URL.
 pub(super) async fn local_checkout_complete(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ApiPath(session_id): ApiPath<String>,
     ApiForm(form): ApiForm<LocalCheckoutForm>,
 ) -> Result<axum::response::Redirect, ApiError> {
     let destination = checkout(&state)
-        .complete_local(
-            &session_id,
-            &form.email,
-            metadata("local_checkout", &headers),
-        )
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .complete_local(&session_id, &form.email, metadata("local_checkout"))
+        .await?;
     Ok(axum::response::Redirect::to(&destination))
 }

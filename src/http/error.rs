@@ -1,18 +1,148 @@
-//! The one place HTTP errors become responses: status, stable `code`, and the JSON body
-//! `{error, code, message, details, request_id}`. Causes are logged here, never sent.
+//! The one place HTTP errors become responses: status, stable `code` (every code of the HTTP layer
+//! is an [`ErrorCode`]; the domain's come from `DomainError::code`), and the JSON body
+//! `{error, code, message, details, request_id}`. Handlers write `?`: flow, domain and store
+//! errors convert with `From`; the request id comes from a layer ([`request_id_scope`]). Causes
+//! are logged here, never sent.
 
 use crate::engine::command::CommandError;
 use crate::engine::store::StoreError;
 use crate::flows::FlowError;
 use crate::gateways::stripe::StripeGatewayError;
 use aggregates::error::DomainError;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 /// The header carrying the request id (set by the request-id layer when the client sent none).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Every code the HTTP layer answers with besides the domain's own ([`DomainError::code`]), with
+/// the one status each has. The codes `DOMAIN.md` names are written exactly as there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: a field, a target or a body breaks its documented shape.
+    InvalidRequest,
+    /// 400: the server could not read the request as HTTP/1.1.
+    MalformedRequest,
+    /// 400: a Stripe webhook whose signature does not verify.
+    InvalidSignature,
+    /// 400: a Stripe webhook arrived, but no webhook secret is configured.
+    WebhooksNotConfigured,
+    /// 401: no usable `Authorization: Bearer` token.
+    Unauthorized,
+    /// 401: no license has this activation key.
+    InvalidActivationKey,
+    /// 401: an unknown or rotated installation token (`DOMAIN.md`'s `TOKEN_REVOKED`).
+    TokenRevoked,
+    /// 404: no route matches the path.
+    NotFound,
+    /// 405: the path does not take the method.
+    MethodNotAllowed,
+    /// 408: the body did not arrive in time.
+    RequestTimeout,
+    /// 409: the idempotency key was used with another request.
+    IdempotencyKeyReused,
+    /// 409: the record kept changing through every retry.
+    ConcurrentUpdate,
+    /// 413: the body is larger than the route accepts.
+    PayloadTooLarge,
+    /// 414: the URI is too long.
+    UriTooLong,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 431: the request head has too many or too large headers.
+    HeadersTooLarge,
+    /// 500: a failure on our side (logged, never described).
+    InternalError,
+    /// 502: Stripe did not complete a request.
+    StripeUnavailable,
+    /// 503: the database cannot be reached.
+    DatabaseUnavailable,
+    /// 503: `/readyz`: not ready to serve.
+    NotReady,
+    /// 503: legacy exchange has no v5 key configured.
+    ExchangeNotConfigured,
+}
+
+impl ErrorCode {
+    /// The code as clients see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::WebhooksNotConfigured => "webhooks_not_configured",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidActivationKey => "invalid_activation_key",
+            ErrorCode::TokenRevoked => "TOKEN_REVOKED",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::ConcurrentUpdate => "concurrent_update",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::StripeUnavailable => "stripe_unavailable",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::ExchangeNotConfigured => "exchange_not_configured",
+        }
+    }
+
+    /// The status every answer with this code has.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRequest
+            | ErrorCode::MalformedRequest
+            | ErrorCode::InvalidSignature
+            | ErrorCode::WebhooksNotConfigured => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized | ErrorCode::InvalidActivationKey | ErrorCode::TokenRevoked => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::IdempotencyKeyReused | ErrorCode::ConcurrentUpdate => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::StripeUnavailable => StatusCode::BAD_GATEWAY,
+            ErrorCode::DatabaseUnavailable
+            | ErrorCode::NotReady
+            | ErrorCode::ExchangeNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The id of the request being answered, for every error built while answering it.
+    static REQUEST_ID: String;
+}
+
+/// Runs the rest of the stack with the request's id in scope (set by the request-id layer), so
+/// every error answer carries it without a handler passing it along.
+pub async fn request_id_scope(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    REQUEST_ID.scope(id, next.run(request)).await
+}
+
+/// The id of the request being answered, or an empty string outside one.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
 
 /// An error answer of the API.
 #[derive(Debug)]
@@ -21,30 +151,32 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: serde_json::Value,
-    request_id: String,
     retry_after_seconds: Option<i64>,
 }
 
 impl ApiError {
-    /// An error with a status, a stable code and a human message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with a code (which names its status) and a human message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
-            code,
+            status: code.status(),
+            code: code.as_str(),
             message: message.into(),
             details: json!({}),
-            request_id: String::new(),
             retry_after_seconds: None,
         }
     }
 
     /// The answer to a domain refusal: its code, the status `README.md` lists for it, and its
     /// machine-readable details (a 429 also carries `Retry-After`).
-    pub fn domain(error: &DomainError, headers: &HeaderMap) -> ApiError {
+    pub fn domain(error: &DomainError) -> ApiError {
         let (status, details) = domain_status_and_details(error);
-        let mut api = ApiError::new(status, error.code(), error.to_string())
-            .with_details(details)
-            .for_request(headers);
+        let mut api = ApiError {
+            status,
+            code: error.code(),
+            message: error.to_string(),
+            details,
+            retry_after_seconds: None,
+        };
         if let DomainError::TrialRateLimited {
             retry_after_seconds,
         }
@@ -57,79 +189,63 @@ impl ApiError {
         api
     }
 
-    /// The answer to a store failure: typed refusals become client errors, the rest an opaque 500.
-    pub fn store(error: &StoreError, headers: &HeaderMap) -> ApiError {
+    /// The answer to a store failure: typed refusals become client errors, the rest an opaque 500
+    /// (or 503 when the database cannot be reached).
+    pub fn store(error: &StoreError) -> ApiError {
         match error {
             StoreError::IdempotencyKeyReused { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "This Idempotency-Key was already used with a different request.",
-            )
-            .for_request(headers),
-            StoreError::WrongExpectedVersion { .. } => concurrent_update(headers),
+            ),
+            StoreError::WrongExpectedVersion { .. } => concurrent_update(),
             StoreError::InvalidRequest(reason) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", reason.clone())
-                    .for_request(headers)
+                ApiError::new(ErrorCode::InvalidRequest, reason.clone())
             }
-            other => ApiError::internal(other, headers),
+            other => ApiError::internal(other),
         }
     }
 
     /// The answer to a failed service flow.
-    pub fn flow(error: FlowError, headers: &HeaderMap) -> ApiError {
+    pub fn flow(error: FlowError) -> ApiError {
         match &error {
-            FlowError::Domain(domain) => ApiError::domain(domain, headers),
-            FlowError::Store(store) => ApiError::store(store, headers),
-            FlowError::Command(command) => ApiError::command(command, headers),
+            FlowError::Domain(domain) => ApiError::domain(domain),
+            FlowError::Store(store) => ApiError::store(store),
+            FlowError::Command(command) => ApiError::command(command),
             FlowError::UnknownActivationKey => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_activation_key",
+                ErrorCode::InvalidActivationKey,
                 "No license has this activation key.",
-            )
-            .for_request(headers),
+            ),
             FlowError::UnknownInstallationToken => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "TOKEN_REVOKED",
+                ErrorCode::TokenRevoked,
                 "This installation token is not valid; activate again.",
-            )
-            .for_request(headers),
-            FlowError::UnknownStaffToken => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "This staff token is not valid.",
-            )
-            .for_request(headers),
-            FlowError::Contended => concurrent_update(headers),
+            ),
+            FlowError::UnknownStaffToken => {
+                ApiError::new(ErrorCode::Unauthorized, "This staff token is not valid.")
+            }
+            FlowError::Contended => concurrent_update(),
             FlowError::Stripe(StripeGatewayError::Api(reason)) => {
                 tracing::warn!(%reason, "Stripe refused or failed a request");
                 ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "stripe_unavailable",
+                    ErrorCode::StripeUnavailable,
                     "Stripe did not complete the request; retry.",
                 )
-                .for_request(headers)
             }
             FlowError::Stripe(StripeGatewayError::Config(_))
             | FlowError::Codec(_)
-            | FlowError::Jwt(_) => ApiError::internal(&error, headers),
+            | FlowError::Jwt(_) => ApiError::internal(&error),
         }
     }
 
     /// The answer to a failed command.
-    pub fn command(error: &CommandError<DomainError>, headers: &HeaderMap) -> ApiError {
+    pub fn command(error: &CommandError<DomainError>) -> ApiError {
         match error {
-            CommandError::Domain(domain) => ApiError::domain(domain, headers),
-            CommandError::Store(store) => ApiError::store(store, headers),
-            CommandError::Contended { .. } => concurrent_update(headers),
-            CommandError::StreamName(_) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                error.to_string(),
-            )
-            .for_request(headers),
-            CommandError::Decode(_) | CommandError::StreamTooLong(_) => {
-                ApiError::internal(error, headers)
+            CommandError::Domain(domain) => ApiError::domain(domain),
+            CommandError::Store(store) => ApiError::store(store),
+            CommandError::Contended { .. } => concurrent_update(),
+            CommandError::StreamName(_) => {
+                ApiError::new(ErrorCode::InvalidRequest, error.to_string())
             }
+            CommandError::Decode(_) | CommandError::StreamTooLong(_) => ApiError::internal(error),
         }
     }
 
@@ -139,35 +255,48 @@ impl ApiError {
         self
     }
 
-    /// The id of the request this answers, read from its headers.
-    pub fn for_request(mut self, headers: &HeaderMap) -> ApiError {
-        self.request_id = request_id(headers);
-        self
-    }
-
     /// An unexpected failure: the cause is logged with the request id and the client gets an
     /// opaque 500 — or, when the database could not be reached, 503 `database_unavailable`
     /// with `Retry-After`.
-    pub fn internal(cause: &(dyn std::error::Error + 'static), headers: &HeaderMap) -> ApiError {
-        let request_id = request_id(headers);
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> ApiError {
+        let request_id = current_request_id();
         if database_unreachable(cause) {
             tracing::warn!(%request_id, error = %cause, source = ?cause.source(), "the database is unreachable");
             let mut api = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
+                ErrorCode::DatabaseUnavailable,
                 "The database cannot be reached right now; nothing was changed. Retry shortly.",
-            )
-            .for_request(headers);
+            );
             api.retry_after_seconds = Some(DATABASE_RETRY_AFTER_SECONDS);
             return api;
         }
         tracing::error!(%request_id, error = %cause, source = ?cause.source(), "request failed");
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+            ErrorCode::InternalError,
             "The request failed on our side; it has been logged. Retrying is safe.",
         )
-        .for_request(headers)
+    }
+
+    /// The status of this answer.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<FlowError> for ApiError {
+    fn from(error: FlowError) -> ApiError {
+        ApiError::flow(error)
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> ApiError {
+        ApiError::domain(&error)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        ApiError::store(&error)
     }
 }
 
@@ -192,22 +321,11 @@ fn database_unreachable(cause: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The request id a request carries, or an empty string.
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn concurrent_update(headers: &HeaderMap) -> ApiError {
+fn concurrent_update() -> ApiError {
     ApiError::new(
-        StatusCode::CONFLICT,
-        "concurrent_update",
+        ErrorCode::ConcurrentUpdate,
         "Another request changed the same record at the same moment; retry.",
     )
-    .for_request(headers)
 }
 
 /// The HTTP status of each domain refusal, and the details it carries.
@@ -291,7 +409,7 @@ impl IntoResponse for ApiError {
             self.code,
             &self.message,
             &self.details,
-            &self.request_id,
+            &current_request_id(),
         );
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_seconds {

@@ -16,7 +16,7 @@ use aggregates::log::Position;
 use aggregates::staff::StaffRole;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -49,29 +49,29 @@ impl ExportOutput for ChannelOutput {
 /// `GET /v1/staff/export?format=jsonl|csv&after=&to=`.
 pub(super) async fn export(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    staff.require(StaffRole::Auditor, "export the log", &headers)?;
-    let fail = |e: DomainError| ApiError::flow(e.into(), &headers);
+    staff.require(StaffRole::Auditor, "export the log")?;
     let (format, content_type) = match query.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => (ExportFormat::Jsonl, "application/x-ndjson"),
         "csv" => (ExportFormat::Csv, "text/csv; charset=utf-8"),
-        _ => return Err(fail(DomainError::invalid("format", "must be jsonl or csv"))),
+        _ => {
+            return Err(ApiError::domain(&DomainError::invalid(
+                "format",
+                "must be jsonl or csv",
+            )))
+        }
     };
     let after = query.after.unwrap_or(0);
     if after < 0 || query.to.is_some_and(|to| to <= after) {
-        return Err(fail(DomainError::invalid(
+        return Err(DomainError::invalid(
             "after",
             "after must be 0 or more, and to greater than after",
-        )));
+        )
+        .into());
     }
-    let head = state
-        .store
-        .head_position()
-        .await
-        .map_err(|e| ApiError::flow(e.into(), &headers))?;
+    let head = state.store.head_position().await?;
     let (pages, receiver) = mpsc::channel(EXPORT_PAGES_IN_FLIGHT);
     tokio::spawn(async move {
         let mut output = ChannelOutput(pages.clone());

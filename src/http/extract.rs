@@ -2,13 +2,13 @@
 //! parameters whose rejections become our JSON errors, the `Idempotency-Key` header, and bearer
 //! tokens. A malformed header is an error, never ignored.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::guard::{decode_pairs, is_body_timeout};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
 /// Longest `Idempotency-Key` accepted (Stripe's limit).
@@ -34,16 +34,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             });
         if !is_json {
             return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "Send the body as JSON with Content-Type: application/json.",
-            )
-            .for_request(&headers));
+            ));
         }
         let ApiBytes(body) = ApiBytes::from_request(request, state).await?;
-        parse_json(&body)
-            .map(ApiJson)
-            .map_err(|e| e.for_request(&headers))
+        parse_json(&body).map(ApiJson)
     }
 }
 
@@ -51,7 +47,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// own text; a string holding a control character (other than tab and line breaks) is refused.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let invalid = |message: String, field: Option<String>| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        ApiError::new(ErrorCode::InvalidRequest, message)
             .with_details(serde_json::json!({ "field": field }))
     };
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
@@ -136,10 +132,9 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let headers = request.headers().clone();
         match Bytes::from_request(request, state).await {
             Ok(bytes) => Ok(ApiBytes(bytes)),
-            Err(rejection) => Err(body_rejection(&rejection).for_request(&headers)),
+            Err(rejection) => Err(body_rejection(&rejection)),
         }
     }
 }
@@ -147,23 +142,17 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
 fn body_rejection(rejection: &BytesRejection) -> ApiError {
     if let BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) = rejection {
         return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             "The body is larger than this route accepts.",
         );
     }
     if is_body_timeout(rejection) {
         return ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "The body did not arrive in time.",
         );
     }
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        "The body could not be read.",
-    )
+    ApiError::new(ErrorCode::InvalidRequest, "The body could not be read.")
 }
 
 /// A query string, strictly decoded (UTF-8, no control characters); a bad one answers 400
@@ -174,9 +163,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parse_pairs(parts.uri.query().unwrap_or_default(), "query string")
-            .map(ApiQuery)
-            .map_err(|e| e.for_request(&parts.headers))
+        parse_pairs(parts.uri.query().unwrap_or_default(), "query string").map(ApiQuery)
     }
 }
 
@@ -187,26 +174,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let headers = request.headers().clone();
         let ApiBytes(body) = ApiBytes::from_request(request, state).await?;
         let text = std::str::from_utf8(&body).map_err(|_| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "The form must be percent-encoded UTF-8.",
             )
-            .for_request(&headers)
         })?;
-        parse_pairs(text, "form")
-            .map(ApiForm)
-            .map_err(|e| e.for_request(&headers))
+        parse_pairs(text, "form").map(ApiForm)
     }
 }
 
 /// Decodes `name=value` pairs strictly, then deserialises them into `T`.
 fn parse_pairs<T: DeserializeOwned>(raw: &str, what: &str) -> Result<T, ApiError> {
-    let invalid =
-        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidRequest, message);
     let pairs = decode_pairs(raw).ok_or_else(|| {
         invalid(format!(
             "The {what} must be percent-encoded UTF-8 without control characters."
@@ -236,11 +217,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(_) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "A path parameter is not valid.",
-            )
-            .for_request(&parts.headers)),
+            )),
         }
     }
 }
@@ -262,12 +241,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         });
         match key {
             Some(key) => Ok(IdempotencyKey(Some(key.to_owned()))),
-            None => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+            None => Err(ApiError::new(ErrorCode::InvalidRequest,
                 format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_HEADER_LEN_MAX} printable ASCII characters."),
-            )
-            .for_request(&parts.headers)),
+            )),
         }
     }
 }
@@ -289,11 +265,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
         match token {
             Some(token) => Ok(Bearer(token.to_owned())),
             None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "Send Authorization: Bearer <token>.",
-            )
-            .for_request(&parts.headers)),
+            )),
         }
     }
 }

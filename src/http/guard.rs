@@ -4,10 +4,9 @@
 //! body must arrive within a deadline; an unknown path is 404 `not_found` and a wrong method 405
 //! `method_not_allowed`, all in the JSON error shape.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -72,12 +71,9 @@ pub async fn clean_targets(request: Request, next: Next) -> Response {
         None
     };
     match refusal {
-        Some((field, message)) => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-                .with_details(serde_json::json!({ "field": field }))
-                .for_request(request.headers())
-                .into_response()
-        }
+        Some((field, message)) => ApiError::new(ErrorCode::InvalidRequest, message)
+            .with_details(serde_json::json!({ "field": field }))
+            .into_response(),
         None => next.run(request).await,
     }
 }
@@ -149,23 +145,16 @@ pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The router's answer to a path no route matches.
-pub async fn not_found(headers: HeaderMap) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "No route matches this path.",
-    )
-    .for_request(&headers)
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "No route matches this path.")
 }
 
 /// The router's answer to a method the path's route does not take (it sets `Allow`).
-pub async fn method_not_allowed(headers: HeaderMap) -> ApiError {
+pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "This path does not take this method; see the Allow header.",
     )
-    .for_request(&headers)
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Operational routes: liveness (`/healthz`), readiness (`/readyz`) and metrics (`/metrics`).
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::metrics::Metrics;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -20,28 +20,22 @@ const READINESS_CHECK_MAX: Duration = Duration::from_secs(2);
 
 /// Readiness: the database answers and every projection is within the lag bound, decided within
 /// [`READINESS_CHECK_MAX`].
-pub(super) async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match tokio::time::timeout(READINESS_CHECK_MAX, readiness(&state, &headers)).await {
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(READINESS_CHECK_MAX, readiness(&state)).await {
         Ok(answer) => answer,
         Err(_) => {
             tracing::warn!("readiness: the database did not answer in time");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "The database did not answer in time.",
-            )
-            .with_details(json!({ "database": "unreachable" }))
-            .for_request(&headers)
-            .into_response()
+            ApiError::new(ErrorCode::NotReady, "The database did not answer in time.")
+                .with_details(json!({ "database": "unreachable" }))
+                .into_response()
         }
     }
 }
 
-async fn readiness(state: &AppState, headers: &HeaderMap) -> Response {
+async fn readiness(state: &AppState) -> Response {
     let not_ready = |message: &str, details: serde_json::Value| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
+        ApiError::new(ErrorCode::NotReady, message)
             .with_details(details)
-            .for_request(headers)
             .into_response()
     };
     if let Err(error) = state.store.ping().await {
@@ -80,7 +74,7 @@ async fn readiness(state: &AppState, headers: &HeaderMap) -> Response {
 }
 
 /// Prometheus metrics.
-pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match state
         .metrics
         .render(state.store.as_ref(), &state.projections)
@@ -94,6 +88,6 @@ pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
             text,
         )
             .into_response(),
-        Err(error) => ApiError::internal(&error, &headers).into_response(),
+        Err(error) => ApiError::internal(&error).into_response(),
     }
 }

@@ -8,14 +8,12 @@ use super::licensing::metadata;
 use super::AppState;
 use crate::flows::hosted::{refresh_lease, LeaseRefreshRequest};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
 /// `POST /api/entitlements/refresh`.
 pub(super) async fn refresh(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<LeaseRefreshRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -25,9 +23,8 @@ pub(super) async fn refresh(
         &state.catalog,
         &request,
         key.as_deref(),
-        metadata("tenant", &headers),
+        metadata("tenant"),
     )
-    .await
-    .map_err(|error| ApiError::flow(error, &headers))?;
+    .await?;
     Ok(Json(json!({ "entitlement_jwt": jwt })))
 }

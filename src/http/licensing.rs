@@ -1,7 +1,7 @@
 //! Routes of self-hosted licensing (`DOMAIN.md` §5.2, §5.3): activation, grant refresh and
 //! status, and the JWKS that verifies every grant. Thin: parse, call [`crate::flows::licensing`], answer.
 
-use super::error::{request_id, ApiError};
+use super::error::{current_request_id, ApiError, ErrorCode};
 use super::extract::{parse_json, ApiBytes, ApiJson, Bearer, IdempotencyKey};
 use super::AppState;
 use crate::flows::licensing::{ActivateRequest, Licensing, SignedGrant};
@@ -9,7 +9,6 @@ use aggregates::catalog::Catalog;
 use aggregates::license::IssuedLicense;
 use aggregates::log::EventMetadata;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
@@ -20,8 +19,8 @@ const RECOMMENDED_REFRESH_AFTER_SECONDS: u32 = 21_600;
 const REFRESH_JITTER_PERCENT: u32 = 20;
 
 /// Metadata of an event caused by this request.
-pub(super) fn metadata(actor: &str, headers: &HeaderMap) -> EventMetadata {
-    let request = request_id(headers);
+pub(super) fn metadata(actor: &str) -> EventMetadata {
+    let request = current_request_id();
     EventMetadata {
         actor: actor.to_owned(),
         causation_id: None,
@@ -68,14 +67,12 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Json<Value> {
 /// `POST /v1/activate`.
 pub(super) async fn activate(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<ActivateRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let activation = licensing(&state)
-        .activate(&request, key.as_deref(), metadata("installation", &headers))
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .activate(&request, key.as_deref(), metadata("installation"))
+        .await?;
     Ok(Json(json!({
         "license": license_view(&activation.license, &state.catalog),
         "installation": {
@@ -91,14 +88,12 @@ pub(super) async fn activate(
 /// `POST /v1/grants/refresh` (Bearer installation token).
 pub(super) async fn refresh(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     Bearer(token): Bearer,
 ) -> Result<Json<Value>, ApiError> {
     let (license, grant) = licensing(&state)
-        .refresh_grant(&token, key.as_deref(), metadata("installation", &headers))
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .refresh_grant(&token, key.as_deref(), metadata("installation"))
+        .await?;
     Ok(Json(json!({
         "license": license_view(&license, &state.catalog),
         "grant": grant_view(&grant),
@@ -116,7 +111,6 @@ pub(super) struct StatusRequest {
 /// `POST /v1/grants/status` (Bearer installation token).
 pub(super) async fn status(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Bearer(token): Bearer,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -124,13 +118,10 @@ pub(super) async fn status(
     let request: StatusRequest = if body.iter().all(u8::is_ascii_whitespace) {
         StatusRequest::default()
     } else {
-        parse_json(&body).map_err(|e| e.for_request(&headers))?
+        parse_json(&body)?
     };
     let known = request.license_version;
-    let (license_version, refresh_required) = licensing(&state)
-        .grant_status(&token, known)
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+    let (license_version, refresh_required) = licensing(&state).grant_status(&token, known).await?;
     Ok(Json(
         json!({ "license_version": license_version, "refresh_required": refresh_required }),
     ))
@@ -139,13 +130,10 @@ pub(super) async fn status(
 /// `GET /v1/entitlements` (Bearer installation token): the payload of `DOMAIN.md` §14.
 pub(super) async fn entitlements(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Bearer(token): Bearer,
 ) -> Result<Json<Value>, ApiError> {
-    let (license, installation_id, entitlements) = licensing(&state)
-        .entitlements(&token, Utc::now())
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+    let (license, installation_id, entitlements) =
+        licensing(&state).entitlements(&token, Utc::now()).await?;
     let mut body = json!(entitlements);
     body["license_id"] = json!(license.license_id);
     body["installation_id"] = json!(installation_id);
@@ -163,7 +151,6 @@ pub(super) struct CaptureRequest {
 /// `POST /v1/continuity/capture` (Bearer installation token): the grandfather floor, once (§7).
 pub(super) async fn capture_continuity(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Bearer(token): Bearer,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<CaptureRequest>,
@@ -173,37 +160,32 @@ pub(super) async fn capture_continuity(
             &token,
             request.monitored_systems,
             key.as_deref(),
-            metadata("installation", &headers),
+            metadata("installation"),
         )
-        .await
-        .map_err(|e| ApiError::flow(e, &headers))?;
+        .await?;
     Ok(Json(json!(report)))
 }
 
 /// `POST /v1/licenses/exchange`: a v5 license token for a v6 license and an activation (§5.4).
 pub(super) async fn exchange(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<crate::flows::exchange::ExchangeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let Some(verifier) = &state.legacy else {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "exchange_not_configured",
+            ErrorCode::ExchangeNotConfigured,
             "Legacy exchange is not available: no v5 public key is configured.",
-        )
-        .for_request(&headers));
+        ));
     };
     let activation = crate::flows::exchange::exchange(
         &licensing(&state),
         verifier,
         &request,
         key.as_deref(),
-        metadata("installation", &headers),
+        metadata("installation"),
     )
-    .await
-    .map_err(|e| ApiError::flow(e, &headers))?;
+    .await?;
     Ok(Json(json!({
         "license": license_view(&activation.license, &state.catalog),
         "installation": {

@@ -160,5 +160,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(guard::clean_targets))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(error::request_id_scope))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

@@ -13,7 +13,6 @@ use crate::flows::hosted::{change_tenant_state, tenant_credentials, TenantStateC
 use aggregates::account::Tenant;
 use aggregates::staff::StaffRole;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use projections::tenant_work::{PendingTenant, TenantWork};
 use projections::DocumentProjection;
@@ -35,15 +34,13 @@ pub(super) struct QueuePage {
 /// order; `next_after` is the cursor of the next page (`null` on the last).
 pub(super) async fn pending_tenants(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiQuery(page): ApiQuery<QueuePage>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
-    let fail = |e: crate::flows::FlowError| ApiError::flow(e, &headers);
+    staff.require(StaffRole::Provisioner, "provision tenants")?;
     let limit = page.limit.unwrap_or(TENANT_PAGE_DEFAULT);
     if !(1..=READ_PAGE_MAX).contains(&limit) {
-        return Err(fail(
+        return Err(ApiError::flow(
             aggregates::error::DomainError::invalid(
                 "limit",
                 format!("must be 1 to {READ_PAGE_MAX}"),
@@ -54,14 +51,12 @@ pub(super) async fn pending_tenants(
     let rows = state
         .store
         .list_documents(TenantWork::NAME, page.after.as_deref(), limit)
-        .await
-        .map_err(|e| fail(e.into()))?;
+        .await?;
     let next_after = (rows.len() == limit).then(|| rows.last().map(|(key, _)| key.clone()));
     let tenants = rows
         .into_iter()
         .map(|(_, body)| decoded::<PendingTenant>(body, TenantWork::NAME))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(fail)?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(
         json!({ "tenants": tenants, "next_after": next_after.flatten() }),
     ))
@@ -81,15 +76,12 @@ fn tenant_view(account_id: &str, tenant_id: &str, tenant: &Tenant) -> Value {
 /// lease refresh token (`entitlement_refresh_token`), for its runtime's configuration.
 pub(super) async fn credentials(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiPath((account_id, tenant_id)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
+    staff.require(StaffRole::Provisioner, "provision tenants")?;
     let (tenant, token) =
-        tenant_credentials(state.store.as_ref(), &state.keys, &account_id, &tenant_id)
-            .await
-            .map_err(|e| ApiError::flow(e, &headers))?;
+        tenant_credentials(state.store.as_ref(), &state.keys, &account_id, &tenant_id).await?;
     let mut body = tenant_view(&account_id, &tenant_id, &tenant);
     body["entitlement_refresh_token"] = json!(token.expose());
     Ok(Json(body))
@@ -98,13 +90,12 @@ pub(super) async fn credentials(
 /// `POST /v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state` `{state, reason}`.
 pub(super) async fn report_state(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     IdempotencyKey(key): IdempotencyKey,
     ApiPath((account_id, tenant_id)): ApiPath<(String, String)>,
     ApiJson(change): ApiJson<TenantStateChange>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Provisioner, "provision tenants", &headers)?;
+    staff.require(StaffRole::Provisioner, "provision tenants")?;
     let tenant = change_tenant_state(
         state.store.as_ref(),
         &state.catalog,
@@ -112,9 +103,8 @@ pub(super) async fn report_state(
         &tenant_id,
         &change,
         key.as_deref(),
-        metadata(&staff.0.actor(), &headers),
+        metadata(&staff.0.actor()),
     )
-    .await
-    .map_err(|e| ApiError::flow(e, &headers))?;
+    .await?;
     Ok(Json(tenant_view(&account_id, &tenant_id, &tenant)))
 }

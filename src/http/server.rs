@@ -9,7 +9,7 @@
 //! layer); [`JsonTransportErrors`] wraps each connection and replaces a response head hyper
 //! wrote without one by the JSON answer of the same status.
 
-use super::error::{error_body, REQUEST_ID_HEADER};
+use super::error::{error_body, ErrorCode, REQUEST_ID_HEADER};
 use axum::http::StatusCode;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -203,23 +203,30 @@ fn transport_refusal(buf: &[u8]) -> Option<StatusCode> {
 fn json_refusal(status: StatusCode) -> Vec<u8> {
     let (code, message) = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             format!(
                 "The request head is too large: at most {REQUEST_HEADERS_MAX} headers and {} KiB.",
                 REQUEST_HEAD_BYTES_MAX / 1024
             ),
         ),
         StatusCode::URI_TOO_LONG => (
-            "uri_too_long",
+            ErrorCode::UriTooLong,
             String::from("The request's URI is too long."),
         ),
         _ => (
-            "malformed_request",
+            ErrorCode::MalformedRequest,
             String::from("The request is not valid HTTP/1.1."),
         ),
     };
     let request_id = uuid::Uuid::new_v4().to_string();
-    let body = error_body(status, code, &message, &serde_json::json!({}), &request_id).to_string();
+    let body = error_body(
+        code.status(),
+        code.as_str(),
+        &message,
+        &serde_json::json!({}),
+        &request_id,
+    )
+    .to_string();
     let mut answer = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{REQUEST_ID_HEADER}: {request_id}\r\n\r\n",
         status.as_u16(),

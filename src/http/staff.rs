@@ -20,7 +20,6 @@ use aggregates::license::IssuedLicense;
 use aggregates::staff::StaffRole;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use projections::account_home::{account_home, LicenseBilling};
@@ -47,10 +46,7 @@ impl FromRequestParts<AppState> for Staff {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Bearer(token) = Bearer::from_request_parts(parts, state).await?;
-        let headers = &parts.headers;
-        let principal = authenticate(state.store.as_ref(), &state.keys, &token)
-            .await
-            .map_err(|e| ApiError::flow(e, headers))?;
+        let principal = authenticate(state.store.as_ref(), &state.keys, &token).await?;
         let path = parts
             .uri
             .path_and_query()
@@ -61,25 +57,17 @@ impl FromRequestParts<AppState> for Staff {
             &principal,
             parts.method.as_str(),
             path,
-            metadata(&principal.actor(), headers),
+            metadata(&principal.actor()),
         )
-        .await
-        .map_err(|e| ApiError::flow(e, headers))?;
+        .await?;
         Ok(Staff(principal))
     }
 }
 
 impl Staff {
     /// Refuses (403) unless the caller has `role`.
-    pub(super) fn require(
-        &self,
-        role: StaffRole,
-        action: &'static str,
-        headers: &HeaderMap,
-    ) -> Result<(), ApiError> {
-        self.0
-            .require(role, action)
-            .map_err(|e| ApiError::flow(e.into(), headers))
+    pub(super) fn require(&self, role: StaffRole, action: &'static str) -> Result<(), ApiError> {
+        Ok(self.0.require(role, action)?)
     }
 }
 
@@ -115,17 +103,14 @@ async fn licenses_of(
 /// `GET /v1/staff/accounts/{account_id}` (support): the account home.
 pub(super) async fn account(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiPath(account_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Support, "read accounts", &headers)?;
-    let fail = |e: FlowError| ApiError::flow(e, &headers);
-    let not_found = || fail(DomainError::NotFound { entity: "account" }.into());
+    staff.require(StaffRole::Support, "read accounts")?;
+    let not_found = || ApiError::flow(DomainError::NotFound { entity: "account" }.into());
     AccountId::parse(&account_id).map_err(|_| not_found())?;
     let account: OpenAccount = document::<Accounts>(&state, &account_id)
-        .await
-        .map_err(fail)?
+        .await?
         .ok_or_else(not_found)?;
     let owners = account
         .members
@@ -133,7 +118,7 @@ pub(super) async fn account(
         .filter(|m| m.role == aggregates::account::Role::Owner)
         .map(|m| m.email.to_string())
         .collect::<Vec<_>>();
-    let (licenses, truncated) = licenses_of(&state, owners).await.map_err(fail)?;
+    let (licenses, truncated) = licenses_of(&state, owners).await?;
     let mut body = json!(account_home(
         &account,
         &licenses,
@@ -147,17 +132,14 @@ pub(super) async fn account(
 /// `GET /v1/staff/licenses/{license_id}` (support): a license's billing state and entitlements.
 pub(super) async fn license(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiPath(license_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Support, "read licenses", &headers)?;
-    let fail = |e: FlowError| ApiError::flow(e, &headers);
-    let not_found = || fail(DomainError::NotFound { entity: "license" }.into());
+    staff.require(StaffRole::Support, "read licenses")?;
+    let not_found = || ApiError::flow(DomainError::NotFound { entity: "license" }.into());
     LicenseId::parse(&license_id).map_err(|_| not_found())?;
     let license = document::<Licenses>(&state, &license_id)
-        .await
-        .map_err(fail)?
+        .await?
         .ok_or_else(not_found)?;
     Ok(Json(license_body(&state, &license)))
 }
@@ -179,16 +161,12 @@ pub(super) struct LicensesQuery {
 /// `GET /v1/staff/licenses?email=` (support): the licenses an email owns.
 pub(super) async fn licenses_by_email(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiQuery(query): ApiQuery<LicensesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Support, "read licenses", &headers)?;
-    let fail = |e: FlowError| ApiError::flow(e, &headers);
-    let email = Email::parse(&query.email).map_err(|e| fail(e.into()))?;
-    let (licenses, truncated) = licenses_of(&state, [email.to_string()])
-        .await
-        .map_err(fail)?;
+    staff.require(StaffRole::Support, "read licenses")?;
+    let email = Email::parse(&query.email)?;
+    let (licenses, truncated) = licenses_of(&state, [email.to_string()]).await?;
     let licenses: Vec<Value> = licenses.iter().map(|l| license_body(&state, l)).collect();
     Ok(Json(json!({
         "email": email,
@@ -239,25 +217,20 @@ pub(super) struct TimelinePage {
 /// fields of its billing state and entitlements the event changed (before → after).
 pub(super) async fn timeline<R: ReplayRoute>(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiPath(id): ApiPath<String>,
     ApiQuery(page): ApiQuery<TimelinePage>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Support, "replay history", &headers)?;
-    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    staff.require(StaffRole::Support, "replay history")?;
     let limit = page.limit.unwrap_or(TIMELINE_PAGE_DEFAULT);
     if !(1..=READ_PAGE_MAX).contains(&limit) {
-        return Err(fail(
+        return Err(ApiError::flow(
             DomainError::invalid("limit", format!("must be 1 to {READ_PAGE_MAX}")).into(),
         ));
     }
-    let history = history(state.store.as_ref(), R::KIND, &id)
-        .await
-        .map_err(fail)?;
+    let history = history(state.store.as_ref(), R::KIND, &id).await?;
     let steps: Vec<Step> = history
-        .timeline(&state.catalog)
-        .map_err(fail)?
+        .timeline(&state.catalog)?
         .into_iter()
         .filter(|step| page.after.is_none_or(|after| step.position > after))
         .take(limit + 1)
@@ -286,19 +259,17 @@ pub(super) struct AsOfQuery {
 /// the billing state and entitlements as they were then (`null` before the subject existed).
 pub(super) async fn as_of<R: ReplayRoute>(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Support, "replay history", &headers)?;
-    let fail = |e: FlowError| ApiError::flow(e, &headers);
+    staff.require(StaffRole::Support, "replay history")?;
     let cut = match (query.position, query.recorded_at, query.effective_at) {
         (Some(position), None, None) => Cut::Position(position),
         (None, Some(at), None) => Cut::RecordedAt(at),
         (None, None, Some(at)) => Cut::EffectiveAt(at),
         _ => {
-            return Err(fail(
+            return Err(ApiError::flow(
                 DomainError::invalid(
                     "as_of",
                     "give exactly one of position, recorded_at, effective_at",
@@ -307,10 +278,8 @@ pub(super) async fn as_of<R: ReplayRoute>(
             ))
         }
     };
-    let history = history(state.store.as_ref(), R::KIND, &id)
-        .await
-        .map_err(fail)?;
-    let view = history.as_of(&state.catalog, cut).map_err(fail)?;
+    let history = history(state.store.as_ref(), R::KIND, &id).await?;
+    let view = history.as_of(&state.catalog, cut)?;
     Ok(Json(json!({ "kind": R::KIND, "id": id, "view": view })))
 }
 
@@ -318,15 +287,11 @@ pub(super) async fn as_of<R: ReplayRoute>(
 /// entitlements now, its value and the event that last set it.
 pub(super) async fn why<R: ReplayRoute>(
     State(state): State<AppState>,
-    headers: HeaderMap,
     staff: Staff,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    staff.require(StaffRole::Support, "replay history", &headers)?;
-    let fail = |e: FlowError| ApiError::flow(e, &headers);
-    let history = history(state.store.as_ref(), R::KIND, &id)
-        .await
-        .map_err(fail)?;
-    let fields = history.why(&state.catalog).map_err(fail)?;
+    staff.require(StaffRole::Support, "replay history")?;
+    let history = history(state.store.as_ref(), R::KIND, &id).await?;
+    let fields = history.why(&state.catalog)?;
     Ok(Json(json!({ "kind": R::KIND, "id": id, "fields": fields })))
 }

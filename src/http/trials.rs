@@ -7,7 +7,7 @@ use super::licensing::metadata;
 use super::AppState;
 use crate::flows::trials::start_trial;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -22,7 +22,6 @@ pub(super) struct StartTrialRequest {
 /// `POST /v1/trials/start`.
 pub(super) async fn start(
     State(state): State<AppState>,
-    headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
     ApiJson(request): ApiJson<StartTrialRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -33,10 +32,9 @@ pub(super) async fn start(
         &request.org_id,
         &signup_url,
         key.as_deref(),
-        metadata("organisation", &headers),
+        metadata("organisation"),
     )
-    .await
-    .map_err(|error| ApiError::flow(error, &headers))?;
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
