@@ -380,14 +380,14 @@ impl Attempt for IssueLease<'_> {
 }
 
 /// The claims of the lease a decision issued.
-fn issued_claims(events: &[AccountEvent]) -> Result<LeaseClaims, DomainError> {
+fn issued_claims(events: &[AccountEvent]) -> Result<LeaseClaims, FlowError> {
     events
         .iter()
         .find_map(|e| match e {
             AccountEvent::LeaseIssued { claims } => Some(claims.clone()),
             _ => None,
         })
-        .ok_or(DomainError::NotFound { entity: "lease" })
+        .ok_or(FlowError::Broken("a lease decision issued no lease"))
 }
 
 /// The lease an earlier request under the same idempotency key issued, signed again.
@@ -401,7 +401,9 @@ async fn replayed_lease(
         .outcomes
         .iter()
         .find(|o| &o.stream == account_stream)
-        .ok_or(DomainError::NotFound { entity: "lease" })?;
+        .ok_or(FlowError::Broken(
+            "a recorded lease refresh holds no account events",
+        ))?;
     let events = recorded_events::<Account>(store, appended).await?;
     Ok(keys.signer.sign(&issued_claims(&events)?)?)
 }

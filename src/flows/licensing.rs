@@ -310,16 +310,15 @@ impl Licensing<'_> {
         let license = state
             .issued
             .ok_or(DomainError::NotFound { entity: "license" })?;
-        let installation_id = activated_installation(&events).ok_or(DomainError::NotFound {
-            entity: "installation",
-        })?;
+        let installation_id = activated_installation(&events)
+            .ok_or(FlowError::Broken("an activation decided no installation"))?;
         let claims = events
             .iter()
             .find_map(|e| match e {
                 LicenseEvent::GrantIssued { claims } => Some(claims.clone()),
                 _ => None,
             })
-            .ok_or(DomainError::NotFound { entity: "grant" })?;
+            .ok_or(FlowError::Broken("a grant decision recorded no grant"))?;
         Ok(Activation {
             license,
             installation_id,
@@ -362,7 +361,7 @@ impl Licensing<'_> {
         .await?;
         let appended = outcome
             .appended
-            .ok_or(DomainError::NotFound { entity: "grant" })?;
+            .ok_or(FlowError::Broken("a grant decision recorded no grant"))?;
         let events = recorded_events::<License>(self.store, &appended).await?;
         let claims = events
             .iter()
@@ -370,7 +369,7 @@ impl Licensing<'_> {
                 LicenseEvent::GrantIssued { claims } => Some(claims.clone()),
                 _ => None,
             })
-            .ok_or(DomainError::NotFound { entity: "grant" })?;
+            .ok_or(FlowError::Broken("a grant decision recorded no grant"))?;
         let (state, _) =
             load_until::<License>(self.store, &appended.stream, appended.stream_version).await?;
         let license = state
@@ -611,9 +610,8 @@ impl Attempt for Activate<'_> {
         }));
         let (mut events, activated) = decide_all::<License>(license, &[activate], &self.context)?;
         // Re-activating a known fingerprint keeps its installation id.
-        let installation_id = activated_installation(&events).ok_or(DomainError::NotFound {
-            entity: "installation",
-        })?;
+        let installation_id = activated_installation(&events)
+            .ok_or(FlowError::Broken("an activation decided no installation"))?;
         let grant = LicenseCommand::IssueGrant {
             installation_id: installation_id.clone(),
             token_hash: self.token_hash.clone(),

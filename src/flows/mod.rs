@@ -52,6 +52,11 @@ pub enum FlowError {
     /// The staff token is malformed, unknown or revoked.
     #[error("unknown staff token")]
     UnknownStaffToken,
+    /// A decider or the recorded log broke its own contract (a decision or a recorded outcome
+    /// without the event it must hold): a bug, answered as an opaque internal error, never as a
+    /// refusal the client could act on.
+    #[error("contract broken: {0}")]
+    Broken(&'static str),
     /// Every attempt met a concurrent writer.
     #[error("the record kept changing; gave up after {COMMAND_ATTEMPTS_MAX} attempts")]
     Contended,

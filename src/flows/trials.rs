@@ -142,10 +142,9 @@ fn decide_start(
 
 /// The answer a recorded trial start gave: its denial, or the trial as it stood right after.
 async fn replayed(store: &dyn Store, outcome: &BatchOutcome) -> Result<TrialState, FlowError> {
-    let appended = outcome
-        .outcomes
-        .first()
-        .ok_or(DomainError::NotFound { entity: "trial" })?;
+    let appended = outcome.outcomes.first().ok_or(FlowError::Broken(
+        "a recorded trial start wrote no trial event",
+    ))?;
     let events = recorded_events::<Trial>(store, appended).await?;
     if let Some(denial) = events.iter().find_map(TrialEvent::denial) {
         return Err(denial.into());

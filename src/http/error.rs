@@ -232,7 +232,8 @@ impl ApiError {
             }
             FlowError::Stripe(StripeGatewayError::Config(_))
             | FlowError::Codec(_)
-            | FlowError::Jwt(_) => ApiError::internal(&error),
+            | FlowError::Jwt(_)
+            | FlowError::Broken(_) => ApiError::internal(&error),
         }
     }
 

@@ -57,7 +57,9 @@ impl Checkout<'_> {
             .outcomes
             .iter()
             .find(|o| o.stream.stream_type() == PurchaseHandoff::STREAM_TYPE)
-            .ok_or(DomainError::NotFound { entity: "checkout" })?;
+            .ok_or(FlowError::Broken(
+                "a recorded checkout start holds no started checkout",
+            ))?;
         let events = recorded_events::<PurchaseHandoff>(self.store, appended).await?;
         let started = events
             .into_iter()
@@ -65,7 +67,9 @@ impl Checkout<'_> {
                 aggregates::handoff::HandoffEvent::CheckoutStarted(started) => Some(started),
                 _ => None,
             })
-            .ok_or(DomainError::NotFound { entity: "checkout" })?;
+            .ok_or(FlowError::Broken(
+                "a recorded checkout start holds no started checkout",
+            ))?;
         Ok(StartedCheckoutView {
             url: started.url.unwrap_or_default(),
             plan_key: started.plan_key,

@@ -39,9 +39,9 @@ impl Checkout<'_> {
             outcome.stream_version,
         )
         .await?;
-        Ok(state.record.ok_or(DomainError::NotFound {
-            entity: "redemption",
-        })?)
+        state
+            .record
+            .ok_or(FlowError::Broken("a redemption decision left no record"))
     }
 
     /// Begins (or restarts) a redemption, following the decision table of §6.6.
