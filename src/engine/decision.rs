@@ -12,7 +12,8 @@
 //! - the bounded retry: a lost race (another writer appended to a stream the decision changes)
 //!   pauses a random moment and runs the attempt again on fresh state, at most
 //!   [`COMMAND_ATTEMPTS_MAX`] times, so each of many concurrent writers gets the domain's answer;
-//! - a replay discovered at the append (a concurrent duplicate under the same key won).
+//! - a replay discovered at the append (a concurrent duplicate under the same key won);
+//! - the newest position written, for a caller inside [`tracking_writes`] (read-your-writes).
 //!
 //! Concurrency: streams the attempt only read are not checked at the append; a decision that
 //! depends on a stream must change it, or read it from an index that never changes once written.
@@ -20,7 +21,7 @@
 use super::command::{pause_before_retry, CommandError, COMMAND_ATTEMPTS_MAX};
 use super::store::{AppendBatch, BatchOutcome, EventStore, Idempotency, StoreError, StreamAppend};
 use aggregates::decider::{encode, CodecError, Decider, EncodedEvent};
-use aggregates::log::{EventMetadata, StreamName, StreamVersion};
+use aggregates::log::{EventMetadata, Position, StreamName, StreamVersion};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 
@@ -184,6 +185,28 @@ pub trait Attempt: Sync {
     async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<Self::Answer>, Self::Error>;
 }
 
+tokio::task_local! {
+    /// The newest position the decisions of one task (a request) wrote or replayed.
+    static WRITTEN: std::cell::Cell<Position>;
+}
+
+/// Runs `task`, answering with the newest log position its decisions wrote (or, for a replayed
+/// idempotency key, had written): what a client passes back to read its own writes.
+pub async fn tracking_writes<F: std::future::Future>(task: F) -> (F::Output, Option<Position>) {
+    let (output, written) = WRITTEN
+        .scope(std::cell::Cell::new(Position::START), async {
+            let output = task.await;
+            (output, WRITTEN.with(std::cell::Cell::get))
+        })
+        .await;
+    (output, (written > Position::START).then_some(written))
+}
+
+fn note_written(outcome: &BatchOutcome) {
+    let position = outcome.last_position();
+    let _ = WRITTEN.try_with(|written| written.set(written.get().max(position)));
+}
+
 /// Runs `attempt` until its decision is appended, changes nothing, or is refused; see the module
 /// documentation for what the runner owns.
 pub async fn run<A: Attempt>(
@@ -198,6 +221,7 @@ pub async fn run<A: Attempt>(
             .await
             .map_err(RunError::from)?
         {
+            note_written(&previous);
             return Ok(Decided::Replayed(previous));
         }
     }
@@ -211,12 +235,16 @@ pub async fn run<A: Attempt>(
         }
         let batch = batch_of(&reads, decision.changes, metadata, idempotency)?;
         match store.append_batch(batch).await {
-            Ok(outcome) if outcome.replayed() => return Ok(Decided::Replayed(outcome)),
+            Ok(outcome) if outcome.replayed() => {
+                note_written(&outcome);
+                return Ok(Decided::Replayed(outcome));
+            }
             Ok(outcome) => {
+                note_written(&outcome);
                 return Ok(Decided::Appended {
                     answer: decision.answer,
                     outcome,
-                })
+                });
             }
             Err(StoreError::WrongExpectedVersion { stream, .. }) => {
                 tracing::debug!(round, %stream, "lost a race; deciding again");

@@ -65,6 +65,8 @@ pub enum ErrorCode {
     NotReady,
     /// 503: legacy exchange has no v5 key configured.
     ExchangeNotConfigured,
+    /// 503: a read asked to wait for a position the read models have not folded in time.
+    ReadModelLagging,
 }
 
 impl ErrorCode {
@@ -92,6 +94,7 @@ impl ErrorCode {
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::ExchangeNotConfigured => "exchange_not_configured",
+            ErrorCode::ReadModelLagging => "read_model_lagging",
         }
     }
 
@@ -117,7 +120,8 @@ impl ErrorCode {
             ErrorCode::StripeUnavailable => StatusCode::BAD_GATEWAY,
             ErrorCode::DatabaseUnavailable
             | ErrorCode::NotReady
-            | ErrorCode::ExchangeNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::ExchangeNotConfigured
+            | ErrorCode::ReadModelLagging => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -248,6 +252,12 @@ impl ApiError {
             }
             CommandError::Decode(_) | CommandError::StreamTooLong(_) => ApiError::internal(error),
         }
+    }
+
+    /// Asks the client to retry after `seconds` (`Retry-After`).
+    pub fn retry_after(mut self, seconds: i64) -> ApiError {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     /// Machine-readable details, e.g. `{"retry_after_seconds": 12}`.

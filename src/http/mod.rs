@@ -4,6 +4,7 @@
 //! command handler or read a projection, and map errors in [`error`].
 
 mod checkout;
+pub mod consistency;
 pub mod error;
 mod export;
 pub mod extract;
@@ -158,6 +159,7 @@ pub fn router(state: AppState) -> Router {
             guard::body_deadline(body_read_timeout, request, next)
         }))
         .layer(axum::middleware::from_fn(guard::clean_targets))
+        .layer(axum::middleware::from_fn(consistency::log_position_header))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(error::request_id_scope))

@@ -3,6 +3,7 @@
 //! lease refresh token to boot its runtime with, and the tenant's state as the provisioner reports
 //! it (`active` once booted, `failed`, `deleted`, …).
 
+use super::consistency::ReadAfter;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
@@ -34,6 +35,7 @@ pub(super) struct QueuePage {
 /// order; `next_after` is the cursor of the next page (`null` on the last).
 pub(super) async fn pending_tenants(
     State(state): State<AppState>,
+    _: ReadAfter,
     staff: Staff,
     ApiQuery(page): ApiQuery<QueuePage>,
 ) -> Result<Json<Value>, ApiError> {

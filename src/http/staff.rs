@@ -5,6 +5,7 @@
 //! state and entitlements, and replays them: the timeline with what each event changed, the state
 //! as of a position or a time, and why each field is what it is ([`crate::flows::support`]).
 
+use super::consistency::ReadAfter;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Bearer};
 use super::licensing::metadata;
@@ -103,6 +104,7 @@ async fn licenses_of(
 /// `GET /v1/staff/accounts/{account_id}` (support): the account home.
 pub(super) async fn account(
     State(state): State<AppState>,
+    _: ReadAfter,
     staff: Staff,
     ApiPath(account_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -132,6 +134,7 @@ pub(super) async fn account(
 /// `GET /v1/staff/licenses/{license_id}` (support): a license's billing state and entitlements.
 pub(super) async fn license(
     State(state): State<AppState>,
+    _: ReadAfter,
     staff: Staff,
     ApiPath(license_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -161,6 +164,7 @@ pub(super) struct LicensesQuery {
 /// `GET /v1/staff/licenses?email=` (support): the licenses an email owns.
 pub(super) async fn licenses_by_email(
     State(state): State<AppState>,
+    _: ReadAfter,
     staff: Staff,
     ApiQuery(query): ApiQuery<LicensesQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -217,6 +221,7 @@ pub(super) struct TimelinePage {
 /// fields of its billing state and entitlements the event changed (before → after).
 pub(super) async fn timeline<R: ReplayRoute>(
     State(state): State<AppState>,
+    _: ReadAfter,
     staff: Staff,
     ApiPath(id): ApiPath<String>,
     ApiQuery(page): ApiQuery<TimelinePage>,
@@ -259,6 +264,7 @@ pub(super) struct AsOfQuery {
 /// the billing state and entitlements as they were then (`null` before the subject existed).
 pub(super) async fn as_of<R: ReplayRoute>(
     State(state): State<AppState>,
+    _: ReadAfter,
     staff: Staff,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<AsOfQuery>,
@@ -287,6 +293,7 @@ pub(super) async fn as_of<R: ReplayRoute>(
 /// entitlements now, its value and the event that last set it.
 pub(super) async fn why<R: ReplayRoute>(
     State(state): State<AppState>,
+    _: ReadAfter,
     staff: Staff,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {

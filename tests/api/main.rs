@@ -22,6 +22,7 @@ mod projection_runner;
 mod purchase;
 mod races;
 mod read_models;
+mod read_your_writes;
 mod replay_fixtures;
 mod staff;
 mod store_contract;
