@@ -441,7 +441,9 @@ async fn support(command: SupportCommand) -> anyhow::Result<()> {
     let history = crate::flows::support::history(store.as_ref(), kind, &subject.id)
         .await
         .with_context(|| format!("reading the history of {}", subject.id))?;
-    let catalog = Catalog::v1();
+    let catalog = crate::flows::catalog::history(store.as_ref())
+        .await
+        .context("reading the catalog versions in force")?;
     let answer = match question {
         Question::Timeline => serde_json::to_value(history.timeline(&catalog)?)?,
         Question::Why => serde_json::to_value(history.why(&catalog)?)?,

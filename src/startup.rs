@@ -13,7 +13,6 @@ use crate::gateways::stripe::{StripeConfig, StripeGateway, StripeGatewayError};
 use crate::http::server::{serve, ServerLimits};
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
-use aggregates::catalog::Catalog;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +65,9 @@ pub enum StartupError {
     /// Keys could not be loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The catalog could not be published or read back.
+    #[error("the plan catalog could not be published or read")]
+    Catalog(#[from] crate::flows::FlowError),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -132,6 +134,8 @@ impl Application {
             open_store(settings.database_url.expose()).await?,
             Arc::clone(&keys),
         ));
+        crate::flows::catalog::publish_shipped(store.as_ref(), system_metadata()).await?;
+        let catalogs = crate::flows::catalog::history(store.as_ref()).await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -146,7 +150,8 @@ impl Application {
             metrics: Arc::new(Metrics::default()),
             readiness_lag_max: settings.readiness_lag_max,
             keys,
-            catalog: Arc::new(Catalog::v1()),
+            catalog: catalogs.current(),
+            catalogs: Arc::new(catalogs),
             stripe: Arc::new(stripe),
             public_url: settings.public_url,
             legacy,
@@ -223,6 +228,17 @@ impl Application {
             }
         }
         served
+    }
+}
+
+/// Metadata of what the service does on its own at start.
+fn system_metadata() -> aggregates::log::EventMetadata {
+    aggregates::log::EventMetadata {
+        actor: String::from("system:startup"),
+        causation_id: None,
+        correlation_id: None,
+        request_id: None,
+        effective_at: chrono::Utc::now(),
     }
 }
 

@@ -528,3 +528,62 @@ impl Decider for CatalogPublication {
         }
     }
 }
+
+/// The catalog versions in force over the log's history: each published version from the position
+/// of its publication on, and before the first publication the shipped version 1 (a ledger in
+/// force before publications were recorded ran on it). A replay asks, for each event, the
+/// version in force when it happened.
+#[derive(Clone, Debug)]
+pub struct CatalogHistory {
+    /// Published versions, by the global position of their publication, rising.
+    published: Vec<(i64, std::sync::Arc<Catalog>)>,
+    before_any: std::sync::Arc<Catalog>,
+}
+
+impl CatalogHistory {
+    /// A history in which nothing was published yet: version 1 in force throughout.
+    pub fn shipped() -> CatalogHistory {
+        CatalogHistory {
+            published: Vec::new(),
+            before_any: std::sync::Arc::new(Catalog::v1()),
+        }
+    }
+
+    /// Records the publication at `position` of `document` (a `catalog_published` event's).
+    pub fn publish(
+        &mut self,
+        position: i64,
+        document: &serde_json::Value,
+    ) -> Result<(), CatalogError> {
+        let catalog = Catalog::parse(&document.to_string())?;
+        if self
+            .published
+            .last()
+            .is_some_and(|(last, _)| *last >= position)
+        {
+            return Err(CatalogError(format!(
+                "publication at position {position} is not after the previous one"
+            )));
+        }
+        self.published
+            .push((position, std::sync::Arc::new(catalog)));
+        Ok(())
+    }
+
+    /// The version in force at global position `position`.
+    pub fn at(&self, position: i64) -> &Catalog {
+        self.published
+            .iter()
+            .rev()
+            .find(|(published, _)| *published <= position)
+            .map_or(&self.before_any, |(_, catalog)| catalog)
+    }
+
+    /// The version in force now.
+    pub fn current(&self) -> std::sync::Arc<Catalog> {
+        self.published
+            .last()
+            .map_or(&self.before_any, |(_, catalog)| catalog)
+            .clone()
+    }
+}

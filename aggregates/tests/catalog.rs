@@ -3,8 +3,8 @@
 mod support;
 
 use aggregates::catalog::{
-    BillingCycle, Catalog, CatalogEvent, CatalogPublication, PublishCatalog, StripePlanSource,
-    CATALOG_V1_JSON,
+    BillingCycle, Catalog, CatalogEvent, CatalogHistory, CatalogPublication, PublishCatalog,
+    StripePlanSource, CATALOG_V1_JSON,
 };
 use aggregates::error::DomainError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -485,4 +485,28 @@ fn publishing_a_catalog_records_its_version_once() {
             document: CATALOG_V1_JSON.to_owned(),
         })
         .then_err(DomainError::CatalogVersionNotNewer { latest: 1 });
+}
+
+#[test]
+fn a_replay_reads_each_position_with_the_catalog_version_in_force_then() {
+    let mut history = CatalogHistory::shipped();
+    assert_eq!(
+        history.at(5).version(),
+        1,
+        "before any publication, the shipped v1"
+    );
+    let v1: serde_json::Value = serde_json::from_str(CATALOG_V1_JSON).unwrap();
+    history.publish(10, &v1).unwrap();
+    let mut v2 = v1.clone();
+    v2["version"] = serde_json::json!(2);
+    history.publish(20, &v2).unwrap();
+    assert_eq!(
+        [5, 10, 19, 20, 99].map(|position| history.at(position).version()),
+        [1, 1, 1, 2, 2]
+    );
+    assert_eq!(history.current().version(), 2);
+    assert!(
+        history.publish(15, &v2).is_err(),
+        "publications come in log order"
+    );
 }

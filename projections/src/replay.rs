@@ -14,7 +14,7 @@ use crate::account_home::{account_home, LicenseBilling};
 use crate::entitlements::license_entitlements;
 use crate::FoldError;
 use aggregates::account::{Account, AccountState};
-use aggregates::catalog::Catalog;
+use aggregates::catalog::{Catalog, CatalogHistory};
 use aggregates::decider::{decode, Decider};
 use aggregates::license::{License, LicenseState};
 use aggregates::log::RecordedEvent;
@@ -164,6 +164,8 @@ pub struct Step {
     pub recorded_at: DateTime<Utc>,
     /// When it took effect.
     pub effective_at: DateTime<Utc>,
+    /// The catalog version in force when it happened, which its view was read with.
+    pub catalog_version: u32,
     /// What it changed in the subject's view (empty for events of the subject's other streams).
     pub changes: Vec<Change>,
 }
@@ -183,12 +185,13 @@ fn folded<D: Decider>(state: D::State, event: &RecordedEvent) -> Result<D::State
 pub fn timeline<D: ReplaySubject>(
     subject_id: &str,
     events: &[RecordedEvent],
-    catalog: &Catalog,
+    catalogs: &CatalogHistory,
 ) -> Result<Vec<Step>, FoldError> {
     let mut state = D::State::default();
     let mut steps = Vec::with_capacity(events.len());
     for event in events {
         let at = event.metadata.effective_at;
+        let catalog = catalogs.at(event.global_position.0);
         let changes = if is_subject_event::<D>(event, subject_id) {
             let before = flatten(&D::view(&state, catalog, at));
             state = folded::<D>(state, event)?;
@@ -207,6 +210,7 @@ pub fn timeline<D: ReplaySubject>(
             request_id: event.metadata.request_id.clone(),
             recorded_at: event.recorded_at,
             effective_at: at,
+            catalog_version: catalog.version(),
             changes,
         });
     }
@@ -230,11 +234,12 @@ pub enum Cut {
 pub fn as_of<D: ReplaySubject>(
     subject_id: &str,
     events: &[RecordedEvent],
-    catalog: &Catalog,
+    catalogs: &CatalogHistory,
     cut: Cut,
 ) -> Result<Value, FoldError> {
     let mut state = D::State::default();
     let mut instant = None;
+    let mut last_position = None;
     for event in events
         .iter()
         .filter(|e| is_subject_event::<D>(e, subject_id))
@@ -247,8 +252,14 @@ pub fn as_of<D: ReplaySubject>(
         if included {
             state = folded::<D>(state, event)?;
             instant = Some(event.metadata.effective_at);
+            last_position = Some(event.global_position.0);
         }
     }
+    // The version in force at the cut: at the last event folded for a position or a time.
+    let catalog = catalogs.at(match cut {
+        Cut::Position(position) => position,
+        Cut::RecordedAt(_) | Cut::EffectiveAt(_) => last_position.unwrap_or(0),
+    });
     let at = match cut {
         Cut::Position(_) => instant,
         Cut::RecordedAt(at) | Cut::EffectiveAt(at) => Some(at),

@@ -1,7 +1,7 @@
 //! Support replay (issue 5): every event with what it changed, the state as of a position, a
 //! recorded time or an effective time, and the event behind each field of the state now.
 
-use aggregates::catalog::{BillingCycle, Catalog};
+use aggregates::catalog::{BillingCycle, Catalog, CatalogHistory};
 use aggregates::decider::{encode, Context, Decider, DomainEvent};
 use aggregates::ids::{Email, LicenseId, SecretHash};
 use aggregates::index::ActivationKeyEvent;
@@ -14,6 +14,7 @@ use serde_json::json;
 use std::sync::LazyLock;
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(Catalog::v1);
+static CATALOGS: LazyLock<CatalogHistory> = LazyLock::new(CatalogHistory::shipped);
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 4, 1, 12, 0, 0).unwrap()
@@ -133,7 +134,7 @@ fn history() -> Log {
 #[test]
 fn each_event_shows_who_caused_it_and_what_it_changed_and_index_events_change_nothing() {
     let log = history();
-    let steps = timeline::<License>(license_id().as_str(), &log.events, &CATALOG).unwrap();
+    let steps = timeline::<License>(license_id().as_str(), &log.events, &CATALOGS).unwrap();
     assert_eq!(steps.len(), log.events.len());
     assert!(steps.windows(2).all(|w| w[0].position < w[1].position));
     let issued = &steps[0];
@@ -187,7 +188,7 @@ fn each_event_shows_who_caused_it_and_what_it_changed_and_index_events_change_no
 fn the_state_as_of_a_position_a_recorded_time_or_an_effective_time() {
     let log = history();
     let id = license_id();
-    let at = |cut| as_of::<License>(id.as_str(), &log.events, &CATALOG, cut).unwrap();
+    let at = |cut| as_of::<License>(id.as_str(), &log.events, &CATALOGS, cut).unwrap();
     assert_eq!(
         at(Cut::Position(0)),
         serde_json::Value::Null,
@@ -215,7 +216,7 @@ fn the_state_as_of_a_position_a_recorded_time_or_an_effective_time() {
 #[test]
 fn why_names_the_event_behind_each_field_of_the_state_now() {
     let log = history();
-    let steps = timeline::<License>(license_id().as_str(), &log.events, &CATALOG).unwrap();
+    let steps = timeline::<License>(license_id().as_str(), &log.events, &CATALOGS).unwrap();
     let causes = why(&steps);
     let cycle = &causes["billing.billing_cycle"];
     assert_eq!(
@@ -235,7 +236,7 @@ fn why_names_the_event_behind_each_field_of_the_state_now() {
     let final_view = as_of::<License>(
         license_id().as_str(),
         &log.events,
-        &CATALOG,
+        &CATALOGS,
         Cut::Position(i64::MAX),
     )
     .unwrap();

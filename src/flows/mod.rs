@@ -3,6 +3,7 @@
 //! and the helpers that turn decided events into parts of an atomic append.
 
 pub mod billing;
+pub mod catalog;
 pub mod erasure;
 pub mod exchange;
 pub mod hosted;

@@ -6,7 +6,7 @@
 use crate::engine::store::{Store, StoreError, READ_PAGE_MAX};
 use crate::flows::{stream, FlowError};
 use aggregates::account::Account;
-use aggregates::catalog::Catalog;
+use aggregates::catalog::CatalogHistory;
 use aggregates::decider::Decider;
 use aggregates::error::DomainError;
 use aggregates::ids::{AccountId, LicenseId};
@@ -138,23 +138,23 @@ impl History {
     }
 
     /// Every event with what it changed.
-    pub fn timeline(&self, catalog: &Catalog) -> Result<Vec<Step>, FlowError> {
+    pub fn timeline(&self, catalogs: &CatalogHistory) -> Result<Vec<Step>, FlowError> {
         self.run(
-            |events| timeline::<License>(&self.id, events, catalog),
-            |events| timeline::<Account>(&self.id, events, catalog),
+            |events| timeline::<License>(&self.id, events, catalogs),
+            |events| timeline::<Account>(&self.id, events, catalogs),
         )
     }
 
     /// The subject's view as of a cut.
-    pub fn as_of(&self, catalog: &Catalog, cut: Cut) -> Result<Value, FlowError> {
+    pub fn as_of(&self, catalogs: &CatalogHistory, cut: Cut) -> Result<Value, FlowError> {
         self.run(
-            |events| as_of::<License>(&self.id, events, catalog, cut),
-            |events| as_of::<Account>(&self.id, events, catalog, cut),
+            |events| as_of::<License>(&self.id, events, catalogs, cut),
+            |events| as_of::<Account>(&self.id, events, catalogs, cut),
         )
     }
 
     /// For each field of the view now, the event that made it so.
-    pub fn why(&self, catalog: &Catalog) -> Result<BTreeMap<String, Cause>, FlowError> {
-        Ok(why(&self.timeline(catalog)?))
+    pub fn why(&self, catalogs: &CatalogHistory) -> Result<BTreeMap<String, Cause>, FlowError> {
+        Ok(why(&self.timeline(catalogs)?))
     }
 }

@@ -22,7 +22,7 @@ use crate::engine::projection::ProjectionFold;
 use crate::engine::store::Store;
 use crate::gateways::stripe::{StripeGateway, WEBHOOK_BODY_BYTES_MAX};
 use crate::metrics::Metrics;
-use aggregates::catalog::Catalog;
+use aggregates::catalog::{Catalog, CatalogHistory};
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
 use axum::routing::{get, post};
@@ -48,8 +48,10 @@ pub struct AppState {
     pub readiness_lag_max: i64,
     /// Signing keys and the bearer-secret hasher.
     pub keys: Arc<KeyMaterial>,
-    /// The plan catalog in force.
+    /// The plan catalog in force (the newest published in the log).
     pub catalog: Arc<Catalog>,
+    /// Every catalog version over the log's history, for replays.
+    pub catalogs: Arc<CatalogHistory>,
     /// Stripe.
     pub stripe: Arc<StripeGateway>,
     /// The public base URL of this service (links in answers, e.g. the signup URL).

@@ -235,7 +235,7 @@ pub(super) async fn timeline<R: ReplayRoute>(
     }
     let history = history(state.store.as_ref(), R::KIND, &id).await?;
     let steps: Vec<Step> = history
-        .timeline(&state.catalog)?
+        .timeline(&state.catalogs)?
         .into_iter()
         .filter(|step| page.after.is_none_or(|after| step.position > after))
         .take(limit + 1)
@@ -285,7 +285,7 @@ pub(super) async fn as_of<R: ReplayRoute>(
         }
     };
     let history = history(state.store.as_ref(), R::KIND, &id).await?;
-    let view = history.as_of(&state.catalog, cut)?;
+    let view = history.as_of(&state.catalogs, cut)?;
     Ok(Json(json!({ "kind": R::KIND, "id": id, "view": view })))
 }
 
@@ -299,6 +299,6 @@ pub(super) async fn why<R: ReplayRoute>(
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "replay history")?;
     let history = history(state.store.as_ref(), R::KIND, &id).await?;
-    let fields = history.why(&state.catalog)?;
+    let fields = history.why(&state.catalogs)?;
     Ok(Json(json!({ "kind": R::KIND, "id": id, "fields": fields })))
 }

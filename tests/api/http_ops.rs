@@ -84,7 +84,8 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["code"], "not_ready");
     assert_eq!(body["request_id"], "req-test-1");
-    assert_eq!(body["details"]["projections"][0]["lag_positions"], 5);
+    // The catalog's publication at start, then the five events.
+    assert_eq!(body["details"]["projections"][0]["lag_positions"], 6);
     let (_, headers, metrics) = get(&app, "/metrics").await;
     assert!(headers["content-type"]
         .to_str()
@@ -92,11 +93,11 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
         .starts_with("text/plain; version=0.0.4"));
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(
-        metrics.contains("pulse_account_log_head_position 5\n"),
+        metrics.contains("pulse_account_log_head_position 6\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("pulse_account_projection_lag_positions{projection=\"stream_index\"} 5\n"),
+        metrics.contains("pulse_account_projection_lag_positions{projection=\"stream_index\"} 6\n"),
         "{metrics}"
     );
 
@@ -121,7 +122,7 @@ async fn readiness_reports_projection_lag_against_the_bound_and_metrics_expose_i
         metrics.contains("pulse_account_projection_lag_positions{projection=\"stream_index\"} 0\n")
     );
     assert!(
-        metrics.contains("pulse_account_projection_events_total{projection=\"stream_index\"} 5\n")
+        metrics.contains("pulse_account_projection_events_total{projection=\"stream_index\"} 6\n")
     );
     drop((app, state, application));
     db.cleanup().await;
@@ -234,7 +235,11 @@ async fn the_running_service_seals_the_log_periodically(backend: Backend) {
         assert!(std::time::Instant::now() < deadline, "no seal was made");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(store.latest_seal().await.unwrap().unwrap().count, 1);
+    let sealed = store.latest_seal().await.unwrap().unwrap();
+    assert_eq!(
+        sealed.count, sealed.position.0,
+        "the seal covers every event up to its position (the catalog's publication first)"
+    );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     drop(store);

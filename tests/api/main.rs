@@ -3,6 +3,7 @@
 //! (`…::sqlite::…` and `…::postgres::…`); see `helpers` for how PostgreSQL is found.
 
 mod audit_export;
+mod catalog_publication;
 mod cli;
 mod command_handling;
 mod edge;

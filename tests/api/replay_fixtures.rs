@@ -119,7 +119,7 @@ async fn replay_answers(
     store: &dyn pulse_account::engine::store::Store,
     subject: &Subject,
 ) -> Value {
-    let catalog = aggregates::catalog::Catalog::v1();
+    let catalog = pulse_account::flows::catalog::history(store).await.unwrap();
     let history = history(store, subject.kind, &subject.id).await.unwrap();
     let mut timeline = serde_json::to_value(history.timeline(&catalog).unwrap()).unwrap();
     for step in timeline.as_array_mut().unwrap() {
