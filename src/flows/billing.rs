@@ -178,6 +178,7 @@ pub fn effect_of(event: &StripeEvent, created: DateTime<Utc>) -> Effect {
 
 impl Checkout<'_> {
     /// Applies a verified Stripe event exactly once; every event leaves a receipt.
+    #[tracing::instrument(skip_all, fields(stripe_event = %event.id, event_type = %event.event_type))]
     pub async fn apply_stripe_event(
         &self,
         event: &StripeEvent,

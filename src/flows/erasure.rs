@@ -52,6 +52,7 @@ pub enum ErasureError {
 pub type RebuildProgress<'a> = dyn FnMut(&'static str, Position, Position) + Send + 'a;
 
 /// Erases `email`'s personal data for `reason`.
+#[tracing::instrument(skip_all, fields(person_id = tracing::field::Empty))]
 pub async fn erase(
     store: Arc<PersonalDataStore>,
     projections: &[Arc<dyn ProjectionFold>],
@@ -62,6 +63,7 @@ pub async fn erase(
     progress: &mut RebuildProgress<'_>,
 ) -> Result<ErasureReport, ErasureError> {
     let person_id = store.person_id(email.as_str());
+    tracing::Span::current().record("person_id", person_id.as_str());
     let event = encode(&personal_data_erased(&person_id, reason).map_err(FlowError::from)?)
         .map_err(FlowError::from)?;
     let erasures = stream(ERASURE_STREAM_TYPE, &person_id).map_err(FlowError::from)?;

@@ -134,6 +134,7 @@ impl LegacyVerifier {
 /// Runs the exchange and, on success, activates the installation on the v6 license.
 /// With an idempotency key, a retry activates exactly as the first attempt did (same installation
 /// token): the key reaches the activation.
+#[tracing::instrument(skip_all, fields(legacy_license = tracing::field::Empty))]
 pub async fn exchange(
     licensing: &Licensing<'_>,
     verifier: &LegacyVerifier,
@@ -143,7 +144,10 @@ pub async fn exchange(
 ) -> Result<Activation, FlowError> {
     let check = verifier.check(&request.legacy_license_token);
     let legacy_id = match &check {
-        LegacyTokenCheck::Verified(legacy) => legacy.legacy_license_id.clone(),
+        LegacyTokenCheck::Verified(legacy) => {
+            tracing::Span::current().record("legacy_license", legacy.legacy_license_id.as_str());
+            legacy.legacy_license_id.clone()
+        }
         LegacyTokenCheck::Malformed | LegacyTokenCheck::Invalid => {
             return Err(refusal_of(&check).into())
         }

@@ -124,6 +124,7 @@ async fn bind_refresh_token<T>(
 
 /// Provisions another workspace of an account for `actor`, with its lease refresh token: the
 /// account's decision (permissions, caps) and the token's index in one append.
+#[tracing::instrument(skip_all, fields(account_id = %account_id))]
 pub async fn provision_tenant(
     store: &dyn Store,
     keys: &KeyMaterial,
@@ -190,6 +191,7 @@ impl Attempt for Provision<'_> {
 
 /// The provisioner fetches a tenant's lease refresh token to boot its runtime with. The token is
 /// derived again (never stored) and checked against the hash the tenant was provisioned with.
+#[tracing::instrument(skip_all, fields(account_id, tenant_id))]
 pub async fn tenant_credentials(
     store: &dyn Store,
     keys: &KeyMaterial,
@@ -228,6 +230,7 @@ pub async fn load_tenant(
 /// The provisioner reports a tenant's new state (`active` once booted, `failed`, `deleted`, …).
 /// With an `Idempotency-Key`, a retry changes nothing and answers the tenant as the first request
 /// left it.
+#[tracing::instrument(skip_all, fields(account_id, tenant_id, to = ?change.state))]
 pub async fn change_tenant_state(
     store: &dyn Store,
     catalog: &Catalog,
@@ -297,6 +300,7 @@ pub struct LeaseRefreshRequest {
 /// Every lease issued is an event. With an `Idempotency-Key`, a retry answers the lease the first
 /// request issued (its recorded claims signed again: Ed25519 is deterministic, so the JWT is
 /// byte-identical) and issues no new one.
+#[tracing::instrument(skip_all, fields(account_id = %request.org_id, instance_host = %request.instance_host, tenant_id = tracing::field::Empty))]
 pub async fn refresh_lease(
     store: &dyn Store,
     keys: &KeyMaterial,
@@ -324,6 +328,7 @@ pub async fn refresh_lease(
     let Some((account_id, tenant_id)) = binding.bound else {
         return Err(DomainError::LeaseTokenInvalid.into());
     };
+    tracing::Span::current().record("tenant_id", tenant_id.as_str());
     if account_id.as_str() != org_id {
         return Err(DomainError::LeaseTokenInvalid.into());
     }

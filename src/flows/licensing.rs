@@ -147,6 +147,13 @@ impl TokenBindings {
     }
 }
 
+/// Names the license and installation a request acts on in its span.
+fn record_installation(license_id: &LicenseId, installation_id: &InstallationId) {
+    let span = tracing::Span::current();
+    span.record("license_id", license_id.as_str());
+    span.record("installation_id", installation_id.as_str());
+}
+
 fn random_u64() -> u64 {
     rand::rngs::OsRng.next_u64()
 }
@@ -253,6 +260,7 @@ impl Licensing<'_> {
     }
 
     /// `POST /v1/activate`: activates (or re-activates) an installation and issues its first grant.
+    #[tracing::instrument(skip_all, fields(license_id = tracing::field::Empty, instance_fingerprint = %request.instance_fingerprint))]
     pub async fn activate(
         &self,
         request: &ActivateRequest,
@@ -260,6 +268,7 @@ impl Licensing<'_> {
         metadata: EventMetadata,
     ) -> Result<Activation, FlowError> {
         let license_id = self.license_of_key(&request.activation_key).await?;
+        tracing::Span::current().record("license_id", license_id.as_str());
         let idempotency = idempotency_key.map(|key| self.activation_idempotency(request, key));
         let token = match idempotency_key {
             Some(key) => self.hasher().derive(
@@ -328,6 +337,7 @@ impl Licensing<'_> {
     }
 
     /// `POST /v1/grants/refresh`: a new grant for the installation presenting its token.
+    #[tracing::instrument(skip_all, fields(license_id = tracing::field::Empty, installation_id = tracing::field::Empty))]
     pub async fn refresh_grant(
         &self,
         token: &str,
@@ -335,6 +345,7 @@ impl Licensing<'_> {
         metadata: EventMetadata,
     ) -> Result<(IssuedLicense, SignedGrant), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
+        record_installation(&license_id, &installation_id);
         let jti = uuid::Uuid::new_v4().to_string();
         let command = LicenseCommand::IssueGrant {
             installation_id: installation_id.clone(),
@@ -380,12 +391,14 @@ impl Licensing<'_> {
 
     /// `POST /v1/grants/status`: the current `license_version`, and whether a runtime holding
     /// `known_version` must refresh. Revocation and suspension answer as a refresh would.
+    #[tracing::instrument(skip_all, fields(license_id = tracing::field::Empty, installation_id = tracing::field::Empty))]
     pub async fn grant_status(
         &self,
         token: &str,
         known_version: Option<u64>,
     ) -> Result<(u64, bool), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
+        record_installation(&license_id, &installation_id);
         let (state, _) = load::<License>(
             self.store,
             &stream(License::STREAM_TYPE, license_id.as_str())?,
@@ -444,12 +457,14 @@ impl Licensing<'_> {
 
     /// `GET /v1/entitlements`: what the installation's license grants now (§14). A revoked or
     /// lapsed license still answers, saying so (`valid: false`).
+    #[tracing::instrument(skip_all, fields(license_id = tracing::field::Empty, installation_id = tracing::field::Empty))]
     pub async fn entitlements(
         &self,
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<(IssuedLicense, InstallationId, Entitlements), FlowError> {
         let (license, installation_id) = self.presented(token).await?;
+        record_installation(&license.license_id, &installation_id);
         let entitlements = license_entitlements(&license, self.catalog, now, None);
         Ok((license, installation_id, entitlements))
     }
@@ -457,6 +472,7 @@ impl Licensing<'_> {
     /// `POST /v1/continuity/capture`: the first settled monitored-system count of a migrated
     /// license (§7); later reports change nothing. Returns the continuity report.
     /// With an `Idempotency-Key`, a retry answers the report as the first capture left it.
+    #[tracing::instrument(skip_all, fields(license_id = tracing::field::Empty, installation_id = tracing::field::Empty, monitored_systems))]
     pub async fn capture_floor(
         &self,
         token: &str,
@@ -465,6 +481,7 @@ impl Licensing<'_> {
         metadata: EventMetadata,
     ) -> Result<ContinuityReport, FlowError> {
         let (license, installation_id) = self.presented(token).await?;
+        record_installation(&license.license_id, &installation_id);
         let command = LicenseCommand::CaptureFloor { monitored_systems };
         let idempotency = idempotency_key.map(|key| {
             Idempotency::scoped(

@@ -106,6 +106,7 @@ pub async fn revoke(
 
 /// The principal of a presented token, or [`FlowError::UnknownStaffToken`] for anything that is
 /// not a live token (malformed, unknown, wrong secret, revoked).
+#[tracing::instrument(skip_all, fields(staff_token = tracing::field::Empty))]
 pub async fn authenticate(
     store: &dyn Store,
     keys: &KeyMaterial,
@@ -116,6 +117,7 @@ pub async fn authenticate(
         .and_then(|(id, _)| StaffTokenId::parse(id).ok())
         .filter(|id| SecretHasher::well_formed(&secret_prefix(id), presented))
         .ok_or(FlowError::UnknownStaffToken)?;
+    tracing::Span::current().record("staff_token", token_id.as_str());
     let (state, _) =
         load::<StaffToken>(store, &stream(StaffToken::STREAM_TYPE, token_id.as_str())?).await?;
     let role = state

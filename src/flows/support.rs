@@ -45,6 +45,7 @@ pub struct History {
 }
 
 /// Gathers the history of a subject; 404 when its own stream is empty or the id is malformed.
+#[tracing::instrument(skip(store), fields(kind = ?kind))]
 pub async fn history(store: &dyn Store, kind: SubjectKind, id: &str) -> Result<History, FlowError> {
     let not_found = || {
         FlowError::from(DomainError::NotFound {

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 
 /// Starts the trial of `org_id`. A denial is recorded, then answered as its error. With an
 /// idempotency key, a retry answers exactly what the first attempt did (its start or its denial).
+#[tracing::instrument(skip_all, fields(org_id = %org_id))]
 pub async fn start_trial(
     store: &dyn Store,
     catalog: &Catalog,

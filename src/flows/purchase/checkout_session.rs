@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 impl Checkout<'_> {
     /// Starts a Stripe Checkout from a handoff; the intent's URLs and jti stay server-side.
+    #[tracing::instrument(skip_all, fields(handoff_id = %request.portal_handoff_id, plan = %request.plan_key))]
     pub async fn start_checkout(
         &self,
         request: &StartCheckoutRequest,
@@ -79,6 +80,7 @@ impl Checkout<'_> {
     }
 
     /// The installation's lookup on return (§6.5).
+    #[tracing::instrument(skip_all, fields(session_id = %session_id))]
     pub async fn session_result(
         &self,
         session_id: &str,

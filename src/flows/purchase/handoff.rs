@@ -13,6 +13,7 @@ use rand::RngCore;
 
 impl Checkout<'_> {
     /// Creates a handoff and its checkout intent; returns the handoff.
+    #[tracing::instrument(skip_all, fields(handoff_id = tracing::field::Empty))]
     pub async fn create_handoff(
         &self,
         request: &CreateHandoffRequest,
@@ -28,6 +29,7 @@ impl Checkout<'_> {
             }
         }
         let handoff_id = HandoffId::from_entropy(rand::rngs::OsRng.next_u64());
+        tracing::Span::current().record("handoff_id", handoff_id.as_str());
         let command = HandoffCommand::Create {
             handoff_id: handoff_id.clone(),
             intent_id: IntentId::from_entropy(rand::rngs::OsRng.next_u64()),
@@ -88,6 +90,7 @@ impl Checkout<'_> {
     }
 
     /// The browser's lookup: stamps `resolved_at` on the first one, returns the handoff.
+    #[tracing::instrument(skip_all, fields(handoff_id = %handoff_id))]
     pub async fn resolve_handoff(
         &self,
         handoff_id: &HandoffId,

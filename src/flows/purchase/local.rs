@@ -43,6 +43,7 @@ impl Checkout<'_> {
     /// Local mode: completes a purchase by posting itself a correctly signed
     /// `checkout.session.completed` through the webhook path; returns where to send the browser.
     /// Completing a session again changes nothing and sends the browser to the same place.
+    #[tracing::instrument(skip_all, fields(session_id = %session_id))]
     pub async fn complete_local(
         &self,
         session_id: &str,

@@ -45,6 +45,7 @@ impl Checkout<'_> {
     }
 
     /// Begins (or restarts) a redemption, following the decision table of §6.6.
+    #[tracing::instrument(skip_all, fields(handoff_id = %request.portal_handoff_id))]
     pub async fn begin_redemption(
         &self,
         request: &BeginRedemptionRequest,
@@ -75,6 +76,7 @@ impl Checkout<'_> {
     }
 
     /// Ends a redemption: activated when no failure is given, failed otherwise.
+    #[tracing::instrument(skip_all, fields(handoff_id = %request.portal_handoff_id, activated))]
     pub async fn end_redemption(
         &self,
         request: &EndRedemptionRequest,
