@@ -8,14 +8,45 @@ use super::AppState;
 use crate::flows::purchase::{
     parse_handoff_id, Checkout, CreateHandoffRequest, StartCheckoutRequest,
 };
-use crate::gateways::stripe::WebhookRejection;
+use crate::gateways::stripe::{WebhookRejection, WEBHOOK_BODY_BYTES_MAX};
 use aggregates::handoff::Handoff;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
 use axum::Json;
+use axum::Router;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/checkout/portal-handoff",
+            post(create_handoff).get(resolve_handoff),
+        )
+        .route(
+            "/v1/checkout/session",
+            post(start_checkout).get(session_result),
+        )
+        .route("/v1/checkout/redemptions/begin", post(begin_redemption))
+        .route(
+            "/v1/checkout/redemptions/activated",
+            post(redemption_activated),
+        )
+        .route("/v1/checkout/redemptions/failed", post(redemption_failed))
+        .route("/v1/checkout/local/{session_id}", get(local_checkout_page))
+        .route(
+            "/v1/checkout/local/{session_id}/complete",
+            post(local_checkout_complete),
+        )
+        .route(
+            "/v1/webhooks/stripe",
+            post(stripe_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX)),
+        )
+}
 
 fn checkout(state: &AppState) -> Checkout<'_> {
     Checkout {

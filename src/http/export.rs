@@ -18,8 +18,15 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/v1/staff/export", get(export))
+}
 
 /// Pages encoded ahead of what the client has read.
 const EXPORT_PAGES_IN_FLIGHT: usize = 2;

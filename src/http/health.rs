@@ -6,9 +6,19 @@ use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Json;
+use axum::Router;
 use serde_json::json;
 use std::time::Duration;
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
 
 /// Liveness: the process answers. Touches nothing else, so a slow database never restarts it.
 pub(super) async fn healthz() -> Json<serde_json::Value> {

@@ -8,8 +8,15 @@ use super::licensing::metadata;
 use super::AppState;
 use crate::flows::hosted::{refresh_lease, LeaseRefreshRequest};
 use axum::extract::State;
+use axum::routing::post;
 use axum::Json;
+use axum::Router;
 use serde_json::{json, Value};
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/entitlements/refresh", post(refresh))
+}
 
 /// `POST /api/entitlements/refresh`.
 pub(super) async fn refresh(

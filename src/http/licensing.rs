@@ -9,10 +9,24 @@ use aggregates::catalog::Catalog;
 use aggregates::license::IssuedLicense;
 use aggregates::log::EventMetadata;
 use axum::extract::State;
+use axum::routing::{get, post};
 use axum::Json;
+use axum::Router;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/activate", post(activate))
+        .route("/v1/grants/refresh", post(refresh))
+        .route("/v1/grants/status", post(status))
+        .route("/v1/entitlements", get(entitlements))
+        .route("/v1/continuity/capture", post(capture_continuity))
+        .route("/v1/licenses/exchange", post(exchange))
+}
 
 /// How often a runtime should refresh its grant, and by how much to spread refreshes (§5.2).
 const RECOMMENDED_REFRESH_AFTER_SECONDS: u32 = 21_600;

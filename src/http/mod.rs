@@ -20,12 +20,11 @@ mod trials;
 use crate::crypto::KeyMaterial;
 use crate::engine::projection::ProjectionFold;
 use crate::engine::store::Store;
-use crate::gateways::stripe::{StripeGateway, WEBHOOK_BODY_BYTES_MAX};
+use crate::gateways::stripe::StripeGateway;
 use crate::metrics::Metrics;
 use aggregates::catalog::{Catalog, CatalogHistory};
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
-use axum::routing::{get, post};
 use axum::Router;
 use error::REQUEST_ID_HEADER;
 use std::sync::Arc;
@@ -69,90 +68,14 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let body_read_timeout = state.body_read_timeout;
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/.well-known/jwks.json", get(licensing::jwks))
-        .route("/v1/activate", post(licensing::activate))
-        .route("/v1/grants/refresh", post(licensing::refresh))
-        .route("/v1/grants/status", post(licensing::status))
-        .route(
-            "/v1/checkout/portal-handoff",
-            post(checkout::create_handoff).get(checkout::resolve_handoff),
-        )
-        .route(
-            "/v1/checkout/session",
-            post(checkout::start_checkout).get(checkout::session_result),
-        )
-        .route(
-            "/v1/checkout/redemptions/begin",
-            post(checkout::begin_redemption),
-        )
-        .route(
-            "/v1/checkout/redemptions/activated",
-            post(checkout::redemption_activated),
-        )
-        .route(
-            "/v1/checkout/redemptions/failed",
-            post(checkout::redemption_failed),
-        )
-        .route("/v1/entitlements", get(licensing::entitlements))
-        .route(
-            "/v1/continuity/capture",
-            post(licensing::capture_continuity),
-        )
-        .route("/v1/trials/start", post(trials::start))
-        .route("/v1/licenses/exchange", post(licensing::exchange))
-        .route("/api/entitlements/refresh", post(hosted::refresh))
-        .route("/v1/staff/export", get(export::export))
-        .route("/v1/staff/accounts/{account_id}", get(staff::account))
-        .route("/v1/staff/licenses", get(staff::licenses_by_email))
-        .route("/v1/staff/licenses/{license_id}", get(staff::license))
-        .route(
-            "/v1/staff/licenses/{license_id}/timeline",
-            get(staff::timeline::<staff::LicenseRoutes>),
-        )
-        .route(
-            "/v1/staff/licenses/{license_id}/as-of",
-            get(staff::as_of::<staff::LicenseRoutes>),
-        )
-        .route(
-            "/v1/staff/licenses/{license_id}/why",
-            get(staff::why::<staff::LicenseRoutes>),
-        )
-        .route(
-            "/v1/staff/accounts/{account_id}/timeline",
-            get(staff::timeline::<staff::AccountRoutes>),
-        )
-        .route(
-            "/v1/staff/accounts/{account_id}/as-of",
-            get(staff::as_of::<staff::AccountRoutes>),
-        )
-        .route(
-            "/v1/staff/accounts/{account_id}/why",
-            get(staff::why::<staff::AccountRoutes>),
-        )
-        .route("/v1/provisioner/tenants", get(provisioner::pending_tenants))
-        .route(
-            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials",
-            get(provisioner::credentials),
-        )
-        .route(
-            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state",
-            post(provisioner::report_state),
-        )
-        .route(
-            "/v1/checkout/local/{session_id}",
-            get(checkout::local_checkout_page),
-        )
-        .route(
-            "/v1/checkout/local/{session_id}/complete",
-            post(checkout::local_checkout_complete),
-        )
-        .route(
-            "/v1/webhooks/stripe",
-            post(checkout::stripe_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX)),
-        )
+        .merge(health::router())
+        .merge(licensing::router())
+        .merge(checkout::router())
+        .merge(trials::router())
+        .merge(hosted::router())
+        .merge(staff::router())
+        .merge(export::router())
+        .merge(provisioner::router())
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)
         .with_state(state)

@@ -14,11 +14,27 @@ use crate::flows::hosted::{change_tenant_state, tenant_credentials, TenantStateC
 use aggregates::account::Tenant;
 use aggregates::staff::StaffRole;
 use axum::extract::State;
+use axum::routing::{get, post};
 use axum::Json;
+use axum::Router;
 use projections::tenant_work::{PendingTenant, TenantWork};
 use projections::DocumentProjection;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/provisioner/tenants", get(pending_tenants))
+        .route(
+            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials",
+            get(credentials),
+        )
+        .route(
+            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state",
+            post(report_state),
+        )
+}
 
 /// Workspaces per page of the queue unless the caller asks for fewer.
 const TENANT_PAGE_DEFAULT: usize = 100;

@@ -21,7 +21,9 @@ use aggregates::license::IssuedLicense;
 use aggregates::staff::StaffRole;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::routing::get;
 use axum::Json;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use projections::account_home::{account_home, LicenseBilling};
 use projections::accounts::Accounts;
@@ -32,6 +34,38 @@ use projections::DocumentProjection;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/staff/accounts/{account_id}", get(account))
+        .route("/v1/staff/licenses", get(licenses_by_email))
+        .route("/v1/staff/licenses/{license_id}", get(license))
+        .route(
+            "/v1/staff/licenses/{license_id}/timeline",
+            get(timeline::<LicenseRoutes>),
+        )
+        .route(
+            "/v1/staff/licenses/{license_id}/as-of",
+            get(as_of::<LicenseRoutes>),
+        )
+        .route(
+            "/v1/staff/licenses/{license_id}/why",
+            get(why::<LicenseRoutes>),
+        )
+        .route(
+            "/v1/staff/accounts/{account_id}/timeline",
+            get(timeline::<AccountRoutes>),
+        )
+        .route(
+            "/v1/staff/accounts/{account_id}/as-of",
+            get(as_of::<AccountRoutes>),
+        )
+        .route(
+            "/v1/staff/accounts/{account_id}/why",
+            get(why::<AccountRoutes>),
+        )
+}
 
 /// Most licenses one staff answer lists; an owner with more is told the list was cut.
 const STAFF_LICENSES_MAX: usize = 100;

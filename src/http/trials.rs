@@ -8,9 +8,16 @@ use super::AppState;
 use crate::flows::trials::start_trial;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::post;
 use axum::Json;
+use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/v1/trials/start", post(start))
+}
 
 /// What a trial start sends.
 #[derive(Debug, Deserialize)]
