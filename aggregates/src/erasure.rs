@@ -3,7 +3,7 @@
 //! fact and checks what it may carry. The event never holds the person's data: only their person
 //! id (a keyed hash of the email) and why.
 
-use crate::decider::DomainEvent;
+use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
 use crate::ids::bounded_text;
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,42 @@ pub fn personal_data_erased(person_id: &str, reason: &str) -> Result<ErasureEven
         person_id: person_id.to_owned(),
         reason: bounded_text("reason", reason, ERASURE_REASON_LEN_MAX)?,
     })
+}
+
+/// A person's erasure records (`erasure/<person id>`): each run of the data-delete job adds one.
+pub struct PersonErasure;
+
+/// Erase a person's personal data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErasePersonalData {
+    /// The person.
+    pub person_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Decider for PersonErasure {
+    const STREAM_TYPE: &'static str = ERASURE_STREAM_TYPE;
+    /// How many times the person's data was erased.
+    type State = u64;
+    type Command = ErasePersonalData;
+    type Event = ErasureEvent;
+    type Error = DomainError;
+
+    fn decide(
+        _: &u64,
+        command: &ErasePersonalData,
+        _: &Context<'_>,
+    ) -> Result<Vec<ErasureEvent>, DomainError> {
+        Ok(vec![personal_data_erased(
+            &command.person_id,
+            &command.reason,
+        )?])
+    }
+
+    fn evolve(erasures: u64, _: &ErasureEvent) -> u64 {
+        erasures + 1
+    }
 }
 
 #[cfg(test)]

@@ -228,6 +228,36 @@ impl DomainEvent for StaffAccessEvent {}
 /// Stream type of the staff-access records.
 pub const STAFF_ACCESS_STREAM_TYPE: &str = "staff_access";
 
+/// The record of staff requests: each request is a fresh stream of one event (no contention, no
+/// stream that grows).
+pub struct StaffAccessLog;
+
+impl Decider for StaffAccessLog {
+    const STREAM_TYPE: &'static str = STAFF_ACCESS_STREAM_TYPE;
+    /// Whether the request was recorded.
+    type State = bool;
+    type Command = StaffAccessEvent;
+    type Event = StaffAccessEvent;
+    type Error = DomainError;
+
+    fn decide(
+        recorded: &bool,
+        command: &StaffAccessEvent,
+        _: &Context<'_>,
+    ) -> Result<Vec<StaffAccessEvent>, DomainError> {
+        if *recorded {
+            return Err(DomainError::AlreadyExists {
+                entity: "staff access record",
+            });
+        }
+        Ok(vec![command.clone()])
+    }
+
+    fn evolve(_: bool, _: &StaffAccessEvent) -> bool {
+        true
+    }
+}
+
 /// The record of one staff request, its path bounded.
 pub fn staff_access(
     token_id: &StaffTokenId,

@@ -10,16 +10,17 @@
 //! so no deleted row lingers there. Running it again for the same person is
 //! safe: it records the request again, destroys any key made since, and rebuilds.
 
+use crate::engine::command::{handle, Command};
 use crate::engine::personal_data::{PersonalDataStore, ERASURE_CHECK_INTERVAL};
 use crate::engine::projection::runner::{Runner, RunnerConfig, RunnerError};
 use crate::engine::projection::ProjectionFold;
-use crate::engine::store::{AppendRequest, EventStore, PersonKeyStore, Store, READ_PAGE_MAX};
-use crate::flows::{stream, FlowError};
+use crate::engine::store::{EventStore, PersonKeyStore, Store};
+use crate::flows::FlowError;
 use crate::metrics::Metrics;
-use aggregates::decider::encode;
-use aggregates::erasure::{personal_data_erased, ERASURE_STREAM_TYPE};
+use aggregates::decider::Context;
+use aggregates::erasure::{ErasePersonalData, PersonErasure};
 use aggregates::ids::Email;
-use aggregates::log::{EventMetadata, Position, StreamVersion};
+use aggregates::log::{EventMetadata, Position};
 use std::sync::Arc;
 
 /// What an erasure did.
@@ -64,33 +65,22 @@ pub async fn erase(
 ) -> Result<ErasureReport, ErasureError> {
     let person_id = store.person_id(email.as_str());
     tracing::Span::current().record("person_id", person_id.as_str());
-    let event = encode(&personal_data_erased(&person_id, reason).map_err(FlowError::from)?)
-        .map_err(FlowError::from)?;
-    let erasures = stream(ERASURE_STREAM_TYPE, &person_id).map_err(FlowError::from)?;
-    let mut version = StreamVersion::EMPTY;
-    loop {
-        let page = store
-            .read_stream(&erasures, version.next(), READ_PAGE_MAX)
-            .await
-            .map_err(FlowError::from)?;
-        let full = page.len() == READ_PAGE_MAX;
-        if let Some(last) = page.last() {
-            version = last.stream_version;
-        }
-        if !full {
-            break;
-        }
-    }
-    let recorded = store
-        .append(AppendRequest {
-            stream: erasures,
-            expected_version: version,
-            events: vec![event],
+    let catalog = aggregates::catalog::Catalog::v1();
+    let recorded = handle::<PersonErasure>(
+        store.as_ref(),
+        Command {
+            stream_id: &person_id,
+            command: &ErasePersonalData {
+                person_id: person_id.clone(),
+                reason: reason.to_owned(),
+            },
+            context: Context::new(metadata.effective_at, &catalog),
             metadata,
             idempotency: None,
-        })
-        .await
-        .map_err(FlowError::from)?;
+        },
+    )
+    .await
+    .map_err(FlowError::from)?;
     let keys_destroyed = store
         .erase_person_keys(&person_id)
         .await
@@ -124,7 +114,10 @@ pub async fn erase(
     store.scrub_deleted_rows().await.map_err(FlowError::from)?;
     Ok(ErasureReport {
         person_id,
-        position: recorded.last_position(),
+        position: recorded
+            .appended
+            .as_ref()
+            .map_or(Position::START, |appended| appended.last_position()),
         keys_destroyed,
         snapshots_deleted,
         rebuilt,

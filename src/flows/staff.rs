@@ -11,16 +11,14 @@ use crate::crypto::personal::person_id;
 use crate::crypto::secrets::{Secret, SecretHasher};
 use crate::crypto::KeyMaterial;
 use crate::engine::command::{handle, load, Command};
-use crate::engine::store::{AppendRequest, Store};
+use crate::engine::store::Store;
 use crate::flows::{stream, FlowError};
 use aggregates::catalog::Catalog;
-use aggregates::decider::{encode, Context, Decider};
+use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::ids::StaffTokenId;
-use aggregates::log::{EventMetadata, StreamVersion};
-use aggregates::staff::{
-    staff_access, StaffRole, StaffToken, StaffTokenCommand, STAFF_ACCESS_STREAM_TYPE,
-};
+use aggregates::log::EventMetadata;
+use aggregates::staff::{staff_access, StaffAccessLog, StaffRole, StaffToken, StaffTokenCommand};
 use rand::RngCore;
 
 /// Who is calling with a valid staff token.
@@ -138,16 +136,19 @@ pub async fn record_access(
     let mut id = [0_u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut id);
     let path = pseudonymous_path(&keys.hasher, path);
-    let event = staff_access(&principal.token_id, principal.role, method, &path);
-    store
-        .append(AppendRequest {
-            stream: stream(STAFF_ACCESS_STREAM_TYPE, &hex::encode(id))?,
-            expected_version: StreamVersion::EMPTY,
-            events: vec![encode(&event)?],
+    let record = staff_access(&principal.token_id, principal.role, method, &path);
+    let catalog = aggregates::catalog::Catalog::v1();
+    handle::<StaffAccessLog>(
+        store,
+        Command {
+            stream_id: &hex::encode(id),
+            command: &record,
+            context: Context::new(metadata.effective_at, &catalog),
             metadata,
             idempotency: None,
-        })
-        .await?;
+        },
+    )
+    .await?;
     Ok(())
 }
 
