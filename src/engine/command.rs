@@ -1,9 +1,8 @@
-//! Command handling: load a stream, fold it, decide, and append at the version that was loaded.
-//!
-//! This is the thin shell around a pure [`Decider`]: all IO of a command happens here. Long streams
-//! load from snapshots (see [`load`]). A version conflict means another writer appended between our
-//! load and our append; the decision may no longer hold, so the handler reloads and decides again,
-//! at most [`COMMAND_ATTEMPTS_MAX`] times.
+//! Command handling: loading a stream (folded from its snapshot when it keeps them, see [`load`]),
+//! and [`handle`], one command on one stream as an attempt of the decision runner
+//! ([`super::decision`]). A version conflict means another writer appended between our load and
+//! our append; the decision may no longer hold, so the runner reloads and decides again, at most
+//! [`COMMAND_ATTEMPTS_MAX`] times.
 
 use super::decision::{run, Attempt, Decided, Decision, Reads, RunError};
 use crate::engine::store::{
