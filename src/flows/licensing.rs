@@ -147,6 +147,17 @@ impl TokenBindings {
     }
 }
 
+/// The claims of the grant a decision issued.
+fn granted_claims(events: &[LicenseEvent]) -> Result<GrantClaims, FlowError> {
+    events
+        .iter()
+        .find_map(|e| match e {
+            LicenseEvent::GrantIssued { claims } => Some(claims.clone()),
+            _ => None,
+        })
+        .ok_or(FlowError::Broken("a grant decision recorded no grant"))
+}
+
 /// Names the license and installation a request acts on in its span.
 fn record_installation(license_id: &LicenseId, installation_id: &InstallationId) {
     let span = tracing::Span::current();
@@ -321,13 +332,7 @@ impl Licensing<'_> {
             .ok_or(DomainError::NotFound { entity: "license" })?;
         let installation_id = activated_installation(&events)
             .ok_or(FlowError::Broken("an activation decided no installation"))?;
-        let claims = events
-            .iter()
-            .find_map(|e| match e {
-                LicenseEvent::GrantIssued { claims } => Some(claims.clone()),
-                _ => None,
-            })
-            .ok_or(FlowError::Broken("a grant decision recorded no grant"))?;
+        let claims = granted_claims(&events)?;
         Ok(Activation {
             license,
             installation_id,
@@ -374,13 +379,7 @@ impl Licensing<'_> {
             .appended
             .ok_or(FlowError::Broken("a grant decision recorded no grant"))?;
         let events = recorded_events::<License>(self.store, &appended).await?;
-        let claims = events
-            .iter()
-            .find_map(|e| match e {
-                LicenseEvent::GrantIssued { claims } => Some(claims.clone()),
-                _ => None,
-            })
-            .ok_or(FlowError::Broken("a grant decision recorded no grant"))?;
+        let claims = granted_claims(&events)?;
         let (state, _) =
             load_until::<License>(self.store, &appended.stream, appended.stream_version).await?;
         let license = state

@@ -48,6 +48,24 @@ async fn send_keyed(app: &TestApp, path: &str, body: Value, headers: &[(&str, &s
     }
 }
 
+/// Sends each request again and asserts it answers exactly what it did the first time.
+async fn resend_all(app: &TestApp, sent: &[Sent]) {
+    for first in sent {
+        let headers: Vec<(&str, &str)> = first
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let (status, answer, _) = app.post(&first.path, &first.body, &headers).await;
+        assert_eq!(
+            (status, outcome(answer)),
+            (first.status, outcome(first.answer.clone())),
+            "a retry of {} after a restart",
+            first.path
+        );
+    }
+}
+
 /// The answer without the request id, which names the request, not the outcome.
 fn outcome(mut answer: Value) -> Value {
     if let Some(fields) = answer.as_object_mut() {
@@ -211,20 +229,7 @@ async fn every_keyed_route_answers_a_retry_after_a_restart_exactly_as_the_first_
 
     let app = app.restart().await;
     let head = app.db.max_position().await;
-    for first in &sent {
-        let headers: Vec<(&str, &str)> = first
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let (status, answer, _) = app.post(&first.path, &first.body, &headers).await;
-        assert_eq!(
-            (status, outcome(answer)),
-            (first.status, outcome(first.answer.clone())),
-            "a retry of {} after a restart",
-            first.path
-        );
-    }
+    resend_all(&app, &sent).await;
     assert_eq!(
         app.db.max_position().await,
         head,
@@ -275,20 +280,7 @@ async fn hosted_keyed_routes_answer_a_retry_after_a_restart(backend: Backend) {
     assert_eq!(lease.status, 200, "{}", lease.answer);
     let app = app.restart().await;
     let written = ledger_events(&app).await;
-    for first in [report, lease] {
-        let headers: Vec<(&str, &str)> = first
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let (status, answer, _) = app.post(&first.path, &first.body, &headers).await;
-        assert_eq!(
-            (status, outcome(answer)),
-            (first.status, outcome(first.answer)),
-            "a retry of {} after a restart",
-            first.path
-        );
-    }
+    resend_all(&app, &[report, lease]).await;
     assert_eq!(
         ledger_events(&app).await,
         written,
