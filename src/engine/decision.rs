@@ -56,11 +56,6 @@ impl<'s> Reads<'s> {
         self.versions.insert(stream.clone(), version);
         Ok((state, version))
     }
-
-    /// The store, for reads that are not part of the decision (a recorded outcome, say).
-    pub fn store(&self) -> &'s dyn EventStore {
-        self.store
-    }
 }
 
 /// What one attempt decided: the events for each stream it changes, and its answer.
