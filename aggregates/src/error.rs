@@ -135,6 +135,8 @@ pub enum DomainError {
         /// `tenant_inactive`, `non_granting_state`, `revoked` or `trial_over`.
         reason: &'static str,
     },
+    /// Sign-in: the link or code is unknown, used, expired or has had too many wrong tries.
+    InvalidToken,
     /// A catalog version must be newer than every published one.
     CatalogVersionNotNewer {
         /// The newest published version.
@@ -184,6 +186,7 @@ impl DomainError {
             DomainError::LeaseTokenInvalid => "lease_token_invalid",
             DomainError::LeaseUnavailable { .. } => "lease_unavailable",
             DomainError::CatalogVersionNotNewer { .. } => "catalog_version_not_newer",
+            DomainError::InvalidToken => "invalid_token",
         }
     }
 
@@ -300,6 +303,7 @@ mod tests {
                 reason: "tenant_inactive",
             },
             CatalogVersionNotNewer { latest: 1 },
+            InvalidToken,
         ]
     }
 

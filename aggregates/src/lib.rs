@@ -17,6 +17,7 @@ pub mod index;
 pub mod license;
 pub mod limiter;
 pub mod log;
+pub mod magic_link;
 pub mod redemption;
 pub mod staff;
 pub mod stripe_event;

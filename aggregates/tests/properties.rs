@@ -19,6 +19,7 @@ use aggregates::license::{
     ActivateInstallation, ChangeSource, IssueLicense, License, LicenseCommand, LicenseOrigin,
     RevocationReason, StripeSnapshot, MAX_INSTALLATIONS,
 };
+use aggregates::magic_link::{MagicLink, MagicLinkCommand};
 use aggregates::redemption::{Redemption, RedemptionCommand};
 use aggregates::staff::{StaffRole, StaffToken, StaffTokenCommand};
 use aggregates::subscription::SubscriptionState;
@@ -403,6 +404,20 @@ fn staff_token_command() -> impl Strategy<Value = StaffTokenCommand> {
     ]
 }
 
+fn magic_link_command() -> impl Strategy<Value = MagicLinkCommand> {
+    prop_oneof![
+        (0..4_u8).prop_map(|n| MagicLinkCommand::Request {
+            link_id: format!("ml_{n}"),
+            token_hash: hash(n),
+            code_hash: hash(100 + n),
+        }),
+        (0..4_u8).prop_map(|n| MagicLinkCommand::ConsumeToken {
+            token_hash: hash(n)
+        }),
+        (98..104_u8).prop_map(|n| MagicLinkCommand::EnterCode { code_hash: hash(n) }),
+    ]
+}
+
 fn sequence<C: Debug>(command: impl Strategy<Value = C>) -> impl Strategy<Value = Vec<(i64, C)>> {
     prop::collection::vec((gap(), command), 0..40)
 }
@@ -491,6 +506,11 @@ proptest! {
     #[test]
     fn staff_token_sequences_hold_the_properties(commands in sequence(staff_token_command())) {
         check_sequence::<StaffToken>(commands);
+    }
+
+    #[test]
+    fn magic_link_sequences_hold_the_properties(commands in sequence(magic_link_command())) {
+        check_sequence::<MagicLink>(commands);
     }
 }
 

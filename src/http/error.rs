@@ -350,7 +350,7 @@ fn domain_status_and_details(error: &DomainError) -> (StatusCode, serde_json::Va
         UnknownPlan { plan } | PlanNotPurchasable { plan } => {
             (StatusCode::BAD_REQUEST, json!({ "plan": plan }))
         }
-        ExchangeMalformed => (StatusCode::BAD_REQUEST, json!({})),
+        ExchangeMalformed | InvalidToken => (StatusCode::BAD_REQUEST, json!({})),
         NotFound { entity } => (StatusCode::NOT_FOUND, json!({ "entity": entity })),
         UnknownCheckoutSession => (StatusCode::NOT_FOUND, json!({})),
         TokenRevoked | InstallationRevoked | RenewedKeyAvailable | ExchangeInvalid
