@@ -19,10 +19,22 @@ struct ProjectionCounters {
     leading: bool,
 }
 
+/// What became of the emails this process tried to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailOutcome {
+    /// The mail server (or the outbox folder) took it.
+    Delivered,
+    /// An attempt failed; it will be retried.
+    Failed,
+    /// It will not be sent (expired, superseded, erased recipient, or out of attempts).
+    Abandoned,
+}
+
 /// This process's counters.
 #[derive(Default)]
 pub struct Metrics {
     projections: Mutex<BTreeMap<&'static str, ProjectionCounters>>,
+    mail: Mutex<[u64; 3]>,
 }
 
 impl Metrics {
@@ -50,6 +62,11 @@ impl Metrics {
     /// Records whether this process runs the projection.
     pub fn set_leading(&self, projection: &'static str, leading: bool) {
         self.update(projection, |c| c.leading = leading);
+    }
+
+    /// Counts one delivery attempt's outcome.
+    pub fn record_mail(&self, outcome: MailOutcome) {
+        self.mail.lock().unwrap_or_else(PoisonError::into_inner)[outcome as usize] += 1;
     }
 
     /// The lag of each projection's active generation, in positions behind the head.
@@ -137,6 +154,25 @@ impl Metrics {
             "gauge",
             "1 when this process runs the projection.",
             per_projection(&|name| i64::from(counters.get(name).is_some_and(|c| c.leading))),
+        );
+        let mail = *self.mail.lock().unwrap_or_else(PoisonError::into_inner);
+        family(
+            "pulse_account_mail_total",
+            "counter",
+            "Email delivery attempts this process made, by outcome.",
+            [
+                ("delivered", MailOutcome::Delivered),
+                ("failed", MailOutcome::Failed),
+                ("abandoned", MailOutcome::Abandoned),
+            ]
+            .into_iter()
+            .map(|(label, outcome)| {
+                (
+                    format!("{{outcome=\"{label}\"}}"),
+                    mail[outcome as usize] as i64,
+                )
+            })
+            .collect(),
         );
         Ok(text)
     }

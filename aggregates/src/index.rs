@@ -358,3 +358,79 @@ impl Decider for LeaseRefreshIndex {
         }
     }
 }
+
+/// The sign-in token index: `sign_in_token/<hash>` → the person whose magic link carries it
+/// (`per_…`, the keyed hash of their email, which names their `magic_link` and `user` streams).
+pub struct SignInTokenIndex;
+
+/// What a sign-in token index stream holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignInTokenBinding {
+    /// The person, once bound.
+    pub person_id: Option<String>,
+}
+
+/// Bind a sign-in token to its person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindSignInToken {
+    /// The person (`per_` and 32 hex digits).
+    pub person_id: String,
+}
+
+/// Events of the sign-in token index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload", rename_all = "snake_case")]
+pub enum SignInTokenEvent {
+    /// The token now signs this person in.
+    SignInTokenBound {
+        /// The person.
+        person_id: String,
+    },
+}
+
+impl DomainEvent for SignInTokenEvent {}
+
+/// Whether `raw` has the shape of a person id: `per_` and 32 lower-case hex digits.
+pub fn is_person_id(raw: &str) -> bool {
+    raw.strip_prefix("per_").is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+impl Decider for SignInTokenIndex {
+    const STREAM_TYPE: &'static str = "sign_in_token";
+    type State = SignInTokenBinding;
+    type Command = BindSignInToken;
+    type Event = SignInTokenEvent;
+    type Error = DomainError;
+
+    fn decide(
+        state: &SignInTokenBinding,
+        command: &BindSignInToken,
+        _: &Context<'_>,
+    ) -> Result<Vec<SignInTokenEvent>, DomainError> {
+        if !is_person_id(&command.person_id) {
+            return Err(DomainError::invalid(
+                "person_id",
+                "must be per_ and 32 lower-case hex digits",
+            ));
+        }
+        match &state.person_id {
+            Some(bound) if bound == &command.person_id => Ok(Vec::new()),
+            Some(_) => Err(DomainError::AlreadyExists {
+                entity: "sign-in token",
+            }),
+            None => Ok(vec![SignInTokenEvent::SignInTokenBound {
+                person_id: command.person_id.clone(),
+            }]),
+        }
+    }
+
+    fn evolve(state: SignInTokenBinding, event: &SignInTokenEvent) -> SignInTokenBinding {
+        match event {
+            SignInTokenEvent::SignInTokenBound { person_id } => SignInTokenBinding {
+                person_id: state.person_id.or_else(|| Some(person_id.clone())),
+            },
+        }
+    }
+}

@@ -14,7 +14,7 @@
 
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
-use crate::ids::SecretHash;
+use crate::ids::{Email, SecretHash};
 use crate::limiter::SlidingWindow;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,8 @@ pub enum MagicLinkCommand {
     Request {
         /// A fresh id, from which the service derives the token and the code.
         link_id: String,
+        /// Where the link is sent (the person's email).
+        email: Email,
         /// The keyed hash of the link's token.
         token_hash: SecretHash,
         /// The keyed hash of the link's code.
@@ -73,6 +75,8 @@ pub enum MagicLinkEvent {
     MagicLinkIssued {
         /// Its id.
         link_id: String,
+        /// Where it is sent (sealed in the log, like every email).
+        email: Email,
         /// The keyed hash of its token.
         token_hash: SecretHash,
         /// The keyed hash of its code.
@@ -117,6 +121,8 @@ impl MagicLinkEvent {
 pub struct Link {
     /// Its id.
     pub link_id: String,
+    /// Whom it signs in.
+    pub email: Email,
     /// The keyed hash of its token.
     pub token_hash: SecretHash,
     /// The keyed hash of its code.
@@ -130,7 +136,8 @@ pub struct Link {
 }
 
 impl Link {
-    fn usable(&self, now: DateTime<Utc>) -> bool {
+    /// Whether it can still sign in at `now`.
+    pub fn usable(&self, now: DateTime<Utc>) -> bool {
         !self.consumed && self.attempts_left > 0 && now < self.expires_at
     }
 }
@@ -160,6 +167,7 @@ impl Decider for MagicLink {
         match command {
             MagicLinkCommand::Request {
                 link_id,
+                email,
                 token_hash,
                 code_hash,
             } => {
@@ -178,6 +186,7 @@ impl Decider for MagicLink {
                 }
                 Ok(vec![MagicLinkEvent::MagicLinkIssued {
                     link_id: link_id.clone(),
+                    email: email.clone(),
                     token_hash: token_hash.clone(),
                     code_hash: code_hash.clone(),
                     issued_at: now,
@@ -209,6 +218,7 @@ impl Decider for MagicLink {
         match event {
             MagicLinkEvent::MagicLinkIssued {
                 link_id,
+                email,
                 token_hash,
                 code_hash,
                 issued_at,
@@ -219,6 +229,7 @@ impl Decider for MagicLink {
                     .record(*issued_at, MAGIC_LINK_REQUESTS_PER_HOUR_MAX);
                 state.link = Some(Link {
                     link_id: link_id.clone(),
+                    email: email.clone(),
                     token_hash: token_hash.clone(),
                     code_hash: code_hash.clone(),
                     expires_at: *expires_at,

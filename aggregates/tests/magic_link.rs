@@ -4,7 +4,7 @@
 mod support;
 
 use aggregates::error::DomainError;
-use aggregates::ids::SecretHash;
+use aggregates::ids::{Email, SecretHash};
 use aggregates::magic_link::{
     MagicLink, MagicLinkCommand, MagicLinkEvent, SignInMethod, MAGIC_LINK_CODE_ATTEMPTS_MAX,
 };
@@ -15,9 +15,14 @@ fn hash(n: u8) -> SecretHash {
     SecretHash::parse(&format!("{n:02x}").repeat(32)).unwrap()
 }
 
+fn email() -> Email {
+    Email::parse("ops@example.com").unwrap()
+}
+
 fn request(n: u8) -> MagicLinkCommand {
     MagicLinkCommand::Request {
         link_id: format!("ml_{n}"),
+        email: email(),
         token_hash: hash(n),
         code_hash: hash(100 + n),
     }
@@ -26,6 +31,7 @@ fn request(n: u8) -> MagicLinkCommand {
 fn issued(n: u8, seconds: i64) -> MagicLinkEvent {
     MagicLinkEvent::MagicLinkIssued {
         link_id: format!("ml_{n}"),
+        email: email(),
         token_hash: hash(n),
         code_hash: hash(100 + n),
         issued_at: at(seconds),
@@ -163,6 +169,7 @@ fn a_link_id_is_bounded() {
     given::<MagicLink>(vec![])
         .when(MagicLinkCommand::Request {
             link_id: "x".repeat(65),
+            email: email(),
             token_hash: hash(1),
             code_hash: hash(2),
         })

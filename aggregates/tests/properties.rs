@@ -20,10 +20,12 @@ use aggregates::license::{
     RevocationReason, StripeSnapshot, MAX_INSTALLATIONS,
 };
 use aggregates::magic_link::{MagicLink, MagicLinkCommand};
+use aggregates::mail::{Mail, MailCommand, MAIL_ATTEMPTS_MAX};
 use aggregates::redemption::{Redemption, RedemptionCommand};
 use aggregates::staff::{StaffRole, StaffToken, StaffTokenCommand};
 use aggregates::subscription::SubscriptionState;
 use aggregates::trial::{StartTrial, Trial};
+use aggregates::user::{User, UserCommand, SESSIONS_MAX};
 use chrono::Duration;
 use proptest::prelude::*;
 use std::fmt::Debug;
@@ -408,6 +410,7 @@ fn magic_link_command() -> impl Strategy<Value = MagicLinkCommand> {
     prop_oneof![
         (0..4_u8).prop_map(|n| MagicLinkCommand::Request {
             link_id: format!("ml_{n}"),
+            email: Email::parse("ops@example.com").unwrap(),
             token_hash: hash(n),
             code_hash: hash(100 + n),
         }),
@@ -415,6 +418,36 @@ fn magic_link_command() -> impl Strategy<Value = MagicLinkCommand> {
             token_hash: hash(n)
         }),
         (98..104_u8).prop_map(|n| MagicLinkCommand::EnterCode { code_hash: hash(n) }),
+    ]
+}
+
+fn user_command() -> impl Strategy<Value = UserCommand> {
+    prop_oneof![
+        (0..3_u64).prop_map(|n| UserCommand::Register {
+            user_id: UserId::from_entropy(n),
+            email: Email::parse("ops@example.com").unwrap(),
+        }),
+        (0..4_u64).prop_map(|n| UserCommand::NoteInvitation {
+            account_id: AccountId::from_entropy(n),
+            invitation_id: InvitationId::from_entropy(n),
+        }),
+        (0..4_u64).prop_map(|n| UserCommand::SettleInvitations {
+            invitation_ids: vec![InvitationId::from_entropy(n)],
+        }),
+        (0..40_u8).prop_map(|n| UserCommand::StartSession {
+            session_hash: hash(n)
+        }),
+        Just(UserCommand::EndSessions),
+    ]
+}
+
+fn mail_command() -> impl Strategy<Value = MailCommand> {
+    prop_oneof![
+        Just(MailCommand::RecordDelivery),
+        "[ -~]{0,400}".prop_map(|reason| MailCommand::RecordFailure { reason }),
+        Just(MailCommand::Abandon {
+            reason: String::from("expired")
+        }),
     ]
 }
 
@@ -511,6 +544,21 @@ proptest! {
     #[test]
     fn magic_link_sequences_hold_the_properties(commands in sequence(magic_link_command())) {
         check_sequence::<MagicLink>(commands);
+    }
+
+    #[test]
+    fn user_sequences_hold_the_properties(commands in sequence(user_command())) {
+        check_sequence_with::<User>(commands, |_, after| {
+            assert!(after.sessions.len() <= SESSIONS_MAX, "sessions are bounded");
+        });
+    }
+
+    #[test]
+    fn mail_sequences_hold_the_properties(commands in sequence(mail_command())) {
+        check_sequence_with::<Mail>(commands, |before, after| {
+            assert!(!before.done || after == before, "a message done changes no more");
+            assert!(after.failures <= MAIL_ATTEMPTS_MAX, "attempts are bounded");
+        });
     }
 }
 

@@ -10,6 +10,7 @@ pub mod account_home;
 pub mod accounts;
 pub mod entitlements;
 pub mod licenses;
+pub mod mail_outbox;
 pub mod replay;
 pub mod stream_index;
 pub mod subject_streams;

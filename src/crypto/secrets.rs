@@ -32,6 +32,12 @@ impl Secret {
         &self.0
     }
 
+    /// A secret scoped by a public prefix: `<scope>.<secret>` (a session cookie names the person
+    /// whose stream holds the secret's hash).
+    pub fn scoped(scope: &str, secret: &Secret) -> Secret {
+        Secret(format!("{scope}.{}", secret.0))
+    }
+
     /// The first characters, safe to show again.
     pub fn shown_prefix(&self) -> String {
         self.0.chars().take(SHOWN_PREFIX_LEN).collect()

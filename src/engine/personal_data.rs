@@ -71,6 +71,8 @@ pub const PERSONAL_FIELDS: &[PersonalField] = &[
     email("member_invited", &["email"]),
     email("member_joined", &["email"]),
     email("legacy_exchange_succeeded", &["email"]),
+    email("magic_link_issued", &["email"]),
+    email("user_registered", &["email"]),
     PersonalField {
         event_type: "installation_activated",
         path: &["instance_name"],

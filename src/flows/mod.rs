@@ -10,6 +10,7 @@ pub mod hosted;
 pub mod licensing;
 pub mod lifecycle;
 pub mod purchase;
+pub mod sign_in;
 pub mod staff;
 pub mod support;
 pub mod trials;

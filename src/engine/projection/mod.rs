@@ -10,6 +10,7 @@ use crate::engine::store::{DocumentWrite, ProjectionStore, StoreError, DOCUMENT_
 use aggregates::log::{Position, RecordedEvent};
 use projections::accounts::{Accounts, AccountsByMemberEmail};
 use projections::licenses::{Licenses, LicensesByEmail};
+use projections::mail_outbox::MailOutbox;
 use projections::stream_index::StreamIndex;
 use projections::subject_streams::SubjectStreams;
 use projections::tenant_work::TenantWork;
@@ -119,6 +120,7 @@ pub fn registry() -> Vec<Arc<dyn ProjectionFold>> {
         Arc::new(Typed::<AccountsByMemberEmail>::new()),
         Arc::new(Typed::<TenantWork>::new()),
         Arc::new(Typed::<SubjectStreams>::new()),
+        Arc::new(Typed::<MailOutbox>::new()),
     ]
 }
 

@@ -1,0 +1,419 @@
+//! Sign-in by email (`../shared/design/PORTAL.md` §1–2): issuing magic links, signing in by a
+//! link's token or its code, the sessions that follow, and signing out everywhere.
+//!
+//! Who may get a link: an existing user, an email with a pending invitation, or an email that owns
+//! a license; anyone else gets the same answer and nothing is recorded or sent. A link's token
+//! (`ml1_…`) and code (6 digits) are derived from its id under the server secret, so the log holds
+//! only their keyed hashes and the outbox (`crate::flows::mail`) can still send them.
+//!
+//! Signing in is one decision over the person's `magic_link` and `user` streams and every account
+//! that invited them: the link is consumed, the user registered if new, each pending invitation
+//! turned into a membership, and a session started, in one append. Two consumers of one link race
+//! on the `magic_link` stream; the loser decides again on fresh state and is refused.
+//!
+//! A session cookie is `<person id>.<secret>`: the person id names the `user` stream that holds
+//! the keyed hash of the secret, so a request's session is one stream read.
+
+use crate::crypto::personal::person_id;
+use crate::crypto::secrets::{Secret, SecretHasher};
+use crate::crypto::KeyMaterial;
+use crate::engine::command::{decide_all, handle, load, Command};
+use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
+use crate::engine::store::Store;
+use crate::flows::{stream, FlowError};
+use aggregates::account::{Account, AccountCommand};
+use aggregates::catalog::Catalog;
+use aggregates::decider::{Context, Decider};
+use aggregates::error::DomainError;
+use aggregates::ids::{AccountId, Email, InvitationId, SecretHash, UserId};
+use aggregates::index::{is_person_id, BindSignInToken, SignInTokenIndex};
+use aggregates::log::{EventMetadata, StreamName};
+use aggregates::magic_link::{MagicLink, MagicLinkCommand, MagicLinkEvent, MagicLinkState};
+use aggregates::user::{RegisteredUser, SessionStatus, User, UserCommand, UserState};
+use async_trait::async_trait;
+use projections::licenses::LicensesByEmail;
+use projections::DocumentProjection;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+
+/// The prefix of a magic link's token.
+pub const SIGN_IN_TOKEN_PREFIX: &str = "ml1_";
+/// The prefix of a session's secret.
+pub const SESSION_SECRET_PREFIX: &str = "pcs_";
+/// Digits of a sign-in code.
+pub const SIGN_IN_CODE_DIGITS: usize = 6;
+
+/// The person an email names: `per_…`, the keyed hash that names their streams.
+pub fn person_of(keys: &KeyMaterial, email: &Email) -> String {
+    person_id(&keys.hasher, email.as_str())
+}
+
+/// The token of a magic link, derived from its id under the server secret.
+pub fn link_token(hasher: &SecretHasher, link_id: &str) -> Secret {
+    hasher.derive(SIGN_IN_TOKEN_PREFIX, &format!("magic-link:{link_id}"))
+}
+
+/// The 6-digit code of a magic link, derived from its id under the server secret.
+pub fn link_code(hasher: &SecretHasher, link_id: &str) -> String {
+    let hex = hasher.derive_hex("", &format!("magic-link-code:{link_id}"), 15);
+    let number = u64::from_str_radix(hex.expose(), 16).expect("15 hex digits fit in a u64");
+    format!("{:06}", number % 1_000_000)
+}
+
+/// The keyed hash under which a link's code is recorded: bound to the link, so equal codes of two
+/// links never share a hash.
+fn code_hash(hasher: &SecretHasher, link_id: &str, code: &str) -> SecretHash {
+    hasher.hash(&format!("magic-link-code:{link_id}:{code}"))
+}
+
+/// Whether `code` has the shape of a sign-in code.
+pub fn is_code(code: &str) -> bool {
+    code.len() == SIGN_IN_CODE_DIGITS && code.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Issues a magic link to `email` if the email may sign in and is under its hourly limit. The
+/// caller answers the same whatever happened here; the outbox sends the link.
+#[tracing::instrument(skip_all)]
+pub async fn request_link(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    catalog: &Catalog,
+    email: &Email,
+    metadata: EventMetadata,
+) -> Result<(), FlowError> {
+    let person = person_of(keys, email);
+    if !may_sign_in(store, &person, email).await? {
+        tracing::debug!("a sign-in link was asked for an email that may not sign in");
+        return Ok(());
+    }
+    let attempt = RequestAttempt {
+        keys,
+        person_stream: stream(MagicLink::STREAM_TYPE, &person)?,
+        person,
+        email: email.clone(),
+        context: Context::new(metadata.effective_at, catalog),
+    };
+    run(store, &metadata, None, &attempt).await?;
+    Ok(())
+}
+
+/// Whether `email` may get a sign-in link: a user, an invited email, or a license owner.
+async fn may_sign_in(store: &dyn Store, person: &str, email: &Email) -> Result<bool, FlowError> {
+    let (user, _) = load::<User>(store, &stream(User::STREAM_TYPE, person)?).await?;
+    if user.user.is_some() || !user.invitations.is_empty() {
+        return Ok(true);
+    }
+    Ok(store
+        .read_document(LicensesByEmail::NAME, email.as_str())
+        .await?
+        .is_some())
+}
+
+/// Issuing a link: the person's links, and the new token's index entry.
+struct RequestAttempt<'a> {
+    keys: &'a KeyMaterial,
+    person: String,
+    person_stream: StreamName,
+    email: Email,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for RequestAttempt<'_> {
+    type Answer = ();
+    type Error = FlowError;
+
+    async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<()>, FlowError> {
+        let links = reads.load::<MagicLink>(&self.person_stream).await?;
+        let link_id = format!("ml_{}", hex::encode(random_bytes::<12>()));
+        let token_hash = self
+            .keys
+            .hasher
+            .hash(link_token(&self.keys.hasher, &link_id).expose());
+        let code = link_code(&self.keys.hasher, &link_id);
+        let request = MagicLinkCommand::Request {
+            link_id: link_id.clone(),
+            email: self.email.clone(),
+            token_hash: token_hash.clone(),
+            code_hash: code_hash(&self.keys.hasher, &link_id, &code),
+        };
+        let (events, _) = decide_all::<MagicLink>(links, &[request], &self.context)?;
+        if events.is_empty() {
+            return Ok(Decision::answer(()));
+        }
+        let bind = BindSignInToken {
+            person_id: self.person.clone(),
+        };
+        let (bound, _) = decide_all::<SignInTokenIndex>(Default::default(), &[bind], &self.context)?;
+        Ok(Decision::answer(())
+            .append::<MagicLink>(self.person_stream.clone(), &events)?
+            .create::<SignInTokenIndex>(
+                stream(SignInTokenIndex::STREAM_TYPE, token_hash.as_str())?,
+                &bound,
+            )?)
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0_u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Whom a link's token signs in, if the token is one the ledger issued.
+pub async fn person_of_token(store: &dyn Store, keys: &KeyMaterial, token: &str) -> Result<Option<String>, FlowError> {
+    if !SecretHasher::well_formed(SIGN_IN_TOKEN_PREFIX, token) {
+        return Ok(None);
+    }
+    let index = stream(SignInTokenIndex::STREAM_TYPE, keys.hasher.hash(token).as_str())?;
+    Ok(load::<SignInTokenIndex>(store, &index).await?.0.person_id)
+}
+
+/// The email a still usable link's token would sign in, for the confirmation page (which must not
+/// consume it: mail scanners open links).
+pub async fn pending_sign_in(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Email>, FlowError> {
+    let Some(person) = person_of_token(store, keys, token).await? else {
+        return Ok(None);
+    };
+    let (links, _) = load::<MagicLink>(store, &stream(MagicLink::STREAM_TYPE, &person)?).await?;
+    let token_hash = keys.hasher.hash(token);
+    Ok(links
+        .link
+        .filter(|link| link.usable(now) && link.token_hash == token_hash)
+        .map(|link| link.email))
+}
+
+/// What a sign-in presents.
+pub enum Proof<'a> {
+    /// The link's token (the confirmation page's POST).
+    Token(&'a str),
+    /// The email and the code typed.
+    Code {
+        /// The email the code was sent to.
+        email: &'a Email,
+        /// The code.
+        code: &'a str,
+    },
+}
+
+/// A signed-in person, with the cookie value of their new session.
+pub struct SignedIn {
+    /// `<person id>.<session secret>`: the session cookie's value.
+    pub cookie: Secret,
+    /// The user.
+    pub user: RegisteredUser,
+}
+
+/// Signs a person in by a link's token or code: one decision (see the module documentation). A
+/// bad, used or expired proof is [`DomainError::InvalidToken`]; a wrong code is recorded first.
+#[tracing::instrument(skip_all)]
+pub async fn sign_in(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    catalog: &Catalog,
+    proof: Proof<'_>,
+    metadata: EventMetadata,
+) -> Result<SignedIn, FlowError> {
+    let person = match &proof {
+        Proof::Token(token) => person_of_token(store, keys, token)
+            .await?
+            .ok_or(DomainError::InvalidToken)?,
+        Proof::Code { email, code } => {
+            if !is_code(code) {
+                return Err(DomainError::InvalidToken.into());
+            }
+            person_of(keys, email)
+        }
+    };
+    let attempt = SignInAttempt {
+        keys,
+        links: stream(MagicLink::STREAM_TYPE, &person)?,
+        user: stream(User::STREAM_TYPE, &person)?,
+        person,
+        proof,
+        context: Context::new(metadata.effective_at, catalog),
+    };
+    match run(store, &metadata, None, &attempt).await? {
+        Decided::Appended { answer, .. } | Decided::Unchanged(answer) => Ok(answer?),
+        Decided::Replayed(_) => Err(FlowError::Broken("a sign-in has no idempotency key")),
+    }
+}
+
+/// Signing in: the person's links and user, and the accounts that invited them.
+struct SignInAttempt<'a> {
+    keys: &'a KeyMaterial,
+    person: String,
+    links: StreamName,
+    user: StreamName,
+    proof: Proof<'a>,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for SignInAttempt<'_> {
+    type Answer = Result<SignedIn, DomainError>;
+    type Error = FlowError;
+
+    async fn attempt(
+        &self,
+        reads: &mut Reads<'_>,
+    ) -> Result<Decision<Self::Answer>, FlowError> {
+        let links = reads.load::<MagicLink>(&self.links).await?;
+        let consume = self.consume_command(&links)?;
+        let (link_events, links_after) = decide_all::<MagicLink>(links, &[consume], &self.context)?;
+        if let Some(refusal) = link_events.iter().find_map(MagicLinkEvent::refusal) {
+            return Ok(Decision::answer(Err(refusal)).append::<MagicLink>(self.links.clone(), &link_events)?);
+        }
+        let email = links_after
+            .link
+            .map(|link| link.email)
+            .ok_or(FlowError::Broken("a consumed link without its email"))?;
+        let user = reads.load::<User>(&self.user).await?;
+        let user_id = user.user.as_ref().map_or_else(
+            || UserId::from_entropy(rand::rngs::OsRng.next_u64()),
+            |u| u.user_id.clone(),
+        );
+        let secret = self.keys.hasher.generate(SESSION_SECRET_PREFIX);
+        let (joined, settled) = self.accept_invitations(reads, &user, &user_id).await?;
+        let mut decision = Decision::answer(())
+            .append::<MagicLink>(self.links.clone(), &link_events)?;
+        for (account_stream, events) in joined {
+            decision = decision.append::<Account>(account_stream, &events)?;
+        }
+        let commands = [
+            UserCommand::Register {
+                user_id: user_id.clone(),
+                email: email.clone(),
+            },
+            UserCommand::SettleInvitations {
+                invitation_ids: settled,
+            },
+            UserCommand::StartSession {
+                session_hash: self.keys.hasher.hash(secret.expose()),
+            },
+        ];
+        let (user_events, _) = decide_all::<User>(user, &commands, &self.context)?;
+        let signed_in = SignedIn {
+            cookie: Secret::scoped(&self.person, &secret),
+            user: RegisteredUser { user_id, email },
+        };
+        Ok(decision
+            .append::<User>(self.user.clone(), &user_events)?
+            .map_answer(|()| Ok(signed_in)))
+    }
+}
+
+impl SignInAttempt<'_> {
+    fn consume_command(&self, links: &MagicLinkState) -> Result<MagicLinkCommand, FlowError> {
+        Ok(match &self.proof {
+            Proof::Token(token) => MagicLinkCommand::ConsumeToken {
+                token_hash: self.keys.hasher.hash(token),
+            },
+            Proof::Code { code, .. } => {
+                let link_id = links.link.as_ref().map_or("", |link| link.link_id.as_str());
+                MagicLinkCommand::EnterCode {
+                    code_hash: code_hash(&self.keys.hasher, link_id, code),
+                }
+            }
+        })
+    }
+
+    /// Each invitation noted for the person becomes a membership of its account where it is still
+    /// pending; every noted one is settled either way.
+    async fn accept_invitations(
+        &self,
+        reads: &mut Reads<'_>,
+        user: &UserState,
+        user_id: &UserId,
+    ) -> Result<(Vec<(StreamName, Vec<aggregates::account::AccountEvent>)>, Vec<InvitationId>), FlowError>
+    {
+        let mut joined = Vec::new();
+        let mut settled = Vec::new();
+        for (invitation_id, account_id) in &user.invitations {
+            settled.push(invitation_id.clone());
+            let account_stream = account_stream(account_id)?;
+            let account = reads.load::<Account>(&account_stream).await?;
+            let accept = AccountCommand::AcceptInvitation {
+                invitation_id: invitation_id.clone(),
+                user_id: user_id.clone(),
+            };
+            match decide_all::<Account>(account, &[accept], &self.context) {
+                Ok((events, _)) => joined.push((account_stream, events)),
+                Err(DomainError::NotFound { .. } | DomainError::AlreadyMember) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok((joined, settled))
+    }
+}
+
+fn account_stream(account_id: &AccountId) -> Result<StreamName, DomainError> {
+    stream(Account::STREAM_TYPE, account_id.as_str())
+}
+
+/// What a presented session cookie is.
+#[derive(Debug)]
+pub enum SessionCheck {
+    /// It signs this user in.
+    Live {
+        /// The person (names the user's streams).
+        person_id: String,
+        /// The user.
+        user: RegisteredUser,
+    },
+    /// Malformed, or no such session.
+    Invalid,
+    /// Its twelve hours are over.
+    Expired,
+    /// A sign-out ended it.
+    Revoked,
+}
+
+/// What the session cookie `value` is at `now`.
+pub async fn check_session(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    value: &str,
+    now: DateTime<Utc>,
+) -> Result<SessionCheck, FlowError> {
+    let Some((person, secret)) = value.split_once('.') else {
+        return Ok(SessionCheck::Invalid);
+    };
+    if !is_person_id(person) || !SecretHasher::well_formed(SESSION_SECRET_PREFIX, secret) {
+        return Ok(SessionCheck::Invalid);
+    }
+    let (user, _) = load::<User>(store, &stream(User::STREAM_TYPE, person)?).await?;
+    Ok(match user.session(&keys.hasher.hash(secret), now) {
+        SessionStatus::Live(user) => SessionCheck::Live {
+            person_id: person.to_owned(),
+            user,
+        },
+        SessionStatus::Expired => SessionCheck::Expired,
+        SessionStatus::Revoked => SessionCheck::Revoked,
+        SessionStatus::Unknown => SessionCheck::Invalid,
+    })
+}
+
+/// Ends every session of the person ("sign out everywhere").
+#[tracing::instrument(skip_all)]
+pub async fn sign_out(
+    store: &dyn Store,
+    catalog: &Catalog,
+    person_id: &str,
+    metadata: EventMetadata,
+) -> Result<(), FlowError> {
+    let command = Command::<User> {
+        stream_id: person_id,
+        command: &UserCommand::EndSessions,
+        context: Context::new(metadata.effective_at, catalog),
+        metadata,
+        idempotency: None,
+    };
+    handle::<User>(store, command).await?;
+    Ok(())
+}
