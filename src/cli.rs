@@ -9,6 +9,7 @@ use crate::engine::projection::runner::{Runner, RunnerConfig};
 use crate::engine::projection::{active_checkpoint, registry};
 use crate::flows::staff;
 use crate::flows::support::SubjectKind;
+use crate::gateways::mail::MailConfig;
 use crate::gateways::stripe::StripeConfig;
 use crate::http::server::ServerLimits;
 use crate::metrics::Metrics;
@@ -310,6 +311,25 @@ pub struct ServeArgs {
     #[arg(long, env = "PULSE_ACCOUNT_BODY_READ_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_read_timeout_secs: u64,
+    /// The SMTP server email goes through: `smtps://user:password@host[:port]` (implicit TLS),
+    /// `smtp://…?tls=required` (STARTTLS), or plain `smtp://host:port` for a trusted relay.
+    /// Without it, each email is written as an `.eml` file under `<data-dir>/outbox/`.
+    #[arg(long, env = "PULSE_ACCOUNT_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<SecretText>,
+    /// The sender of the email this service sends (`Name <address>`).
+    #[arg(
+        long,
+        env = "PULSE_ACCOUNT_MAIL_FROM",
+        default_value = "Pulse Account <no-reply@localhost>"
+    )]
+    mail_from: String,
+    /// Where the portal sends customers who need a person (`support_email`).
+    #[arg(
+        long,
+        env = "PULSE_ACCOUNT_SUPPORT_EMAIL",
+        default_value = "support@pulse.invalid"
+    )]
+    support_email: String,
     /// Most HTTP connections open at once; more wait in the listen backlog.
     #[arg(long, env = "PULSE_ACCOUNT_CONNECTIONS_MAX", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -484,6 +504,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         public_url: args.public_url,
         legacy_public_key: args.legacy_public_key,
+        mail: MailConfig {
+            smtp_url: args.smtp_url,
+            from: Some(args.mail_from),
+        },
+        support_email: args.support_email,
         seal_interval: (args.seal_interval_secs > 0)
             .then(|| Duration::from_secs(args.seal_interval_secs)),
         lifecycle_interval: (args.lifecycle_interval_secs > 0)

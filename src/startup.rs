@@ -9,8 +9,13 @@ use crate::engine::projection::{registry, ProjectionFold};
 use crate::engine::store::upcast::Upcasters;
 use crate::engine::store::{self, Store, StoreError};
 use crate::flows::exchange::LegacyVerifier;
+use crate::flows::mail::Outbox;
+use crate::flows::sign_in::{SignInQueue, SignInRequests};
+use crate::gateways::mail::{MailConfig, MailError, Mailer};
 use crate::gateways::stripe::{StripeConfig, StripeGateway, StripeGatewayError};
+use crate::http::client_limit::ClientLimit;
 use crate::http::server::{serve, ServerLimits};
+use crate::http::sign_in::SIGN_IN_REQUESTS_PER_MINUTE_MAX;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use std::future::Future;
@@ -51,6 +56,10 @@ pub struct Settings {
     pub lifecycle_interval: Option<Duration>,
     /// How the HTTP server bounds its clients.
     pub server: ServerLimits,
+    /// How email leaves the service.
+    pub mail: MailConfig,
+    /// Where the portal sends customers who need a person.
+    pub support_email: String,
 }
 
 /// Why the service could not start.
@@ -65,6 +74,9 @@ pub enum StartupError {
     /// Keys could not be loaded.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// Email is misconfigured.
+    #[error(transparent)]
+    Mail(#[from] MailError),
     /// The catalog could not be published or read back.
     #[error("the plan catalog could not be published or read")]
     Catalog(#[from] crate::flows::FlowError),
@@ -83,6 +95,8 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    mailer: Arc<Mailer>,
+    sign_in_requests: SignInRequests,
     runner_config: RunnerConfig,
     seal_interval: Option<Duration>,
     lifecycle_interval: Option<Duration>,
@@ -120,6 +134,13 @@ impl Application {
                 "LOCAL CHECKOUT MODE: no Stripe secret key is configured; checkout completes on a page of this service and takes no money"
             );
         }
+        let mailer = Arc::new(Mailer::new(&settings.mail, &settings.data_dir)?);
+        if mailer.writes_files() {
+            tracing::warn!(
+                folder = %settings.data_dir.join(crate::gateways::mail::OUTBOX_DIR_NAME).display(),
+                "NO SMTP SERVER: email is written as .eml files to the outbox folder; configure --smtp-url to send it"
+            );
+        }
         let legacy = match &settings.legacy_public_key {
             Some(key) => Some(Arc::new(LegacyVerifier::new(key).map_err(|reason| {
                 KeyError::Invalid {
@@ -144,6 +165,7 @@ impl Application {
                     source,
                 })?;
         let projections: Arc<[Arc<dyn ProjectionFold>]> = registry().into();
+        let (sign_in_queue, sign_in_requests) = SignInQueue::new();
         let state = AppState {
             store,
             projections,
@@ -157,10 +179,18 @@ impl Application {
             legacy,
             token_bindings: Arc::default(),
             body_read_timeout: settings.server.body_read_timeout,
+            sign_in_queue: Arc::new(sign_in_queue),
+            sign_in_limit: Arc::new(ClientLimit::new(
+                SIGN_IN_REQUESTS_PER_MINUTE_MAX,
+                Duration::from_secs(60),
+            )),
+            support_email: settings.support_email,
         };
         Ok(Application {
             listener,
             state,
+            mailer,
+            sign_in_requests,
             runner_config: settings.runner,
             seal_interval: settings.seal_interval,
             lifecycle_interval: settings.lifecycle_interval,
@@ -214,6 +244,22 @@ impl Application {
                 stopped.clone(),
             )));
         }
+        runners.push(tokio::spawn(crate::flows::sign_in::decide_requests(
+            self.sign_in_requests,
+            Arc::clone(&self.state.store),
+            Arc::clone(&self.state.keys),
+            Arc::clone(&self.state.catalog),
+            stopped.clone(),
+        )));
+        let outbox = Outbox {
+            store: Arc::clone(&self.state.store),
+            keys: Arc::clone(&self.state.keys),
+            mailer: self.mailer,
+            catalog: Arc::clone(&self.state.catalog),
+            public_url: self.state.public_url.clone(),
+            metrics: Arc::clone(&self.state.metrics),
+        };
+        runners.push(tokio::spawn(outbox.run(stopped.clone())));
         let app = router(self.state);
         let served = serve(self.listener, app, &self.server, shutdown).await;
         let _ = stop_runners.send(true);

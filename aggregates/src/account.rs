@@ -366,6 +366,13 @@ pub enum AccountCommand {
         /// The user accepting.
         user_id: UserId,
     },
+    /// Withdraw a pending invitation.
+    WithdrawInvitation {
+        /// Who asks.
+        actor: UserId,
+        /// Which.
+        invitation_id: InvitationId,
+    },
     /// Change a member's role.
     ChangeRole {
         /// Who asks.
@@ -480,6 +487,13 @@ pub enum AccountEvent {
         role: Role,
         /// The invitation accepted, if any.
         invitation_id: Option<InvitationId>,
+    },
+    /// A pending invitation was withdrawn.
+    InvitationWithdrawn {
+        /// Which.
+        invitation_id: InvitationId,
+        /// By whom.
+        withdrawn_by: UserId,
     },
     /// A member's role changed.
     MemberRoleChanged {
@@ -646,6 +660,10 @@ impl Decider for Account {
                 invitation_id,
                 user_id,
             } => decide_accept(account, invitation_id, user_id),
+            AccountCommand::WithdrawInvitation {
+                actor,
+                invitation_id,
+            } => decide_withdraw(account, actor, invitation_id),
             AccountCommand::ChangeRole {
                 actor,
                 member,
@@ -830,6 +848,9 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
                 },
             );
         }
+        AccountEvent::InvitationWithdrawn { invitation_id, .. } => {
+            account.invitations.remove(invitation_id);
+        }
         AccountEvent::MemberRoleChanged { user_id, to, .. } => {
             if let Some(member) = account.members.get_mut(user_id) {
                 member.role = *to;
@@ -1006,6 +1027,27 @@ fn decide_accept(
         email: invitation.email.clone(),
         role: invitation.role,
         invitation_id: Some(invitation_id.clone()),
+    }])
+}
+
+fn decide_withdraw(
+    account: &OpenAccount,
+    actor: &UserId,
+    invitation_id: &InvitationId,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let actor_role = account.manager(actor, "withdraw invitations")?;
+    let invitation = account
+        .invitations
+        .get(invitation_id)
+        .ok_or(DomainError::NotFound {
+            entity: "invitation",
+        })?;
+    if invitation.role == Role::Owner && actor_role != Role::Owner {
+        return Err(DomainError::OwnerRequired);
+    }
+    Ok(vec![AccountEvent::InvitationWithdrawn {
+        invitation_id: invitation_id.clone(),
+        withdrawn_by: actor.clone(),
     }])
 }
 

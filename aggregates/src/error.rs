@@ -227,6 +227,9 @@ impl fmt::Display for DomainError {
             DomainError::CatalogVersionNotNewer { latest } => {
                 write!(f, "catalog version {latest} or newer is already published")
             }
+            DomainError::InvalidToken => f.write_str(
+                "the sign-in link or code is not valid: it was used, it expired, or a newer one was sent",
+            ),
             other => f.write_str(other.code()),
         }
     }

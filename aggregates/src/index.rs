@@ -393,7 +393,10 @@ impl DomainEvent for SignInTokenEvent {}
 /// Whether `raw` has the shape of a person id: `per_` and 32 lower-case hex digits.
 pub fn is_person_id(raw: &str) -> bool {
     raw.strip_prefix("per_").is_some_and(|hex| {
-        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -152,7 +152,9 @@ impl UserState {
     /// What the session with this hash is at `now` (a pure query; nothing is decided).
     pub fn session(&self, session_hash: &SecretHash, now: DateTime<Utc>) -> SessionStatus {
         match (
-            self.sessions.iter().find(|s| &s.session_hash == session_hash),
+            self.sessions
+                .iter()
+                .find(|s| &s.session_hash == session_hash),
             &self.user,
         ) {
             (Some(session), _) if session.ended => SessionStatus::Revoked,
@@ -195,7 +197,9 @@ impl Decider for User {
                 if state.invitations.len() >= NOTED_INVITATIONS_MAX {
                     return Err(DomainError::invalid(
                         "email",
-                        format!("this email has {NOTED_INVITATIONS_MAX} pending invitations already"),
+                        format!(
+                            "this email has {NOTED_INVITATIONS_MAX} pending invitations already"
+                        ),
                     ));
                 }
                 Ok(vec![UserEvent::InvitationNoted {
@@ -220,7 +224,11 @@ impl Decider for User {
                 if state.user.is_none() {
                     return Err(DomainError::NotFound { entity: "user" });
                 }
-                if state.sessions.iter().any(|s| &s.session_hash == session_hash) {
+                if state
+                    .sessions
+                    .iter()
+                    .any(|s| &s.session_hash == session_hash)
+                {
                     return Err(DomainError::AlreadyExists { entity: "session" });
                 }
                 Ok(vec![UserEvent::SessionStarted {
@@ -230,7 +238,10 @@ impl Decider for User {
                 }])
             }
             UserCommand::EndSessions => {
-                let live = state.sessions.iter().any(|s| !s.ended && now < s.expires_at);
+                let live = state
+                    .sessions
+                    .iter()
+                    .any(|s| !s.ended && now < s.expires_at);
                 Ok(live
                     .then_some(UserEvent::SessionsEnded { at: now })
                     .into_iter()

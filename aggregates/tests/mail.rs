@@ -49,7 +49,10 @@ fn failures_back_off_exponentially_up_to_an_hour() {
     assert_eq!(retry_delay(1), Duration::seconds(30));
     assert_eq!(retry_delay(2), Duration::seconds(60));
     assert_eq!(retry_delay(3), Duration::seconds(120));
-    assert_eq!(retry_delay(30), Duration::seconds(MAIL_RETRY_DELAY_SECONDS_MAX));
+    assert_eq!(
+        retry_delay(30),
+        Duration::seconds(MAIL_RETRY_DELAY_SECONDS_MAX)
+    );
     given::<Mail>(vec![failed(1, 0)])
         .at(at(30))
         .when(failure())
@@ -59,16 +62,13 @@ fn failures_back_off_exponentially_up_to_an_hour() {
 #[test]
 fn the_last_failure_abandons_the_message() {
     let history = (1..MAIL_ATTEMPTS_MAX).map(|n| failed(n, 0)).collect();
-    given::<Mail>(history)
-        .at(at(10))
-        .when(failure())
-        .then(vec![
-            failed(MAIL_ATTEMPTS_MAX, 10),
-            MailEvent::MailAbandoned {
-                reason: format!("gave up after {MAIL_ATTEMPTS_MAX} attempts: 451 try later"),
-                at: at(10),
-            },
-        ]);
+    given::<Mail>(history).at(at(10)).when(failure()).then(vec![
+        failed(MAIL_ATTEMPTS_MAX, 10),
+        MailEvent::MailAbandoned {
+            reason: format!("gave up after {MAIL_ATTEMPTS_MAX} attempts: 451 try later"),
+            at: at(10),
+        },
+    ]);
 }
 
 #[test]

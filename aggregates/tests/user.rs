@@ -75,7 +75,10 @@ fn a_session_lasts_twelve_hours() {
             session_hash: hash(1),
         })
         .then(vec![started(1, 10)]);
-    let live = state.session(&hash(1), at(10) + Duration::hours(12) - Duration::seconds(1));
+    let live = state.session(
+        &hash(1),
+        at(10) + Duration::hours(12) - Duration::seconds(1),
+    );
     assert!(matches!(live, SessionStatus::Live(user) if user.user_id == UserId::from_entropy(1)));
     assert_eq!(
         state.session(&hash(1), at(10) + Duration::hours(12)),
@@ -103,7 +106,10 @@ fn a_session_after_signing_out_is_live() {
         started(2, 70),
     ])
     .state();
-    assert!(matches!(state.session(&hash(2), at(71)), SessionStatus::Live(_)));
+    assert!(matches!(
+        state.session(&hash(2), at(71)),
+        SessionStatus::Live(_)
+    ));
     assert_eq!(state.session(&hash(1), at(71)), SessionStatus::Revoked);
 }
 
@@ -122,7 +128,10 @@ fn only_the_newest_sessions_are_remembered() {
     let state = given::<User>(history).state();
     assert_eq!(state.sessions.len(), SESSIONS_MAX);
     assert_eq!(state.session(&hash(0), at(100)), SessionStatus::Unknown);
-    assert!(matches!(state.session(&hash(1), at(100)), SessionStatus::Live(_)));
+    assert!(matches!(
+        state.session(&hash(1), at(100)),
+        SessionStatus::Live(_)
+    ));
 }
 
 #[test]
@@ -153,5 +162,8 @@ fn an_email_holds_a_bounded_number_of_noted_invitations() {
             invitation_id: InvitationId::from_entropy(999),
         })
         .result();
-    assert!(matches!(refused, Err(DomainError::InvalidInput { field: "email", .. })));
+    assert!(matches!(
+        refused,
+        Err(DomainError::InvalidInput { field: "email", .. })
+    ));
 }

@@ -64,7 +64,7 @@ pub(crate) fn license_history(n: u64, catalog: &Catalog, start: DateTime<Utc>) -
                 jti: format!("jti-{n}-{month}-{i}"),
             });
         }
-        if n % 4 == 0 && month == 3 {
+        if n.is_multiple_of(4) && month == 3 {
             commands.push(LicenseCommand::ChangePlan {
                 plan_version: String::from("relay"),
                 billing_cycle: Some(BillingCycle::Monthly),

@@ -37,6 +37,8 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
         seal_interval: None,
         lifecycle_interval: None,
         server: Default::default(),
+        mail: Default::default(),
+        support_email: String::from("support@pulse.test"),
     })
     .await
     .expect("the service builds");

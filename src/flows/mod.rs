@@ -2,6 +2,7 @@
 //! (the JSON API, the CLI) calls these. This module holds what they share: their one error type,
 //! and the helpers that turn decided events into parts of an atomic append.
 
+pub mod access;
 pub mod billing;
 pub mod catalog;
 pub mod erasure;
@@ -9,6 +10,7 @@ pub mod exchange;
 pub mod hosted;
 pub mod licensing;
 pub mod lifecycle;
+pub mod mail;
 pub mod purchase;
 pub mod sign_in;
 pub mod staff;

@@ -31,9 +31,9 @@ use aggregates::log::{EventMetadata, StreamName};
 use aggregates::magic_link::{MagicLink, MagicLinkCommand, MagicLinkEvent, MagicLinkState};
 use aggregates::user::{RegisteredUser, SessionStatus, User, UserCommand, UserState};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use projections::licenses::LicensesByEmail;
 use projections::DocumentProjection;
-use chrono::{DateTime, Utc};
 use rand::RngCore;
 
 /// The prefix of a magic link's token.
@@ -144,7 +144,8 @@ impl Attempt for RequestAttempt<'_> {
         let bind = BindSignInToken {
             person_id: self.person.clone(),
         };
-        let (bound, _) = decide_all::<SignInTokenIndex>(Default::default(), &[bind], &self.context)?;
+        let (bound, _) =
+            decide_all::<SignInTokenIndex>(Default::default(), &[bind], &self.context)?;
         Ok(Decision::answer(())
             .append::<MagicLink>(self.person_stream.clone(), &events)?
             .create::<SignInTokenIndex>(
@@ -160,12 +161,74 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// Requests for sign-in links waiting to be decided: at most this many; past it, requests are
+/// refused with a retry (whatever their email), so a flood cannot grow memory.
+pub const SIGN_IN_QUEUE_MAX: usize = 1_024;
+
+/// Sign-in requests, decided off the request path ([`decide_requests`]) so that the answer, and
+/// its timing, are the same whether the email is known or not.
+pub struct SignInQueue {
+    sender: tokio::sync::mpsc::Sender<(Email, EventMetadata)>,
+}
+
+/// The receiving end of a [`SignInQueue`].
+pub type SignInRequests = tokio::sync::mpsc::Receiver<(Email, EventMetadata)>;
+
+impl SignInQueue {
+    /// A queue and its receiving end.
+    pub fn new() -> (SignInQueue, SignInRequests) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(SIGN_IN_QUEUE_MAX);
+        (SignInQueue { sender }, receiver)
+    }
+
+    /// Queues a request; `Err` when the queue is full.
+    pub fn enqueue(&self, email: Email, metadata: EventMetadata) -> Result<(), Email> {
+        self.sender
+            .try_send((email, metadata))
+            .map_err(|error| match error {
+                tokio::sync::mpsc::error::TrySendError::Full((email, _))
+                | tokio::sync::mpsc::error::TrySendError::Closed((email, _)) => email,
+            })
+    }
+}
+
+/// Decides queued sign-in requests one after another until the queue closes or `stopped` turns
+/// true. A request that fails (the database away) is logged and dropped: its answer promised no
+/// email, and the person can ask again.
+pub async fn decide_requests(
+    mut requests: SignInRequests,
+    store: std::sync::Arc<dyn Store>,
+    keys: std::sync::Arc<KeyMaterial>,
+    catalog: std::sync::Arc<Catalog>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = requests.recv() => next,
+            _ = stopped.changed() => None,
+        };
+        let Some((email, metadata)) = next else {
+            return;
+        };
+        if let Err(error) = request_link(store.as_ref(), &keys, &catalog, &email, metadata).await {
+            tracing::warn!(%error, "a sign-in request could not be decided; the person may ask again");
+        }
+    }
+}
+
 /// Whom a link's token signs in, if the token is one the ledger issued.
-pub async fn person_of_token(store: &dyn Store, keys: &KeyMaterial, token: &str) -> Result<Option<String>, FlowError> {
+pub async fn person_of_token(
+    store: &dyn Store,
+    keys: &KeyMaterial,
+    token: &str,
+) -> Result<Option<String>, FlowError> {
     if !SecretHasher::well_formed(SIGN_IN_TOKEN_PREFIX, token) {
         return Ok(None);
     }
-    let index = stream(SignInTokenIndex::STREAM_TYPE, keys.hasher.hash(token).as_str())?;
+    let index = stream(
+        SignInTokenIndex::STREAM_TYPE,
+        keys.hasher.hash(token).as_str(),
+    )?;
     Ok(load::<SignInTokenIndex>(store, &index).await?.0.person_id)
 }
 
@@ -259,15 +322,13 @@ impl Attempt for SignInAttempt<'_> {
     type Answer = Result<SignedIn, DomainError>;
     type Error = FlowError;
 
-    async fn attempt(
-        &self,
-        reads: &mut Reads<'_>,
-    ) -> Result<Decision<Self::Answer>, FlowError> {
+    async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<Self::Answer>, FlowError> {
         let links = reads.load::<MagicLink>(&self.links).await?;
         let consume = self.consume_command(&links)?;
         let (link_events, links_after) = decide_all::<MagicLink>(links, &[consume], &self.context)?;
         if let Some(refusal) = link_events.iter().find_map(MagicLinkEvent::refusal) {
-            return Ok(Decision::answer(Err(refusal)).append::<MagicLink>(self.links.clone(), &link_events)?);
+            return Ok(Decision::answer(Err(refusal))
+                .append::<MagicLink>(self.links.clone(), &link_events)?);
         }
         let email = links_after
             .link
@@ -280,8 +341,8 @@ impl Attempt for SignInAttempt<'_> {
         );
         let secret = self.keys.hasher.generate(SESSION_SECRET_PREFIX);
         let (joined, settled) = self.accept_invitations(reads, &user, &user_id).await?;
-        let mut decision = Decision::answer(())
-            .append::<MagicLink>(self.links.clone(), &link_events)?;
+        let mut decision =
+            Decision::answer(()).append::<MagicLink>(self.links.clone(), &link_events)?;
         for (account_stream, events) in joined {
             decision = decision.append::<Account>(account_stream, &events)?;
         }
@@ -330,8 +391,13 @@ impl SignInAttempt<'_> {
         reads: &mut Reads<'_>,
         user: &UserState,
         user_id: &UserId,
-    ) -> Result<(Vec<(StreamName, Vec<aggregates::account::AccountEvent>)>, Vec<InvitationId>), FlowError>
-    {
+    ) -> Result<
+        (
+            Vec<(StreamName, Vec<aggregates::account::AccountEvent>)>,
+            Vec<InvitationId>,
+        ),
+        FlowError,
+    > {
         let mut joined = Vec::new();
         let mut settled = Vec::new();
         for (invitation_id, account_id) in &user.invitations {

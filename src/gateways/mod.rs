@@ -1,5 +1,5 @@
 //! The systems outside the ledger, each behind one gateway: Stripe ([`stripe`]) and email
 //! ([`mail`]).
 
-pub mod stripe;
 pub mod mail;
+pub mod stripe;

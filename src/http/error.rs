@@ -27,12 +27,26 @@ pub enum ErrorCode {
     InvalidRequest,
     /// 400: the server could not read the request as HTTP/1.1.
     MalformedRequest,
+    /// 400: an email address that is not one.
+    InvalidEmail,
     /// 400: a Stripe webhook whose signature does not verify.
     InvalidSignature,
     /// 400: a Stripe webhook arrived, but no webhook secret is configured.
     WebhooksNotConfigured,
     /// 401: no usable `Authorization: Bearer` token.
     Unauthorized,
+    /// 401: a portal route was called without a session cookie.
+    MissingSession,
+    /// 401: the session cookie is malformed or names no session.
+    InvalidSession,
+    /// 401: the session's twelve hours are over.
+    ExpiredSession,
+    /// 401: the session was ended by signing out.
+    RevokedSession,
+    /// 403: the signed-in user's role does not allow this (or they are no member).
+    Forbidden,
+    /// 403: a state-changing browser request came from another site.
+    CrossSiteRequest,
     /// 401: no license has this activation key.
     InvalidActivationKey,
     /// 401: an unknown or rotated installation token (`DOMAIN.md`'s `TOKEN_REVOKED`).
@@ -55,6 +69,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 431: the request head has too many or too large headers.
     HeadersTooLarge,
+    /// 429: too many requests from this client; `Retry-After` says when to try again.
+    RateLimited,
     /// 500: a failure on our side (logged, never described).
     InternalError,
     /// 502: Stripe did not complete a request.
@@ -75,9 +91,17 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::InvalidEmail => "invalid_email",
             ErrorCode::InvalidSignature => "invalid_signature",
             ErrorCode::WebhooksNotConfigured => "webhooks_not_configured",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::MissingSession => "missing_session",
+            ErrorCode::InvalidSession => "invalid_session",
+            ErrorCode::ExpiredSession => "expired_session",
+            ErrorCode::RevokedSession => "revoked_session",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::CrossSiteRequest => "cross_site_request",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::InvalidActivationKey => "invalid_activation_key",
             ErrorCode::TokenRevoked => "TOKEN_REVOKED",
             ErrorCode::NotFound => "not_found",
@@ -103,11 +127,18 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest
             | ErrorCode::MalformedRequest
+            | ErrorCode::InvalidEmail
             | ErrorCode::InvalidSignature
             | ErrorCode::WebhooksNotConfigured => StatusCode::BAD_REQUEST,
-            ErrorCode::Unauthorized | ErrorCode::InvalidActivationKey | ErrorCode::TokenRevoked => {
-                StatusCode::UNAUTHORIZED
-            }
+            ErrorCode::Unauthorized
+            | ErrorCode::InvalidActivationKey
+            | ErrorCode::TokenRevoked
+            | ErrorCode::MissingSession
+            | ErrorCode::InvalidSession
+            | ErrorCode::ExpiredSession
+            | ErrorCode::RevokedSession => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden | ErrorCode::CrossSiteRequest => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -185,6 +185,42 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiForm<T> {
     }
 }
 
+/// A body a browser form (`application/x-www-form-urlencoded`) or a JSON client sent, each
+/// decoded as strictly as [`ApiForm`] and [`ApiJson`], and which of the two it was: a form is
+/// answered with a page or a redirect, a JSON client with JSON. Any other media type is 415.
+pub struct FormOrJson<T> {
+    /// The decoded body.
+    pub value: T,
+    /// Whether a form sent it.
+    pub from_form: bool,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormOrJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let media = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .map(|media| media.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if media == "application/x-www-form-urlencoded" {
+            let ApiForm(value) = ApiForm::from_request(request, state).await?;
+            return Ok(FormOrJson {
+                value,
+                from_form: true,
+            });
+        }
+        let ApiJson(value) = ApiJson::from_request(request, state).await?;
+        Ok(FormOrJson {
+            value,
+            from_form: false,
+        })
+    }
+}
+
 /// Decodes `name=value` pairs strictly, then deserialises them into `T`.
 fn parse_pairs<T: DeserializeOwned>(raw: &str, what: &str) -> Result<T, ApiError> {
     let invalid = |message: String| ApiError::new(ErrorCode::InvalidRequest, message);
@@ -245,6 +281,23 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                 format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_HEADER_LEN_MAX} printable ASCII characters."),
             )),
         }
+    }
+}
+
+/// The address of the client at the other end of the connection (the server records it on each
+/// request); the unspecified address when the router is driven without a socket (in-process tests).
+pub struct ClientAddress(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip()),
+        ))
     }
 }
 

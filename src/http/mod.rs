@@ -4,7 +4,9 @@
 //! command handler or read a projection, and map errors in [`error`].
 
 mod checkout;
+pub mod client_limit;
 pub mod consistency;
+pub mod cross_site;
 pub mod error;
 mod export;
 pub mod extract;
@@ -12,8 +14,12 @@ pub mod guard;
 mod health;
 mod hosted;
 mod licensing;
+pub mod pages;
+mod portal;
 mod provisioner;
 pub mod server;
+pub mod session;
+pub mod sign_in;
 mod staff;
 mod trials;
 
@@ -61,12 +67,19 @@ pub struct AppState {
     pub token_bindings: Arc<crate::flows::licensing::TokenBindings>,
     /// Time a request's body has to arrive (`ServerLimits::body_read_timeout`).
     pub body_read_timeout: std::time::Duration,
+    /// Sign-in requests waiting to be decided off the request path.
+    pub sign_in_queue: Arc<crate::flows::sign_in::SignInQueue>,
+    /// Sign-in requests per client address (this process's count).
+    pub sign_in_limit: Arc<client_limit::ClientLimit>,
+    /// Where the portal sends customers who need a person.
+    pub support_email: String,
 }
 
 /// The whole application as one router, usable without a socket in tests.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let body_read_timeout = state.body_read_timeout;
+    let origin: Arc<str> = cross_site::origin_of(&state.public_url).into();
     Router::new()
         .merge(health::router())
         .merge(licensing::router())
@@ -76,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         .merge(staff::router())
         .merge(export::router())
         .merge(provisioner::router())
+        .merge(sign_in::router())
+        .merge(portal::router())
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)
         .with_state(state)
@@ -83,6 +98,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             guard::body_deadline(body_read_timeout, request, next)
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            origin,
+            cross_site::refuse_cross_site,
+        ))
         .layer(axum::middleware::from_fn(guard::clean_targets))
         .layer(axum::middleware::from_fn(consistency::log_position_header))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

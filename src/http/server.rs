@@ -10,6 +10,7 @@
 //! wrote without one by the JSON answer of the same status.
 
 use super::error::{error_body, ErrorCode, REQUEST_ID_HEADER};
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,6 +24,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// Most header fields one request may carry; more answers 431.
 pub const REQUEST_HEADERS_MAX: usize = 100;
@@ -77,10 +79,10 @@ pub async fn serve(
             () = &mut shutdown => break,
             permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accepting a connection failed");
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
@@ -90,7 +92,12 @@ pub async fn serve(
         };
         let connection = builder.serve_connection(
             TokioIo::new(JsonTransportErrors::new(stream)),
-            TowerToHyperService::new(router.clone()),
+            TowerToHyperService::new(router.clone().map_request(
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                },
+            )),
         );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

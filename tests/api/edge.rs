@@ -454,7 +454,8 @@ async fn postgres_outage_answers_503_fast_and_recovers_without_a_restart() {
         ..AppOptions::default()
     };
     let stripe = crate::fake_stripe::FakeStripe::start().await;
-    let app = TestApp::start_on(db, stripe, options).await;
+    let smtp = crate::fake_smtp::FakeSmtp::start().await;
+    let app = TestApp::start_on(db, stripe, smtp, options).await;
     let trial = json!({ "org_id": "org-outage" });
     let (status, _, _) = app.post("/v1/trials/start", &trial, &[]).await;
     assert_ne!(status, 503);

@@ -377,6 +377,7 @@ pub(crate) struct TestApp {
     pub(crate) client: reqwest::Client,
     pub(crate) state: pulse_account::http::AppState,
     pub(crate) stripe: crate::fake_stripe::FakeStripe,
+    pub(crate) smtp: crate::fake_smtp::FakeSmtp,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     options: AppOptions,
@@ -412,13 +413,16 @@ impl TestApp {
     pub(crate) async fn spawn_with(backend: Backend, options: AppOptions) -> TestApp {
         let db = TestDatabase::new(backend).await;
         let stripe = crate::fake_stripe::FakeStripe::start().await;
-        TestApp::start_on(db, stripe, options).await
+        let smtp = crate::fake_smtp::FakeSmtp::start().await;
+        TestApp::start_on(db, stripe, smtp, options).await
     }
 
-    /// Builds and starts the application on `db` with `stripe` as its fake Stripe.
+    /// Builds and starts the application on `db` with `stripe` as its fake Stripe and `smtp` as
+    /// its mail server.
     pub(crate) async fn start_on(
         db: TestDatabase,
         stripe: crate::fake_stripe::FakeStripe,
+        smtp: crate::fake_smtp::FakeSmtp,
         options: AppOptions,
     ) -> TestApp {
         let application =
@@ -443,6 +447,11 @@ impl TestApp {
                 seal_interval: None,
                 lifecycle_interval: None,
                 server: options.server.clone(),
+                mail: pulse_account::gateways::mail::MailConfig {
+                    smtp_url: Some(smtp.url().into()),
+                    from: Some(String::from("Pulse Account <no-reply@pulse.test>")),
+                },
+                support_email: String::from("support@pulse.test"),
             })
             .await
             .expect("the application builds");
@@ -458,6 +467,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             state,
             stripe,
+            smtp,
             stop,
             server,
             options,
@@ -473,13 +483,14 @@ impl TestApp {
             stop,
             server,
             stripe,
+            smtp,
             options,
             ..
         } = self;
         let _ = stop.send(());
         let _ = server.await;
         drop(state);
-        TestApp::start_on(db, stripe, options).await
+        TestApp::start_on(db, stripe, smtp, options).await
     }
 
     /// `POST path` with a JSON body; returns the status and the JSON answer.
@@ -628,9 +639,11 @@ impl TestApp {
             stop,
             server,
             stripe,
+            smtp,
             ..
         } = self;
         stripe.stop();
+        smtp.stop();
         let _ = stop.send(());
         let _ = server.await;
         drop(state);

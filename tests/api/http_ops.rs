@@ -34,6 +34,8 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         seal_interval: None,
         lifecycle_interval: None,
         server: Default::default(),
+        mail: Default::default(),
+        support_email: String::from("support@pulse.test"),
     })
     .await
     .expect("the application builds")
@@ -214,6 +216,8 @@ async fn the_running_service_seals_the_log_periodically(backend: Backend) {
         seal_interval: Some(Duration::from_millis(50)),
         lifecycle_interval: None,
         server: Default::default(),
+        mail: Default::default(),
+        support_email: String::from("support@pulse.test"),
     })
     .await
     .unwrap();

@@ -7,6 +7,7 @@ mod catalog_publication;
 mod cli;
 mod command_handling;
 mod edge;
+mod fake_smtp;
 mod fake_stripe;
 mod gap_safety;
 mod helpers;

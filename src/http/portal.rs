@@ -1,0 +1,233 @@
+//! The portal's session-authenticated JSON (`../shared/design/PORTAL.md` §3): the bootstrap and
+//! account access. Every route takes a [`PortalUser`] (401 without a live session) and checks the
+//! user's role on the account named in the path (403 `forbidden` for a non-member; Tech and
+//! Read-only may only read).
+//!
+//! - `GET /api/portal/bootstrap`
+//! - `GET /api/accounts/{id}/members` · `POST …` `{email, role}` (201 member, 202 pending)
+//! - `PATCH /api/accounts/{id}/members/{subject_id}` `{role}` · `DELETE …` (204)
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use super::licensing::metadata;
+use super::session::PortalUser;
+use super::AppState;
+use crate::flows::access::{
+    accounts_of, change_role, has_self_hosted_commercial, invite, member_account, remove, Invited,
+    MemberAccount, NewMember,
+};
+use aggregates::account::{OpenAccount, Role};
+use aggregates::ids::{AccountId, Email};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/portal/bootstrap", get(bootstrap))
+        .route(
+            "/api/accounts/{account_id}/members",
+            get(roster).post(invite_member),
+        )
+        .route(
+            "/api/accounts/{account_id}/members/{subject_id}",
+            patch(change_member_role).delete(remove_member),
+        )
+}
+
+/// `GET /api/portal/bootstrap`: who is signed in and the accounts they belong to.
+pub(super) async fn bootstrap(
+    State(state): State<AppState>,
+    user: PortalUser,
+) -> Result<Json<Value>, ApiError> {
+    let store = state.store.as_ref();
+    let accounts = accounts_of(store, &user.user).await?;
+    Ok(Json(json!({
+        "authenticated": true,
+        "email": user.user.email,
+        "user_id": user.user.user_id,
+        "has_self_hosted_commercial": has_self_hosted_commercial(store, &user.user.email).await?,
+        "support_email": state.support_email,
+        "accounts": accounts.iter().map(account_view).collect::<Vec<_>>(),
+    })))
+}
+
+fn account_view(member: &MemberAccount) -> Value {
+    let account = &member.account;
+    json!({
+        "id": account.account_id,
+        "kind": account.kind,
+        "kind_label": account.kind.label(),
+        "name": account.display_name,
+        "role": member.role,
+        "role_label": member.role.display(),
+        "can_manage": member.role.can_manage(),
+        "has_billing": account.billing.is_some(),
+        "workspaces": account.tenants.iter().map(|(tenant_id, tenant)| json!({
+            "tenant_id": tenant_id,
+            "state": tenant.state.as_str(),
+        })).collect::<Vec<_>>(),
+        "members": roster_rows(account, member.role),
+    })
+}
+
+/// The roster as `viewer` may see it: members, and pending invitations for an Owner or Admin.
+fn roster_rows(account: &OpenAccount, viewer: Role) -> Vec<Value> {
+    let members = account.members.iter().map(|(user_id, member)| {
+        json!({
+            "subject_id": user_id,
+            "user_id": user_id,
+            "email": member.email,
+            "role": member.role,
+            "role_label": member.role.display(),
+            "state": "active",
+        })
+    });
+    let pending = account
+        .invitations
+        .iter()
+        .filter(|_| viewer.can_manage())
+        .map(|(invitation_id, invitation)| {
+            json!({
+                "subject_id": invitation_id,
+                "user_id": null,
+                "email": invitation.email,
+                "role": invitation.role,
+                "role_label": invitation.role.display(),
+                "state": "pending",
+            })
+        });
+    members.chain(pending).collect()
+}
+
+fn account_id(raw: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(raw).map_err(ApiError::from)
+}
+
+/// `GET /api/accounts/{id}/members`.
+pub(super) async fn roster(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath(raw_account): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account_id = account_id(&raw_account)?;
+    let member = member_account(state.store.as_ref(), &account_id, &user.user.user_id).await?;
+    Ok(Json(json!({
+        "account_id": account_id,
+        "members": roster_rows(&member.account, member.role),
+    })))
+}
+
+/// What an invitation sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InviteRequest {
+    email: String,
+    role: Role,
+}
+
+/// `POST /api/accounts/{id}/members`: 201 with the new member, or 202 with the pending invitation.
+pub(super) async fn invite_member(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath(raw_account): ApiPath<String>,
+    ApiJson(request): ApiJson<InviteRequest>,
+) -> Result<Response, ApiError> {
+    let account_id = account_id(&raw_account)?;
+    let email = Email::parse(&request.email)?;
+    let invited = invite(
+        state.store.as_ref(),
+        &state.keys,
+        &state.catalog,
+        &account_id,
+        &user.user.user_id,
+        NewMember {
+            email: &email,
+            role: request.role,
+        },
+        metadata(user.user.user_id.as_str()),
+    )
+    .await?;
+    let (status, subject, user_id, member_state) = match invited {
+        Invited::Joined(user_id) => (
+            StatusCode::CREATED,
+            user_id.to_string(),
+            Some(user_id.to_string()),
+            "active",
+        ),
+        Invited::Pending(invitation_id) => (
+            StatusCode::ACCEPTED,
+            invitation_id.to_string(),
+            None,
+            "pending",
+        ),
+    };
+    Ok((
+        status,
+        Json(json!({
+            "subject_id": subject,
+            "user_id": user_id,
+            "email": email,
+            "role": request.role,
+            "role_label": request.role.display(),
+            "state": member_state,
+        })),
+    )
+        .into_response())
+}
+
+/// What a role change sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoleChange {
+    role: Role,
+}
+
+/// `PATCH /api/accounts/{id}/members/{subject_id}`.
+pub(super) async fn change_member_role(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath((raw_account, subject)): ApiPath<(String, String)>,
+    ApiJson(request): ApiJson<RoleChange>,
+) -> Result<Json<Value>, ApiError> {
+    let account_id = account_id(&raw_account)?;
+    change_role(
+        state.store.as_ref(),
+        &state.catalog,
+        &account_id,
+        &user.user.user_id,
+        &subject,
+        request.role,
+        metadata(user.user.user_id.as_str()),
+    )
+    .await?;
+    Ok(Json(json!({
+        "subject_id": subject,
+        "role": request.role,
+        "role_label": request.role.display(),
+    })))
+}
+
+/// `DELETE /api/accounts/{id}/members/{subject_id}`: 204.
+pub(super) async fn remove_member(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath((raw_account, subject)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let account_id = account_id(&raw_account)?;
+    remove(
+        state.store.as_ref(),
+        &state.catalog,
+        &account_id,
+        &user.user.user_id,
+        &subject,
+        metadata(user.user.user_id.as_str()),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

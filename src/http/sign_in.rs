@@ -1,0 +1,268 @@
+//! Sign-in by email over HTTP (`../shared/design/PORTAL.md` §2):
+//!
+//! - `POST /api/public/magic-link/request {email}`: always 200 with the same body, known email or
+//!   not (only a malformed email is 400 `invalid_email`); the link is decided and sent off the
+//!   request path, so the answer's timing tells nothing either. 20 a minute per client address
+//!   (429 with `Retry-After`); 3 an hour per email, silently.
+//! - `GET /auth/magic-link/verify?token=`: a confirmation page; it never signs anyone in (mail
+//!   scanners open links). Its button POSTs to the same path, which consumes the token.
+//! - `POST /auth/magic-link/code {email, code}`: signs in by the code instead.
+//! - `POST /auth/logout`: ends every session of the user.
+//!
+//! A form gets pages and redirects (303 to `/portal` on success); a JSON client gets JSON.
+
+use super::error::{ApiError, ErrorCode};
+use super::extract::{ApiQuery, ClientAddress, FormOrJson};
+use super::licensing::metadata;
+use super::pages::{masked_email, nonce, render};
+use super::session::{cleared_session_cookie, session_cookie, PortalUser};
+use super::AppState;
+use crate::flows::sign_in::{pending_sign_in, sign_in, sign_out, Proof, SignedIn};
+use crate::flows::FlowError;
+use aggregates::error::DomainError;
+use aggregates::ids::Email;
+use askama::Template;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Sign-in requests one client address may make per minute.
+pub const SIGN_IN_REQUESTS_PER_MINUTE_MAX: usize = 20;
+/// What every sign-in request is answered, whatever became of it.
+const REQUESTED_MESSAGE: &str =
+    "If this email can sign in to Pulse Account, a sign-in link and code are on their way.";
+
+/// The routes of this area.
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/public/magic-link/request", post(request_link))
+        .route(
+            "/auth/magic-link/verify",
+            axum::routing::get(confirmation_page).post(verify_token),
+        )
+        .route("/auth/magic-link/code", post(verify_code))
+        .route("/auth/logout", post(logout))
+}
+
+#[derive(Template)]
+#[template(path = "sign_in_confirm.html")]
+struct ConfirmPage<'a> {
+    nonce: &'a str,
+    masked_email: &'a str,
+    token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "sign_in_invalid.html")]
+struct InvalidPage<'a> {
+    nonce: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "sign_in_sent.html")]
+struct SentPage<'a> {
+    nonce: &'a str,
+    message: &'a str,
+    email: &'a str,
+}
+
+/// What a sign-in request sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LinkRequest {
+    email: String,
+}
+
+/// `POST /api/public/magic-link/request`.
+pub(super) async fn request_link(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    body: FormOrJson<LinkRequest>,
+) -> Result<Response, ApiError> {
+    let email = Email::parse(&body.value.email).map_err(|_| {
+        ApiError::new(ErrorCode::InvalidEmail, "This is not an email address.")
+            .with_details(json!({ "field": "email" }))
+    })?;
+    if let Err(seconds) = state.sign_in_limit.admit(client, std::time::Instant::now()) {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "Too many sign-in requests from this address; wait a moment.",
+        )
+        .with_details(json!({ "retry_after_seconds": seconds }))
+        .retry_after(seconds as i64));
+    }
+    if state
+        .sign_in_queue
+        .enqueue(email.clone(), metadata("public"))
+        .is_err()
+    {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "Sign-in is busy right now; try again in a moment.",
+        )
+        .retry_after(1));
+    }
+    if body.from_form {
+        let nonce = nonce();
+        let page = SentPage {
+            nonce: &nonce,
+            message: REQUESTED_MESSAGE,
+            email: email.as_str(),
+        };
+        return Ok(render(StatusCode::OK, &page, &nonce));
+    }
+    Ok(Json(json!({ "success": true, "message": REQUESTED_MESSAGE })).into_response())
+}
+
+/// The query of the link in the email.
+#[derive(Debug, Deserialize)]
+pub(super) struct VerifyQuery {
+    token: String,
+}
+
+/// `GET /auth/magic-link/verify?token=`: a page that asks before it signs in.
+pub(super) async fn confirmation_page(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<VerifyQuery>,
+) -> Result<Response, ApiError> {
+    let nonce = nonce();
+    let pending = pending_sign_in(
+        state.store.as_ref(),
+        &state.keys,
+        &query.token,
+        chrono::Utc::now(),
+    )
+    .await?;
+    Ok(match pending {
+        Some(email) => {
+            let masked = masked_email(email.as_str());
+            let page = ConfirmPage {
+                nonce: &nonce,
+                masked_email: &masked,
+                token: &query.token,
+            };
+            render(StatusCode::OK, &page, &nonce)
+        }
+        None => invalid_page(&nonce),
+    })
+}
+
+fn invalid_page(nonce: &str) -> Response {
+    render(StatusCode::BAD_REQUEST, &InvalidPage { nonce }, nonce)
+}
+
+/// What the confirmation page posts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenProof {
+    token: String,
+}
+
+/// `POST /auth/magic-link/verify`: consumes the link's token.
+pub(super) async fn verify_token(
+    State(state): State<AppState>,
+    body: FormOrJson<TokenProof>,
+) -> Result<Response, ApiError> {
+    let signed_in = sign_in(
+        state.store.as_ref(),
+        &state.keys,
+        &state.catalog,
+        Proof::Token(&body.value.token),
+        metadata("public"),
+    )
+    .await;
+    answer_sign_in(signed_in, body.from_form)
+}
+
+/// What the code form posts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CodeProof {
+    email: String,
+    code: String,
+}
+
+/// `POST /auth/magic-link/code`: signs in by the email's code.
+pub(super) async fn verify_code(
+    State(state): State<AppState>,
+    body: FormOrJson<CodeProof>,
+) -> Result<Response, ApiError> {
+    let Ok(email) = Email::parse(&body.value.email) else {
+        return answer_sign_in(Err(DomainError::InvalidToken.into()), body.from_form);
+    };
+    let signed_in = sign_in(
+        state.store.as_ref(),
+        &state.keys,
+        &state.catalog,
+        Proof::Code {
+            email: &email,
+            code: body.value.code.trim(),
+        },
+        metadata("public"),
+    )
+    .await;
+    answer_sign_in(signed_in, body.from_form)
+}
+
+/// A sign-in's answer: 303 to `/portal` with the session cookie; a refused proof is the
+/// invalid-link page for a form, 400 `invalid_token` for JSON.
+fn answer_sign_in(
+    signed_in: Result<SignedIn, FlowError>,
+    from_form: bool,
+) -> Result<Response, ApiError> {
+    match signed_in {
+        Ok(signed_in) => {
+            let mut response = redirect_to_portal();
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                session_cookie(signed_in.cookie.expose()),
+            );
+            Ok(response)
+        }
+        Err(FlowError::Domain(DomainError::InvalidToken)) if from_form => {
+            Ok(invalid_page(&nonce()))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn redirect_to_portal() -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/portal"));
+    response
+}
+
+/// `POST /auth/logout`: ends every session of the signed-in user, clears the cookie, and sends a
+/// browser back to `/portal` (303; a JSON client gets 204).
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    user: PortalUser,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    sign_out(
+        state.store.as_ref(),
+        &state.catalog,
+        &user.person_id,
+        metadata(user.user.user_id.as_str()),
+    )
+    .await?;
+    let from_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    let mut response = if from_form {
+        redirect_to_portal()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cleared_session_cookie());
+    Ok(response)
+}
