@@ -2,7 +2,8 @@
 //! refreshing a tenant's entitlement lease, and the provisioner's side of a tenant (its
 //! credentials, the states it reports).
 //!
-//! A `cloud_*` or `msp_*` checkout opens the account, makes the buyer its Owner, records its
+//! A `cloud_*` or `msp_*` checkout opens the account, makes the buyer its Owner (their user, made
+//! on the way if the email had none), records its
 //! billing and provisions the first tenant with its lease refresh token, in the same append as the
 //! Stripe receipt. The refresh token is derived from the tenant id under the server's secret (never
 //! stored; its keyed hash is the lookup index), so the provisioner that boots the tenant obtains it
@@ -25,6 +26,8 @@ use aggregates::ids::{AccountId, Email, SecretHash, TenantId, UserId};
 use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
 use aggregates::log::{EventMetadata, StreamName};
 use aggregates::subscription::SubscriptionState;
+use aggregates::user::{User, UserCommand};
+use crate::flows::sign_in::person_of;
 use async_trait::async_trait;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -49,7 +52,18 @@ pub async fn open_account<T>(
     decision: Decision<T>,
 ) -> Result<(AccountId, Decision<T>), FlowError> {
     let account_id = AccountId::from_entropy(rand::rngs::OsRng.next_u64());
-    let owner = UserId::from_entropy(rand::rngs::OsRng.next_u64());
+    let person = stream(User::STREAM_TYPE, &person_of(keys, &owner_email))?;
+    let user = reads.load::<User>(&person).await?;
+    let owner = user.user.as_ref().map_or_else(
+        || UserId::from_entropy(rand::rngs::OsRng.next_u64()),
+        |user| user.user_id.clone(),
+    );
+    let register = UserCommand::Register {
+        user_id: owner.clone(),
+        email: owner_email.clone(),
+    };
+    let (registered, _) = decide_all::<User>(user, &[register], context)?;
+    let decision = decision.append::<User>(person, &registered)?;
     let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
     let token_hash = keys
         .hasher

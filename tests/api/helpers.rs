@@ -477,6 +477,20 @@ impl TestApp {
     /// Stops the server and starts a new one on the same database, data directory (keys) and
     /// fake Stripe, as a restarted process would be.
     pub(crate) async fn restart(self) -> TestApp {
+        let (db, stripe, smtp, options) = self.stop_keeping().await;
+        TestApp::start_on(db, stripe, smtp, options).await
+    }
+
+    /// Stops the server and hands back what it ran on (its database, data directory and fakes),
+    /// as a process that was killed leaves them, for a later [`TestApp::start_on`].
+    pub(crate) async fn stop_keeping(
+        self,
+    ) -> (
+        TestDatabase,
+        crate::fake_stripe::FakeStripe,
+        crate::fake_smtp::FakeSmtp,
+        AppOptions,
+    ) {
         let TestApp {
             db,
             state,
@@ -490,7 +504,7 @@ impl TestApp {
         let _ = stop.send(());
         let _ = server.await;
         drop(state);
-        TestApp::start_on(db, stripe, smtp, options).await
+        (db, stripe, smtp, options)
     }
 
     /// `POST path` with a JSON body; returns the status and the JSON answer.

@@ -25,6 +25,7 @@ mod purchase;
 mod races;
 mod read_models;
 mod read_your_writes;
+mod sign_in;
 mod replay_fixtures;
 mod staff;
 mod store_contract;
