@@ -14,6 +14,7 @@ use crate::crypto::KeyMaterial;
 use crate::engine::command::{decide_all, handle, load, load_until, recorded_events, Command};
 use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
 use crate::engine::store::{BatchOutcome, Idempotency, Store, StoreError};
+use crate::flows::sign_in::person_of;
 use crate::flows::{stream, FlowError};
 use aggregates::account::{
     Account, AccountCommand, AccountEvent, AccountKind, LeaseClaims, Tenant, TenantState,
@@ -27,7 +28,6 @@ use aggregates::index::{BindLeaseRefresh, LeaseRefreshIndex};
 use aggregates::log::{EventMetadata, StreamName};
 use aggregates::subscription::SubscriptionState;
 use aggregates::user::{User, UserCommand};
-use crate::flows::sign_in::person_of;
 use async_trait::async_trait;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};

@@ -197,11 +197,15 @@ fn parse(to: Vec<String>, data: &str) -> ReceivedMail {
         head.lines()
             .find_map(|line| {
                 let (key, value) = line.split_once(':')?;
-                key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
             })
             .unwrap_or_default()
     };
-    let body = match header("Content-Transfer-Encoding").to_ascii_lowercase().as_str() {
+    let body = match header("Content-Transfer-Encoding")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "quoted-printable" => decode_quoted_printable(body),
         "base64" => String::from_utf8(
             base64::engine::general_purpose::STANDARD

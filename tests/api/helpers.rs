@@ -140,11 +140,12 @@ impl TestDatabase {
     /// The position of the last event written, once the store shows it to readers. PostgreSQL
     /// keeps a committed event from readers while an older transaction anywhere in the cluster
     /// may still be running (the store's visibility guard errs towards waiting), so "the head
-    /// after my writes" is read from the table itself and then waited for.
+    /// after my writes" is read from the table itself and then waited for; a write the service
+    /// makes meanwhile (the outbox recording a delivery) is read again and waited for too.
     pub(crate) async fn settled_head(&self, store: &dyn Store) -> Position {
-        let written = Position(self.max_position().await);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
+            let written = Position(self.max_position().await);
             let visible = store.head_position().await.expect("read the head");
             if visible == written {
                 return written;

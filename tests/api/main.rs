@@ -2,6 +2,7 @@
 //! the store, the command handler and the projection runner runs on SQLite and on PostgreSQL
 //! (`…::sqlite::…` and `…::postgres::…`); see `helpers` for how PostgreSQL is found.
 
+mod access;
 mod audit_export;
 mod catalog_publication;
 mod cli;
@@ -25,8 +26,8 @@ mod purchase;
 mod races;
 mod read_models;
 mod read_your_writes;
-mod sign_in;
 mod replay_fixtures;
+mod sign_in;
 mod staff;
 mod store_contract;
 mod stripe_billing;

@@ -5,8 +5,9 @@
 //! `expected/replay.json`. `msp_purchase_schema_1` holds a `checkout_completed` of schema 1 that
 //! must upcast.
 //!
-//! Histories are recorded from live flows by the ignored test `record_replay_fixtures`
-//! (`cargo test --test api record_replay_fixtures -- --ignored`); golden files are rewritten by
+//! Histories are recorded from live flows by the ignored tests `record_replay_fixtures` and
+//! `record_portal_fixture` (`cargo test --test api record_ -- --ignored`); golden files are
+//! rewritten by
 //! running the suite with `PULSE_ACCOUNT_UPDATE_FIXTURES=1`. Both are tools for a deliberate
 //! change, reviewed in the diff; the suite itself only compares.
 
@@ -28,14 +29,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The fixtures issue 5 asks for, and the upcast one.
-const FIXTURES: [&str; 6] = [
+/// The fixtures issue 5 asks for, the upcast one, and the portal's sign-in and access (issue 13).
+const FIXTURES: [&str; 7] = [
     "self_hosted_purchase",
     "v5_migration_floor",
     "payment_failure_grace_cancel",
     "msp_workspaces",
     "refund",
     "msp_purchase_schema_1",
+    "portal_sign_in",
 ];
 
 /// The read models a fixture fixes (`stream_index` is left out: it records when events were
@@ -291,6 +293,48 @@ fn last_position(events: &[RecordedEvent], event_type: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {event_type}"))
         .global_position
         .0
+}
+
+#[tokio::test]
+#[ignore = "re-records replay-fixtures/portal_sign_in from live flows; run deliberately"]
+async fn record_portal_fixture() {
+    use crate::sign_in::{signed_in, OWNER};
+    // An MSP owner signs in by link, invites a Tech who is no user yet; the Tech's first sign-in
+    // makes them a user and a member; the owner signs out everywhere.
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (account_id, _) = crate::hosted::bought_msp(&app).await;
+    let owner = signed_in(&app, OWNER).await;
+    let invite = app
+        .client
+        .post(format!("{}/api/accounts/{account_id}/members", app.base))
+        .header("cookie", format!("__Host-pulse_cp_session={owner}"))
+        .json(&json!({ "email": "tech@msp.example", "role": "tech" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invite.status().as_u16(), 202);
+    app.smtp.wait_for("tech@msp.example", 1).await;
+    signed_in(&app, "tech@msp.example").await;
+    let logout = app
+        .client
+        .post(format!("{}/auth/logout", app.base))
+        .header("cookie", format!("__Host-pulse_cp_session={owner}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status().as_u16(), 204);
+    let events = app.all_events().await;
+    let invited = last_position(&events, "member_invited");
+    let joined = last_position(&events, "invitations_settled");
+    record(
+        &app,
+        "portal_sign_in",
+        SubjectKind::Account,
+        &account_id,
+        &[invited, joined],
+    )
+    .await;
+    app.stop().await;
 }
 
 #[tokio::test]
