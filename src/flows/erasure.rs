@@ -1,7 +1,7 @@
 //! The data-delete job: erases one person's personal data (the `erase` CLI command).
 //!
 //! In order: it records the erasure in the log (`erasure/<person id>`, before anything is
-//! destroyed, so no erasure goes unrecorded), destroys the person's data keys (crypto-shredding:
+//! destroyed, so no erasure goes unrecorded), ends the person's portal sessions, destroys the person's data keys (crypto-shredding:
 //! every value sealed under them now reads as erased, and the log is not rewritten, so every export
 //! and seal still verifies), waits until every process has forgotten its cached keys, deletes the
 //! stream snapshots, rebuilds every read model from the log, and deletes the snapshots once more
@@ -21,6 +21,7 @@ use aggregates::decider::Context;
 use aggregates::erasure::{ErasePersonalData, PersonErasure};
 use aggregates::ids::Email;
 use aggregates::log::{EventMetadata, Position};
+use aggregates::user::{User, UserCommand};
 use std::sync::Arc;
 
 /// What an erasure did.
@@ -75,7 +76,20 @@ pub async fn erase(
                 reason: reason.to_owned(),
             },
             context: Context::new(metadata.effective_at, &catalog),
-            metadata,
+            metadata: metadata.clone(),
+            idempotency: None,
+        },
+    )
+    .await
+    .map_err(FlowError::from)?;
+    // An erased person is signed out of the portal everywhere.
+    handle::<User>(
+        store.as_ref(),
+        Command {
+            stream_id: &person_id,
+            command: &UserCommand::EndSessions,
+            context: Context::new(metadata.effective_at, &catalog),
+            metadata: metadata.clone(),
             idempotency: None,
         },
     )

@@ -3,7 +3,8 @@
 //! 409), a pending invitation becoming a membership at its email's first sign-in, the roster each
 //! role sees, and a role × route matrix with the exact status for Owner, Admin, Tech, Read-only,
 //! a signed-in non-member and a signed-out caller; a member of one account is refused every route
-//! of another; the last owner stays.
+//! of another; the last owner stays; an erased member's email is in no table nor store file, their
+//! sessions end and the roster shows them erased.
 
 use crate::helpers::{Backend, TestApp};
 use crate::hosted::bought_msp;
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 on_both_stores!(
     an_invited_email_joins_at_its_first_sign_in_and_each_role_gets_exactly_its_rights,
     the_last_owner_stays_and_only_an_owner_touches_owner_rows,
+    an_erased_members_email_is_nowhere_and_the_roster_shows_them_erased,
 );
 
 /// One HTTP call as `session` (or signed out).
@@ -372,5 +374,89 @@ async fn the_last_owner_stays_and_only_an_owner_touches_owner_rows(backend: Back
         .filter(|m| m["role"] == "owner")
         .count();
     assert_eq!(owners, 1);
+    app.stop().await;
+}
+
+async fn an_erased_members_email_is_nowhere_and_the_roster_shows_them_erased(backend: Backend) {
+    const MEMBER: &str = "zora.quill@msp.example";
+    let app = TestApp::spawn(backend).await;
+    let (account, _) = bought_msp(&app).await;
+    let owner = signed_in(&app, OWNER).await;
+    let (session, _) = member(&app, &account, &owner, MEMBER, "tech").await;
+    crate::staff::caught_up(&app).await;
+    assert!(!app.db.tables_containing(MEMBER).await.is_empty());
+
+    let cwd = tempfile::tempdir().unwrap();
+    let data_dir = app.db.data_dir();
+    let erase = [
+        "erase",
+        "--email",
+        MEMBER,
+        "--reason",
+        "member asked",
+        "--database-url",
+        &app.db.url,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let erased = crate::cli::run(&erase, cwd.path());
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    assert_eq!(
+        app.db.tables_containing(MEMBER).await,
+        vec![],
+        "no table holds the email"
+    );
+    if backend == Backend::Sqlite {
+        for (file, bytes) in app.db.sqlite_files() {
+            for needle in [MEMBER, "zora.quill"] {
+                assert!(
+                    !bytes
+                        .windows(needle.len())
+                        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes())),
+                    "{file} still holds {needle:?} after erasure"
+                );
+            }
+        }
+    }
+    let (status, body) = bootstrap(&app, Some(&session)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("revoked_session")),
+        "an erased person is signed out"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, roster) = call(
+            &app,
+            reqwest::Method::GET,
+            &format!("/api/accounts/{account}/members"),
+            Some(&owner),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let emails: Vec<&str> = roster["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["email"].as_str().unwrap())
+            .collect();
+        assert!(
+            !emails.contains(&MEMBER) || std::time::Instant::now() < deadline,
+            "{emails:?}"
+        );
+        if !emails.contains(&MEMBER) {
+            assert!(
+                emails.iter().any(|e| e.ends_with("@erased.invalid")),
+                "the roster shows the member erased: {emails:?}"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.stop().await;
 }
