@@ -37,7 +37,7 @@ use serde::Deserialize;
 pub const LEGACY_TOKEN_LEEWAY_SECONDS: u64 = 60;
 
 /// `POST /v1/licenses/exchange`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRequest {
     /// The v5 license token (`legacy_license_key` is accepted as a decode alias).

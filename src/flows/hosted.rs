@@ -289,17 +289,18 @@ pub async fn change_tenant_state(
 }
 
 /// What the provisioner reports of a tenant.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantStateChange {
-    /// The state it is in now.
+    /// The state it is in now (`active`, `failed`, `suspended`, `canceled`, `deleting`, `deleted`).
+    #[schema(value_type = String, example = "active")]
     pub state: TenantState,
     /// Why, for the record.
     pub reason: String,
 }
 
 /// What a tenant runtime presents to refresh its lease.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRefreshRequest {
     /// The account (org) id.

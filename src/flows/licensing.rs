@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// What `POST /v1/activate` asks.
-#[derive(Clone, Debug, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
     /// `ppk_live_…`.

@@ -1,7 +1,7 @@
 //! Routes of the purchase flow (`DOMAIN.md` §6, §9): handoffs, Checkout Sessions, the session
 //! lookup, and Stripe's webhook. Thin: parse, call [`crate::flows::purchase`], answer.
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ApiBytes, ApiForm, ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
 use super::AppState;
@@ -13,39 +13,28 @@ use aggregates::handoff::Handoff;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use axum::Json;
-use axum::Router;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/checkout/portal-handoff",
-            post(create_handoff).get(resolve_handoff),
-        )
-        .route(
-            "/v1/checkout/session",
-            post(start_checkout).get(session_result),
-        )
-        .route("/v1/checkout/redemptions/begin", post(begin_redemption))
-        .route(
-            "/v1/checkout/redemptions/activated",
-            post(redemption_activated),
-        )
-        .route("/v1/checkout/redemptions/failed", post(redemption_failed))
-        .route("/v1/checkout/local/{session_id}", get(local_checkout_page))
-        .route(
-            "/v1/checkout/local/{session_id}/complete",
-            post(local_checkout_complete),
-        )
-        .route(
-            "/v1/webhooks/stripe",
-            post(stripe_webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX)),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    // Stripe's webhook takes a larger body than the service's default.
+    let webhook = OpenApiRouter::new()
+        .routes(routes!(stripe_webhook))
+        .layer(DefaultBodyLimit::max(WEBHOOK_BODY_BYTES_MAX));
+    OpenApiRouter::new()
+        .routes(routes!(create_handoff, resolve_handoff))
+        .routes(routes!(start_checkout, session_result))
+        .routes(routes!(begin_redemption))
+        .routes(routes!(redemption_activated))
+        .routes(routes!(redemption_failed))
+        .routes(routes!(local_checkout_page))
+        .routes(routes!(local_checkout_complete))
+        .merge(webhook)
 }
 
 fn checkout(state: &AppState) -> Checkout<'_> {
@@ -62,6 +51,11 @@ fn browser_view(handoff: &Handoff) -> Value {
 }
 
 /// `POST /v1/checkout/portal-handoff`, from the installation.
+#[utoipa::path(post, path = "/v1/checkout/portal-handoff", tag = "purchase", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = CreateHandoffRequest,
+    responses(
+        (status = 201, description = "`{portal_handoff_id, feature, expires_at}`"),
+        (status = 400, description = "`invalid_request`", body = ErrorBody)))]
 pub(super) async fn create_handoff(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,
@@ -85,6 +79,11 @@ pub(super) struct HandoffQuery {
 }
 
 /// `GET /v1/checkout/portal-handoff?portal_handoff_id=`, from the browser: the view only.
+#[utoipa::path(get, path = "/v1/checkout/portal-handoff", tag = "purchase",
+    params(("portal_handoff_id" = String, Query, description = "The handoff (`cph_…`)")),
+    responses(
+        (status = 200, description = "`{portal_handoff_id, feature, status, resolved_at, expires_at}`; the first lookup stamps `resolved_at`"),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
 pub(super) async fn resolve_handoff(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<HandoffQuery>,
@@ -97,6 +96,14 @@ pub(super) async fn resolve_handoff(
 }
 
 /// `POST /v1/checkout/session`, from the browser.
+#[utoipa::path(post, path = "/v1/checkout/session", tag = "purchase", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = StartCheckoutRequest,
+    responses(
+        (status = 200, description = "`{url, plan_key, tier, billing_cycle}`: the Stripe Checkout to open"),
+        (status = 400, description = "`unknown_plan`, `plan_not_purchasable`, `invalid_request`", body = ErrorBody),
+        (status = 409, description = "`handoff_completed`", body = ErrorBody),
+        (status = 410, description = "`handoff_expired`", body = ErrorBody),
+        (status = 502, description = "`stripe_unavailable`", body = ErrorBody)))]
 pub(super) async fn start_checkout(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,
@@ -115,6 +122,11 @@ pub(super) struct SessionQuery {
 }
 
 /// `GET /v1/checkout/session?session_id=`, from the returning installation.
+#[utoipa::path(get, path = "/v1/checkout/session", tag = "purchase",
+    params(("session_id" = String, Query, description = "The Stripe Checkout Session id")),
+    responses(
+        (status = 200, description = "`{status: fulfilled|pending|failed, portal_handoff_id, purchase_return_jti, license_id, activation_key, activation_key_prefix, owner_email, tier, plan_key}`"),
+        (status = 404, description = "`unknown_checkout_session`", body = ErrorBody)))]
 pub(super) async fn session_result(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<SessionQuery>,
@@ -127,6 +139,13 @@ pub(super) async fn session_result(
 
 /// `POST /v1/webhooks/stripe`: 400 on a bad signature (nothing written), 200 once the event took
 /// effect (or already had), 500 so Stripe retries when it could not.
+#[utoipa::path(post, path = "/v1/webhooks/stripe", tag = "purchase",
+    security(("stripe_signature" = [])), request_body(content = String, description = "The Stripe event, as Stripe sent it (at most 1 MiB)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{outcome: applied|ignored|already_processed}`"),
+        (status = 400, description = "`invalid_signature`, `webhooks_not_configured`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 500, description = "Not taken into account: Stripe retries", body = ErrorBody)))]
 pub(super) async fn stripe_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -180,6 +199,11 @@ fn redemption_view(record: &aggregates::redemption::RedemptionRecord) -> Value {
 
 /// `POST /v1/checkout/redemptions/begin`: `started`, or 409 `conflict` / `in_progress` /
 /// `already_activated` as the decision table says.
+#[utoipa::path(post, path = "/v1/checkout/redemptions/begin", tag = "purchase", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = crate::flows::purchase::BeginRedemptionRequest,
+    responses(
+        (status = 200, description = "The redemption record: `state`, `decision` (`started`, `in_progress`, `already_activated`, …)"),
+        (status = 409, description = "`conflict`", body = ErrorBody)))]
 pub(super) async fn begin_redemption(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,
@@ -192,6 +216,11 @@ pub(super) async fn begin_redemption(
 }
 
 /// `POST /v1/checkout/redemptions/activated`.
+#[utoipa::path(post, path = "/v1/checkout/redemptions/activated", tag = "purchase", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = crate::flows::purchase::EndRedemptionRequest,
+    responses(
+        (status = 200, description = "The redemption record, `activated` (terminal)"),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
 pub(super) async fn redemption_activated(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,
@@ -204,6 +233,11 @@ pub(super) async fn redemption_activated(
 }
 
 /// `POST /v1/checkout/redemptions/failed`.
+#[utoipa::path(post, path = "/v1/checkout/redemptions/failed", tag = "purchase", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = crate::flows::purchase::EndRedemptionRequest,
+    responses(
+        (status = 200, description = "The redemption record, `failed` with its reason"),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
 pub(super) async fn redemption_failed(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,
@@ -225,6 +259,11 @@ fn escape(text: &str) -> String {
 }
 
 /// `GET /v1/checkout/local/{session_id}`: local mode's checkout page (404 when Stripe is configured).
+#[utoipa::path(get, path = "/v1/checkout/local/{session_id}", tag = "purchase",
+    params(("session_id" = String, Path, description = "A local Checkout Session (`cs_local_…`)")),
+    responses(
+        (status = 200, description = "Local checkout mode only: the page that completes the purchase without Stripe", content_type = "text/html"),
+        (status = 404, description = "`not_found` (a Stripe key is configured, or no such session)", body = ErrorBody)))]
 pub(super) async fn local_checkout_page(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<String>,
@@ -255,13 +294,20 @@ pub(super) async fn local_checkout_page(
 }
 
 /// The form of the local checkout page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(super) struct LocalCheckoutForm {
     email: String,
 }
 
 /// `POST /v1/checkout/local/{session_id}/complete`: completes the purchase and sends the browser to
 /// the installation's success URL.
+#[utoipa::path(post, path = "/v1/checkout/local/{session_id}/complete", tag = "purchase",
+    params(("session_id" = String, Path, description = "A local Checkout Session (`cs_local_…`)")),
+    request_body(content = LocalCheckoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Completed (a signed webhook was posted); to the session's success URL"),
+        (status = 400, description = "`invalid_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
 pub(super) async fn local_checkout_complete(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<String>,

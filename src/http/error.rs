@@ -427,7 +427,24 @@ fn domain_status_and_details(error: &DomainError) -> (StatusCode, serde_json::Va
 }
 
 /// The JSON body of every error answer, `{error, code, message, details, request_id}` (`DOMAIN.md`
-/// §15); also written by the server for the refusals hyper makes before routing.
+/// §15).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status's reason phrase.
+    error: String,
+    /// The stable code (README's table).
+    code: String,
+    /// What went wrong, for a person.
+    message: String,
+    /// Machine-readable details (`field`, `retry_after_seconds`, …).
+    #[schema(value_type = Object)]
+    details: serde_json::Value,
+    /// The request's id (also in `x-request-id`).
+    request_id: String,
+}
+
+/// The body of an error answer as JSON; also written by the server for the refusals hyper makes
+/// before routing.
 pub fn error_body(
     status: StatusCode,
     code: &str,
@@ -435,12 +452,12 @@ pub fn error_body(
     details: &serde_json::Value,
     request_id: &str,
 ) -> serde_json::Value {
-    json!({
-        "error": status.canonical_reason().unwrap_or("error"),
-        "code": code,
-        "message": message,
-        "details": details,
-        "request_id": request_id,
+    json!(ErrorBody {
+        error: status.canonical_reason().unwrap_or("error").to_owned(),
+        code: code.to_owned(),
+        message: message.to_owned(),
+        details: details.clone(),
+        request_id: request_id.to_owned(),
     })
 }
 

@@ -6,7 +6,7 @@
 //! progress from each record's position. A failure mid-way aborts the body: the export then lacks
 //! its signed manifest, and `pulse-account verify` says so.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiQuery;
 use super::staff::Staff;
 use super::AppState;
@@ -18,14 +18,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/v1/staff/export", get(export))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(export))
 }
 
 /// Pages encoded ahead of what the client has read.
@@ -54,6 +54,16 @@ impl ExportOutput for ChannelOutput {
 }
 
 /// `GET /v1/staff/export?format=jsonl|csv&after=&to=`.
+#[utoipa::path(get, path = "/v1/staff/export", tag = "staff",
+    security(("staff_token" = [])),
+    params(("format" = Option<String>, Query, description = "`jsonl` (default) or `csv`"),
+           ("after" = Option<i64>, Query, description = "Start after this position"),
+           ("to" = Option<i64>, Query, description = "End at this position (default: the head now)")),
+    responses(
+        (status = 200, description = "The chained, signed export, streamed page by page; `x-export-head-position` tells how far it runs"),
+        (status = 400, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the auditor role is needed", body = ErrorBody)))]
 pub(super) async fn export(
     State(state): State<AppState>,
     staff: Staff,

@@ -1,26 +1,29 @@
 //! Operational routes: liveness (`/healthz`), readiness (`/readyz`) and metrics (`/metrics`).
 
+use super::error::ErrorBody;
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
 use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Json;
-use axum::Router;
 use serde_json::json;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 /// Liveness: the process answers. Touches nothing else, so a slow database never restarts it.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`: the process answers")))]
 pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -30,6 +33,9 @@ const READINESS_CHECK_MAX: Duration = Duration::from_secs(2);
 
 /// Readiness: the database answers and every projection is within the lag bound, decided within
 /// [`READINESS_CHECK_MAX`].
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "The database answers and every projection is within the lag bound"),
+    (status = 503, description = "`not_ready`", body = ErrorBody)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(READINESS_CHECK_MAX, readiness(&state)).await {
         Ok(answer) => answer,
@@ -84,6 +90,8 @@ async fn readiness(state: &AppState) -> Response {
 }
 
 /// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text: positions, lags, batches, errors, leadership, mail outcomes", content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match state
         .metrics

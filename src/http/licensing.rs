@@ -1,7 +1,7 @@
 //! Routes of self-hosted licensing (`DOMAIN.md` §5.2, §5.3): activation, grant refresh and
 //! status, and the JWKS that verifies every grant. Thin: parse, call [`crate::flows::licensing`], answer.
 
-use super::error::{current_request_id, ApiError, ErrorCode};
+use super::error::{current_request_id, ApiError, ErrorBody, ErrorCode};
 use super::extract::{parse_json, ApiBytes, ApiJson, Bearer, IdempotencyKey};
 use super::AppState;
 use crate::flows::licensing::{ActivateRequest, Licensing, SignedGrant};
@@ -9,23 +9,23 @@ use aggregates::catalog::Catalog;
 use aggregates::license::IssuedLicense;
 use aggregates::log::EventMetadata;
 use axum::extract::State;
-use axum::routing::{get, post};
 use axum::Json;
-use axum::Router;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/v1/activate", post(activate))
-        .route("/v1/grants/refresh", post(refresh))
-        .route("/v1/grants/status", post(status))
-        .route("/v1/entitlements", get(entitlements))
-        .route("/v1/continuity/capture", post(capture_continuity))
-        .route("/v1/licenses/exchange", post(exchange))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(jwks))
+        .routes(routes!(activate))
+        .routes(routes!(refresh))
+        .routes(routes!(status))
+        .routes(routes!(entitlements))
+        .routes(routes!(capture_continuity))
+        .routes(routes!(exchange))
 }
 
 /// How often a runtime should refresh its grant, and by how much to spread refreshes (§5.2).
@@ -74,11 +74,21 @@ fn grant_view(grant: &SignedGrant) -> Value {
 }
 
 /// `GET /.well-known/jwks.json`.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "The Ed25519 public keys (JWKS) that verify grants, leases and signed documents")))]
 pub(super) async fn jwks(State(state): State<AppState>) -> Json<Value> {
     Json(state.keys.signer.jwks())
 }
 
 /// `POST /v1/activate`.
+#[utoipa::path(post, path = "/v1/activate", tag = "licensing", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = ActivateRequest,
+    responses(
+        (status = 200, description = "`license`, `installation` (with its `installation_token`, shown here only), `grant`, `refresh_policy`"),
+        (status = 400, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "`invalid_activation_key`", body = ErrorBody),
+        (status = 403, description = "`LICENSE_REVOKED`, `LICENSE_SUSPENDED`", body = ErrorBody),
+        (status = 409, description = "`MAX_INSTALLATIONS`, `idempotency_key_reused`", body = ErrorBody)))]
 pub(super) async fn activate(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,
@@ -100,6 +110,12 @@ pub(super) async fn activate(
 }
 
 /// `POST /v1/grants/refresh` (Bearer installation token).
+#[utoipa::path(post, path = "/v1/grants/refresh", tag = "licensing", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    security(("installation_token" = [])),
+    responses(
+        (status = 200, description = "`license`, a new `grant`, `refresh_policy`"),
+        (status = 401, description = "`unauthorized`, `TOKEN_REVOKED`, `INSTALLATION_REVOKED`", body = ErrorBody),
+        (status = 403, description = "`LICENSE_REVOKED`, `LICENSE_SUSPENDED`", body = ErrorBody)))]
 pub(super) async fn refresh(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,
@@ -116,13 +132,19 @@ pub(super) async fn refresh(
 }
 
 /// What `POST /v1/grants/status` may send: the `license_version` the runtime holds.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StatusRequest {
     license_version: Option<u64>,
 }
 
 /// `POST /v1/grants/status` (Bearer installation token).
+#[utoipa::path(post, path = "/v1/grants/status", tag = "licensing",
+    security(("installation_token" = [])), request_body(content = Option<StatusRequest>, description = "Optional: the `license_version` the runtime holds"),
+    responses(
+        (status = 200, description = "`{license_version, refresh_required}`"),
+        (status = 401, description = "`unauthorized`, `TOKEN_REVOKED`, `INSTALLATION_REVOKED`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = ErrorBody)))]
 pub(super) async fn status(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -142,6 +164,11 @@ pub(super) async fn status(
 }
 
 /// `GET /v1/entitlements` (Bearer installation token): the payload of `DOMAIN.md` §14.
+#[utoipa::path(get, path = "/v1/entitlements", tag = "licensing",
+    security(("installation_token" = [])),
+    responses(
+        (status = 200, description = "The entitlement payload of DOMAIN.md §14 with the continuity block of §7"),
+        (status = 401, description = "`unauthorized`, `TOKEN_REVOKED`", body = ErrorBody)))]
 pub(super) async fn entitlements(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -156,13 +183,19 @@ pub(super) async fn entitlements(
 }
 
 /// What `POST /v1/continuity/capture` sends.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CaptureRequest {
     monitored_systems: u32,
 }
 
 /// `POST /v1/continuity/capture` (Bearer installation token): the grandfather floor, once (§7).
+#[utoipa::path(post, path = "/v1/continuity/capture", tag = "licensing", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    security(("installation_token" = [])), request_body = CaptureRequest,
+    responses(
+        (status = 200, description = "The continuity report: `plan_limit`, `grandfathered_floor`, `effective_limit`, `capture_pending`, `captured_at`"),
+        (status = 401, description = "`unauthorized`, `TOKEN_REVOKED`", body = ErrorBody),
+        (status = 409, description = "`floor_not_applicable`", body = ErrorBody)))]
 pub(super) async fn capture_continuity(
     State(state): State<AppState>,
     Bearer(token): Bearer,
@@ -181,6 +214,17 @@ pub(super) async fn capture_continuity(
 }
 
 /// `POST /v1/licenses/exchange`: a v5 license token for a v6 license and an activation (§5.4).
+#[utoipa::path(post, path = "/v1/licenses/exchange", tag = "licensing", params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = crate::flows::exchange::ExchangeRequest,
+    responses(
+        (status = 200, description = "As activation: `license`, `installation`, `grant`, `refresh_policy`"),
+        (status = 400, description = "`exchange_malformed`", body = ErrorBody),
+        (status = 401, description = "`RENEWED_KEY_AVAILABLE`, `exchange_invalid`", body = ErrorBody),
+        (status = 403, description = "`exchange_revoked`", body = ErrorBody),
+        (status = 409, description = "`MAX_INSTALLATIONS`", body = ErrorBody),
+        (status = 410, description = "`exchange_not_migratable`", body = ErrorBody),
+        (status = 429, description = "`exchange_rate_limited`", body = ErrorBody),
+        (status = 503, description = "`exchange_not_configured`", body = ErrorBody)))]
 pub(super) async fn exchange(
     State(state): State<AppState>,
     IdempotencyKey(key): IdempotencyKey,

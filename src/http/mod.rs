@@ -14,6 +14,7 @@ pub mod guard;
 mod health;
 mod hosted;
 mod licensing;
+pub mod openapi;
 pub mod pages;
 mod portal;
 mod provisioner;
@@ -36,6 +37,8 @@ use error::REQUEST_ID_HEADER;
 use std::sync::Arc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Largest request body accepted by default; routes that need more (Stripe webhooks) say so.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -75,12 +78,10 @@ pub struct AppState {
     pub support_email: String,
 }
 
-/// The whole application as one router, usable without a socket in tests.
-pub fn router(state: AppState) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    let body_read_timeout = state.body_read_timeout;
-    let origin: Arc<str> = cross_site::origin_of(&state.public_url).into();
-    Router::new()
+/// Every route of the API, each with its description: what [`router`] serves and
+/// `/openapi.json` shows.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(licensing::router())
         .merge(checkout::router())
@@ -91,6 +92,17 @@ pub fn router(state: AppState) -> Router {
         .merge(provisioner::router())
         .merge(sign_in::router())
         .merge(portal::router())
+        .merge(openapi::router())
+}
+
+/// The whole application as one router, usable without a socket in tests.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let body_read_timeout = state.body_read_timeout;
+    let origin: Arc<str> = cross_site::origin_of(&state.public_url).into();
+    let (routes, document) = api_routes().split_for_parts();
+    routes
+        .layer(axum::Extension(Arc::new(document)))
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)
         .with_state(state)

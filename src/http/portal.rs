@@ -7,7 +7,7 @@
 //! - `GET /api/accounts/{id}/members` · `POST …` `{email, role}` (201 member, 202 pending)
 //! - `PATCH /api/accounts/{id}/members/{subject_id}` `{role}` · `DELETE …` (204)
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
 use super::licensing::metadata;
 use super::session::PortalUser;
@@ -21,26 +21,25 @@ use aggregates::ids::{AccountId, Email};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/portal/bootstrap", get(bootstrap))
-        .route(
-            "/api/accounts/{account_id}/members",
-            get(roster).post(invite_member),
-        )
-        .route(
-            "/api/accounts/{account_id}/members/{subject_id}",
-            patch(change_member_role).delete(remove_member),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(bootstrap))
+        .routes(routes!(roster, invite_member))
+        .routes(routes!(change_member_role, remove_member))
 }
 
 /// `GET /api/portal/bootstrap`: who is signed in and the accounts they belong to.
+#[utoipa::path(get, path = "/api/portal/bootstrap", tag = "portal", security(("session" = [])),
+    responses(
+        (status = 200, description = "`authenticated`, `email`, `user_id`, `has_self_hosted_commercial`, `support_email`, `accounts[]`"),
+        (status = 401, description = "`missing_session`, `invalid_session`, `expired_session`, `revoked_session`", body = ErrorBody)))]
 pub(super) async fn bootstrap(
     State(state): State<AppState>,
     user: PortalUser,
@@ -110,6 +109,12 @@ fn account_id(raw: &str) -> Result<AccountId, ApiError> {
 }
 
 /// `GET /api/accounts/{id}/members`.
+#[utoipa::path(get, path = "/api/accounts/{account_id}/members", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)")),
+    responses(
+        (status = 200, description = "`{account_id, members[]}`: rows `{subject_id, user_id, email, role, role_label, state}`; pending rows only for an Owner or Admin"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member", body = ErrorBody)))]
 pub(super) async fn roster(
     State(state): State<AppState>,
     user: PortalUser,
@@ -124,14 +129,25 @@ pub(super) async fn roster(
 }
 
 /// What an invitation sends.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct InviteRequest {
     email: String,
+    /// `owner`, `admin`, `tech` or `read_only`.
+    #[schema(value_type = String, example = "tech")]
     role: Role,
 }
 
 /// `POST /api/accounts/{id}/members`: 201 with the new member, or 202 with the pending invitation.
+#[utoipa::path(post, path = "/api/accounts/{account_id}/members", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)")), request_body = InviteRequest,
+    responses(
+        (status = 201, description = "A user joined at once"),
+        (status = 202, description = "A pending invitation, emailed"),
+        (status = 400, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`, `owner_required`, `cross_site_request`", body = ErrorBody),
+        (status = 409, description = "`already_member`", body = ErrorBody)))]
 pub(super) async fn invite_member(
     State(state): State<AppState>,
     user: PortalUser,
@@ -182,13 +198,24 @@ pub(super) async fn invite_member(
 }
 
 /// What a role change sends.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RoleChange {
+    /// `owner`, `admin`, `tech` or `read_only`.
+    #[schema(value_type = String, example = "admin")]
     role: Role,
 }
 
 /// `PATCH /api/accounts/{id}/members/{subject_id}`.
+#[utoipa::path(patch, path = "/api/accounts/{account_id}/members/{subject_id}", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("subject_id" = String, Path, description = "A member (`u_…`) or a pending invitation (`ainv_…`)")), request_body = RoleChange,
+    responses(
+        (status = 200, description = "`{subject_id, role, role_label}`"),
+        (status = 400, description = "`invalid_request` (a pending invitation's role cannot change)", body = ErrorBody),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`, `owner_required`, `cross_site_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`last_owner`", body = ErrorBody)))]
 pub(super) async fn change_member_role(
     State(state): State<AppState>,
     user: PortalUser,
@@ -214,6 +241,14 @@ pub(super) async fn change_member_role(
 }
 
 /// `DELETE /api/accounts/{id}/members/{subject_id}`: 204.
+#[utoipa::path(delete, path = "/api/accounts/{account_id}/members/{subject_id}", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("subject_id" = String, Path, description = "A member (`u_…`) or a pending invitation (`ainv_…`)")),
+    responses(
+        (status = 204, description = "Removed, or the invitation withdrawn"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`, `owner_required`, `cross_site_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`last_owner`", body = ErrorBody)))]
 pub(super) async fn remove_member(
     State(state): State<AppState>,
     user: PortalUser,

@@ -4,7 +4,7 @@
 //! it (`active` once booted, `failed`, `deleted`, …).
 
 use super::consistency::ReadAfter;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, IdempotencyKey};
 use super::licensing::metadata;
 use super::staff::{decoded, Staff};
@@ -14,26 +14,20 @@ use crate::flows::hosted::{change_tenant_state, tenant_credentials, TenantStateC
 use aggregates::account::Tenant;
 use aggregates::staff::StaffRole;
 use axum::extract::State;
-use axum::routing::{get, post};
 use axum::Json;
-use axum::Router;
 use projections::tenant_work::{PendingTenant, TenantWork};
 use projections::DocumentProjection;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/provisioner/tenants", get(pending_tenants))
-        .route(
-            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials",
-            get(credentials),
-        )
-        .route(
-            "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state",
-            post(report_state),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pending_tenants))
+        .routes(routes!(credentials))
+        .routes(routes!(report_state))
 }
 
 /// Workspaces per page of the queue unless the caller asks for fewer.
@@ -49,6 +43,15 @@ pub(super) struct QueuePage {
 
 /// `GET /v1/provisioner/tenants?after=&limit=`: workspaces waiting for the provisioner, in a stable
 /// order; `next_after` is the cursor of the next page (`null` on the last).
+#[utoipa::path(get, path = "/v1/provisioner/tenants", tag = "staff",
+    security(("staff_token" = [])),
+    params(("after" = Option<String>, Query, description = "The cursor (`next_after` of the previous page)"),
+           ("limit" = Option<usize>, Query, description = "At most this many (1 to 1000; default 100)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "`{tenants[], next_after}`: workspaces waiting to be created or torn down"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the provisioner role is needed", body = ErrorBody),
+        (status = 503, description = "`read_model_lagging`", body = ErrorBody)))]
 pub(super) async fn pending_tenants(
     State(state): State<AppState>,
     _: ReadAfter,
@@ -92,6 +95,13 @@ fn tenant_view(account_id: &str, tenant_id: &str, tenant: &Tenant) -> Value {
 
 /// `GET /v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials`: the tenant's
 /// lease refresh token (`entitlement_refresh_token`), for its runtime's configuration.
+#[utoipa::path(get, path = "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/credentials", tag = "staff",
+    security(("staff_token" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("tenant_id" = String, Path, description = "The tenant (`t-…`)")),
+    responses(
+        (status = 200, description = "The tenant with its `entitlement_refresh_token`"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
 pub(super) async fn credentials(
     State(state): State<AppState>,
     staff: Staff,
@@ -106,6 +116,15 @@ pub(super) async fn credentials(
 }
 
 /// `POST /v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state` `{state, reason}`.
+#[utoipa::path(post, path = "/v1/provisioner/accounts/{account_id}/tenants/{tenant_id}/state", tag = "staff",
+    security(("staff_token" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("tenant_id" = String, Path, description = "The tenant (`t-…`)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry answer exactly what the first request did")),
+    request_body = TenantStateChange,
+    responses(
+        (status = 200, description = "The tenant as it is now"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`", body = ErrorBody)))]
 pub(super) async fn report_state(
     State(state): State<AppState>,
     staff: Staff,

@@ -11,7 +11,7 @@
 //!
 //! A form gets pages and redirects (303 to `/portal` on success); a JSON client gets JSON.
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ApiQuery, ClientAddress, FormOrJson};
 use super::licensing::metadata;
 use super::pages::{masked_email, nonce, render};
@@ -25,10 +25,11 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Sign-in requests one client address may make per minute.
 pub const SIGN_IN_REQUESTS_PER_MINUTE_MAX: usize = 20;
@@ -37,15 +38,12 @@ const REQUESTED_MESSAGE: &str =
     "If this email can sign in to Pulse Account, a sign-in link and code are on their way.";
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/public/magic-link/request", post(request_link))
-        .route(
-            "/auth/magic-link/verify",
-            axum::routing::get(confirmation_page).post(verify_token),
-        )
-        .route("/auth/magic-link/code", post(verify_code))
-        .route("/auth/logout", post(logout))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(request_link))
+        .routes(routes!(confirmation_page, verify_token))
+        .routes(routes!(verify_code))
+        .routes(routes!(logout))
 }
 
 #[derive(Template)]
@@ -71,13 +69,20 @@ struct SentPage<'a> {
 }
 
 /// What a sign-in request sends.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LinkRequest {
     email: String,
 }
 
 /// `POST /api/public/magic-link/request`.
+#[utoipa::path(post, path = "/api/public/magic-link/request", tag = "portal",
+    request_body(content = LinkRequest, description = "JSON, or a form (`application/x-www-form-urlencoded`, answered with a page)"),
+    responses(
+        (status = 200, description = "`{success: true, message}`, the same bytes for every email"),
+        (status = 400, description = "`invalid_email`, `invalid_request`", body = ErrorBody),
+        (status = 403, description = "`cross_site_request`", body = ErrorBody),
+        (status = 429, description = "`rate_limited` (20 a minute per address) with `Retry-After`", body = ErrorBody)))]
 pub(super) async fn request_link(
     State(state): State<AppState>,
     ClientAddress(client): ClientAddress,
@@ -125,6 +130,11 @@ pub(super) struct VerifyQuery {
 }
 
 /// `GET /auth/magic-link/verify?token=`: a page that asks before it signs in.
+#[utoipa::path(get, path = "/auth/magic-link/verify", tag = "portal",
+    params(("token" = String, Query, description = "The link's token (`ml1_…`)")),
+    responses(
+        (status = 200, description = "A page that asks before signing in (a GET never signs in)", content_type = "text/html"),
+        (status = 400, description = "A page offering a new link: the token was used, expired or superseded", content_type = "text/html")))]
 pub(super) async fn confirmation_page(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<VerifyQuery>,
@@ -156,13 +166,19 @@ fn invalid_page(nonce: &str) -> Response {
 }
 
 /// What the confirmation page posts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TokenProof {
     token: String,
 }
 
 /// `POST /auth/magic-link/verify`: consumes the link's token.
+#[utoipa::path(post, path = "/auth/magic-link/verify", tag = "portal",
+    request_body(content = TokenProof, description = "A form (the confirmation page's button) or JSON"),
+    responses(
+        (status = 303, description = "Signed in: `Set-Cookie: __Host-pulse_cp_session=…`, to `/portal`"),
+        (status = 400, description = "`invalid_token` (JSON), or the page offering a new link (form)", body = ErrorBody),
+        (status = 403, description = "`cross_site_request`", body = ErrorBody)))]
 pub(super) async fn verify_token(
     State(state): State<AppState>,
     body: FormOrJson<TokenProof>,
@@ -179,7 +195,7 @@ pub(super) async fn verify_token(
 }
 
 /// What the code form posts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CodeProof {
     email: String,
@@ -187,6 +203,12 @@ pub(super) struct CodeProof {
 }
 
 /// `POST /auth/magic-link/code`: signs in by the email's code.
+#[utoipa::path(post, path = "/auth/magic-link/code", tag = "portal",
+    request_body(content = CodeProof, description = "A form or JSON"),
+    responses(
+        (status = 303, description = "Signed in: `Set-Cookie: __Host-pulse_cp_session=…`, to `/portal`"),
+        (status = 400, description = "`invalid_token` (5 wrong codes end the link)", body = ErrorBody),
+        (status = 403, description = "`cross_site_request`", body = ErrorBody)))]
 pub(super) async fn verify_code(
     State(state): State<AppState>,
     body: FormOrJson<CodeProof>,
@@ -240,6 +262,12 @@ fn redirect_to_portal() -> Response {
 
 /// `POST /auth/logout`: ends every session of the signed-in user, clears the cookie, and sends a
 /// browser back to `/portal` (303; a JSON client gets 204).
+#[utoipa::path(post, path = "/auth/logout", tag = "portal", security(("session" = [])),
+    responses(
+        (status = 204, description = "Every session of the user ended (JSON client)"),
+        (status = 303, description = "Every session of the user ended; to `/portal` (form)"),
+        (status = 401, description = "`missing_session`, `invalid_session`, `expired_session`, `revoked_session`", body = ErrorBody),
+        (status = 403, description = "`cross_site_request`", body = ErrorBody)))]
 pub(super) async fn logout(
     State(state): State<AppState>,
     user: PortalUser,

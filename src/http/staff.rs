@@ -6,7 +6,7 @@
 //! as of a position or a time, and why each field is what it is ([`crate::flows::support`]).
 
 use super::consistency::ReadAfter;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, Bearer};
 use super::licensing::metadata;
 use super::AppState;
@@ -21,9 +21,7 @@ use aggregates::license::IssuedLicense;
 use aggregates::staff::StaffRole;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::routing::get;
 use axum::Json;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use projections::account_home::{account_home, LicenseBilling};
 use projections::accounts::Accounts;
@@ -34,37 +32,21 @@ use projections::DocumentProjection;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The routes of this area.
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/staff/accounts/{account_id}", get(account))
-        .route("/v1/staff/licenses", get(licenses_by_email))
-        .route("/v1/staff/licenses/{license_id}", get(license))
-        .route(
-            "/v1/staff/licenses/{license_id}/timeline",
-            get(timeline::<LicenseRoutes>),
-        )
-        .route(
-            "/v1/staff/licenses/{license_id}/as-of",
-            get(as_of::<LicenseRoutes>),
-        )
-        .route(
-            "/v1/staff/licenses/{license_id}/why",
-            get(why::<LicenseRoutes>),
-        )
-        .route(
-            "/v1/staff/accounts/{account_id}/timeline",
-            get(timeline::<AccountRoutes>),
-        )
-        .route(
-            "/v1/staff/accounts/{account_id}/as-of",
-            get(as_of::<AccountRoutes>),
-        )
-        .route(
-            "/v1/staff/accounts/{account_id}/why",
-            get(why::<AccountRoutes>),
-        )
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(account))
+        .routes(routes!(licenses_by_email))
+        .routes(routes!(license))
+        .routes(routes!(license_timeline))
+        .routes(routes!(license_as_of))
+        .routes(routes!(license_why))
+        .routes(routes!(account_timeline))
+        .routes(routes!(account_as_of))
+        .routes(routes!(account_why))
 }
 
 /// Most licenses one staff answer lists; an owner with more is told the list was cut.
@@ -136,6 +118,14 @@ async fn licenses_of(
 }
 
 /// `GET /v1/staff/accounts/{account_id}` (support): the account home.
+#[utoipa::path(get, path = "/v1/staff/accounts/{account_id}", tag = "staff",
+    security(("staff_token" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "The account home: billing, workspaces and their entitlements, members, invitations, the owners' licenses, `actions_needed`"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
 pub(super) async fn account(
     State(state): State<AppState>,
     _: ReadAfter,
@@ -166,6 +156,13 @@ pub(super) async fn account(
 }
 
 /// `GET /v1/staff/licenses/{license_id}` (support): a license's billing state and entitlements.
+#[utoipa::path(get, path = "/v1/staff/licenses/{license_id}", tag = "staff",
+    security(("staff_token" = [])),
+    params(("license_id" = String, Path, description = "The license (`lic_…`)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "The license with its billing state and entitlements"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
 pub(super) async fn license(
     State(state): State<AppState>,
     _: ReadAfter,
@@ -196,6 +193,12 @@ pub(super) struct LicensesQuery {
 }
 
 /// `GET /v1/staff/licenses?email=` (support): the licenses an email owns.
+#[utoipa::path(get, path = "/v1/staff/licenses", tag = "staff",
+    security(("staff_token" = [])),
+    params(("email" = String, Query, description = "The owner's email (recorded as the person's id, never the address)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "The licenses the email owns, each with its billing state and entitlements"),
+        (status = 403, description = "`forbidden`", body = ErrorBody)))]
 pub(super) async fn licenses_by_email(
     State(state): State<AppState>,
     _: ReadAfter,
@@ -253,12 +256,11 @@ pub(super) struct TimelinePage {
 /// `GET /v1/staff/{licenses|accounts}/{id}/timeline?after=&limit=` (support): every event of the
 /// subject's streams in global order, with actor, causation, recorded and effective time, and the
 /// fields of its billing state and entitlements the event changed (before → after).
-pub(super) async fn timeline<R: ReplayRoute>(
-    State(state): State<AppState>,
-    _: ReadAfter,
+async fn timeline<R: ReplayRoute>(
+    state: AppState,
     staff: Staff,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(page): ApiQuery<TimelinePage>,
+    id: String,
+    page: TimelinePage,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "replay history")?;
     let limit = page.limit.unwrap_or(TIMELINE_PAGE_DEFAULT);
@@ -296,12 +298,11 @@ pub(super) struct AsOfQuery {
 
 /// `GET /v1/staff/{licenses|accounts}/{id}/as-of?position=|recorded_at=|effective_at=` (support):
 /// the billing state and entitlements as they were then (`null` before the subject existed).
-pub(super) async fn as_of<R: ReplayRoute>(
-    State(state): State<AppState>,
-    _: ReadAfter,
+async fn as_of<R: ReplayRoute>(
+    state: AppState,
     staff: Staff,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(query): ApiQuery<AsOfQuery>,
+    id: String,
+    query: AsOfQuery,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "replay history")?;
     let cut = match (query.position, query.recorded_at, query.effective_at) {
@@ -325,14 +326,131 @@ pub(super) async fn as_of<R: ReplayRoute>(
 
 /// `GET /v1/staff/{licenses|accounts}/{id}/why` (support): for every field of the billing state and
 /// entitlements now, its value and the event that last set it.
-pub(super) async fn why<R: ReplayRoute>(
-    State(state): State<AppState>,
-    _: ReadAfter,
+async fn why<R: ReplayRoute>(
+    state: AppState,
     staff: Staff,
-    ApiPath(id): ApiPath<String>,
+    id: String,
 ) -> Result<Json<Value>, ApiError> {
     staff.require(StaffRole::Support, "replay history")?;
     let history = history(state.store.as_ref(), R::KIND, &id).await?;
     let fields = history.why(&state.catalogs)?;
     Ok(Json(json!({ "kind": R::KIND, "id": id, "fields": fields })))
+}
+
+/// `GET /v1/staff/licenses/{license_id}/timeline` (support).
+#[utoipa::path(get, path = "/v1/staff/licenses/{license_id}/timeline", tag = "staff",
+    security(("staff_token" = [])),
+    params(("license_id" = String, Path, description = "The license (`lic_…`)"),
+           ("after" = Option<i64>, Query, description = "Steps after this position"),
+           ("limit" = Option<usize>, Query, description = "At most this many steps"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "`{steps[], next_after}`: each event of the subject's streams with actor, causation, times and the fields it changed"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub(super) async fn license_timeline(
+    State(state): State<AppState>,
+    _: ReadAfter,
+    staff: Staff,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<TimelinePage>,
+) -> Result<Json<Value>, ApiError> {
+    timeline::<LicenseRoutes>(state, staff, id, page).await
+}
+
+/// `GET /v1/staff/licenses/{license_id}/as-of` (support).
+#[utoipa::path(get, path = "/v1/staff/licenses/{license_id}/as-of", tag = "staff",
+    security(("staff_token" = [])),
+    params(("license_id" = String, Path, description = "The license (`lic_…`)"),
+           ("position" = Option<i64>, Query, description = "As of this log position"),
+           ("recorded_at" = Option<String>, Query, description = "As recorded at this time (RFC 3339)"),
+           ("effective_at" = Option<String>, Query, description = "As in effect at this time (RFC 3339)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "The billing state and entitlements as they were then (`null` before the subject existed)"),
+        (status = 400, description = "`invalid_request`: exactly one of the three", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub(super) async fn license_as_of(
+    State(state): State<AppState>,
+    _: ReadAfter,
+    staff: Staff,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AsOfQuery>,
+) -> Result<Json<Value>, ApiError> {
+    as_of::<LicenseRoutes>(state, staff, id, query).await
+}
+
+/// `GET /v1/staff/licenses/{license_id}/why` (support).
+#[utoipa::path(get, path = "/v1/staff/licenses/{license_id}/why", tag = "staff",
+    security(("staff_token" = [])),
+    params(("license_id" = String, Path, description = "The license (`lic_…`)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "For every field now: its value and the event that last set it"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub(super) async fn license_why(
+    State(state): State<AppState>,
+    _: ReadAfter,
+    staff: Staff,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    why::<LicenseRoutes>(state, staff, id).await
+}
+
+/// `GET /v1/staff/accounts/{account_id}/timeline` (support).
+#[utoipa::path(get, path = "/v1/staff/accounts/{account_id}/timeline", tag = "staff",
+    security(("staff_token" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"),
+           ("after" = Option<i64>, Query, description = "Steps after this position"),
+           ("limit" = Option<usize>, Query, description = "At most this many steps"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "`{steps[], next_after}`: each event of the subject's streams with actor, causation, times and the fields it changed"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub(super) async fn account_timeline(
+    State(state): State<AppState>,
+    _: ReadAfter,
+    staff: Staff,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(page): ApiQuery<TimelinePage>,
+) -> Result<Json<Value>, ApiError> {
+    timeline::<AccountRoutes>(state, staff, id, page).await
+}
+
+/// `GET /v1/staff/accounts/{account_id}/as-of` (support).
+#[utoipa::path(get, path = "/v1/staff/accounts/{account_id}/as-of", tag = "staff",
+    security(("staff_token" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"),
+           ("position" = Option<i64>, Query, description = "As of this log position"),
+           ("recorded_at" = Option<String>, Query, description = "As recorded at this time (RFC 3339)"),
+           ("effective_at" = Option<String>, Query, description = "As in effect at this time (RFC 3339)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "The billing state and entitlements as they were then (`null` before the subject existed)"),
+        (status = 400, description = "`invalid_request`: exactly one of the three", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub(super) async fn account_as_of(
+    State(state): State<AppState>,
+    _: ReadAfter,
+    staff: Staff,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<AsOfQuery>,
+) -> Result<Json<Value>, ApiError> {
+    as_of::<AccountRoutes>(state, staff, id, query).await
+}
+
+/// `GET /v1/staff/accounts/{account_id}/why` (support).
+#[utoipa::path(get, path = "/v1/staff/accounts/{account_id}/why", tag = "staff",
+    security(("staff_token" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("x-min-log-position" = Option<i64>, Header, description = "Answer only once every read model has folded this position (read-your-writes)")),
+    responses(
+        (status = 200, description = "For every field now: its value and the event that last set it"),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub(super) async fn account_why(
+    State(state): State<AppState>,
+    _: ReadAfter,
+    staff: Staff,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    why::<AccountRoutes>(state, staff, id).await
 }

@@ -20,6 +20,7 @@ mod legacy_exchange;
 mod licensing;
 mod lifecycle;
 mod local_checkout;
+mod openapi;
 mod personal_data;
 mod projection_runner;
 mod purchase;

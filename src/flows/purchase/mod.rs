@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/checkout/portal-handoff`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHandoffRequest {
     /// The feature asked for.
@@ -44,7 +44,7 @@ pub struct CreateHandoffRequest {
 }
 
 /// `POST /v1/checkout/session`: what the browser sends, and nothing else.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartCheckoutRequest {
     /// The handoff.
@@ -54,6 +54,7 @@ pub struct StartCheckoutRequest {
     /// Its tier.
     pub tier: String,
     /// `monthly` or `annual`.
+    #[schema(value_type = String, example = "monthly")]
     pub billing_cycle: BillingCycle,
     /// Whether to include a trial.
     #[serde(default)]
@@ -109,7 +110,7 @@ pub enum WebhookOutcome {
 }
 
 /// `POST /v1/checkout/redemptions/begin`: the installation starts redeeming its purchase.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BeginRedemptionRequest {
     /// The handoff.
@@ -121,7 +122,7 @@ pub struct BeginRedemptionRequest {
 }
 
 /// `POST /v1/checkout/redemptions/activated` and `…/failed`: how the attempt ended.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndRedemptionRequest {
     /// The handoff.
@@ -130,6 +131,7 @@ pub struct EndRedemptionRequest {
     pub purchase_return_jti: String,
     /// The license activated (on success).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub license_id: Option<LicenseId>,
     /// A reason code (on failure).
     #[serde(default)]
