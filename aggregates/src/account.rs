@@ -148,6 +148,9 @@ pub struct Member {
     pub email: Email,
     /// Their role.
     pub role: Role,
+    /// Since when they are a member (unknown for memberships recorded before schema 2).
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// A pending invitation.
@@ -157,6 +160,9 @@ pub struct Invitation {
     pub email: Email,
     /// The role they will get.
     pub role: Role,
+    /// Since when it is pending (unknown for invitations recorded before schema 2).
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// The account's billing record.
@@ -476,6 +482,9 @@ pub enum AccountEvent {
         role: Role,
         /// By whom.
         invited_by: UserId,
+        /// When (schema 2; `null` for invitations recorded before).
+        #[serde(default)]
+        at: Option<DateTime<Utc>>,
     },
     /// Someone joined.
     MemberJoined {
@@ -487,6 +496,9 @@ pub enum AccountEvent {
         role: Role,
         /// The invitation accepted, if any.
         invitation_id: Option<InvitationId>,
+        /// When (schema 2; `null` for memberships recorded before).
+        #[serde(default)]
+        at: Option<DateTime<Utc>>,
     },
     /// A pending invitation was withdrawn.
     InvitationWithdrawn {
@@ -584,12 +596,24 @@ pub enum AccountEvent {
     },
 }
 
-impl DomainEvent for AccountEvent {}
+impl DomainEvent for AccountEvent {
+    fn schema_version(&self) -> i32 {
+        // Schema 2 added `at` to memberships and invitations.
+        if matches!(
+            self,
+            AccountEvent::MemberInvited { .. } | AccountEvent::MemberJoined { .. }
+        ) {
+            2
+        } else {
+            1
+        }
+    }
+}
 
 impl Decider for Account {
     const STREAM_TYPE: &'static str = "account";
     type State = AccountState;
-    const SNAPSHOTS: Option<SnapshotCodec<AccountState>> = Some(SnapshotCodec::serde(1));
+    const SNAPSHOTS: Option<SnapshotCodec<AccountState>> = Some(SnapshotCodec::serde(2));
     type Command = AccountCommand;
     type Event = AccountEvent;
     type Error = DomainError;
@@ -621,6 +645,7 @@ impl Decider for Account {
                     email: owner_email.clone(),
                     role: Role::Owner,
                     invitation_id: None,
+                    at: Some(context.now),
                 },
             ]);
         }
@@ -650,6 +675,7 @@ impl Decider for Account {
                 existing_user,
             } => decide_invite(
                 account,
+                context.now,
                 actor,
                 invitation_id,
                 email,
@@ -659,7 +685,7 @@ impl Decider for Account {
             AccountCommand::AcceptInvitation {
                 invitation_id,
                 user_id,
-            } => decide_accept(account, invitation_id, user_id),
+            } => decide_accept(account, invitation_id, user_id, context.now),
             AccountCommand::WithdrawInvitation {
                 actor,
                 invitation_id,
@@ -821,6 +847,7 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
             invitation_id,
             email,
             role,
+            at,
             ..
         } => {
             account.invitations.insert(
@@ -828,6 +855,7 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
                 Invitation {
                     email: email.clone(),
                     role: *role,
+                    since: *at,
                 },
             );
         }
@@ -836,6 +864,7 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
             email,
             role,
             invitation_id,
+            at,
         } => {
             if let Some(invitation_id) = invitation_id {
                 account.invitations.remove(invitation_id);
@@ -845,6 +874,7 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
                 Member {
                     email: email.clone(),
                     role: *role,
+                    since: *at,
                 },
             );
         }
@@ -966,6 +996,7 @@ fn tenant_changed(
 
 fn decide_invite(
     account: &OpenAccount,
+    now: DateTime<Utc>,
     actor: &UserId,
     invitation_id: &InvitationId,
     email: &Email,
@@ -998,12 +1029,14 @@ fn decide_invite(
             email: email.clone(),
             role,
             invitation_id: None,
+            at: Some(now),
         },
         None => AccountEvent::MemberInvited {
             invitation_id: invitation_id.clone(),
             email: email.clone(),
             role,
             invited_by: actor.clone(),
+            at: Some(now),
         },
     }])
 }
@@ -1012,6 +1045,7 @@ fn decide_accept(
     account: &OpenAccount,
     invitation_id: &InvitationId,
     user_id: &UserId,
+    now: DateTime<Utc>,
 ) -> Result<Vec<AccountEvent>, DomainError> {
     let invitation = account
         .invitations
@@ -1026,6 +1060,7 @@ fn decide_accept(
         user_id: user_id.clone(),
         email: invitation.email.clone(),
         role: invitation.role,
+        at: Some(now),
         invitation_id: Some(invitation_id.clone()),
     }])
 }

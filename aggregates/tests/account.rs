@@ -35,6 +35,7 @@ fn opened(kind: AccountKind) -> Vec<AccountEvent> {
             email: email(1),
             role: Role::Owner,
             invitation_id: None,
+            at: Some(t0()),
         },
     ]
 }
@@ -45,6 +46,7 @@ fn joined(n: u64, role: Role) -> AccountEvent {
         email: email(n),
         role,
         invitation_id: None,
+        at: Some(t0()),
     }
 }
 
@@ -215,6 +217,7 @@ fn inviting_an_unknown_email_creates_a_pending_invitation() {
             email: email(7),
             role: Role::Tech,
             invited_by: user(2),
+            at: Some(t0()),
         }]);
 }
 
@@ -252,6 +255,7 @@ fn accepting_an_invitation_joins_with_its_role() {
         email: email(7),
         role: Role::Tech,
         invited_by: user(2),
+        at: Some(t0()),
     });
     let state = given::<Account>(history)
         .when(AccountCommand::AcceptInvitation {
@@ -263,6 +267,7 @@ fn accepting_an_invitation_joins_with_its_role() {
             email: email(7),
             role: Role::Tech,
             invitation_id: Some(InvitationId::from_entropy(7)),
+            at: Some(t0()),
         }]);
     assert!(state.account.unwrap().invitations.is_empty());
 }

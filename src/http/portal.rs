@@ -85,6 +85,7 @@ fn roster_rows(account: &OpenAccount, viewer: Role) -> Vec<Value> {
             "role": member.role,
             "role_label": member.role.display(),
             "state": "active",
+            "created_at": member.since,
         })
     });
     let pending = account
@@ -99,6 +100,7 @@ fn roster_rows(account: &OpenAccount, viewer: Role) -> Vec<Value> {
                 "role": invitation.role,
                 "role_label": invitation.role.display(),
                 "state": "pending",
+                "created_at": invitation.since,
             })
         });
     members.chain(pending).collect()

@@ -152,11 +152,12 @@ async fn an_invited_email_joins_at_its_first_sign_in_and_each_role_gets_exactly_
         let expected = if session.is_none() { 401 } else { 200 };
         assert_eq!(roster, expected, "{name} reads the roster");
         if roster == 200 {
-            let pending = body["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["state"] == "pending");
+            let rows = body["members"].as_array().unwrap();
+            assert!(
+                rows.iter().all(|m| m["created_at"].is_string()),
+                "every row says since when: {body}"
+            );
+            let pending = rows.iter().any(|m| m["state"] == "pending");
             assert_eq!(
                 pending, manages,
                 "{name} sees pending rows only as Owner or Admin: {body}"

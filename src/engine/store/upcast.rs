@@ -36,7 +36,10 @@ pub struct Upcasters {
 impl Upcasters {
     /// The registry of the domain's upcasters: each payload change registers its step here.
     pub fn domain() -> Upcasters {
-        Upcasters::default().register("checkout_completed", 1, checkout_completed_v1)
+        Upcasters::default()
+            .register("checkout_completed", 1, checkout_completed_v1)
+            .register("member_invited", 1, with_unknown_time)
+            .register("member_joined", 1, with_unknown_time)
     }
 
     /// Registers the step that lifts `event_type` from `from_version` to `from_version + 1`.
@@ -79,6 +82,16 @@ fn checkout_completed_v1(mut payload: serde_json::Value) -> Result<serde_json::V
         .ok_or_else(|| String::from("the payload is not an object"))?;
     object
         .entry("account_id")
+        .or_insert(serde_json::Value::Null);
+    Ok(payload)
+}
+
+/// Schema 2 of `member_invited` and `member_joined` records when (`at`); earlier ones did not say.
+fn with_unknown_time(mut payload: serde_json::Value) -> Result<serde_json::Value, String> {
+    payload
+        .as_object_mut()
+        .ok_or_else(|| String::from("the payload is not an object"))?
+        .entry("at")
         .or_insert(serde_json::Value::Null);
     Ok(payload)
 }
@@ -129,5 +142,16 @@ mod tests {
             panic!("not a completion");
         };
         assert_eq!(account_id, None);
+    }
+
+    #[test]
+    fn a_schema_1_membership_or_invitation_reads_as_schema_2_with_no_time() {
+        for event_type in ["member_joined", "member_invited"] {
+            let mut event = stored(json!({ "role": "tech" }));
+            event.event_type = String::from(event_type);
+            let lifted = Upcasters::domain().upcast(event).unwrap();
+            assert_eq!(lifted.schema_version, 2);
+            assert_eq!(lifted.payload, json!({ "role": "tech", "at": null }));
+        }
     }
 }
