@@ -702,3 +702,78 @@ fn an_account_with_an_active_subscription_gets_no_trial() {
             reason: "subscription_active",
         });
 }
+
+fn pending(n: u64, role: Role) -> AccountEvent {
+    AccountEvent::MemberInvited {
+        invitation_id: InvitationId::from_entropy(n),
+        email: email(n),
+        role,
+        invited_by: user(1),
+        at: Some(t0()),
+    }
+}
+
+fn withdraw(actor: u64, n: u64) -> AccountCommand {
+    AccountCommand::WithdrawInvitation {
+        actor: user(actor),
+        invitation_id: InvitationId::from_entropy(n),
+    }
+}
+
+#[test]
+fn a_manager_withdraws_a_pending_invitation() {
+    let mut history = team(false);
+    history.push(pending(7, Role::Tech));
+    let state = given::<Account>(history).when(withdraw(2, 7)).then(vec![
+        AccountEvent::InvitationWithdrawn {
+            invitation_id: InvitationId::from_entropy(7),
+            withdrawn_by: user(2),
+        },
+    ]);
+    assert!(state.account.unwrap().invitations.is_empty());
+}
+
+#[test]
+fn only_an_owner_withdraws_an_owner_invitation_and_tech_withdraws_none() {
+    let mut history = team(false);
+    history.extend([pending(7, Role::Owner), pending(8, Role::Tech)]);
+    given::<Account>(history.clone())
+        .when(withdraw(2, 7))
+        .then_err(DomainError::OwnerRequired);
+    given::<Account>(history.clone())
+        .when(withdraw(1, 7))
+        .then(vec![AccountEvent::InvitationWithdrawn {
+            invitation_id: InvitationId::from_entropy(7),
+            withdrawn_by: user(1),
+        }]);
+    given::<Account>(history)
+        .when(withdraw(3, 8))
+        .then_err(DomainError::Forbidden {
+            action: "withdraw invitations",
+        });
+}
+
+#[test]
+fn a_withdrawn_invitation_cannot_be_accepted_or_withdrawn_again() {
+    let mut history = team(false);
+    history.extend([
+        pending(7, Role::Tech),
+        AccountEvent::InvitationWithdrawn {
+            invitation_id: InvitationId::from_entropy(7),
+            withdrawn_by: user(2),
+        },
+    ]);
+    given::<Account>(history.clone())
+        .when(withdraw(2, 7))
+        .then_err(DomainError::NotFound {
+            entity: "invitation",
+        });
+    given::<Account>(history)
+        .when(AccountCommand::AcceptInvitation {
+            invitation_id: InvitationId::from_entropy(7),
+            user_id: user(7),
+        })
+        .then_err(DomainError::NotFound {
+            entity: "invitation",
+        });
+}

@@ -19,6 +19,7 @@ use crate::crypto::secrets::{Secret, SecretHasher};
 use crate::crypto::KeyMaterial;
 use crate::engine::command::{decide_all, handle, load, Command};
 use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
+use crate::engine::projection::wait_for_position;
 use crate::engine::store::Store;
 use crate::flows::{stream, FlowError};
 use aggregates::account::{Account, AccountCommand};
@@ -40,6 +41,8 @@ use rand::RngCore;
 pub const SIGN_IN_TOKEN_PREFIX: &str = "ml1_";
 /// The prefix of a session's secret.
 pub const SESSION_SECRET_PREFIX: &str = "pcs_";
+/// How long a sign-in request waits for the license-owner index to fold the newest event.
+const OWNER_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Digits of a sign-in code.
 pub const SIGN_IN_CODE_DIGITS: usize = 6;
 
@@ -97,12 +100,17 @@ pub async fn request_link(
     Ok(())
 }
 
-/// Whether `email` may get a sign-in link: a user, an invited email, or a license owner.
+/// Whether `email` may get a sign-in link: a user, an invited email, or a license owner. The owner
+/// index is a read model: it is given a moment to fold the newest event first, so a buyer who asks
+/// right after paying is not turned away (this runs off the request path, so the wait tells no
+/// one anything).
 async fn may_sign_in(store: &dyn Store, person: &str, email: &Email) -> Result<bool, FlowError> {
     let (user, _) = load::<User>(store, &stream(User::STREAM_TYPE, person)?).await?;
     if user.user.is_some() || !user.invitations.is_empty() {
         return Ok(true);
     }
+    let head = store.head_position().await?;
+    wait_for_position(store, LicensesByEmail::NAME, head, OWNER_INDEX_WAIT).await?;
     Ok(store
         .read_document(LicensesByEmail::NAME, email.as_str())
         .await?

@@ -169,43 +169,11 @@ async fn a_local_purchase_logs_no_error_and_configured_secrets_never_print() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let handoff: serde_json::Value = client
-        .post(format!("{base}/v1/checkout/portal-handoff"))
-        .json(&json!({ "feature": "relay", "success_url": "http://localhost:7655/auth/license-purchase-activate", "cancel_url": "http://localhost:7655/", "purchase_return_jti": "jti-log" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let started: serde_json::Value = client
-        .post(format!("{base}/v1/checkout/session"))
-        .json(&json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "relay", "tier": "relay", "billing_cycle": "monthly" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = started["url"].as_str().expect("a local checkout URL");
-    let path = &url[url.find("/v1/").unwrap()..];
-    let completed = client
-        .post(format!("{base}{path}/complete"))
-        .form(&[("email", "buyer@example.com")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(completed.status().as_u16(), 303);
+    local_purchase(&client, &base, "buyer@example.com").await;
     let lines = tokio::task::spawn_blocking(move || served.stop())
         .await
         .unwrap();
-    let errors: Vec<&String> = lines
-        .iter()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .is_ok_and(|entry| entry["level"] == "ERROR")
-        })
-        .collect();
+    let errors = error_lines(&lines);
     assert!(
         errors.is_empty(),
         "an applied purchase logged errors: {errors:?}"
@@ -447,4 +415,221 @@ fn export_and_verify_work_from_the_command_line() {
     );
     assert!(checked.status.success());
     assert!(String::from_utf8_lossy(&checked.stdout).contains("the log matches all 1 seals"));
+}
+
+/// Buys Relay as `email` through a served binary's local checkout (no Stripe key).
+async fn local_purchase(client: &reqwest::Client, base: &str, email: &str) {
+    let handoff: serde_json::Value = client
+        .post(format!("{base}/v1/checkout/portal-handoff"))
+        .json(&json!({ "feature": "relay", "success_url": "http://localhost:7655/auth/license-purchase-activate", "cancel_url": "http://localhost:7655/", "purchase_return_jti": "jti-log" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started: serde_json::Value = client
+        .post(format!("{base}/v1/checkout/session"))
+        .json(&json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "relay", "tier": "relay", "billing_cycle": "monthly" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = started["url"].as_str().expect("a local checkout URL");
+    let path = &url[url.find("/v1/").unwrap()..];
+    let completed = client
+        .post(format!("{base}{path}/complete"))
+        .form(&[("email", email)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status().as_u16(), 303);
+}
+
+/// Error lines among a served binary's JSON log lines.
+fn error_lines(lines: &[String]) -> Vec<&String> {
+    lines
+        .iter()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .is_ok_and(|entry| entry["level"] == "ERROR")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_signs_a_buyer_in_offline() {
+    let cwd = tempfile::tempdir().unwrap();
+    let served = Served::start(&[], cwd.path());
+    let base = format!("http://{}", served.address);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    local_purchase(&client, &base, "offline@example.com").await;
+    let requested = client
+        .post(format!("{base}/api/public/magic-link/request"))
+        .json(&json!({ "email": "offline@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(requested.status().as_u16(), 200);
+    let outbox = cwd.path().join("data/outbox");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let message = loop {
+        let written = std::fs::read_dir(&outbox).ok().and_then(|files| {
+            files
+                .filter_map(Result::ok)
+                .map(|file| file.path())
+                .find(|path| path.extension().is_some_and(|e| e == "eml"))
+        });
+        if let Some(path) = written {
+            break std::fs::read_to_string(path).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no .eml was written to {outbox:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(message.contains("To: offline@example.com"), "{message}");
+    let unfolded = message.replace("=\r\n", "").replace("=3D", "=");
+    let start = unfolded.find("token=ml1_").expect("a sign-in link") + "token=".len();
+    let token = &unfolded[start..start + 56];
+    let confirmed = client
+        .post(format!("{base}/auth/magic-link/verify"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status().as_u16(), 303);
+    let cookie = confirmed.headers()["set-cookie"].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let me: serde_json::Value = client
+        .get(format!("{base}/api/portal/bootstrap"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "offline@example.com");
+    assert_eq!(me["has_self_hosted_commercial"], true);
+    let lines = tokio::task::spawn_blocking(move || served.stop())
+        .await
+        .unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("written to the outbox folder")),
+        "the written email is logged"
+    );
+    assert!(error_lines(&lines).is_empty(), "{:?}", error_lines(&lines));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_webhooks_of_every_kind_log_no_error_line() {
+    let stripe = crate::fake_stripe::FakeStripe::start().await;
+    let config = stripe.config();
+    let cwd = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        &[
+            "--stripe-secret-key",
+            "sk_test_fake",
+            "--stripe-webhook-secret",
+            crate::fake_stripe::WEBHOOK_SECRET,
+            "--stripe-api-base",
+            config.api_base.as_deref().unwrap(),
+        ],
+        cwd.path(),
+    );
+    let base = format!("http://{}", served.address);
+    let client = reqwest::Client::new();
+    let handoff: serde_json::Value = client
+        .post(format!("{base}/v1/checkout/portal-handoff"))
+        .json(&json!({ "feature": "max_monitored_systems", "success_url": "https://pulse.example/auth/license-purchase-activate", "cancel_url": "https://pulse.example/", "purchase_return_jti": "jti-1" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started = client
+        .post(format!("{base}/v1/checkout/session"))
+        .json(&json!({ "portal_handoff_id": handoff["portal_handoff_id"], "plan_key": "pro", "tier": "pro", "billing_cycle": "monthly" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 200);
+    let stripe_event = crate::stripe_billing::stripe_event;
+    let subscription = crate::stripe_billing::subscription;
+    let events = [
+        stripe_event(
+            "evt_1",
+            "checkout.session.completed",
+            1_000,
+            json!({
+            "id": "cs_test_fake0001", "object": "checkout.session", "subscription": "sub_test_1", "customer": "cus_test_1",
+            "customer_details": { "email": "buyer@example.com" } }),
+        ),
+        stripe_event(
+            "evt_2",
+            "customer.subscription.updated",
+            2_000,
+            subscription("past_due", "price_1TPmE6BrHBocJIGHHaPwluoM"),
+        ),
+        stripe_event(
+            "evt_3",
+            "invoice.paid",
+            3_000,
+            json!({ "id": "in_1", "object": "invoice", "subscription": "sub_test_1", "lines": { "data": [{ "period": { "end": 1_950_000_000 } }] } }),
+        ),
+        stripe_event(
+            "evt_4",
+            "customer.subscription.updated",
+            1_500,
+            subscription("active", "price_1TPmE6BrHBocJIGHHaPwluoM"),
+        ),
+        stripe_event(
+            "evt_5",
+            "customer.created",
+            4_000,
+            json!({ "id": "cus_2", "object": "customer" }),
+        ),
+        stripe_event(
+            "evt_6",
+            "charge.refunded",
+            5_000,
+            json!({ "id": "ch_1", "object": "charge", "customer": "cus_test_1" }),
+        ),
+    ];
+    for event in events {
+        let payload = event.to_string();
+        let signature = stripe_webhook::Webhook::generate_test_header(
+            &payload,
+            crate::fake_stripe::WEBHOOK_SECRET,
+            None,
+        );
+        let answer = client
+            .post(format!("{base}/v1/webhooks/stripe"))
+            .header("stripe-signature", signature)
+            .header("content-type", "application/json")
+            .body(payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "{}", event["type"]);
+    }
+    let lines = tokio::task::spawn_blocking(move || served.stop())
+        .await
+        .unwrap();
+    stripe.stop();
+    assert!(
+        error_lines(&lines).is_empty(),
+        "webhooks that took effect (or were ignored) logged errors: {:?}",
+        error_lines(&lines)
+    );
 }

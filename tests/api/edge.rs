@@ -424,6 +424,7 @@ async fn postgres_outage_answers_503_fast_and_recovers_without_a_restart() {
     assert_ne!(status, 503);
 
     proxy.cut();
+    let mut fastest = Duration::MAX;
     for _ in 0..3 {
         let started = Instant::now();
         let (status, body, headers) = app
@@ -433,11 +434,18 @@ async fn postgres_outage_answers_503_fast_and_recovers_without_a_restart() {
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["code"], "database_unavailable");
         assert_eq!(headers["retry-after"], "1");
+        // Every answer within a bound that survives a loaded machine; the fastest within the
+        // second the service promises (its pool gives up after 800 ms).
         assert!(
             elapsed < Duration::from_secs(3),
             "the answer took {elapsed:?}"
         );
+        fastest = fastest.min(elapsed);
     }
+    assert!(
+        fastest <= Duration::from_secs(1),
+        "503 within a second: the fastest of three took {fastest:?}"
+    );
     let started = Instant::now();
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, 503, "{body}");

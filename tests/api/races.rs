@@ -13,6 +13,7 @@ crate::on_both_stores!(
     one_webhook_delivered_sixteen_times_at_once_is_received_once,
     concurrent_exchanges_of_one_v5_token_get_the_domains_answers,
     concurrent_lease_refreshes_and_state_reports_of_one_tenant_all_answer,
+    sixteen_identical_activations_at_once_all_succeed_on_one_installation,
 );
 
 /// Whether any answer is the runner giving up.
@@ -201,5 +202,25 @@ async fn concurrent_lease_refreshes_and_state_reports_of_one_tenant_all_answer(b
         BTreeMap::from([((200, String::from("ok")), 16)]),
         "{counts:?}"
     );
+    app.stop().await;
+}
+
+async fn sixteen_identical_activations_at_once_all_succeed_on_one_installation(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, key) = crate::licensing::issue(&app, "relay").await;
+    let body = json!({ "activation_key": key, "instance_name": "lab", "instance_fingerprint": "fp-same", "client_version": "6.0.1" });
+    let answers =
+        futures_util::future::join_all((0..16).map(|_| app.post("/v1/activate", &body, &[]))).await;
+    let counts = tally(&answers);
+    assert_eq!(
+        counts,
+        BTreeMap::from([((200, String::from("ok")), 16)]),
+        "the same fingerprint activating again reuses its installation"
+    );
+    let installations: std::collections::BTreeSet<&str> = answers
+        .iter()
+        .map(|(_, body, _)| body["installation"]["installation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(installations.len(), 1, "{installations:?}");
     app.stop().await;
 }
