@@ -23,6 +23,7 @@ pub mod session;
 pub mod sign_in;
 mod staff;
 mod trials;
+mod web;
 
 use crate::crypto::KeyMaterial;
 use crate::engine::projection::ProjectionFold;
@@ -93,6 +94,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(sign_in::router())
         .merge(portal::router())
         .merge(openapi::router())
+        .merge(web::router())
 }
 
 /// The whole application as one router, usable without a socket in tests.

@@ -30,7 +30,8 @@ use utoipa_axum::routes;
         (name = "hosted", description = "Hosted tenants' leases and trials (§8, §10)"),
         (name = "portal", description = "Sign-in by email, sessions and account access (PORTAL.md §2–3)"),
         (name = "staff", description = "Support, auditors and the tenant provisioner (staff tokens)"),
-        (name = "operations", description = "Health, readiness, metrics, keys and this document")
+        (name = "operations", description = "Health, readiness, metrics, keys and this document"),
+        (name = "pages", description = "The portal's web pages and their forms (HTML)")
     )
 )]
 pub struct ApiDoc;

@@ -38,7 +38,7 @@ pub fn cleared_session_cookie() -> HeaderValue {
 }
 
 /// The session cookie's value in a request, if it carries one.
-fn cookie_value(parts: &Parts) -> Option<String> {
+pub(super) fn cookie_value(parts: &Parts) -> Option<String> {
     parts
         .headers
         .get_all(header::COOKIE)
