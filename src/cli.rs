@@ -786,14 +786,16 @@ async fn erase(args: EraseArgs) -> anyhow::Result<()> {
     )
     .await
     .context("erasing (run the same command again to finish)")?;
+    let files = crate::gateways::mail::forget_files(&args.keyed.database.data_dir, &args.email);
     eprintln!();
     println!(
-        "erased person {}: recorded at position {}, {} key(s) destroyed, {} snapshot(s) deleted, {} read model(s) rebuilt",
+        "erased person {}: recorded at position {}, {} key(s) destroyed, {} snapshot(s) deleted, {} read model(s) rebuilt, {} outbox file(s) deleted",
         report.person_id,
         report.position,
         report.keys_destroyed.len(),
         report.snapshots_deleted,
-        report.rebuilt.len()
+        report.rebuilt.len(),
+        files
     );
     Ok(())
 }

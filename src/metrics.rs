@@ -69,6 +69,24 @@ impl Metrics {
         self.mail.lock().unwrap_or_else(PoisonError::into_inner)[outcome as usize] += 1;
     }
 
+    /// The mail counter's samples, one per outcome.
+    fn mail_samples(&self) -> Vec<(String, i64)> {
+        let mail = *self.mail.lock().unwrap_or_else(PoisonError::into_inner);
+        [
+            ("delivered", MailOutcome::Delivered),
+            ("failed", MailOutcome::Failed),
+            ("abandoned", MailOutcome::Abandoned),
+        ]
+        .into_iter()
+        .map(|(label, outcome)| {
+            (
+                format!("{{outcome=\"{label}\"}}"),
+                mail[outcome as usize] as i64,
+            )
+        })
+        .collect()
+    }
+
     /// The lag of each projection's active generation, in positions behind the head.
     pub async fn lags(
         store: &dyn Store,
@@ -155,24 +173,11 @@ impl Metrics {
             "1 when this process runs the projection.",
             per_projection(&|name| i64::from(counters.get(name).is_some_and(|c| c.leading))),
         );
-        let mail = *self.mail.lock().unwrap_or_else(PoisonError::into_inner);
         family(
             "pulse_account_mail_total",
             "counter",
             "Email delivery attempts this process made, by outcome.",
-            [
-                ("delivered", MailOutcome::Delivered),
-                ("failed", MailOutcome::Failed),
-                ("abandoned", MailOutcome::Abandoned),
-            ]
-            .into_iter()
-            .map(|(label, outcome)| {
-                (
-                    format!("{{outcome=\"{label}\"}}"),
-                    mail[outcome as usize] as i64,
-                )
-            })
-            .collect(),
+            self.mail_samples(),
         );
         Ok(text)
     }

@@ -121,35 +121,13 @@ impl Application {
                 "DEVELOPMENT KEYS in use: grants are signed with a key from the data directory; configure --signing-key, --secret-hash-key and --master-key in production"
             );
         }
-        let local_webhook_secret = keys
-            .hasher
-            .derive("whsec_local_", "local checkout webhooks");
-        let stripe = StripeGateway::new(
-            &settings.stripe,
-            &settings.public_url,
-            local_webhook_secret.expose(),
-        )?;
-        if stripe.local_mode() {
-            tracing::warn!(
-                "LOCAL CHECKOUT MODE: no Stripe secret key is configured; checkout completes on a page of this service and takes no money"
-            );
-        }
-        let mailer = Arc::new(Mailer::new(&settings.mail, &settings.data_dir)?);
-        if mailer.writes_files() {
-            tracing::warn!(
-                folder = %settings.data_dir.join(crate::gateways::mail::OUTBOX_DIR_NAME).display(),
-                "NO SMTP SERVER: email is written as .eml files to the outbox folder; configure --smtp-url to send it"
-            );
-        }
-        let legacy = match &settings.legacy_public_key {
-            Some(key) => Some(Arc::new(LegacyVerifier::new(key).map_err(|reason| {
-                KeyError::Invalid {
-                    what: "legacy public key",
-                    reason,
-                }
-            })?)),
-            None => None,
-        };
+        let stripe = stripe(&settings, &keys)?;
+        let mailer = mailer(&settings)?;
+        let legacy = settings
+            .legacy_public_key
+            .as_deref()
+            .map(legacy_verifier)
+            .transpose()?;
         let keys = Arc::new(keys);
         let store: Arc<dyn Store> = Arc::new(PersonalDataStore::new(
             open_store(settings.database_url.expose()).await?,
@@ -275,6 +253,46 @@ impl Application {
         }
         served
     }
+}
+
+/// Stripe, or local checkout mode (said loudly) when no secret key is configured.
+fn stripe(settings: &Settings, keys: &KeyMaterial) -> Result<StripeGateway, StripeGatewayError> {
+    let local_webhook_secret = keys
+        .hasher
+        .derive("whsec_local_", "local checkout webhooks");
+    let stripe = StripeGateway::new(
+        &settings.stripe,
+        &settings.public_url,
+        local_webhook_secret.expose(),
+    )?;
+    if stripe.local_mode() {
+        tracing::warn!(
+            "LOCAL CHECKOUT MODE: no Stripe secret key is configured; checkout completes on a page of this service and takes no money"
+        );
+    }
+    Ok(stripe)
+}
+
+/// The verifier of v5 license tokens under the configured public key.
+fn legacy_verifier(key: &str) -> Result<Arc<LegacyVerifier>, KeyError> {
+    LegacyVerifier::new(key)
+        .map(Arc::new)
+        .map_err(|reason| KeyError::Invalid {
+            what: "legacy public key",
+            reason,
+        })
+}
+
+/// Where email goes; without SMTP, says loudly that it is written to files.
+fn mailer(settings: &Settings) -> Result<Arc<Mailer>, MailError> {
+    let mailer = Mailer::new(&settings.mail, &settings.data_dir)?;
+    if mailer.writes_files() {
+        tracing::warn!(
+            folder = %settings.data_dir.join(crate::gateways::mail::OUTBOX_DIR_NAME).display(),
+            "NO SMTP SERVER: email is written as .eml files to the outbox folder; configure --smtp-url to send it"
+        );
+    }
+    Ok(Arc::new(mailer))
 }
 
 /// Metadata of what the service does on its own at start.

@@ -1010,35 +1010,49 @@ fn decide_invite(
     if account.members.values().any(|m| &m.email == email) {
         return Err(DomainError::AlreadyMember);
     }
-    if account
+    // One pending invitation per email: inviting it again with another role replaces it.
+    let pending = account
         .invitations
-        .values()
-        .any(|i| &i.email == email && i.role == role)
-    {
-        return Ok(Vec::new());
+        .iter()
+        .find(|(_, invitation)| &invitation.email == email);
+    if let Some((_, invitation)) = pending {
+        if invitation.role == role && existing_user.is_none() {
+            return Ok(Vec::new());
+        }
+        if invitation.role == Role::Owner && actor_role != Role::Owner {
+            return Err(DomainError::OwnerRequired);
+        }
     }
-    if account.members.len() + account.invitations.len() >= MEMBERS_MAX {
+    if pending.is_none() && account.members.len() + account.invitations.len() >= MEMBERS_MAX {
         return Err(DomainError::invalid(
             "email",
             format!("an account holds at most {MEMBERS_MAX} members and invitations"),
         ));
     }
-    Ok(vec![match existing_user {
-        Some(user_id) => AccountEvent::MemberJoined {
+    let pending_id = pending.map(|(id, _)| id.clone());
+    Ok(match existing_user {
+        Some(user_id) => vec![AccountEvent::MemberJoined {
             user_id: user_id.clone(),
             email: email.clone(),
             role,
-            invitation_id: None,
+            invitation_id: pending_id,
             at: Some(now),
-        },
-        None => AccountEvent::MemberInvited {
-            invitation_id: invitation_id.clone(),
-            email: email.clone(),
-            role,
-            invited_by: actor.clone(),
-            at: Some(now),
-        },
-    }])
+        }],
+        None => pending_id
+            .map(|withdrawn| AccountEvent::InvitationWithdrawn {
+                invitation_id: withdrawn,
+                withdrawn_by: actor.clone(),
+            })
+            .into_iter()
+            .chain([AccountEvent::MemberInvited {
+                invitation_id: invitation_id.clone(),
+                email: email.clone(),
+                role,
+                invited_by: actor.clone(),
+                at: Some(now),
+            }])
+            .collect(),
+    })
 }
 
 fn decide_accept(

@@ -59,6 +59,9 @@ pub enum UserCommand {
     },
     /// End every session of the user ("sign out everywhere").
     EndSessions,
+    /// Forget the person (their personal data is being erased): no user, no noted invitation, no
+    /// session. A later sign-in, if the email may sign in at all, makes a new user.
+    Forget,
 }
 
 /// Events of a person's stream.
@@ -97,6 +100,11 @@ pub enum UserEvent {
     },
     /// Every session of the user ended (sign-out).
     SessionsEnded {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The person was forgotten (erasure).
+    UserForgotten {
         /// When.
         at: DateTime<Utc>,
     },
@@ -190,63 +198,22 @@ impl Decider for User {
             UserCommand::NoteInvitation {
                 account_id,
                 invitation_id,
-            } => {
-                if state.invitations.contains_key(invitation_id) {
-                    return Ok(Vec::new());
-                }
-                if state.invitations.len() >= NOTED_INVITATIONS_MAX {
-                    return Err(DomainError::invalid(
-                        "email",
-                        format!(
-                            "this email has {NOTED_INVITATIONS_MAX} pending invitations already"
-                        ),
-                    ));
-                }
-                Ok(vec![UserEvent::InvitationNoted {
-                    account_id: account_id.clone(),
-                    invitation_id: invitation_id.clone(),
-                }])
-            }
+            } => decide_note(state, account_id, invitation_id),
             UserCommand::SettleInvitations { invitation_ids } => {
-                let noted: Vec<InvitationId> = invitation_ids
-                    .iter()
-                    .filter(|id| state.invitations.contains_key(*id))
-                    .cloned()
-                    .collect();
-                Ok((!noted.is_empty())
-                    .then_some(UserEvent::InvitationsSettled {
-                        invitation_ids: noted,
-                    })
-                    .into_iter()
-                    .collect())
+                Ok(decide_settle(state, invitation_ids))
             }
-            UserCommand::StartSession { session_hash } => {
-                if state.user.is_none() {
-                    return Err(DomainError::NotFound { entity: "user" });
-                }
-                if state
-                    .sessions
-                    .iter()
-                    .any(|s| &s.session_hash == session_hash)
-                {
-                    return Err(DomainError::AlreadyExists { entity: "session" });
-                }
-                Ok(vec![UserEvent::SessionStarted {
-                    session_hash: session_hash.clone(),
-                    started_at: now,
-                    expires_at: now + Duration::hours(SESSION_TTL_HOURS),
-                }])
-            }
+            UserCommand::StartSession { session_hash } => decide_start(state, session_hash, now),
             UserCommand::EndSessions => {
                 let live = state
                     .sessions
                     .iter()
                     .any(|s| !s.ended && now < s.expires_at);
-                Ok(live
-                    .then_some(UserEvent::SessionsEnded { at: now })
-                    .into_iter()
-                    .collect())
+                Ok(when(live, UserEvent::SessionsEnded { at: now }))
             }
+            UserCommand::Forget => Ok(when(
+                state != &UserState::default(),
+                UserEvent::UserForgotten { at: now },
+            )),
         }
     }
 
@@ -291,7 +258,69 @@ impl Decider for User {
                     session.ended = true;
                 }
             }
+            UserEvent::UserForgotten { .. } => state = UserState::default(),
         }
         state
     }
+}
+
+/// `event` if `happens`, else nothing.
+fn when(happens: bool, event: UserEvent) -> Vec<UserEvent> {
+    happens.then_some(event).into_iter().collect()
+}
+
+fn decide_note(
+    state: &UserState,
+    account_id: &AccountId,
+    invitation_id: &InvitationId,
+) -> Result<Vec<UserEvent>, DomainError> {
+    if state.invitations.contains_key(invitation_id) {
+        return Ok(Vec::new());
+    }
+    if state.invitations.len() >= NOTED_INVITATIONS_MAX {
+        return Err(DomainError::invalid(
+            "email",
+            format!("this email has {NOTED_INVITATIONS_MAX} pending invitations already"),
+        ));
+    }
+    Ok(vec![UserEvent::InvitationNoted {
+        account_id: account_id.clone(),
+        invitation_id: invitation_id.clone(),
+    }])
+}
+
+fn decide_settle(state: &UserState, invitation_ids: &[InvitationId]) -> Vec<UserEvent> {
+    let noted: Vec<InvitationId> = invitation_ids
+        .iter()
+        .filter(|id| state.invitations.contains_key(*id))
+        .cloned()
+        .collect();
+    when(
+        !noted.is_empty(),
+        UserEvent::InvitationsSettled {
+            invitation_ids: noted,
+        },
+    )
+}
+
+fn decide_start(
+    state: &UserState,
+    session_hash: &SecretHash,
+    now: DateTime<Utc>,
+) -> Result<Vec<UserEvent>, DomainError> {
+    if state.user.is_none() {
+        return Err(DomainError::NotFound { entity: "user" });
+    }
+    if state
+        .sessions
+        .iter()
+        .any(|s| &s.session_hash == session_hash)
+    {
+        return Err(DomainError::AlreadyExists { entity: "session" });
+    }
+    Ok(vec![UserEvent::SessionStarted {
+        session_hash: session_hash.clone(),
+        started_at: now,
+        expires_at: now + Duration::hours(SESSION_TTL_HOURS),
+    }])
 }

@@ -777,3 +777,57 @@ fn a_withdrawn_invitation_cannot_be_accepted_or_withdrawn_again() {
             entity: "invitation",
         });
 }
+
+#[test]
+fn inviting_a_pending_email_with_another_role_replaces_its_invitation() {
+    let mut history = team(false);
+    history.push(pending(7, Role::Tech));
+    let state = given::<Account>(history)
+        .when(AccountCommand::Invite {
+            actor: user(1),
+            invitation_id: InvitationId::from_entropy(8),
+            email: email(7),
+            role: Role::Admin,
+            existing_user: None,
+        })
+        .then(vec![
+            AccountEvent::InvitationWithdrawn {
+                invitation_id: InvitationId::from_entropy(7),
+                withdrawn_by: user(1),
+            },
+            AccountEvent::MemberInvited {
+                invitation_id: InvitationId::from_entropy(8),
+                email: email(7),
+                role: Role::Admin,
+                invited_by: user(1),
+                at: Some(t0()),
+            },
+        ]);
+    let invitations = state.account.unwrap().invitations;
+    assert_eq!(invitations.len(), 1, "one pending invitation per email");
+}
+
+#[test]
+fn inviting_a_pending_email_with_the_same_role_changes_nothing() {
+    let mut history = team(false);
+    history.push(pending(7, Role::Tech));
+    given::<Account>(history)
+        .when(invite(1, 7, Role::Tech, false))
+        .then(vec![]);
+}
+
+#[test]
+fn a_user_invited_while_an_invitation_is_pending_joins_through_it() {
+    let mut history = team(false);
+    history.push(pending(7, Role::Tech));
+    let state = given::<Account>(history)
+        .when(invite(1, 7, Role::Tech, true))
+        .then(vec![AccountEvent::MemberJoined {
+            user_id: user(7),
+            email: email(7),
+            role: Role::Tech,
+            invitation_id: Some(InvitationId::from_entropy(7)),
+            at: Some(t0()),
+        }]);
+    assert!(state.account.unwrap().invitations.is_empty());
+}

@@ -438,6 +438,7 @@ fn user_command() -> impl Strategy<Value = UserCommand> {
             session_hash: hash(n)
         }),
         Just(UserCommand::EndSessions),
+        Just(UserCommand::Forget),
     ]
 }
 

@@ -167,3 +167,33 @@ fn an_email_holds_a_bounded_number_of_noted_invitations() {
         Err(DomainError::InvalidInput { field: "email", .. })
     ));
 }
+
+#[test]
+fn a_forgotten_person_has_no_user_invitation_or_session() {
+    let state = given::<User>(vec![registered(1, 0), noted(3), started(1, 0)])
+        .at(at(90))
+        .when(UserCommand::Forget)
+        .then(vec![UserEvent::UserForgotten { at: at(90) }]);
+    assert_eq!(state.user, None);
+    assert!(state.invitations.is_empty());
+    assert_eq!(state.session(&hash(1), at(91)), SessionStatus::Unknown);
+    given::<User>(vec![]).when(UserCommand::Forget).then(vec![]);
+}
+
+#[test]
+fn a_forgotten_person_who_signs_in_again_is_a_new_user() {
+    given::<User>(vec![
+        registered(1, 0),
+        UserEvent::UserForgotten { at: at(90) },
+    ])
+    .at(at(100))
+    .when(UserCommand::Register {
+        user_id: UserId::from_entropy(2),
+        email: email(),
+    })
+    .then(vec![UserEvent::UserRegistered {
+        user_id: UserId::from_entropy(2),
+        email: email(),
+        at: at(100),
+    }]);
+}

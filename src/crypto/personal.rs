@@ -56,6 +56,12 @@ impl PersonalKind {
     }
 }
 
+/// Whether an address is what an erased email reads as (under the reserved `.invalid` top-level
+/// domain, which never receives mail).
+pub fn reads_as_erased(email: &str) -> bool {
+    email.ends_with(".invalid")
+}
+
 /// What erased free text reads as.
 pub const ERASED_TEXT: &str = "[erased]";
 

@@ -185,50 +185,68 @@ impl Attempt for InviteAttempt<'_> {
             role: self.role,
             existing_user: person.user.as_ref().map(|u| u.user_id.clone()),
         };
-        let events = match decide_all::<Account>(account, &[invite], &self.context) {
-            Ok((events, _)) => events,
+        let (events, after) = match decide_all::<Account>(account, &[invite], &self.context) {
+            Ok(decided) => decided,
             Err(refusal) => return Ok(Decision::answer(Err(refusal.into()))),
         };
-        let (answer, noted) = match events.first() {
-            Some(AccountEvent::MemberJoined { user_id, .. }) => {
-                (Invited::Joined(user_id.clone()), Vec::new())
-            }
-            Some(AccountEvent::MemberInvited { invitation_id, .. }) => {
-                let note = UserCommand::NoteInvitation {
-                    account_id: self.account_id.clone(),
-                    invitation_id: invitation_id.clone(),
-                };
-                let (noted, _) = decide_all::<User>(person, &[note], &self.context)?;
-                (Invited::Pending(invitation_id.clone()), noted)
-            }
-            _ => {
-                let pending = pending_invitation(reads, &self.account, self.email).await?;
-                (Invited::Pending(pending), Vec::new())
-            }
-        };
+        let (person_events, _) =
+            decide_all::<User>(person, &self.person_commands(&events), &self.context)?;
+        let answer = invited(&events, after.account.as_ref(), self.email)?;
         Ok(Decision::answer(Ok(answer))
             .append::<Account>(self.account.clone(), &events)?
-            .append::<User>(self.person.clone(), &noted)?)
+            .append::<User>(self.person.clone(), &person_events)?)
     }
 }
 
-/// The pending invitation an unchanged invite found (the same email and role invited before).
-async fn pending_invitation(
-    reads: &mut Reads<'_>,
-    account: &StreamName,
+impl InviteAttempt<'_> {
+    /// What the invited person's stream records of the account's events: a new pending
+    /// invitation is noted (their first sign-in accepts it), a replaced or accepted one settled.
+    fn person_commands(&self, events: &[AccountEvent]) -> Vec<UserCommand> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                AccountEvent::MemberInvited { invitation_id, .. } => {
+                    Some(UserCommand::NoteInvitation {
+                        account_id: self.account_id.clone(),
+                        invitation_id: invitation_id.clone(),
+                    })
+                }
+                AccountEvent::InvitationWithdrawn { invitation_id, .. }
+                | AccountEvent::MemberJoined {
+                    invitation_id: Some(invitation_id),
+                    ..
+                } => Some(UserCommand::SettleInvitations {
+                    invitation_ids: vec![invitation_id.clone()],
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What an invitation made: the member who joined, or the email's pending invitation (new, or
+/// the one already there when nothing changed).
+fn invited(
+    events: &[AccountEvent],
+    after: Option<&OpenAccount>,
     email: &Email,
-) -> Result<InvitationId, FlowError> {
-    let state = reads.load::<Account>(account).await?;
-    state
-        .account
-        .and_then(|a| {
-            a.invitations
-                .into_iter()
+) -> Result<Invited, FlowError> {
+    if let Some(AccountEvent::MemberJoined { user_id, .. }) = events
+        .iter()
+        .find(|e| matches!(e, AccountEvent::MemberJoined { .. }))
+    {
+        return Ok(Invited::Joined(user_id.clone()));
+    }
+    after
+        .and_then(|account| {
+            account
+                .invitations
+                .iter()
                 .find(|(_, invitation)| &invitation.email == email)
-                .map(|(id, _)| id)
         })
+        .map(|(id, _)| Invited::Pending(id.clone()))
         .ok_or(FlowError::Broken(
-            "an unchanged invitation without its pending row",
+            "an invitation left no member and no pending row",
         ))
 }
 
@@ -256,27 +274,94 @@ pub async fn change_role(
     account_decision(store, catalog, account_id, actor, command, metadata).await
 }
 
-/// Removes a member (`u_…`) or withdraws a pending invitation (`ainv_…`).
+/// Removes a member (`u_…`) or withdraws a pending invitation (`ainv_…`; the invitee's stream
+/// settles it in the same append, so their email no longer qualifies for a sign-in link).
 pub async fn remove(
     store: &dyn Store,
+    keys: &KeyMaterial,
     catalog: &Catalog,
     account_id: &AccountId,
     actor: &UserId,
     subject: &str,
     metadata: EventMetadata,
 ) -> Result<(), FlowError> {
-    let command = match (UserId::parse(subject), InvitationId::parse(subject)) {
-        (Ok(member), _) => AccountCommand::RemoveMember {
-            actor: actor.clone(),
-            member,
-        },
-        (_, Ok(invitation_id)) => AccountCommand::WithdrawInvitation {
-            actor: actor.clone(),
-            invitation_id,
-        },
-        _ => return Err(DomainError::invalid("subject_id", "must be a u_… or ainv_… id").into()),
-    };
-    account_decision(store, catalog, account_id, actor, command, metadata).await
+    match (UserId::parse(subject), InvitationId::parse(subject)) {
+        (Ok(member), _) => {
+            let command = AccountCommand::RemoveMember {
+                actor: actor.clone(),
+                member,
+            };
+            account_decision(store, catalog, account_id, actor, command, metadata).await
+        }
+        (_, Ok(invitation_id)) => {
+            let attempt = WithdrawAttempt {
+                keys,
+                account: account_stream(account_id)?,
+                actor,
+                invitation_id,
+                context: Context::new(metadata.effective_at, catalog),
+            };
+            match run(store, &metadata, None, &attempt).await? {
+                Decided::Appended { answer, .. } | Decided::Unchanged(answer) => answer,
+                Decided::Replayed(_) => {
+                    Err(FlowError::Broken("a withdrawal has no idempotency key"))
+                }
+            }
+        }
+        _ => Err(DomainError::invalid("subject_id", "must be a u_… or ainv_… id").into()),
+    }
+}
+
+/// Withdrawing an invitation: the account, and the invitee's stream.
+struct WithdrawAttempt<'a> {
+    keys: &'a KeyMaterial,
+    account: StreamName,
+    actor: &'a UserId,
+    invitation_id: InvitationId,
+    context: Context<'a>,
+}
+
+#[async_trait]
+impl Attempt for WithdrawAttempt<'_> {
+    type Answer = Result<(), FlowError>;
+    type Error = FlowError;
+
+    async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<Self::Answer>, FlowError> {
+        let account = reads.load::<Account>(&self.account).await?;
+        let Some(open) = account
+            .account
+            .as_ref()
+            .filter(|a| a.members.contains_key(self.actor))
+        else {
+            return Ok(Decision::answer(Err(not_a_member().into())));
+        };
+        let invitee = open
+            .invitations
+            .get(&self.invitation_id)
+            .map(|invitation| invitation.email.clone());
+        let withdraw = AccountCommand::WithdrawInvitation {
+            actor: self.actor.clone(),
+            invitation_id: self.invitation_id.clone(),
+        };
+        let events = match decide_all::<Account>(account, &[withdraw], &self.context) {
+            Ok((events, _)) => events,
+            Err(refusal) => return Ok(Decision::answer(Err(refusal.into()))),
+        };
+        let Some(email) = invitee else {
+            return Err(FlowError::Broken(
+                "a withdrawn invitation without its email",
+            ));
+        };
+        let person = stream(User::STREAM_TYPE, &person_of(self.keys, &email))?;
+        let settle = UserCommand::SettleInvitations {
+            invitation_ids: vec![self.invitation_id.clone()],
+        };
+        let user = reads.load::<User>(&person).await?;
+        let (settled, _) = decide_all::<User>(user, &[settle], &self.context)?;
+        Ok(Decision::answer(Ok(()))
+            .append::<Account>(self.account.clone(), &events)?
+            .append::<User>(person, &settled)?)
+    }
 }
 
 /// One command on an account by one of its members.

@@ -1,7 +1,8 @@
 //! The data-delete job: erases one person's personal data (the `erase` CLI command).
 //!
 //! In order: it records the erasure in the log (`erasure/<person id>`, before anything is
-//! destroyed, so no erasure goes unrecorded), ends the person's portal sessions, destroys the person's data keys (crypto-shredding:
+//! destroyed, so no erasure goes unrecorded), forgets the person in the portal (their user,
+//! pending invitations and sessions: a later sign-in is a new user), destroys the person's data keys (crypto-shredding:
 //! every value sealed under them now reads as erased, and the log is not rewritten, so every export
 //! and seal still verifies), waits until every process has forgotten its cached keys, deletes the
 //! stream snapshots, rebuilds every read model from the log, and deletes the snapshots once more
@@ -66,35 +67,7 @@ pub async fn erase(
 ) -> Result<ErasureReport, ErasureError> {
     let person_id = store.person_id(email.as_str());
     tracing::Span::current().record("person_id", person_id.as_str());
-    let catalog = aggregates::catalog::Catalog::v1();
-    let recorded = handle::<PersonErasure>(
-        store.as_ref(),
-        Command {
-            stream_id: &person_id,
-            command: &ErasePersonalData {
-                person_id: person_id.clone(),
-                reason: reason.to_owned(),
-            },
-            context: Context::new(metadata.effective_at, &catalog),
-            metadata: metadata.clone(),
-            idempotency: None,
-        },
-    )
-    .await
-    .map_err(FlowError::from)?;
-    // An erased person is signed out of the portal everywhere.
-    handle::<User>(
-        store.as_ref(),
-        Command {
-            stream_id: &person_id,
-            command: &UserCommand::EndSessions,
-            context: Context::new(metadata.effective_at, &catalog),
-            metadata: metadata.clone(),
-            idempotency: None,
-        },
-    )
-    .await
-    .map_err(FlowError::from)?;
+    let recorded = record_and_forget(store.as_ref(), &person_id, reason, metadata).await?;
     let keys_destroyed = store
         .erase_person_keys(&person_id)
         .await
@@ -105,21 +78,7 @@ pub async fn erase(
     let snapshots_deleted = store.delete_snapshots().await.map_err(FlowError::from)?;
     tracing::info!(%person_id, keys = keys_destroyed.len(), snapshots_deleted, "personal data erased; rebuilding read models");
     let store: Arc<dyn Store> = store;
-    let mut rebuilt = Vec::with_capacity(projections.len());
-    for fold in projections {
-        let runner = Runner::new(
-            Arc::clone(&store),
-            Arc::clone(fold),
-            RunnerConfig::rebuild(),
-            Arc::clone(&metrics),
-        )
-        .map_err(FlowError::from)?;
-        let name = runner.name();
-        let report = runner
-            .rebuild(&mut |reached, head| progress(name, reached, head))
-            .await?;
-        rebuilt.push((name, report.events));
-    }
+    let rebuilt = rebuild_all(&store, projections, metrics, progress).await?;
     // A load that read a snapshot before the deletion above and folded on may have saved a new one.
     let snapshots_deleted =
         snapshots_deleted + store.delete_snapshots().await.map_err(FlowError::from)?;
@@ -136,4 +95,67 @@ pub async fn erase(
         snapshots_deleted,
         rebuilt,
     })
+}
+
+/// Records the erasure (before anything is destroyed, so none goes unrecorded) and forgets the
+/// person in the portal: no user, no pending invitation, no session.
+async fn record_and_forget(
+    store: &PersonalDataStore,
+    person_id: &str,
+    reason: &str,
+    metadata: EventMetadata,
+) -> Result<crate::engine::command::CommandOutcome<aggregates::erasure::ErasureEvent>, FlowError> {
+    let catalog = aggregates::catalog::Catalog::v1();
+    let at = metadata.effective_at;
+    let recorded = handle::<PersonErasure>(
+        store,
+        Command {
+            stream_id: person_id,
+            command: &ErasePersonalData {
+                person_id: person_id.to_owned(),
+                reason: reason.to_owned(),
+            },
+            context: Context::new(at, &catalog),
+            metadata: metadata.clone(),
+            idempotency: None,
+        },
+    )
+    .await?;
+    handle::<User>(
+        store,
+        Command {
+            stream_id: person_id,
+            command: &UserCommand::Forget,
+            context: Context::new(at, &catalog),
+            metadata,
+            idempotency: None,
+        },
+    )
+    .await?;
+    Ok(recorded)
+}
+
+/// Rebuilds every read model from the log.
+async fn rebuild_all(
+    store: &Arc<dyn Store>,
+    projections: &[Arc<dyn ProjectionFold>],
+    metrics: Arc<Metrics>,
+    progress: &mut RebuildProgress<'_>,
+) -> Result<Vec<(&'static str, u64)>, ErasureError> {
+    let mut rebuilt = Vec::with_capacity(projections.len());
+    for fold in projections {
+        let runner = Runner::new(
+            Arc::clone(store),
+            Arc::clone(fold),
+            RunnerConfig::rebuild(),
+            Arc::clone(&metrics),
+        )
+        .map_err(FlowError::from)?;
+        let name = runner.name();
+        let report = runner
+            .rebuild(&mut |reached, head| progress(name, reached, head))
+            .await?;
+        rebuilt.push((name, report.events));
+    }
+    Ok(rebuilt)
 }

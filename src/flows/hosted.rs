@@ -52,18 +52,7 @@ pub async fn open_account<T>(
     decision: Decision<T>,
 ) -> Result<(AccountId, Decision<T>), FlowError> {
     let account_id = AccountId::from_entropy(rand::rngs::OsRng.next_u64());
-    let person = stream(User::STREAM_TYPE, &person_of(keys, &owner_email))?;
-    let user = reads.load::<User>(&person).await?;
-    let owner = user.user.as_ref().map_or_else(
-        || UserId::from_entropy(rand::rngs::OsRng.next_u64()),
-        |user| user.user_id.clone(),
-    );
-    let register = UserCommand::Register {
-        user_id: owner.clone(),
-        email: owner_email.clone(),
-    };
-    let (registered, _) = decide_all::<User>(user, &[register], context)?;
-    let decision = decision.append::<User>(person, &registered)?;
+    let (owner, decision) = owner_user(reads, keys, context, &owner_email, decision).await?;
     let tenant_id = TenantId::from_entropy(rand::rngs::OsRng.next_u64());
     let token_hash = keys
         .hasher
@@ -115,6 +104,28 @@ pub async fn open_account<T>(
     )
     .await?;
     Ok((account_id, decision))
+}
+
+/// The buyer's user, registered into `decision` if the email had none.
+async fn owner_user<T>(
+    reads: &mut Reads<'_>,
+    keys: &KeyMaterial,
+    context: &Context<'_>,
+    email: &Email,
+    decision: Decision<T>,
+) -> Result<(UserId, Decision<T>), FlowError> {
+    let person = stream(User::STREAM_TYPE, &person_of(keys, email))?;
+    let user = reads.load::<User>(&person).await?;
+    let owner = user.user.as_ref().map_or_else(
+        || UserId::from_entropy(rand::rngs::OsRng.next_u64()),
+        |user| user.user_id.clone(),
+    );
+    let register = UserCommand::Register {
+        user_id: owner.clone(),
+        email: email.clone(),
+    };
+    let (registered, _) = decide_all::<User>(user, &[register], context)?;
+    Ok((owner, decision.append::<User>(person, &registered)?))
 }
 
 /// Binds a tenant's refresh-token hash in the lease-refresh index, into `decision`.

@@ -13,6 +13,7 @@
 //! A sign-in link that was superseded, used or expired before its turn is abandoned, not sent; so
 //! is a message whose recipient was erased (an erased email reads as an `…@erased.invalid` address).
 
+use crate::crypto::personal::reads_as_erased;
 use crate::crypto::KeyMaterial;
 use crate::engine::command::{handle, load, Command};
 use crate::engine::store::{Store, StoreError};
@@ -23,7 +24,6 @@ use crate::metrics::{MailOutcome, Metrics};
 use aggregates::account::{Account, AccountEvent};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{decode, Context, Decider};
-use aggregates::ids::Email;
 use aggregates::log::{EventMetadata, Position, RecordedEvent};
 use aggregates::magic_link::{MagicLink, MagicLinkEvent, MAGIC_LINK_TTL_MINUTES};
 use aggregates::mail::{Mail, MailCommand};
@@ -38,6 +38,9 @@ use tokio::sync::watch;
 const OUTBOX_PAGE_MAX: usize = 100;
 /// Messages one round sends at most, so a round ends and the lock is checked again.
 const DELIVERIES_PER_ROUND_MAX: usize = 500;
+/// Outbox pages one round reads at most: a backlog of messages not yet due is not read whole
+/// every tick.
+const OUTBOX_PAGES_PER_ROUND_MAX: usize = 20;
 /// How often the deliverer looks for due messages.
 pub const DELIVERY_POLL: Duration = Duration::from_millis(200);
 /// The lock that makes one process the deliverer.
@@ -101,7 +104,10 @@ impl Outbox {
     pub async fn deliver_due(&self, now: DateTime<Utc>) -> Result<usize, FlowError> {
         let mut after: Option<String> = None;
         let mut handled = 0;
-        while handled < DELIVERIES_PER_ROUND_MAX {
+        for _ in 0..OUTBOX_PAGES_PER_ROUND_MAX {
+            if handled >= DELIVERIES_PER_ROUND_MAX {
+                break;
+            }
             let page = self
                 .store
                 .list_documents(MailOutbox::NAME, after.as_deref(), OUTBOX_PAGE_MAX)
@@ -115,8 +121,19 @@ impl Outbox {
                 let pending: PendingMessage = serde_json::from_value(body).map_err(|e| {
                     StoreError::Invariant(format!("an outbox document does not decode: {e}"))
                 })?;
-                if pending.due_at <= now && self.deliver(&pending, now).await? {
-                    handled += 1;
+                if pending.due_at > now {
+                    continue;
+                }
+                // One message that cannot be handled (a record it cannot read) must not hold up
+                // the others: it is logged and tried again next round.
+                match self.deliver(&pending, now).await {
+                    Ok(true) => handled += 1,
+                    Ok(false) => {}
+                    Err(error) if error.is_unavailable() => return Err(error),
+                    Err(error) => tracing::error!(
+                        %error, message_id = %pending.message_id,
+                        "an email could not be handled; it is tried again next round"
+                    ),
                 }
             }
             if !full {
@@ -226,7 +243,7 @@ impl Outbox {
                 "the sign-in link was used or expired before it was sent",
             ));
         }
-        if is_erased(&email) {
+        if reads_as_erased(email.as_str()) {
             return Ok(Plan::Abandon("the recipient was erased"));
         }
         let keys = &self.keys.hasher;
@@ -239,7 +256,7 @@ impl Outbox {
         Ok(Plan::Send(OutgoingMail {
             message_id: link_id,
             to: email,
-            subject: format!("Your Pulse Account sign-in code: {code}"),
+            subject: String::from("Your Pulse Account sign-in link"),
             text: format!(
                 "Sign in to Pulse Account by opening this link:\n\n{url}\n\nOr type this code on the sign-in page: {code}\n\nThe link and the code work once, for {MAGIC_LINK_TTL_MINUTES} minutes. If you did not ask to sign in, ignore this email.\n"
             ),
@@ -258,7 +275,7 @@ impl Outbox {
                 "an invitation message from another event",
             ));
         };
-        if is_erased(&email) {
+        if reads_as_erased(email.as_str()) {
             return Ok(Plan::Abandon("the recipient was erased"));
         }
         let (account, _) = load::<Account>(self.store.as_ref(), &source.stream).await?;
@@ -286,10 +303,4 @@ impl Outbox {
     fn base(&self) -> &str {
         self.public_url.trim_end_matches('/')
     }
-}
-
-/// Whether an address is what an erased email reads as (under the reserved `.invalid` domain,
-/// which never receives mail).
-fn is_erased(email: &Email) -> bool {
-    email.as_str().ends_with(".invalid")
 }

@@ -66,6 +66,17 @@ pub enum FlowError {
     Contended,
 }
 
+impl FlowError {
+    /// Whether the database could not be reached (worth stopping a batch of work for).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            FlowError::Store(store) => store.is_unavailable(),
+            FlowError::Command(CommandError::Store(store)) => store.is_unavailable(),
+            _ => false,
+        }
+    }
+}
+
 impl From<RunError> for FlowError {
     fn from(error: RunError) -> FlowError {
         match error {

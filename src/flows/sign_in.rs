@@ -22,7 +22,7 @@ use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
 use crate::engine::projection::wait_for_position;
 use crate::engine::store::Store;
 use crate::flows::{stream, FlowError};
-use aggregates::account::{Account, AccountCommand};
+use aggregates::account::{Account, AccountCommand, AccountEvent, AccountState};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 use projections::licenses::LicensesByEmail;
 use projections::DocumentProjection;
 use rand::RngCore;
+use std::collections::BTreeMap;
 
 /// The prefix of a magic link's token.
 pub const SIGN_IN_TOKEN_PREFIX: &str = "ml1_";
@@ -342,6 +343,10 @@ impl Attempt for SignInAttempt<'_> {
             .link
             .map(|link| link.email)
             .ok_or(FlowError::Broken("a consumed link without its email"))?;
+        if crate::crypto::personal::reads_as_erased(email.as_str()) {
+            // The person was erased after the link was sent: it signs no one in.
+            return Ok(Decision::answer(Err(DomainError::InvalidToken)));
+        }
         let user = reads.load::<User>(&self.user).await?;
         let user_id = user.user.as_ref().map_or_else(
             || UserId::from_entropy(rand::rngs::OsRng.next_u64()),
@@ -393,35 +398,40 @@ impl SignInAttempt<'_> {
     }
 
     /// Each invitation noted for the person becomes a membership of its account where it is still
-    /// pending; every noted one is settled either way.
+    /// pending; every noted one is settled either way. Invitations of one account are decided one
+    /// after another on its evolving state, so the account gets one coherent append.
     async fn accept_invitations(
         &self,
         reads: &mut Reads<'_>,
         user: &UserState,
         user_id: &UserId,
-    ) -> Result<
-        (
-            Vec<(StreamName, Vec<aggregates::account::AccountEvent>)>,
-            Vec<InvitationId>,
-        ),
-        FlowError,
-    > {
-        let mut joined = Vec::new();
-        let mut settled = Vec::new();
+    ) -> Result<(Vec<(StreamName, Vec<AccountEvent>)>, Vec<InvitationId>), FlowError> {
+        let mut accounts: BTreeMap<StreamName, (AccountState, Vec<AccountEvent>)> = BTreeMap::new();
         for (invitation_id, account_id) in &user.invitations {
-            settled.push(invitation_id.clone());
-            let account_stream = account_stream(account_id)?;
-            let account = reads.load::<Account>(&account_stream).await?;
+            let stream = account_stream(account_id)?;
+            if !accounts.contains_key(&stream) {
+                let state = reads.load::<Account>(&stream).await?;
+                accounts.insert(stream.clone(), (state, Vec::new()));
+            }
+            let (state, events) = accounts.get_mut(&stream).expect("loaded just above");
             let accept = AccountCommand::AcceptInvitation {
                 invitation_id: invitation_id.clone(),
                 user_id: user_id.clone(),
             };
-            match decide_all::<Account>(account, &[accept], &self.context) {
-                Ok((events, _)) => joined.push((account_stream, events)),
+            match decide_all::<Account>(state.clone(), &[accept], &self.context) {
+                Ok((decided, after)) => {
+                    events.extend(decided);
+                    *state = after;
+                }
                 Err(DomainError::NotFound { .. } | DomainError::AlreadyMember) => {}
                 Err(other) => return Err(other.into()),
             }
         }
+        let settled = user.invitations.keys().cloned().collect();
+        let joined = accounts
+            .into_iter()
+            .map(|(stream, (_, events))| (stream, events))
+            .collect();
         Ok((joined, settled))
     }
 }

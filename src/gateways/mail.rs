@@ -9,13 +9,18 @@ use aggregates::ids::Email;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Longest one SMTP conversation may take before the attempt counts as failed.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The name of the folder under the data directory that holds `.eml` files without SMTP.
 pub const OUTBOX_DIR_NAME: &str = "outbox";
+/// How long an `.eml` file is kept: a sign-in link in it is dead after 15 minutes, an invitation
+/// is answered at sign-in; older files are deleted whenever a new one is written.
+pub const OUTBOX_FILE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Files looked at per cleanup or erasure pass of the outbox folder.
+const OUTBOX_FILES_SCANNED_MAX: usize = 100_000;
 
 /// How email leaves the service.
 #[derive(Clone, Debug, Default)]
@@ -65,7 +70,7 @@ pub enum Mailer {
 
 impl Mailer {
     /// A mailer for `config`; without an SMTP URL, one that writes to `<data_dir>/outbox/`.
-    pub fn new(config: &MailConfig, data_dir: &std::path::Path) -> Result<Mailer, MailError> {
+    pub fn new(config: &MailConfig, data_dir: &Path) -> Result<Mailer, MailError> {
         let from: Mailbox = config
             .from
             .as_deref()
@@ -102,7 +107,7 @@ impl Mailer {
                 .send(message)
                 .await
                 .map(|_| ())
-                .map_err(|e| MailError::Send(e.to_string())),
+                .map_err(|e| MailError::Send(smtp_failure(&e))),
             Mailer::Files(folder, _) => {
                 write_file(folder, &mail.message_id, &message.formatted())?;
                 tracing::info!(
@@ -114,6 +119,26 @@ impl Mailer {
                 Ok(())
             }
         }
+    }
+}
+
+/// What an SMTP failure was, without the server's words: a reply often repeats the recipient's
+/// address, and this text is recorded in the log, where personal data only goes sealed.
+fn smtp_failure(error: &lettre::transport::smtp::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_transient() {
+        "refused for now"
+    } else if error.is_permanent() {
+        "refused for good"
+    } else if error.is_tls() {
+        "TLS failed"
+    } else {
+        "connection failed"
+    };
+    match error.status() {
+        Some(code) => format!("SMTP {kind} (reply {code})"),
+        None => format!("SMTP {kind}"),
     }
 }
 
@@ -133,15 +158,54 @@ fn build(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, MailError> {
         .map_err(|e| MailError::Build(e.to_string()))
 }
 
-/// Writes `<folder>/<message id>.eml` whole or not at all (a temporary file, then a rename).
-fn write_file(folder: &std::path::Path, message_id: &str, bytes: &[u8]) -> Result<(), MailError> {
-    let failed = |e: std::io::Error| MailError::Send(format!("{}: {e}", folder.display()));
+/// Writes `<folder>/<message id>.eml` whole or not at all (a temporary file, then a rename),
+/// readable by this user only; files past [`OUTBOX_FILE_RETENTION`] go first.
+fn write_file(folder: &Path, message_id: &str, bytes: &[u8]) -> Result<(), MailError> {
+    let failed =
+        |e: std::io::Error| MailError::Send(format!("writing the outbox file: {}", e.kind()));
     std::fs::create_dir_all(folder).map_err(failed)?;
+    delete_files(folder, |path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > OUTBOX_FILE_RETENTION))
+    });
     let name: String = message_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
         .collect();
     let partial = folder.join(format!(".{name}.eml.partial"));
-    std::fs::write(&partial, bytes).map_err(failed)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&partial).map_err(failed)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(failed)?;
     std::fs::rename(&partial, folder.join(format!("{name}.eml"))).map_err(failed)
+}
+
+/// Deletes the `.eml` files of `folder` that `doomed` picks; answers how many went.
+fn delete_files(folder: &Path, doomed: impl Fn(&Path) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .take(OUTBOX_FILES_SCANNED_MAX)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "eml") && doomed(path))
+        .filter(|path| std::fs::remove_file(path).is_ok())
+        .count()
+}
+
+/// Deletes every `.eml` file of the outbox folder addressed to `email` (the erasure of a person
+/// reaches the copies of their mail kept without SMTP); answers how many went.
+pub fn forget_files(data_dir: &Path, email: &Email) -> usize {
+    let header = format!("to: {}", email.as_str());
+    delete_files(&data_dir.join(OUTBOX_DIR_NAME), |path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines()
+                .take_while(|line| !line.is_empty())
+                .any(|line| line.trim().to_ascii_lowercase() == header)
+        })
+    })
 }

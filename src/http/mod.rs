@@ -79,6 +79,16 @@ pub struct AppState {
     pub support_email: String,
 }
 
+/// A request's span: its method and path, never its query string (a sign-in link's token
+/// travels there).
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
+
 /// Every route of the API, each with its description: what [`router`] serves and
 /// `/openapi.json` shows.
 pub fn api_routes() -> OpenApiRouter<AppState> {
@@ -119,7 +129,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(guard::clean_targets))
         .layer(axum::middleware::from_fn(consistency::log_position_header))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(axum::middleware::from_fn(error::request_id_scope))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

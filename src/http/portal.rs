@@ -259,6 +259,7 @@ pub(super) async fn remove_member(
     let account_id = account_id(&raw_account)?;
     remove(
         state.store.as_ref(),
+        &state.keys,
         &state.catalog,
         &account_id,
         &user.user.user_id,

@@ -92,14 +92,7 @@ pub(super) async fn request_link(
         ApiError::new(ErrorCode::InvalidEmail, "This is not an email address.")
             .with_details(json!({ "field": "email" }))
     })?;
-    if let Err(seconds) = state.sign_in_limit.admit(client, std::time::Instant::now()) {
-        return Err(ApiError::new(
-            ErrorCode::RateLimited,
-            "Too many sign-in requests from this address; wait a moment.",
-        )
-        .with_details(json!({ "retry_after_seconds": seconds }))
-        .retry_after(seconds as i64));
-    }
+    admit(&state, client)?;
     if state
         .sign_in_queue
         .enqueue(email.clone(), metadata("public"))
@@ -121,6 +114,21 @@ pub(super) async fn request_link(
         return Ok(render(StatusCode::OK, &page, &nonce));
     }
     Ok(Json(json!({ "success": true, "message": REQUESTED_MESSAGE })).into_response())
+}
+
+/// Counts a sign-in request or code attempt of `client`; 429 with `Retry-After` past the limit.
+fn admit(state: &AppState, client: std::net::IpAddr) -> Result<(), ApiError> {
+    state
+        .sign_in_limit
+        .admit(client, std::time::Instant::now())
+        .map_err(|seconds| {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "Too many sign-in attempts from this address; wait a moment.",
+            )
+            .with_details(json!({ "retry_after_seconds": seconds }))
+            .retry_after(seconds as i64)
+        })
 }
 
 /// The query of the link in the email.
@@ -202,17 +210,21 @@ pub(super) struct CodeProof {
     code: String,
 }
 
-/// `POST /auth/magic-link/code`: signs in by the email's code.
+/// `POST /auth/magic-link/code`: signs in by the email's code. Code attempts count against the
+/// same per-address limit as sign-in requests, so guessing across many emails is slow too.
 #[utoipa::path(post, path = "/auth/magic-link/code", tag = "portal",
     request_body(content = CodeProof, description = "A form or JSON"),
     responses(
         (status = 303, description = "Signed in: `Set-Cookie: __Host-pulse_cp_session=…`, to `/portal`"),
         (status = 400, description = "`invalid_token` (5 wrong codes end the link)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: sign-in requests and code attempts share 20 a minute per address", body = ErrorBody),
         (status = 403, description = "`cross_site_request`", body = ErrorBody)))]
 pub(super) async fn verify_code(
     State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
     body: FormOrJson<CodeProof>,
 ) -> Result<Response, ApiError> {
+    admit(&state, client)?;
     let Ok(email) = Email::parse(&body.value.email) else {
         return answer_sign_in(Err(DomainError::InvalidToken.into()), body.from_form);
     };

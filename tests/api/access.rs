@@ -16,6 +16,7 @@ on_both_stores!(
     an_invited_email_joins_at_its_first_sign_in_and_each_role_gets_exactly_its_rights,
     the_last_owner_stays_and_only_an_owner_touches_owner_rows,
     an_erased_members_email_is_nowhere_and_the_roster_shows_them_erased,
+    inviting_a_pending_email_again_replaces_its_invitation_and_sign_in_still_works,
 );
 
 /// One HTTP call as `session` (or signed out).
@@ -36,6 +37,19 @@ async fn call(
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Makes `email` a user, as a hosted checkout would (with no account of its own here).
+async fn registered_user(app: &TestApp, email: &str) {
+    let person = pulse_account::crypto::personal::person_id(&app.state.keys.hasher, email);
+    app.command::<aggregates::user::User>(
+        &person,
+        aggregates::user::UserCommand::Register {
+            user_id: aggregates::ids::UserId::from_entropy(9_999),
+            email: aggregates::ids::Email::parse(email).unwrap(),
+        },
+    )
+    .await;
 }
 
 /// Invites `email` as `role` into `account` as `session`.
@@ -110,20 +124,34 @@ async fn an_invited_email_joins_at_its_first_sign_in_and_each_role_gets_exactly_
     )
     .await;
     assert_eq!(status, 204, "a pending invitation is withdrawn");
-    let outsider = signed_in(&app, "gone@msp.example").await;
-    let (_, me) = bootstrap(&app, Some(&outsider)).await;
-    assert_eq!(
-        me["accounts"],
-        json!([]),
-        "a withdrawn invitation makes no membership"
+    let (status, _) = call(
+        &app,
+        reqwest::Method::POST,
+        "/api/public/magic-link/request",
+        None,
+        Some(json!({ "email": "gone@msp.example" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(
+        !app.smtp
+            .messages_to("gone@msp.example")
+            .iter()
+            .any(|m| m.subject.contains("sign-in link")),
+        "a withdrawn invitation no longer lets its email sign in"
     );
+    registered_user(&app, "outsider@else.example").await;
+    let outsider = signed_in(&app, "outsider@else.example").await;
+    let (_, me) = bootstrap(&app, Some(&outsider)).await;
+    assert_eq!(me["accounts"], json!([]), "a user of no account");
 
     let (status, body) = invite(&app, &account, &owner, "tech@msp.example", "tech").await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("already_member"))
     );
-    let (status, body) = invite(&app, &account, &owner, "gone@msp.example", "read_only").await;
+    let (status, body) = invite(&app, &account, &owner, "outsider@else.example", "read_only").await;
     assert_eq!(
         (status, body["state"].as_str()),
         (201, Some("active")),
@@ -426,8 +454,24 @@ async fn an_erased_members_email_is_nowhere_and_the_roster_shows_them_erased(bac
     let (status, body) = bootstrap(&app, Some(&session)).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (401, Some("revoked_session")),
-        "an erased person is signed out"
+        (401, Some("invalid_session")),
+        "an erased person is forgotten, their sessions with them"
+    );
+    let mails = app.smtp.messages_to(MEMBER).len();
+    let (status, _) = call(
+        &app,
+        reqwest::Method::POST,
+        "/api/public/magic-link/request",
+        None,
+        Some(json!({ "email": MEMBER })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(
+        app.smtp.messages_to(MEMBER).len(),
+        mails,
+        "an erased person gets no sign-in link: they are no user any more"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -459,5 +503,38 @@ async fn an_erased_members_email_is_nowhere_and_the_roster_shows_them_erased(bac
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    app.stop().await;
+}
+
+async fn inviting_a_pending_email_again_replaces_its_invitation_and_sign_in_still_works(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let (account, _) = bought_msp(&app).await;
+    let owner = signed_in(&app, OWNER).await;
+    for role in ["tech", "admin"] {
+        let (status, body) = invite(&app, &account, &owner, "twice@msp.example", role).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (_, roster) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/accounts/{account}/members"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    let rows: Vec<&Value> = roster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["email"] == "twice@msp.example")
+        .collect();
+    assert_eq!(rows.len(), 1, "one pending invitation per email: {roster}");
+    assert_eq!(rows[0]["role"], "admin");
+    let session = signed_in(&app, "twice@msp.example").await;
+    let (status, me) = bootstrap(&app, Some(&session)).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["accounts"][0]["role"], "admin", "{me}");
     app.stop().await;
 }

@@ -162,7 +162,10 @@ impl Browser {
             if loaded {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "clicking {css} loaded no page");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clicking {css} loaded no page"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

@@ -527,6 +527,55 @@ async fn serve_with_no_configuration_signs_a_buyer_in_offline() {
             .any(|line| line.contains("written to the outbox folder")),
         "the written email is logged"
     );
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    for file in &files {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(file).unwrap().permissions(),
+        );
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{file:?} is readable by its owner only"
+        );
+    }
+    let erased = run(
+        &[
+            "erase",
+            "--email",
+            "offline@example.com",
+            "--reason",
+            "asked",
+        ],
+        cwd.path(),
+    );
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&erased.stdout).contains("1 outbox file(s) deleted"),
+        "{}",
+        String::from_utf8_lossy(&erased.stdout)
+    );
+    let left = std::fs::read_dir(&outbox)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|e| e == "eml")
+        })
+        .count();
+    assert_eq!(
+        left, 0,
+        "erasure deletes the outbox copies of the person's mail"
+    );
     assert!(error_lines(&lines).is_empty(), "{:?}", error_lines(&lines));
 }
 

@@ -233,6 +233,7 @@ pub(super) async fn remove_form(
     };
     let removed = remove(
         state.store.as_ref(),
+        &state.keys,
         &state.catalog,
         &current.account.account_id,
         &user.user_id,
