@@ -378,7 +378,10 @@ pub(super) async fn section(
     ApiQuery(outcome): ApiQuery<Outcome>,
 ) -> Result<Response, ApiError> {
     let Some(section) = Section::ALL.into_iter().find(|s| s.slug() == raw_section) else {
-        return Err(super::guard::not_found().await);
+        return Err(ApiError::new(
+            super::error::ErrorCode::NotFound,
+            "The portal has no such section.",
+        ));
     };
     let (user, accounts, current) = match member_view(&state, user, &raw_account).await? {
         Ok(view) => view,
