@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 pub const PROVISIONING_STUCK_SECONDS: i64 = 15 * 60;
 /// Longest account display name.
 pub const DISPLAY_NAME_LEN_MAX: usize = 120;
+/// Longest workspace name.
+pub const TENANT_NAME_LEN_MAX: usize = 80;
 /// Members plus pending invitations one account may hold: a bound on the stream's state.
 pub const MEMBERS_MAX: usize = 500;
 
@@ -195,6 +197,9 @@ pub struct Tenant {
     pub refresh_token_hash: Option<SecretHash>,
     /// The host its runtime answers on, pinned by its first lease refresh.
     pub instance_host: Option<String>,
+    /// What people call it, if it was named.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 /// An open account.
@@ -410,6 +415,16 @@ pub enum AccountCommand {
         tenant_id: TenantId,
         /// The keyed hash of the tenant's new lease refresh token.
         refresh_token_hash: SecretHash,
+        /// What people call it, if given (1 to [`TENANT_NAME_LEN_MAX`] characters).
+        display_name: Option<String>,
+    },
+    /// Delete a workspace: a running one goes to `deleting` (the provisioner tears it down), one
+    /// never booted to `canceled`.
+    RemoveTenant {
+        /// Who asks.
+        actor: UserId,
+        /// Which.
+        tenant_id: TenantId,
     },
     /// Put the account on the org trial (§8): Pro capabilities, 15 systems, until `ends_at`.
     GrantTrial {
@@ -545,6 +560,9 @@ pub enum AccountEvent {
         /// The keyed hash of its lease refresh token.
         #[serde(default)]
         refresh_token_hash: Option<SecretHash>,
+        /// What people call it (schema 2; `null` when none was given or before schema 2).
+        #[serde(default)]
+        display_name: Option<String>,
     },
     /// A tenant's runtime host was pinned by its first lease refresh.
     InstanceHostPinned {
@@ -598,10 +616,12 @@ pub enum AccountEvent {
 
 impl DomainEvent for AccountEvent {
     fn schema_version(&self) -> i32 {
-        // Schema 2 added `at` to memberships and invitations.
+        // Schema 2 added `at` to memberships and invitations, and `display_name` to workspaces.
         if matches!(
             self,
-            AccountEvent::MemberInvited { .. } | AccountEvent::MemberJoined { .. }
+            AccountEvent::MemberInvited { .. }
+                | AccountEvent::MemberJoined { .. }
+                | AccountEvent::TenantProvisioned { .. }
         ) {
             2
         } else {
@@ -613,7 +633,7 @@ impl DomainEvent for AccountEvent {
 impl Decider for Account {
     const STREAM_TYPE: &'static str = "account";
     type State = AccountState;
-    const SNAPSHOTS: Option<SnapshotCodec<AccountState>> = Some(SnapshotCodec::serde(2));
+    const SNAPSHOTS: Option<SnapshotCodec<AccountState>> = Some(SnapshotCodec::serde(3));
     type Command = AccountCommand;
     type Event = AccountEvent;
     type Error = DomainError;
@@ -718,7 +738,17 @@ impl Decider for Account {
                 actor,
                 tenant_id,
                 refresh_token_hash,
-            } => decide_provision(account, actor, tenant_id, refresh_token_hash, context),
+                display_name,
+            } => decide_provision(
+                account,
+                actor,
+                (tenant_id, display_name.as_deref()),
+                refresh_token_hash,
+                context,
+            ),
+            AccountCommand::RemoveTenant { actor, tenant_id } => {
+                decide_remove_tenant(account, actor, tenant_id, context)
+            }
             AccountCommand::IssueLease {
                 tenant_id,
                 instance_host,
@@ -919,6 +949,7 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
             tenant_id,
             at,
             refresh_token_hash,
+            display_name,
             ..
         } => {
             account.tenants.insert(
@@ -928,6 +959,7 @@ fn evolve_open(account: &mut OpenAccount, event: &AccountEvent) {
                     state_since: *at,
                     refresh_token_hash: refresh_token_hash.clone(),
                     instance_host: None,
+                    display_name: display_name.clone(),
                 },
             );
         }
@@ -1155,11 +1187,14 @@ fn decide_remove(
 fn decide_provision(
     account: &OpenAccount,
     actor: &UserId,
-    tenant_id: &TenantId,
+    (tenant_id, display_name): (&TenantId, Option<&str>),
     refresh_token_hash: &SecretHash,
     context: &Context<'_>,
 ) -> Result<Vec<AccountEvent>, DomainError> {
     account.manager(actor, "create workspaces")?;
+    let display_name = display_name
+        .map(|name| bounded_text("display_name", name, TENANT_NAME_LEN_MAX))
+        .transpose()?;
     if account.tenants.contains_key(tenant_id) {
         return Err(DomainError::AlreadyExists { entity: "tenant" });
     }
@@ -1179,7 +1214,42 @@ fn decide_provision(
         provisioned_by: actor.clone(),
         at: context.now,
         refresh_token_hash: Some(refresh_token_hash.clone()),
+        display_name,
     }])
+}
+
+fn decide_remove_tenant(
+    account: &OpenAccount,
+    actor: &UserId,
+    tenant_id: &TenantId,
+    context: &Context<'_>,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    let role = account.manager(actor, "delete workspaces")?;
+    let tenant = account
+        .tenants
+        .get(tenant_id)
+        .ok_or(DomainError::NotFound { entity: "tenant" })?;
+    if matches!(
+        tenant.state,
+        TenantState::Deleting | TenantState::Deleted | TenantState::Canceled
+    ) {
+        return Ok(Vec::new());
+    }
+    // A running workspace is torn down by the provisioner; one never booted is just canceled.
+    let to = [TenantState::Deleting, TenantState::Canceled]
+        .into_iter()
+        .find(|to| tenant.state.can_become(*to))
+        .ok_or(DomainError::InvalidTransition {
+            from: tenant.state.as_str(),
+            to: TenantState::Deleting.as_str(),
+        })?;
+    Ok(vec![tenant_changed(
+        tenant_id,
+        tenant.state,
+        to,
+        &format!("deleted by an {}", role.display()),
+        context.now,
+    )])
 }
 
 fn decide_enforce_grace(

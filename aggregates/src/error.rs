@@ -137,6 +137,11 @@ pub enum DomainError {
     },
     /// Sign-in: the link or code is unknown, used, expired or has had too many wrong tries.
     InvalidToken,
+    /// Workspaces: only a running workspace whose runtime has reported its host can be opened.
+    WorkspaceNotReady {
+        /// The workspace's state.
+        state: &'static str,
+    },
     /// A catalog version must be newer than every published one.
     CatalogVersionNotNewer {
         /// The newest published version.
@@ -187,6 +192,7 @@ impl DomainError {
             DomainError::LeaseUnavailable { .. } => "lease_unavailable",
             DomainError::CatalogVersionNotNewer { .. } => "catalog_version_not_newer",
             DomainError::InvalidToken => "invalid_token",
+            DomainError::WorkspaceNotReady { .. } => "workspace_not_ready",
         }
     }
 
@@ -226,6 +232,9 @@ impl fmt::Display for DomainError {
             DomainError::Forbidden { action } => write!(f, "your role does not allow: {action}"),
             DomainError::CatalogVersionNotNewer { latest } => {
                 write!(f, "catalog version {latest} or newer is already published")
+            }
+            DomainError::WorkspaceNotReady { state } => {
+                write!(f, "the workspace is {state}: it opens once it runs")
             }
             DomainError::InvalidToken => f.write_str(
                 "the sign-in link or code is not valid: it was used, it expired, or a newer one was sent",
@@ -307,6 +316,9 @@ mod tests {
             },
             CatalogVersionNotNewer { latest: 1 },
             InvalidToken,
+            WorkspaceNotReady {
+                state: "provisioning",
+            },
         ]
     }
 

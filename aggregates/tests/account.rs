@@ -78,6 +78,7 @@ fn provisioned(n: u64) -> AccountEvent {
         provisioned_by: user(1),
         at: t0(),
         refresh_token_hash: Some(token_hash(n)),
+        display_name: None,
     }
 }
 
@@ -277,6 +278,7 @@ fn provision(actor: u64, n: u64) -> AccountCommand {
         actor: user(actor),
         tenant_id: tenant(n),
         refresh_token_hash: token_hash(n),
+        display_name: None,
     }
 }
 
@@ -308,6 +310,7 @@ fn the_workspace_cap_is_the_plans_and_reports_current_and_limit() {
             provisioned_by: user(2),
             at: at(1),
             refresh_token_hash: Some(token_hash(1)),
+            display_name: None,
         }]);
     history.push(provisioned(1));
     given::<Account>(history)
@@ -830,4 +833,114 @@ fn a_user_invited_while_an_invitation_is_pending_joins_through_it() {
             at: Some(t0()),
         }]);
     assert!(state.account.unwrap().invitations.is_empty());
+}
+
+#[test]
+fn a_workspace_can_be_named() {
+    let mut history = team(false);
+    history.push(billing("cloud_power", SubscriptionState::Active));
+    let state = given::<Account>(history)
+        .when(AccountCommand::ProvisionTenant {
+            actor: user(2),
+            tenant_id: tenant(1),
+            refresh_token_hash: token_hash(1),
+            display_name: Some(String::from("  Staging  ")),
+        })
+        .then(vec![AccountEvent::TenantProvisioned {
+            tenant_id: tenant(1),
+            provisioned_by: user(2),
+            at: t0(),
+            refresh_token_hash: Some(token_hash(1)),
+            display_name: Some(String::from("Staging")),
+        }]);
+    let account = state.account.unwrap();
+    assert_eq!(
+        account.tenants[&tenant(1)].display_name.as_deref(),
+        Some("Staging")
+    );
+}
+
+fn remove_tenant(actor: u64, n: u64) -> AccountCommand {
+    AccountCommand::RemoveTenant {
+        actor: user(actor),
+        tenant_id: tenant(n),
+    }
+}
+
+#[test]
+fn a_manager_deletes_a_running_workspace_and_frees_its_place() {
+    let mut history = team(false);
+    history.extend([
+        billing("cloud_power", SubscriptionState::Active),
+        provisioned(1),
+        AccountEvent::TenantStateChanged {
+            tenant_id: tenant(1),
+            from: TenantState::Provisioning,
+            to: TenantState::Active,
+            reason: String::from("booted"),
+            at: t0(),
+        },
+    ]);
+    let state = given::<Account>(history.clone())
+        .at(at(5))
+        .when(remove_tenant(2, 1))
+        .then(vec![AccountEvent::TenantStateChanged {
+            tenant_id: tenant(1),
+            from: TenantState::Active,
+            to: TenantState::Deleting,
+            reason: String::from("deleted by an Admin"),
+            at: at(5),
+        }]);
+    let account = state.account.unwrap();
+    let context = aggregates::decider::Context::new(at(5), &support::CATALOG);
+    assert_eq!(
+        account.workspace_usage(&context).0,
+        0,
+        "a deleting workspace does not count"
+    );
+}
+
+#[test]
+fn deleting_a_workspace_never_booted_cancels_it() {
+    let mut history = team(false);
+    history.extend([
+        billing("cloud_power", SubscriptionState::Active),
+        provisioned(1),
+    ]);
+    given::<Account>(history)
+        .when(remove_tenant(1, 1))
+        .then(vec![AccountEvent::TenantStateChanged {
+            tenant_id: tenant(1),
+            from: TenantState::Provisioning,
+            to: TenantState::Canceled,
+            reason: String::from("deleted by an Owner"),
+            at: t0(),
+        }]);
+}
+
+#[test]
+fn only_a_manager_deletes_a_workspace_and_once() {
+    let mut history = team(false);
+    history.extend([
+        billing("cloud_power", SubscriptionState::Active),
+        provisioned(1),
+    ]);
+    given::<Account>(history.clone())
+        .when(remove_tenant(3, 1))
+        .then_err(DomainError::Forbidden {
+            action: "delete workspaces",
+        });
+    given::<Account>(history.clone())
+        .when(remove_tenant(1, 9))
+        .then_err(DomainError::NotFound { entity: "tenant" });
+    history.push(AccountEvent::TenantStateChanged {
+        tenant_id: tenant(1),
+        from: TenantState::Provisioning,
+        to: TenantState::Deleting,
+        reason: String::from("deleted"),
+        at: t0(),
+    });
+    given::<Account>(history)
+        .when(remove_tenant(1, 1))
+        .then(vec![]);
 }

@@ -326,6 +326,11 @@ fn account_command() -> impl Strategy<Value = AccountCommand> {
             actor,
             tenant_id: TenantId::from_entropy(n),
             refresh_token_hash: hash(n as u8),
+            display_name: None,
+        }),
+        (user(), 1..4_u64).prop_map(|(actor, n)| AccountCommand::RemoveTenant {
+            actor,
+            tenant_id: TenantId::from_entropy(n),
         }),
         (1..4_u64, 1..4_u8).prop_map(|(n, token)| AccountCommand::IssueLease {
             tenant_id: TenantId::from_entropy(n),

@@ -110,6 +110,7 @@ pub(crate) fn account_history(
             actor: owner,
             tenant_id: tenant_id.clone(),
             refresh_token_hash: hash(n),
+            display_name: None,
         },
         AccountCommand::ChangeTenantState {
             tenant_id: tenant_id.clone(),

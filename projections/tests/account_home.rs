@@ -71,6 +71,7 @@ fn provisioned(n: u64) -> (DateTime<Utc>, AccountCommand) {
             actor: owner(),
             tenant_id: tenant(n),
             refresh_token_hash: SecretHash::parse(&format!("{n:064x}")).unwrap(),
+            display_name: None,
         },
     )
 }

@@ -55,6 +55,7 @@ fn provisioned(n: u64) -> AccountEvent {
         provisioned_by: UserId::from_entropy(1),
         at: Utc.with_ymd_and_hms(2026, 4, 1, 12, 0, 0).unwrap(),
         refresh_token_hash: None,
+        display_name: None,
     }
 }
 

@@ -364,8 +364,8 @@ impl Attempt for WithdrawAttempt<'_> {
     }
 }
 
-/// One command on an account by one of its members.
-async fn account_decision(
+/// One command on an account by one of its members (a non-member is refused `forbidden`).
+pub(crate) async fn account_decision(
     store: &dyn Store,
     catalog: &Catalog,
     account_id: &AccountId,

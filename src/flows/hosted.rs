@@ -87,6 +87,7 @@ pub async fn open_account<T>(
             actor: owner,
             tenant_id: tenant_id.clone(),
             refresh_token_hash: token_hash.clone(),
+            display_name: None,
         },
     ];
     let (account_events, _) = decide_all::<Account>(Default::default(), &commands, context)?;
@@ -147,21 +148,23 @@ async fn bind_refresh_token<T>(
     Ok(decision.append::<LeaseRefreshIndex>(index, &events)?)
 }
 
-/// Provisions another workspace of an account for `actor`, with its lease refresh token: the
-/// account's decision (permissions, caps) and the token's index in one append.
+/// Provisions another workspace of an account for `actor`, named `display_name` if given, with
+/// its lease refresh token: the account's decision (permissions, caps) and the token's index in
+/// one append.
 #[tracing::instrument(skip_all, fields(account_id = %account_id))]
 pub async fn provision_tenant(
     store: &dyn Store,
     keys: &KeyMaterial,
     catalog: &Catalog,
     account_id: &AccountId,
-    actor: &UserId,
+    (actor, display_name): (&UserId, Option<&str>),
     metadata: EventMetadata,
 ) -> Result<TenantId, FlowError> {
     let attempt = Provision {
         account_stream: stream(Account::STREAM_TYPE, account_id.as_str())?,
         account_id,
         actor,
+        display_name,
         keys,
         context: Context::new(metadata.effective_at, catalog),
     };
@@ -178,6 +181,7 @@ struct Provision<'a> {
     account_stream: StreamName,
     account_id: &'a AccountId,
     actor: &'a UserId,
+    display_name: Option<&'a str>,
     keys: &'a KeyMaterial,
     context: Context<'a>,
 }
@@ -198,6 +202,7 @@ impl Attempt for Provision<'_> {
             actor: self.actor.clone(),
             tenant_id: tenant_id.clone(),
             refresh_token_hash: token_hash.clone(),
+            display_name: self.display_name.map(str::to_owned),
         };
         let (events, _) = decide_all::<Account>(state, &[command], &self.context)?;
         let decision = Decision::answer(tenant_id.clone())

@@ -16,6 +16,7 @@ pub mod sign_in;
 pub mod staff;
 pub mod support;
 pub mod trials;
+pub mod workspaces;
 
 use crate::crypto::signing::JwtError;
 use crate::engine::command::{CommandError, COMMAND_ATTEMPTS_MAX};

@@ -399,6 +399,7 @@ fn domain_status_and_details(error: &DomainError) -> (StatusCode, serde_json::Va
             json!({ "current": current, "limit": limit }),
         ),
         InvalidTransition { from, to } => (StatusCode::CONFLICT, json!({ "from": from, "to": to })),
+        WorkspaceNotReady { state } => (StatusCode::CONFLICT, json!({ "state": state })),
         TrialSignupRequired { action_url } => {
             (StatusCode::CONFLICT, json!({ "action_url": action_url }))
         }

@@ -6,6 +6,8 @@
 //! - `GET /api/portal/bootstrap`
 //! - `GET /api/accounts/{id}/members` · `POST …` `{email, role}` (201 member, 202 pending)
 //! - `PATCH /api/accounts/{id}/members/{subject_id}` `{role}` · `DELETE …` (204)
+//! - `GET /api/accounts/{id}/tenants` · `POST …` `{display_name}` · `DELETE …/{tenant_id}` ·
+//!   `POST …/{tenant_id}/handoff` (the workspaces)
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
@@ -33,6 +35,9 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(bootstrap))
         .routes(routes!(roster, invite_member))
         .routes(routes!(change_member_role, remove_member))
+        .routes(routes!(list_workspaces, create_workspace))
+        .routes(routes!(delete_workspace))
+        .routes(routes!(open_workspace))
 }
 
 /// `GET /api/portal/bootstrap`: who is signed in and the accounts they belong to.
@@ -268,4 +273,142 @@ pub(super) async fn remove_member(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The workspaces of an account and how many of the plan's places they use.
+fn workspaces_view(state: &AppState, member: &crate::flows::access::MemberAccount) -> Value {
+    let account = &member.account;
+    let context = aggregates::decider::Context::new(chrono::Utc::now(), &state.catalog);
+    let (current, limit) = account.workspace_usage(&context);
+    json!({
+        "account_id": account.account_id,
+        "usage": { "current": current, "limit": limit },
+        "tenants": account.tenants.iter().map(|(tenant_id, tenant)| json!({
+            "tenant_id": tenant_id,
+            "display_name": tenant.display_name,
+            "state": tenant.state.as_str(),
+            "since": tenant.state_since,
+            "instance_host": tenant.instance_host,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /api/accounts/{id}/tenants`.
+#[utoipa::path(get, path = "/api/accounts/{account_id}/tenants", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)")),
+    responses(
+        (status = 200, description = "`{account_id, usage: {current, limit}, tenants[]}`: each `{tenant_id, display_name, state, since, instance_host}`"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member", body = ErrorBody)))]
+pub(super) async fn list_workspaces(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath(raw_account): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account_id = account_id(&raw_account)?;
+    let member = member_account(state.store.as_ref(), &account_id, &user.user.user_id).await?;
+    Ok(Json(workspaces_view(&state, &member)))
+}
+
+/// What creating a workspace sends.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewWorkspace {
+    /// What to call it (1 to 80 characters).
+    display_name: Option<String>,
+}
+
+/// `POST /api/accounts/{id}/tenants`: 201 with the new workspace.
+#[utoipa::path(post, path = "/api/accounts/{account_id}/tenants", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)")),
+    request_body = NewWorkspace,
+    responses(
+        (status = 201, description = "`{tenant_id, display_name, state: provisioning}`"),
+        (status = 400, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`, `no_billing_record`, `subscription_canceled`, `workspace_limit_reached` (`details.current`, `details.limit`)", body = ErrorBody)))]
+pub(super) async fn create_workspace(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath(raw_account): ApiPath<String>,
+    ApiJson(request): ApiJson<NewWorkspace>,
+) -> Result<Response, ApiError> {
+    let account_id = account_id(&raw_account)?;
+    let tenant_id = crate::flows::hosted::provision_tenant(
+        state.store.as_ref(),
+        &state.keys,
+        &state.catalog,
+        &account_id,
+        (&user.user.user_id, request.display_name.as_deref()),
+        metadata(user.user.user_id.as_str()),
+    )
+    .await?;
+    let member = member_account(state.store.as_ref(), &account_id, &user.user.user_id).await?;
+    let tenant = member.account.tenants.get(&tenant_id);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "tenant_id": tenant_id,
+            "display_name": tenant.and_then(|t| t.display_name.clone()),
+            "state": tenant.map(|t| t.state.as_str()),
+        })),
+    )
+        .into_response())
+}
+
+fn tenant_id(raw: &str) -> Result<aggregates::ids::TenantId, ApiError> {
+    aggregates::ids::TenantId::parse(raw).map_err(ApiError::from)
+}
+
+/// `DELETE /api/accounts/{id}/tenants/{tenant_id}`: 204.
+#[utoipa::path(delete, path = "/api/accounts/{account_id}/tenants/{tenant_id}", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("tenant_id" = String, Path, description = "The workspace (`t-…`)")),
+    responses(
+        (status = 204, description = "Deleting (a workspace never booted is canceled)"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody)))]
+pub(super) async fn delete_workspace(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath((raw_account, raw_tenant)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    crate::flows::workspaces::delete_workspace(
+        state.store.as_ref(),
+        &state.catalog,
+        &account_id(&raw_account)?,
+        &user.user.user_id,
+        &tenant_id(&raw_tenant)?,
+        metadata(user.user.user_id.as_str()),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/accounts/{id}/tenants/{tenant_id}/handoff`: opens the workspace.
+#[utoipa::path(post, path = "/api/accounts/{account_id}/tenants/{tenant_id}/handoff", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)"), ("tenant_id" = String, Path, description = "The workspace (`t-…`)")),
+    responses(
+        (status = 200, description = "`{url, expires_at}`: the workspace's `/auth/cloud-handoff` with a 60-second EdDSA JWT (`iss` pulse-account, `aud` pulse-cloud-handoff, `sub`, `email`, `org_id`, `tenant_id`, `role`, `iat`, `exp`, `jti`), verifiable with `/.well-known/jwks.json`"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`workspace_not_ready`: not running, or its runtime has not reported its host", body = ErrorBody)))]
+pub(super) async fn open_workspace(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath((raw_account, raw_tenant)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let handoff = crate::flows::workspaces::open_workspace(
+        state.store.as_ref(),
+        &state.keys,
+        &account_id(&raw_account)?,
+        &user.user,
+        &tenant_id(&raw_tenant)?,
+        chrono::Utc::now(),
+    )
+    .await?;
+    Ok(Json(
+        json!({ "url": handoff.url, "expires_at": handoff.expires_at }),
+    ))
 }

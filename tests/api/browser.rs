@@ -312,6 +312,14 @@ async fn an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out
     );
     assert!(page.contains("1 of 25 clients used."), "{page}");
     owner.inspect("clients").await;
+    owner.fill("#workspace-name", "Lab").await;
+    owner
+        .click("form[action$='/workspaces/create'] button")
+        .await;
+    let page = owner.text().await;
+    assert!(page.contains("Created."), "{page}");
+    assert!(page.contains("2 of 25 clients used."), "{page}");
+    assert!(page.contains("Lab"), "{page}");
 
     owner
         .visit(&format!("/portal/accounts/{account}/access"))
@@ -347,6 +355,24 @@ async fn an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out
         "nor any member form"
     );
     tech.inspect("access-tech").await;
+    tech.visit(&format!("/portal/accounts/{account}/workspaces"))
+        .await;
+    let page = tech.text().await;
+    assert!(
+        page.contains("creating or deleting them needs an Owner or Admin"),
+        "{page}"
+    );
+    assert_eq!(
+        tech.count("#workspace-name").await,
+        0,
+        "a Tech sees no create form"
+    );
+    assert_eq!(
+        tech.count("form[action$='/delete']").await,
+        0,
+        "nor a Delete button"
+    );
+    tech.inspect("clients-tech").await;
     let forged = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

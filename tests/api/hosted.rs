@@ -382,7 +382,7 @@ async fn a_trial_org_gets_leases_that_last_until_the_trial_ends(backend: Backend
         &app.state.keys,
         &catalog,
         &account,
-        &owner,
+        (&owner, None),
         metadata(),
     )
     .await

@@ -34,3 +34,4 @@ mod staff;
 mod store_contract;
 mod stripe_billing;
 mod tcp_proxy;
+mod workspaces;

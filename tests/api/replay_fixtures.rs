@@ -488,7 +488,7 @@ async fn record_replay_fixtures() {
         &app.state.keys,
         &app.state.catalog,
         &account,
-        &owner,
+        (&owner, None),
         metadata(),
     )
     .await

@@ -40,6 +40,7 @@ impl Upcasters {
             .register("checkout_completed", 1, checkout_completed_v1)
             .register("member_invited", 1, with_unknown_time)
             .register("member_joined", 1, with_unknown_time)
+            .register("tenant_provisioned", 1, without_a_name)
     }
 
     /// Registers the step that lifts `event_type` from `from_version` to `from_version + 1`.
@@ -92,6 +93,16 @@ fn with_unknown_time(mut payload: serde_json::Value) -> Result<serde_json::Value
         .as_object_mut()
         .ok_or_else(|| String::from("the payload is not an object"))?
         .entry("at")
+        .or_insert(serde_json::Value::Null);
+    Ok(payload)
+}
+
+/// Schema 2 of `tenant_provisioned` may name the workspace; earlier ones had no name.
+fn without_a_name(mut payload: serde_json::Value) -> Result<serde_json::Value, String> {
+    payload
+        .as_object_mut()
+        .ok_or_else(|| String::from("the payload is not an object"))?
+        .entry("display_name")
         .or_insert(serde_json::Value::Null);
     Ok(payload)
 }

@@ -3,9 +3,8 @@
 //! Admin edits non-owner rows; Tech and Read-only see no control), the invite form, and the form
 //! posts, each answered 303 back to the section with a notice or a problem code.
 
-use super::{member_view, see_other, PageUser, Shell};
+use super::{back_to, member_view, see_other, PageUser, Section, Shell};
 use crate::flows::access::{change_role, invite, remove, Invited, MemberAccount, NewMember};
-use crate::flows::FlowError;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiForm, ApiPath};
 use crate::http::licensing::metadata;
@@ -112,21 +111,6 @@ pub(super) fn page(nonce: &str, shell: Shell, current: &MemberAccount) -> Respon
     render(StatusCode::OK, &page, nonce)
 }
 
-/// Where a form's outcome sends the browser: back to Access with a notice or a problem code.
-fn back(account_id: &str, outcome: Result<&'static str, FlowError>) -> Result<Response, ApiError> {
-    let query = match outcome {
-        Ok(notice) => format!("notice={notice}"),
-        Err(FlowError::Domain(refusal)) => format!("problem={}", refusal.code()),
-        Err(FlowError::Command(crate::engine::command::CommandError::Domain(refusal))) => {
-            format!("problem={}", refusal.code())
-        }
-        Err(other) => return Err(other.into()),
-    };
-    Ok(see_other(&format!(
-        "/portal/accounts/{account_id}/access?{query}"
-    )))
-}
-
 /// The invite form.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -175,7 +159,7 @@ pub(super) async fn invite_form(
         Invited::Joined(_) => "joined",
         Invited::Pending(_) => "invited",
     });
-    back(account_id.as_str(), invited)
+    back_to(account_id.as_str(), Section::Access, invited)
 }
 
 /// The role form.
@@ -214,7 +198,11 @@ pub(super) async fn role_form(
     )
     .await
     .map(|()| "role_changed");
-    back(current.account.account_id.as_str(), changed)
+    back_to(
+        current.account.account_id.as_str(),
+        Section::Access,
+        changed,
+    )
 }
 
 /// `POST /portal/accounts/{account_id}/access/{subject_id}/remove`.
@@ -242,5 +230,9 @@ pub(super) async fn remove_form(
     )
     .await
     .map(|()| "removed");
-    back(current.account.account_id.as_str(), removed)
+    back_to(
+        current.account.account_id.as_str(),
+        Section::Access,
+        removed,
+    )
 }

@@ -7,13 +7,15 @@
 //! - `GET /portal/accounts/{id}/{section}`: the account shell (switcher, sections) with one of
 //!   Workspaces (Clients for an MSP), Access, Billing, Support.
 //! - Forms post to `/portal/accounts/{id}/…` and answer 303 back to their section with a notice or
-//!   a problem named by a fixed code (no text from the request is echoed).
+//!   a problem named by a fixed code (no text from the request is echoed); opening a workspace
+//!   answers 303 to the workspace itself.
 //!
 //! Permission-honest: a Tech or Read-only member sees no mutation control, and the server refuses
 //! a forged one anyway (the account decider decides). Every page carries the strict CSP of
 //! [`super::pages`].
 
 mod access;
+mod workspaces;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
@@ -41,6 +43,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(portal))
         .routes(routes!(section))
         .merge(access::router())
+        .merge(workspaces::router())
 }
 
 /// The signed-in user of a page, if any: a page shows the sign-in form instead of an error when
@@ -162,6 +165,8 @@ fn notice_text(code: &str) -> Option<&'static str> {
         "joined" => "They already had a Pulse Account and are a member now.",
         "role_changed" => "Role changed.",
         "removed" => "Removed.",
+        "created" => "Created. It is being set up and opens once it runs.",
+        "deleted" => "Deleted.",
         _ => return None,
     })
 }
@@ -176,6 +181,12 @@ fn problem_text(code: &str) -> Option<&'static str> {
         "invalid_email" => "That is not an email address.",
         "not_found" => "That member or invitation is no longer there.",
         "invalid_request" => "That request was not valid.",
+        "workspace_limit_reached" => {
+            "Every place of your plan is in use: upgrade or delete one first."
+        }
+        "no_billing_record" => "This account has no subscription yet.",
+        "subscription_canceled" => "The subscription is canceled: nothing new can be created.",
+        "workspace_not_ready" => "That one is not running yet; it opens once it runs.",
         _ => return None,
     })
 }
@@ -226,6 +237,27 @@ pub(super) fn see_other(location: &str) -> Response {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
+}
+
+/// Where a form's outcome sends the browser: back to `section` with a notice or a problem code.
+pub(super) fn back_to(
+    account_id: &str,
+    section: Section,
+    outcome: Result<&'static str, crate::flows::FlowError>,
+) -> Result<Response, ApiError> {
+    use crate::engine::command::CommandError;
+    use crate::flows::FlowError;
+    let query = match outcome {
+        Ok(notice) => format!("notice={notice}"),
+        Err(FlowError::Domain(refusal) | FlowError::Command(CommandError::Domain(refusal))) => {
+            format!("problem={}", refusal.code())
+        }
+        Err(other) => return Err(other.into()),
+    };
+    Ok(see_other(&format!(
+        "/portal/accounts/{account_id}/{}?{query}",
+        section.slug()
+    )))
 }
 
 /// `GET /`: the portal.
@@ -324,21 +356,6 @@ pub(super) async fn member_view(
 }
 
 #[derive(Template)]
-#[template(path = "portal/workspaces.html")]
-struct WorkspacesPage<'a> {
-    nonce: &'a str,
-    shell: Shell,
-    title: &'static str,
-    usage: String,
-    workspaces: Vec<WorkspaceRow>,
-}
-
-struct WorkspaceRow {
-    tenant_id: String,
-    state: &'static str,
-}
-
-#[derive(Template)]
 #[template(path = "portal/billing.html")]
 struct BillingPage<'a> {
     nonce: &'a str,
@@ -391,7 +408,7 @@ pub(super) async fn section(
     let nonce = nonce();
     Ok(match section {
         Section::Access => access::page(&nonce, shell, &current),
-        Section::Workspaces => workspaces_page(&state, &nonce, shell, &current),
+        Section::Workspaces => workspaces::page(&state, &nonce, shell, &current),
         Section::Billing => billing_page(&nonce, shell, &current.account),
         Section::Support => render(
             StatusCode::OK,
@@ -403,33 +420,6 @@ pub(super) async fn section(
             &nonce,
         ),
     })
-}
-
-fn workspaces_page(
-    state: &AppState,
-    nonce: &str,
-    shell: Shell,
-    current: &MemberAccount,
-) -> Response {
-    let account = &current.account;
-    let context = aggregates::decider::Context::new(chrono::Utc::now(), &state.catalog);
-    let (used, limit) = account.workspace_usage(&context);
-    let noun = Section::Workspaces.label(account.kind);
-    let page = WorkspacesPage {
-        nonce,
-        title: noun,
-        usage: format!("{used} of {limit} {} used.", noun.to_lowercase()),
-        workspaces: account
-            .tenants
-            .iter()
-            .map(|(tenant_id, tenant)| WorkspaceRow {
-                tenant_id: tenant_id.to_string(),
-                state: tenant.state.as_str(),
-            })
-            .collect(),
-        shell,
-    };
-    render(StatusCode::OK, &page, nonce)
 }
 
 fn billing_page(nonce: &str, shell: Shell, account: &OpenAccount) -> Response {
