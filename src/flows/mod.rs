@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod billing;
+pub mod billing_portal;
 pub mod catalog;
 pub mod erasure;
 pub mod exchange;

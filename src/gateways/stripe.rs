@@ -1,4 +1,5 @@
-//! The boundary with Stripe: Checkout Sessions created through async-stripe, and webhook signatures
+//! The boundary with Stripe: Checkout Sessions and Billing Portal sessions created through
+//! async-stripe, and webhook signatures
 //! verified with async-stripe-webhook (5-minute tolerance). Event payloads are then read into the
 //! few typed fields the ledger uses, so a field Stripe adds never breaks a webhook.
 //!
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashMap};
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
@@ -362,6 +364,25 @@ impl StripeGateway {
             id: created.id.to_string(),
             url,
         })
+    }
+
+    /// A Stripe Billing Portal session for `customer` (payment methods, invoices, cancellation)
+    /// that returns to `return_url`; `None` in local mode, where no Stripe is there to ask.
+    pub async fn create_billing_portal_session(
+        &self,
+        customer: &str,
+        return_url: &str,
+    ) -> Result<Option<String>, StripeGatewayError> {
+        let CheckoutMode::Stripe(client) = &self.mode else {
+            return Ok(None);
+        };
+        let session = CreateBillingPortalSession::new()
+            .customer(customer)
+            .return_url(return_url)
+            .send(client.as_ref())
+            .await
+            .map_err(|e| StripeGatewayError::Api(e.to_string()))?;
+        Ok(Some(session.url))
     }
 
     /// Verifies a webhook's signature (and its 5-minute tolerance), then reads the event.

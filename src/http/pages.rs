@@ -1,6 +1,8 @@
 //! Server-rendered pages (askama templates under `templates/`, escaped by default): each answer
-//! carries a strict Content-Security-Policy whose only allowance is the page's own stylesheet by
-//! a fresh nonce, refuses framing, and is never cached.
+//! carries a strict Content-Security-Policy — no script at all, the page's own stylesheet by a
+//! fresh nonce, forms only to this service or over HTTPS (a form's answer may redirect to Stripe's
+//! billing portal or to a workspace's own host, and browsers hold redirects to `form-action`
+//! too) — refuses framing, and is never cached.
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -29,7 +31,7 @@ pub fn render(status: StatusCode, page: &impl Template, nonce: &str) -> Response
         }
     };
     let policy = format!(
-        "default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self' https:; frame-ancestors 'none'; base-uri 'none'"
     );
     let mut response = (status, html).into_response();
     let headers = response.headers_mut();

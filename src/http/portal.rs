@@ -8,9 +8,10 @@
 //! - `PATCH /api/accounts/{id}/members/{subject_id}` `{role}` · `DELETE …` (204)
 //! - `GET /api/accounts/{id}/tenants` · `POST …` `{display_name}` · `DELETE …/{tenant_id}` ·
 //!   `POST …/{tenant_id}/handoff` (the workspaces)
+//! - `GET /api/portal/billing?account_id=` · `POST …` (Manage billing: a Stripe Billing Portal URL)
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::licensing::metadata;
 use super::session::PortalUser;
 use super::AppState;
@@ -38,6 +39,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_workspaces, create_workspace))
         .routes(routes!(delete_workspace))
         .routes(routes!(open_workspace))
+        .routes(routes!(billing, manage_billing))
 }
 
 /// `GET /api/portal/bootstrap`: who is signed in and the accounts they belong to.
@@ -411,4 +413,71 @@ pub(super) async fn open_workspace(
     Ok(Json(
         json!({ "url": handoff.url, "expires_at": handoff.expires_at }),
     ))
+}
+
+/// Which account a billing route is about.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BillingQuery {
+    account_id: String,
+}
+
+/// `GET /api/portal/billing?account_id=`: the account's subscription as its members see it.
+#[utoipa::path(get, path = "/api/portal/billing", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Query, description = "The account (`a_…`)")),
+    responses(
+        (status = 200, description = "`{account_id, has_billing, plan_version, state, grace_started_at, grace_ends_at, trial_ends_at}`"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member", body = ErrorBody)))]
+pub(super) async fn billing(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiQuery(query): ApiQuery<BillingQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let account_id = account_id(&query.account_id)?;
+    let member = member_account(state.store.as_ref(), &account_id, &user.user.user_id).await?;
+    let billing = member.account.billing.as_ref();
+    let grace_started_at = billing.and_then(|b| b.grace_started_at);
+    Ok(Json(json!({
+        "account_id": account_id,
+        "has_billing": billing.is_some(),
+        "plan_version": billing.map(|b| b.plan_version.clone()),
+        "state": billing.map(|b| b.state.as_str()),
+        "grace_started_at": grace_started_at,
+        "grace_ends_at": grace_started_at.map(|at| aggregates::subscription::grace_ends_at(at, aggregates::subscription::HOSTED_GRACE_DAYS)),
+        "trial_ends_at": billing.and_then(|b| b.trial_ends_at),
+    })))
+}
+
+/// `POST /api/portal/billing?account_id=`: where "Manage billing" goes.
+#[utoipa::path(post, path = "/api/portal/billing", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Query, description = "The account (`a_…`)")),
+    responses(
+        (status = 200, description = "`{url, local}`: a Stripe Billing Portal session returning to the portal, or (local checkout mode, `local: true`) this service's stand-in page"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden` (an Owner or Admin is required), `no_billing_record` (no Stripe customer)", body = ErrorBody),
+        (status = 502, description = "`stripe_unavailable`", body = ErrorBody)))]
+pub(super) async fn manage_billing(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiQuery(query): ApiQuery<BillingQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let account_id = account_id(&query.account_id)?;
+    let opened = crate::flows::billing_portal::manage_billing(
+        state.store.as_ref(),
+        &state.stripe,
+        &account_id,
+        &user.user.user_id,
+        &super::web::billing_return_url(&state, account_id.as_str()),
+    )
+    .await?;
+    Ok(Json(match opened {
+        crate::flows::billing_portal::ManageBilling::Stripe(url) => {
+            json!({ "url": url, "local": false })
+        }
+        crate::flows::billing_portal::ManageBilling::Local => json!({
+            "url": format!("{}/portal/accounts/{account_id}/billing/local", state.public_url.trim_end_matches('/')),
+            "local": true,
+        }),
+    }))
 }

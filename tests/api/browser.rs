@@ -7,7 +7,6 @@
 //! `.ci/run` installs Chromium, chromedriver and axe-core and requires them.
 
 use crate::helpers::{Backend, TestApp};
-use crate::hosted::bought_msp;
 use crate::on_both_stores;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -290,7 +289,7 @@ async fn sign_in_by_code(browser: &Browser, app: &TestApp, email: &str, mails_be
 
 async fn an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (account, _) = bought_msp(&app).await;
+    let account = crate::billing_portal::bought_msp_with_customer(&app).await;
     let owner = Browser::open(&app, backend).await;
     owner.visit("/").await;
     assert_eq!(
@@ -337,6 +336,29 @@ async fn an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out
             .await;
         owner.inspect(section).await;
     }
+    owner
+        .visit(&format!("/portal/accounts/{account}/billing"))
+        .await;
+    owner.click("form[action$='/billing/manage'] button").await;
+    let reached = owner.client.current_url().await.unwrap();
+    assert!(
+        reached
+            .as_str()
+            .starts_with("https://billing.stripe.com/p/session/"),
+        "Manage billing sends the browser to Stripe's billing portal: {reached}"
+    );
+    let asked: Vec<_> = app
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/billing_portal/sessions")
+        .collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].form["customer"], "cus_msp_9");
+    assert_eq!(
+        asked[0].form["return_url"],
+        format!("https://account.pulse.test/portal/accounts/{account}/billing")
+    );
 
     let tech = Browser::open(&app, backend).await;
     app.smtp.wait_for("tech@msp.example", 1).await;

@@ -104,12 +104,45 @@ async fn create_session(
     Json(session)
 }
 
+/// `POST /v1/billing_portal/sessions`: a Billing Portal session for the customer asked for.
+async fn create_portal_session(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: String,
+) -> Json<Value> {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let mut inner = inner.lock().unwrap();
+    inner.requests.push(Recorded {
+        path: String::from("/v1/billing_portal/sessions"),
+        form: form.clone(),
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    let number = inner.requests.len();
+    Json(json!({
+        "id": format!("bps_test_{number:04}"), "object": "billing_portal.session",
+        "configuration": "bpc_test_1", "created": 1_000, "customer": form.get("customer"),
+        "customer_account": null, "flow": null, "livemode": false, "locale": null,
+        "on_behalf_of": null, "return_url": form.get("return_url"),
+        "url": format!("https://billing.stripe.com/p/session/test_{number:04}"),
+    }))
+}
+
 impl FakeStripe {
     /// Starts the fake on a free loopback port.
     pub(crate) async fn start() -> FakeStripe {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = Router::new()
             .route("/v1/checkout/sessions", post(create_session))
+            .route("/v1/billing_portal/sessions", post(create_portal_session))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

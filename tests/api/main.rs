@@ -4,6 +4,7 @@
 
 mod access;
 mod audit_export;
+mod billing_portal;
 mod browser;
 mod catalog_publication;
 mod cli;

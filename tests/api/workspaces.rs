@@ -17,10 +17,10 @@ on_both_stores!(
     opening_a_running_workspace_hands_off_a_short_lived_jwt_that_verifies_against_the_jwks,
 );
 
-const OWNER: &str = "owner@cloud.example";
+pub(crate) const OWNER: &str = "owner@cloud.example";
 
 /// A Cloud Power account (one workspace) whose Owner is a user who may sign in; returns its id.
-async fn cloud_account(app: &TestApp) -> AccountId {
+pub(crate) async fn cloud_account(app: &TestApp) -> AccountId {
     let owner = UserId::from_entropy(77);
     let person = pulse_account::crypto::personal::person_id(&app.state.keys.hasher, OWNER);
     app.command::<User>(

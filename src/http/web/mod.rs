@@ -15,7 +15,10 @@
 //! [`super::pages`].
 
 mod access;
+mod billing;
 mod workspaces;
+
+pub(super) use billing::return_url as billing_return_url;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
@@ -44,6 +47,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(section))
         .merge(access::router())
         .merge(workspaces::router())
+        .merge(billing::router())
 }
 
 /// The signed-in user of a page, if any: a page shows the sign-in form instead of an error when
@@ -181,6 +185,7 @@ fn problem_text(code: &str) -> Option<&'static str> {
         "invalid_email" => "That is not an email address.",
         "not_found" => "That member or invitation is no longer there.",
         "invalid_request" => "That request was not valid.",
+        "stripe_unavailable" => "Stripe did not answer; try again in a moment.",
         "workspace_limit_reached" => {
             "Every place of your plan is in use: upgrade or delete one first."
         }
@@ -426,9 +431,17 @@ fn billing_page(nonce: &str, shell: Shell, account: &OpenAccount) -> Response {
     let billing = account.billing.as_ref().map(|billing| BillingFacts {
         plan: billing.plan_version.clone(),
         state: billing.state.as_str().to_owned(),
-        grace: billing
-            .grace_started_at
-            .map(|at| format!("since {}", at.format("%Y-%m-%d"))),
+        grace: billing.grace_started_at.map(|at| {
+            let ends = aggregates::subscription::grace_ends_at(
+                at,
+                aggregates::subscription::HOSTED_GRACE_DAYS,
+            );
+            format!(
+                "payment failed on {}; unless a payment succeeds, the subscription and its workspaces are canceled on {}",
+                at.format("%Y-%m-%d"),
+                ends.format("%Y-%m-%d")
+            )
+        }),
         trial: billing
             .trial_ends_at
             .map(|at| format!("ends {}", at.format("%Y-%m-%d"))),
