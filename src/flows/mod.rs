@@ -3,6 +3,7 @@
 //! and the helpers that turn decided events into parts of an atomic append.
 
 pub mod access;
+pub mod activity;
 pub mod billing;
 pub mod billing_portal;
 pub mod catalog;

@@ -40,6 +40,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_workspace))
         .routes(routes!(open_workspace))
         .routes(routes!(billing, manage_billing))
+        .routes(routes!(activity))
 }
 
 /// `GET /api/portal/bootstrap`: who is signed in and the accounts they belong to.
@@ -480,4 +481,29 @@ pub(super) async fn manage_billing(
             "local": true,
         }),
     }))
+}
+
+/// `GET /api/accounts/{id}/activity`: the account's own history, newest first.
+#[utoipa::path(get, path = "/api/accounts/{account_id}/activity", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "The account (`a_…`)")),
+    responses(
+        (status = 200, description = "`{account_id, entries[]}`: each `{at, what, who, changes[]}`, at most 200"),
+        (status = 401, description = "No live session", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not a member", body = ErrorBody)))]
+pub(super) async fn activity(
+    State(state): State<AppState>,
+    user: PortalUser,
+    ApiPath(raw_account): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account_id = account_id(&raw_account)?;
+    let entries = crate::flows::activity::account_activity(
+        state.store.as_ref(),
+        &state.catalogs,
+        &account_id,
+        &user.user.user_id,
+    )
+    .await?;
+    Ok(Json(
+        json!({ "account_id": account_id, "entries": entries }),
+    ))
 }

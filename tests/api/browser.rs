@@ -330,7 +330,7 @@ async fn an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out
     assert!(page.contains("Invitation sent."), "{page}");
     assert!(page.contains("tech@msp.example"), "{page}");
     owner.inspect("access-owner").await;
-    for section in ["billing", "support"] {
+    for section in ["billing", "support", "activity"] {
         owner
             .visit(&format!("/portal/accounts/{account}/{section}"))
             .await;

@@ -3,6 +3,7 @@
 //! (`…::sqlite::…` and `…::postgres::…`); see `helpers` for how PostgreSQL is found.
 
 mod access;
+mod activity;
 mod audit_export;
 mod billing_portal;
 mod browser;

@@ -5,7 +5,8 @@
 //! - `GET /portal`: signed out, the sign-in form; signed in, the landing section of the account
 //!   (`?account=` picks one): Workspaces when it has hosted workspaces, else Billing.
 //! - `GET /portal/accounts/{id}/{section}`: the account shell (switcher, sections) with one of
-//!   Workspaces (Clients for an MSP), Access, Billing, Support.
+//!   Workspaces (Clients for an MSP), Access, Billing, Support, and Activity (the account's own
+//!   history from the log).
 //! - Forms post to `/portal/accounts/{id}/…` and answer 303 back to their section with a notice or
 //!   a problem named by a fixed code (no text from the request is echoed); opening a workspace
 //!   answers 303 to the workspace itself.
@@ -87,14 +88,17 @@ pub(super) enum Section {
     Billing,
     /// Where to get help.
     Support,
+    /// What changed, when, by whom.
+    Activity,
 }
 
 impl Section {
-    const ALL: [Section; 4] = [
+    const ALL: [Section; 5] = [
         Section::Workspaces,
         Section::Access,
         Section::Billing,
         Section::Support,
+        Section::Activity,
     ];
 
     fn slug(self) -> &'static str {
@@ -103,6 +107,7 @@ impl Section {
             Section::Access => "access",
             Section::Billing => "billing",
             Section::Support => "support",
+            Section::Activity => "activity",
         }
     }
 
@@ -113,6 +118,7 @@ impl Section {
             (Section::Access, _) => "Access",
             (Section::Billing, _) => "Billing",
             (Section::Support, _) => "Support",
+            (Section::Activity, _) => "Activity",
         }
     }
 
@@ -376,6 +382,14 @@ struct BillingFacts {
 }
 
 #[derive(Template)]
+#[template(path = "portal/activity.html")]
+struct ActivityPage<'a> {
+    nonce: &'a str,
+    shell: Shell,
+    entries: Vec<crate::flows::activity::ActivityEntry>,
+}
+
+#[derive(Template)]
 #[template(path = "portal/support.html")]
 struct SupportPage<'a> {
     nonce: &'a str,
@@ -386,7 +400,7 @@ struct SupportPage<'a> {
 /// `GET /portal/accounts/{account_id}/{section}`: one section of the account shell.
 #[utoipa::path(get, path = "/portal/accounts/{account_id}/{section}", tag = "pages",
     params(("account_id" = String, Path, description = "The account (`a_…`)"),
-           ("section" = String, Path, description = "`workspaces`, `access`, `billing` or `support`"),
+           ("section" = String, Path, description = "`workspaces`, `access`, `billing`, `support` or `activity`"),
            ("notice" = Option<String>, Query, description = "The outcome of the form that led here"),
            ("problem" = Option<String>, Query, description = "The refusal of the form that led here")),
     responses(
@@ -415,6 +429,24 @@ pub(super) async fn section(
         Section::Access => access::page(&nonce, shell, &current),
         Section::Workspaces => workspaces::page(&state, &nonce, shell, &current),
         Section::Billing => billing_page(&nonce, shell, &current.account),
+        Section::Activity => {
+            let entries = crate::flows::activity::account_activity(
+                state.store.as_ref(),
+                &state.catalogs,
+                &current.account.account_id,
+                &user.user_id,
+            )
+            .await?;
+            render(
+                StatusCode::OK,
+                &ActivityPage {
+                    nonce: &nonce,
+                    shell,
+                    entries,
+                },
+                &nonce,
+            )
+        }
         Section::Support => render(
             StatusCode::OK,
             &SupportPage {

@@ -1,0 +1,105 @@
+//! The account's Activity from outside (issue 14): its own history from the log, newest first,
+//! naming who did what as the members know them; the runtime's routine is left out; any member
+//! may read it, nobody else.
+
+use crate::helpers::{Backend, TestApp};
+use crate::hosted::bought_msp;
+use crate::on_both_stores;
+use crate::sign_in::{signed_in, OWNER};
+use serde_json::{json, Value};
+
+on_both_stores!(members_see_what_changed_in_their_account_and_who_did_it);
+
+async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    session: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.base))
+        .header("cookie", format!("__Host-pulse_cp_session={session}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn members_see_what_changed_in_their_account_and_who_did_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (account, _) = bought_msp(&app).await;
+    let owner = signed_in(&app, OWNER).await;
+    let members = format!("/api/accounts/{account}/members");
+    let (status, _) = call(
+        &app,
+        reqwest::Method::POST,
+        &members,
+        &owner,
+        Some(json!({ "email": "tech@msp.example", "role": "tech" })),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let tech = signed_in(&app, "tech@msp.example").await;
+    let (_, me) = crate::sign_in::bootstrap(&app, Some(&tech)).await;
+    let tech_id = me["user_id"].as_str().unwrap();
+    let (status, _) = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("{members}/{tech_id}"),
+        &owner,
+        Some(json!({ "role": "read_only" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let (status, activity) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/accounts/{account}/activity"),
+        &tech,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "any member reads the activity: {activity}");
+    let entries = activity["entries"].as_array().unwrap();
+    let whats: Vec<&str> = entries
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whats.first(),
+        Some(&"A member's role changed"),
+        "newest first: {whats:?}"
+    );
+    assert_eq!(entries[0]["who"], OWNER, "named as the members know them");
+    assert!(whats.contains(&"Someone was invited"), "{whats:?}");
+    assert!(whats.contains(&"A member joined"), "{whats:?}");
+    assert_eq!(whats.last(), Some(&"The account was opened"), "{whats:?}");
+    assert_eq!(
+        entries.last().unwrap()["who"],
+        "Stripe",
+        "a checkout opened it"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["changes"].as_array().is_some_and(|c| !c.is_empty())),
+        "what an event changed is shown: {activity}"
+    );
+
+    let (other, _) = app.open_account(81, "else@other.example").await;
+    let (status, body) = call(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/accounts/{other}/activity"),
+        &tech,
+        None,
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    app.stop().await;
+}
