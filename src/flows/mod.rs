@@ -13,6 +13,7 @@ pub mod hosted;
 pub mod licensing;
 pub mod lifecycle;
 pub mod mail;
+pub mod owned_licenses;
 pub mod purchase;
 pub mod sign_in;
 pub mod staff;

@@ -41,6 +41,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(open_workspace))
         .routes(routes!(billing, manage_billing))
         .routes(routes!(activity))
+        .routes(routes!(licenses))
 }
 
 /// `GET /api/portal/bootstrap`: who is signed in and the accounts they belong to.
@@ -506,4 +507,22 @@ pub(super) async fn activity(
     Ok(Json(
         json!({ "account_id": account_id, "entries": entries }),
     ))
+}
+
+/// `GET /api/portal/licenses`: the self-hosted licenses of the signed-in email.
+#[utoipa::path(get, path = "/api/portal/licenses", tag = "portal", security(("session" = [])),
+    responses(
+        (status = 200, description = "`{licenses[]}`: each `{license_id, plan_version, state, current_period_end, plan_limit, grandfathered_floor, effective_limit, installations[]}`"),
+        (status = 401, description = "No live session", body = ErrorBody)))]
+pub(super) async fn licenses(
+    State(state): State<AppState>,
+    user: PortalUser,
+) -> Result<Json<Value>, ApiError> {
+    let licenses = crate::flows::owned_licenses::licenses_of(
+        state.store.as_ref(),
+        &state.catalog,
+        &user.user.email,
+    )
+    .await?;
+    Ok(Json(json!({ "licenses": licenses })))
 }

@@ -1,6 +1,7 @@
-//! The account's Activity from outside (issue 14): its own history from the log, newest first,
-//! naming who did what as the members know them; the runtime's routine is left out; any member
-//! may read it, nobody else.
+//! What the portal shows of a customer's ledger, from outside (issue 14): an account's Activity —
+//! its own history from the log, newest first, naming who did what as the members know them,
+//! without the runtime's routine, readable by any member and nobody else — and a license owner's
+//! self-hosted licenses with their installations and limits.
 
 use crate::helpers::{Backend, TestApp};
 use crate::hosted::bought_msp;
@@ -8,7 +9,10 @@ use crate::on_both_stores;
 use crate::sign_in::{signed_in, OWNER};
 use serde_json::{json, Value};
 
-on_both_stores!(members_see_what_changed_in_their_account_and_who_did_it);
+on_both_stores!(
+    members_see_what_changed_in_their_account_and_who_did_it,
+    a_license_owner_sees_their_licenses_installations_and_limits,
+);
 
 async fn call(
     app: &TestApp,
@@ -101,5 +105,38 @@ async fn members_see_what_changed_in_their_account_and_who_did_it(backend: Backe
     )
     .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    app.stop().await;
+}
+
+async fn a_license_owner_sees_their_licenses_installations_and_limits(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, result) = crate::installation_flows::bought(&app).await;
+    crate::installation_flows::activate_as(
+        &app,
+        result["activation_key"].as_str().unwrap(),
+        "rack-7",
+    )
+    .await;
+    let buyer = signed_in(&app, "buyer@example.com").await;
+    let (status, owned) = call(
+        &app,
+        reqwest::Method::GET,
+        "/api/portal/licenses",
+        &buyer,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{owned}");
+    let license = &owned["licenses"][0];
+    assert_eq!(license["license_id"], result["license_id"]);
+    assert_eq!(license["plan_version"], "pro");
+    assert_eq!(license["state"], "active");
+    assert_eq!(license["plan_limit"], 15);
+    assert_eq!(license["effective_limit"], 15);
+    assert_eq!(license["installations"][0]["instance_name"], "rack-7");
+    assert_eq!(license["installations"][0]["active"], true);
+    let (_, me) = crate::sign_in::bootstrap(&app, Some(&buyer)).await;
+    assert_eq!(me["has_self_hosted_commercial"], true);
+    assert_eq!(me["accounts"], json!([]));
     app.stop().await;
 }

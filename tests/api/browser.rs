@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-on_both_stores!(an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out,);
+on_both_stores!(
+    an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out,
+    a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license,
+);
 
 /// Desktop and phone widths every page is looked at.
 const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 900), ("phone", 375, 812)];
@@ -454,4 +457,33 @@ async fn tech_user_id(app: &TestApp, browser: &Browser) -> String {
     let (status, me) = crate::sign_in::bootstrap(app, Some(&browser.session().await)).await;
     assert_eq!(status, 200);
     me["user_id"].as_str().unwrap().to_owned()
+}
+
+async fn a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, result) = crate::installation_flows::bought(&app).await;
+    crate::installation_flows::activate_as(
+        &app,
+        result["activation_key"].as_str().unwrap(),
+        "rack-7",
+    )
+    .await;
+    let buyer = Browser::open(&app, backend).await;
+    sign_in_by_link(&buyer, &app, "buyer@example.com", 0).await;
+    assert_eq!(buyer.path().await, "/portal");
+    let page = buyer.text().await;
+    assert!(page.contains("Billing"), "{page}");
+    assert!(page.contains("Your self-hosted licenses"), "{page}");
+    assert!(
+        page.contains(result["license_id"].as_str().unwrap()),
+        "{page}"
+    );
+    assert!(
+        page.contains("rack-7"),
+        "the installation is listed: {page}"
+    );
+    assert!(page.contains("Monitored systems: 15"), "{page}");
+    buyer.inspect("self-hosted-billing").await;
+    buyer.close().await;
+    app.stop().await;
 }

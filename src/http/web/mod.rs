@@ -286,6 +286,15 @@ struct SignInPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "portal/self_hosted.html")]
+struct SelfHostedPage<'a> {
+    nonce: &'a str,
+    email: &'a str,
+    support_email: &'a str,
+    licenses: Vec<crate::flows::owned_licenses::LicenseView>,
+}
+
+#[derive(Template)]
 #[template(path = "portal/no_account.html")]
 struct NoAccountPage<'a> {
     nonce: &'a str,
@@ -304,7 +313,7 @@ pub(super) struct PortalQuery {
 #[utoipa::path(get, path = "/portal", tag = "pages",
     params(("account" = Option<String>, Query, description = "The account to open (`a_…`)")),
     responses(
-        (status = 200, description = "Signed out: the sign-in form; signed in with no account: what to do", content_type = "text/html"),
+        (status = 200, description = "Signed out: the sign-in form; signed in with no hosted account: their self-hosted licenses, or what to do", content_type = "text/html"),
         (status = 303, description = "Signed in: to the account's landing section")))]
 pub(super) async fn portal(
     State(state): State<AppState>,
@@ -335,12 +344,28 @@ pub(super) async fn portal(
             Section::landing(&member.account).slug()
         )),
         None => {
-            let page = NoAccountPage {
-                nonce: &nonce,
-                email: user.email.as_str(),
-                support_email: &state.support_email,
-            };
-            render(StatusCode::OK, &page, &nonce)
+            let licenses = crate::flows::owned_licenses::licenses_of(
+                state.store.as_ref(),
+                &state.catalog,
+                &user.email,
+            )
+            .await?;
+            if licenses.is_empty() {
+                let page = NoAccountPage {
+                    nonce: &nonce,
+                    email: user.email.as_str(),
+                    support_email: &state.support_email,
+                };
+                render(StatusCode::OK, &page, &nonce)
+            } else {
+                let page = SelfHostedPage {
+                    nonce: &nonce,
+                    email: user.email.as_str(),
+                    support_email: &state.support_email,
+                    licenses,
+                };
+                render(StatusCode::OK, &page, &nonce)
+            }
         }
     })
 }
@@ -372,6 +397,8 @@ struct BillingPage<'a> {
     nonce: &'a str,
     shell: Shell,
     billing: Option<BillingFacts>,
+    email: &'a str,
+    licenses: Vec<crate::flows::owned_licenses::LicenseView>,
 }
 
 struct BillingFacts {
@@ -428,7 +455,20 @@ pub(super) async fn section(
     Ok(match section {
         Section::Access => access::page(&nonce, shell, &current),
         Section::Workspaces => workspaces::page(&state, &nonce, shell, &current),
-        Section::Billing => billing_page(&nonce, shell, &current.account),
+        Section::Billing => {
+            let licenses = crate::flows::owned_licenses::licenses_of(
+                state.store.as_ref(),
+                &state.catalog,
+                &user.email,
+            )
+            .await?;
+            billing_page(
+                &nonce,
+                shell,
+                &current.account,
+                (user.email.as_str(), licenses),
+            )
+        }
         Section::Activity => {
             let entries = crate::flows::activity::account_activity(
                 state.store.as_ref(),
@@ -459,7 +499,12 @@ pub(super) async fn section(
     })
 }
 
-fn billing_page(nonce: &str, shell: Shell, account: &OpenAccount) -> Response {
+fn billing_page(
+    nonce: &str,
+    shell: Shell,
+    account: &OpenAccount,
+    (email, licenses): (&str, Vec<crate::flows::owned_licenses::LicenseView>),
+) -> Response {
     let billing = account.billing.as_ref().map(|billing| BillingFacts {
         plan: billing.plan_version.clone(),
         state: billing.state.as_str().to_owned(),
@@ -484,6 +529,8 @@ fn billing_page(nonce: &str, shell: Shell, account: &OpenAccount) -> Response {
             nonce,
             shell,
             billing,
+            email,
+            licenses,
         },
         nonce,
     )
