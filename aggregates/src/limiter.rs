@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 /// Recent attempts, oldest first, at most `attempts_max` of them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlidingWindow {
     attempts: Vec<DateTime<Utc>>,
 }

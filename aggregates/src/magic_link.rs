@@ -12,7 +12,7 @@
 //! tokens are 32 random bytes, so counting guesses at them protects nothing, while recording
 //! unauthenticated input would let anyone grow the log.
 
-use crate::decider::{Context, Decider, DomainEvent};
+use crate::decider::{Context, Decider, DomainEvent, SnapshotCodec};
 use crate::error::DomainError;
 use crate::ids::{Email, SecretHash};
 use crate::limiter::SlidingWindow;
@@ -117,7 +117,7 @@ impl MagicLinkEvent {
 }
 
 /// The newest link of a person.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     /// Its id.
     pub link_id: String,
@@ -143,7 +143,7 @@ impl Link {
 }
 
 /// A person's sign-in state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MagicLinkState {
     /// The newest link, if any was issued.
     pub link: Option<Link>,
@@ -154,6 +154,9 @@ pub struct MagicLinkState {
 impl Decider for MagicLink {
     const STREAM_TYPE: &'static str = "magic_link";
     type State = MagicLinkState;
+    // Anyone may ask for links to any email (each request folds this stream), so a long one
+    // loads from its snapshot.
+    const SNAPSHOTS: Option<SnapshotCodec<MagicLinkState>> = Some(SnapshotCodec::serde(1));
     type Command = MagicLinkCommand;
     type Event = MagicLinkEvent;
     type Error = DomainError;

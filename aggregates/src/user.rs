@@ -12,7 +12,7 @@
 //! newest [`SESSIONS_MAX`] sessions, ended and expired ones too, so a presented session is told
 //! apart as live, expired or revoked rather than merely unknown.
 
-use crate::decider::{Context, Decider, DomainEvent};
+use crate::decider::{Context, Decider, DomainEvent, SnapshotCodec};
 use crate::error::DomainError;
 use crate::ids::{AccountId, Email, InvitationId, SecretHash, UserId};
 use chrono::{DateTime, Duration, Utc};
@@ -113,7 +113,7 @@ pub enum UserEvent {
 impl DomainEvent for UserEvent {}
 
 /// A registered user.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisteredUser {
     /// Their id.
     pub user_id: UserId,
@@ -122,7 +122,7 @@ pub struct RegisteredUser {
 }
 
 /// One session, as remembered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// The keyed hash of its secret.
     pub session_hash: SecretHash,
@@ -146,7 +146,7 @@ pub enum SessionStatus {
 }
 
 /// A person's state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserState {
     /// The user, once registered.
     pub user: Option<RegisteredUser>,
@@ -176,6 +176,9 @@ impl UserState {
 impl Decider for User {
     const STREAM_TYPE: &'static str = "user";
     type State = UserState;
+    // Every portal request checks its session against this stream, so a long one loads from its
+    // snapshot.
+    const SNAPSHOTS: Option<SnapshotCodec<UserState>> = Some(SnapshotCodec::serde(1));
     type Command = UserCommand;
     type Event = UserEvent;
     type Error = DomainError;

@@ -222,7 +222,7 @@ async fn every_fixture_replays_into_its_golden_read_models_and_answers(backend: 
 #[test]
 fn every_state_of_the_recorded_histories_survives_its_snapshot() {
     let upcasters = Upcasters::domain();
-    let (mut licenses, mut accounts) = (0, 0);
+    let (mut licenses, mut accounts, mut people) = (0, 0, 0);
     for name in FIXTURES {
         let events: Vec<RecordedEvent> = recorded_events(name)
             .into_iter()
@@ -230,10 +230,12 @@ fn every_state_of_the_recorded_histories_survives_its_snapshot() {
             .collect();
         licenses += states_through_snapshots::<License>(name, &events);
         accounts += states_through_snapshots::<Account>(name, &events);
+        people += states_through_snapshots::<aggregates::user::User>(name, &events);
+        people += states_through_snapshots::<aggregates::magic_link::MagicLink>(name, &events);
     }
     assert!(
-        licenses > 10 && accounts > 10,
-        "{licenses} license and {accounts} account states"
+        licenses > 10 && accounts > 10 && people > 5,
+        "{licenses} license, {accounts} account and {people} sign-in states"
     );
 }
 
