@@ -20,6 +20,7 @@ pub mod log;
 pub mod magic_link;
 pub mod mail;
 pub mod redemption;
+pub mod signup;
 pub mod staff;
 pub mod stripe_event;
 pub mod subscription;

@@ -73,6 +73,7 @@ pub const PERSONAL_FIELDS: &[PersonalField] = &[
     email("legacy_exchange_succeeded", &["email"]),
     email("magic_link_issued", &["email"]),
     email("user_registered", &["email"]),
+    email("signup_started", &["email"]),
     PersonalField {
         event_type: "installation_activated",
         path: &["instance_name"],

@@ -17,13 +17,14 @@ use aggregates::account::{Account, AccountCommand, AccountEvent};
 use aggregates::catalog::{BillingCycle, StripePlanSource};
 use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
-use aggregates::handoff::{HandoffCommand, HandoffState, PurchaseHandoff};
+use aggregates::handoff::{HandoffCommand, HandoffState, PurchaseHandoff, StartedCheckout};
 use aggregates::ids::{Email, LicenseId};
 use aggregates::index::{CheckoutSessionIndex, LinkStripeObject, StripeObjectIndex, StripeTarget};
 use aggregates::license::{
     License, LicenseCommand, LicenseEvent, LicenseOrigin, RevocationReason, StripeSnapshot,
 };
 use aggregates::log::{EventMetadata, StreamName};
+use aggregates::signup::{Signup, SignupCommand, SignupState};
 use aggregates::stripe_event::{RecordStripeEvent, StripeEventReceipt};
 use aggregates::subscription::SubscriptionState;
 use async_trait::async_trait;
@@ -284,6 +285,13 @@ impl ApplyEvent<'_> {
         let Ok(index) = stream(CheckoutSessionIndex::STREAM_TYPE, session_id) else {
             return ignore(decision, "the session id is malformed");
         };
+        let signup_stream = stream(Signup::STREAM_TYPE, session_id)?;
+        let signup = reads.load::<Signup>(&signup_stream).await?;
+        if signup.started.is_some() {
+            return self
+                .complete_signup(reads, (signup_stream, signup), links, decision)
+                .await;
+        }
         let Some(handoff_id) = reads.load::<CheckoutSessionIndex>(&index).await?.handoff_id else {
             return ignore(
                 decision,
@@ -317,7 +325,7 @@ impl ApplyEvent<'_> {
                 reads,
                 self.checkout.keys,
                 &self.context,
-                &checkout,
+                (&checkout, None),
                 owner_email,
                 decision,
             )
@@ -372,6 +380,69 @@ impl ApplyEvent<'_> {
         let mut decision = decision.append::<PurchaseHandoff>(handoff_stream, &handoff_events)?;
         for linked in links {
             decision = self.link(reads, linked, target.clone(), decision).await?;
+        }
+        Ok((decision, None))
+    }
+
+    /// A completed signup's checkout: the account (named as the signup asked, its email the
+    /// Owner), the signup's completion, the Owner's sign-in link, and the Stripe objects linked.
+    async fn complete_signup(
+        &self,
+        reads: &mut Reads<'_>,
+        (signup_stream, signup): (StreamName, SignupState),
+        links: &[String],
+        decision: Decision<()>,
+    ) -> Result<Effects, FlowError> {
+        let Some(started) = signup.started.clone() else {
+            return Err(FlowError::Broken("a signup completed before it started"));
+        };
+        if started.account_id.is_some() {
+            return Ok((
+                decision,
+                Some(String::from("the signup is already completed")),
+            ));
+        }
+        let checkout = StartedCheckout {
+            session_id: signup_stream.stream_id().to_owned(),
+            plan_key: started.priced.plan_key.clone(),
+            tier: started.priced.tier.clone(),
+            billing_cycle: started.priced.billing_cycle,
+            price_id: started.priced.price_id.clone(),
+            trial: false,
+            url: None,
+        };
+        let keys = self.checkout.keys;
+        let (account_id, decision) = crate::flows::hosted::open_account(
+            reads,
+            keys,
+            &self.context,
+            (&checkout, Some(&started.org_name)),
+            started.email.clone(),
+            decision,
+        )
+        .await?;
+        let complete = SignupCommand::Complete {
+            account_id: account_id.clone(),
+        };
+        let (completed, _) = decide_all::<Signup>(signup, &[complete], &self.context)?;
+        let mut decision = decision.append::<Signup>(signup_stream, &completed)?;
+        decision = crate::flows::sign_in::issue_link_into(
+            reads,
+            keys,
+            &self.context,
+            &started.email,
+            decision,
+        )
+        .await?;
+        for linked in links {
+            decision = self
+                .link(
+                    reads,
+                    linked,
+                    StripeTarget::Account(account_id.clone()),
+                    decision,
+                )
+                .await?;
         }
         Ok((decision, None))
     }

@@ -41,13 +41,14 @@ pub fn lease_refresh_token(keys: &KeyMaterial, tenant_id: &TenantId) -> Secret {
     )
 }
 
-/// Opens a hosted account from a completed checkout, into `decision`: the account with its Owner,
-/// billing and first tenant, and the tenant's refresh-token index; returns the new account's id.
+/// Opens a hosted account from a completed checkout, into `decision`: the account (named
+/// `display_name`, else after the owner's email domain) with its Owner, billing and first tenant,
+/// and the tenant's refresh-token index; returns the new account's id.
 pub async fn open_account<T>(
     reads: &mut Reads<'_>,
     keys: &KeyMaterial,
     context: &Context<'_>,
-    checkout: &StartedCheckout,
+    (checkout, display_name): (&StartedCheckout, Option<&str>),
     owner_email: Email,
     decision: Decision<T>,
 ) -> Result<(AccountId, Decision<T>), FlowError> {
@@ -66,10 +67,8 @@ pub async fn open_account<T>(
         AccountCommand::Open {
             account_id: account_id.clone(),
             kind,
-            display_name: owner_email
-                .as_str()
-                .split('@')
-                .nth(1)
+            display_name: display_name
+                .or_else(|| owner_email.as_str().split('@').nth(1))
                 .unwrap_or("Pulse Cloud")
                 .to_owned(),
             owner: owner.clone(),

@@ -16,6 +16,7 @@ pub mod mail;
 pub mod owned_licenses;
 pub mod purchase;
 pub mod sign_in;
+pub mod signup;
 pub mod staff;
 pub mod support;
 pub mod trials;

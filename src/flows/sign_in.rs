@@ -44,6 +44,12 @@ pub const SIGN_IN_TOKEN_PREFIX: &str = "ml1_";
 pub const SESSION_SECRET_PREFIX: &str = "pcs_";
 /// How long a sign-in request waits for the license-owner index to fold the newest event.
 const OWNER_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Accounts whose invitations one sign-in accepts at most: the rest stay noted and the next
+/// sign-in accepts them. With the person's link and user stream, the sign-in's append stays within
+/// the store's bound on streams per append.
+pub const INVITING_ACCOUNTS_PER_SIGN_IN_MAX: usize = 12;
+const _: () =
+    assert!(2 + INVITING_ACCOUNTS_PER_SIGN_IN_MAX <= crate::engine::store::APPEND_STREAMS_MAX);
 /// Digits of a sign-in code.
 pub const SIGN_IN_CODE_DIGITS: usize = 6;
 
@@ -92,8 +98,6 @@ pub async fn request_link(
     }
     let attempt = RequestAttempt {
         keys,
-        person_stream: stream(MagicLink::STREAM_TYPE, &person)?,
-        person,
         email: email.clone(),
         context: Context::new(metadata.effective_at, catalog),
     };
@@ -121,8 +125,6 @@ async fn may_sign_in(store: &dyn Store, person: &str, email: &Email) -> Result<b
 /// Issuing a link: the person's links, and the new token's index entry.
 struct RequestAttempt<'a> {
     keys: &'a KeyMaterial,
-    person: String,
-    person_stream: StreamName,
     email: Email,
     context: Context<'a>,
 }
@@ -133,35 +135,52 @@ impl Attempt for RequestAttempt<'_> {
     type Error = FlowError;
 
     async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<()>, FlowError> {
-        let links = reads.load::<MagicLink>(&self.person_stream).await?;
-        let link_id = format!("ml_{}", hex::encode(random_bytes::<12>()));
-        let token_hash = self
-            .keys
-            .hasher
-            .hash(link_token(&self.keys.hasher, &link_id).expose());
-        let code = link_code(&self.keys.hasher, &link_id);
-        let request = MagicLinkCommand::Request {
-            link_id: link_id.clone(),
-            email: self.email.clone(),
-            token_hash: token_hash.clone(),
-            code_hash: code_hash(&self.keys.hasher, &link_id, &code),
-        };
-        let (events, _) = decide_all::<MagicLink>(links, &[request], &self.context)?;
-        if events.is_empty() {
-            return Ok(Decision::answer(()));
-        }
-        let bind = BindSignInToken {
-            person_id: self.person.clone(),
-        };
-        let (bound, _) =
-            decide_all::<SignInTokenIndex>(Default::default(), &[bind], &self.context)?;
-        Ok(Decision::answer(())
-            .append::<MagicLink>(self.person_stream.clone(), &events)?
-            .create::<SignInTokenIndex>(
-                stream(SignInTokenIndex::STREAM_TYPE, token_hash.as_str())?,
-                &bound,
-            )?)
+        issue_link_into(
+            reads,
+            self.keys,
+            &self.context,
+            &self.email,
+            Decision::answer(()),
+        )
+        .await
     }
+}
+
+/// Issues a sign-in link to `email` into `decision` (unless its hourly limit is reached): the
+/// link on the person's stream and its token's index entry. The outbox sends it.
+pub(crate) async fn issue_link_into<T>(
+    reads: &mut Reads<'_>,
+    keys: &KeyMaterial,
+    context: &Context<'_>,
+    email: &Email,
+    decision: Decision<T>,
+) -> Result<Decision<T>, FlowError> {
+    let person = person_of(keys, email);
+    let person_stream = stream(MagicLink::STREAM_TYPE, &person)?;
+    let links = reads.load::<MagicLink>(&person_stream).await?;
+    let link_id = format!("ml_{}", hex::encode(random_bytes::<12>()));
+    let token_hash = keys
+        .hasher
+        .hash(link_token(&keys.hasher, &link_id).expose());
+    let code = link_code(&keys.hasher, &link_id);
+    let request = MagicLinkCommand::Request {
+        link_id: link_id.clone(),
+        email: email.clone(),
+        token_hash: token_hash.clone(),
+        code_hash: code_hash(&keys.hasher, &link_id, &code),
+    };
+    let (events, _) = decide_all::<MagicLink>(links, &[request], context)?;
+    if events.is_empty() {
+        return Ok(decision);
+    }
+    let bind = BindSignInToken { person_id: person };
+    let (bound, _) = decide_all::<SignInTokenIndex>(Default::default(), &[bind], context)?;
+    Ok(decision
+        .append::<MagicLink>(person_stream, &events)?
+        .create::<SignInTokenIndex>(
+            stream(SignInTokenIndex::STREAM_TYPE, token_hash.as_str())?,
+            &bound,
+        )?)
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -398,8 +417,10 @@ impl SignInAttempt<'_> {
     }
 
     /// Each invitation noted for the person becomes a membership of its account where it is still
-    /// pending; every noted one is settled either way. Invitations of one account are decided one
-    /// after another on its evolving state, so the account gets one coherent append.
+    /// pending; every one looked at is settled either way. Invitations of one account are decided
+    /// one after another on its evolving state, so the account gets one coherent append; at most
+    /// [`INVITING_ACCOUNTS_PER_SIGN_IN_MAX`] accounts are looked at, the rest wait for the next
+    /// sign-in.
     async fn accept_invitations(
         &self,
         reads: &mut Reads<'_>,
@@ -407,9 +428,13 @@ impl SignInAttempt<'_> {
         user_id: &UserId,
     ) -> Result<(Vec<(StreamName, Vec<AccountEvent>)>, Vec<InvitationId>), FlowError> {
         let mut accounts: BTreeMap<StreamName, (AccountState, Vec<AccountEvent>)> = BTreeMap::new();
+        let mut settled = Vec::new();
         for (invitation_id, account_id) in &user.invitations {
             let stream = account_stream(account_id)?;
             if !accounts.contains_key(&stream) {
+                if accounts.len() == INVITING_ACCOUNTS_PER_SIGN_IN_MAX {
+                    continue;
+                }
                 let state = reads.load::<Account>(&stream).await?;
                 accounts.insert(stream.clone(), (state, Vec::new()));
             }
@@ -426,8 +451,8 @@ impl SignInAttempt<'_> {
                 Err(DomainError::NotFound { .. } | DomainError::AlreadyMember) => {}
                 Err(other) => return Err(other.into()),
             }
+            settled.push(invitation_id.clone());
         }
-        let settled = user.invitations.keys().cloned().collect();
         let joined = accounts
             .into_iter()
             .map(|(stream, (_, events))| (stream, events))

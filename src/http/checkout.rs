@@ -268,7 +268,7 @@ pub(super) async fn local_checkout_page(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<String>,
 ) -> Result<axum::response::Html<String>, ApiError> {
-    let (_, started) = checkout(&state).local_session(&session_id).await?;
+    let started = checkout(&state).local_session(&session_id).await?;
     let price = state.catalog.price(&started.price_id);
     let amount = price.map_or(String::new(), |p| {
         format!(

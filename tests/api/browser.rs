@@ -16,6 +16,7 @@ use std::time::Duration;
 on_both_stores!(
     an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out,
     a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license,
+    a_hosted_signup_runs_offline_to_a_full_workspace_plan,
 );
 
 /// Desktop and phone widths every page is looked at.
@@ -170,6 +171,11 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Follows the link `css` and waits for its page.
+    pub(crate) async fn click_link(&self, css: &str) {
+        self.click(css).await;
     }
 
     /// Chooses `value` in the select `css`.
@@ -485,5 +491,67 @@ async fn a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license(backen
     assert!(page.contains("Monitored systems: 15"), "{page}");
     buyer.inspect("self-hosted-billing").await;
     buyer.close().await;
+    app.stop().await;
+}
+
+async fn a_hosted_signup_runs_offline_to_a_full_workspace_plan(backend: Backend) {
+    let app = TestApp::spawn_local(backend).await;
+    let founder = Browser::open(&app, backend).await;
+    founder.visit("/portal").await;
+    founder.click_link("a[href='/portal/signup']").await;
+    founder.inspect("signup").await;
+    founder.fill("#email", "founder@new.example").await;
+    founder.fill("#org_name", "New Co").await;
+    founder.choose("#plan_key", "cloud_starter").await;
+    founder
+        .click("form[action='/api/public/signup'] button")
+        .await;
+    // The checkout's address is under the public URL (another host in the tests): follow its
+    // path on the app.
+    let checkout = founder.path().await;
+    assert!(checkout.starts_with("/v1/checkout/local/"), "to the (local) checkout");
+    founder.visit(&checkout).await;
+    founder
+        .fill("input[name=email]", "founder@new.example")
+        .await;
+    founder.click("form button").await;
+    assert_eq!(founder.path().await, "/portal/signup/done");
+    assert!(founder
+        .text()
+        .await
+        .contains("A sign-in link is on its way"));
+    founder.inspect("signup-done").await;
+    let mail = app
+        .smtp
+        .wait_for("founder@new.example", 1)
+        .await
+        .pop()
+        .unwrap();
+    founder
+        .visit(&format!(
+            "/auth/magic-link/verify?token={}",
+            mail.sign_in_token()
+        ))
+        .await;
+    founder.click("button[type=submit]").await;
+    assert!(
+        founder.path().await.ends_with("/workspaces"),
+        "a hosted account lands on Workspaces"
+    );
+    let page = founder.text().await;
+    assert!(page.contains("New Co"), "{page}");
+    assert!(page.contains("1 of 1 workspaces used."), "{page}");
+    founder.fill("#workspace-name", "Second").await;
+    founder
+        .click("form[action$='/workspaces/create'] button")
+        .await;
+    let page = founder.text().await;
+    assert!(
+        page.contains("Every place of your plan is in use"),
+        "{page}"
+    );
+    assert!(page.contains("1 of 1 workspaces used."), "{page}");
+    founder.inspect("workspaces-full").await;
+    founder.close().await;
     app.stop().await;
 }

@@ -32,6 +32,7 @@ mod read_models;
 mod read_your_writes;
 mod replay_fixtures;
 mod sign_in;
+mod signup;
 mod staff;
 mod store_contract;
 mod stripe_billing;

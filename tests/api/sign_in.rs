@@ -112,6 +112,16 @@ pub(crate) async fn bootstrap(app: &TestApp, session: Option<&str>) -> (u16, Val
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Signs in through the link of a sign-in email already received; returns the session.
+pub(crate) async fn signed_in_by_mail(
+    app: &TestApp,
+    mail: &crate::fake_smtp::ReceivedMail,
+) -> String {
+    let response = confirm(app, &mail.sign_in_token()).await;
+    assert_eq!(response.status().as_u16(), 303);
+    session_of(&response)
+}
+
 /// Signs `email` in through its link; returns the session cookie's value.
 pub(crate) async fn signed_in(app: &TestApp, email: &str) -> String {
     let mail = link_mail(app, email).await;

@@ -25,8 +25,12 @@ use upcast::{UpcastError, Upcasters};
 /// Most events one append may carry: one command of one aggregate produces a handful; a bound keeps
 /// one transaction short and the position lock brief.
 pub const APPEND_EVENTS_MAX: usize = 100;
-/// Most streams one atomic append may touch: a command and the index streams it maintains.
-pub const APPEND_STREAMS_MAX: usize = 8;
+/// Most streams one atomic append may touch: a command and the index streams it maintains; a
+/// sign-in that accepts invitations of several accounts (its link, its user, and up to
+/// `flows::sign_in::INVITING_ACCOUNTS_PER_SIGN_IN_MAX` accounts); a signup's completion (the
+/// Stripe receipt, the account, its owner, the first workspace's index, the signup, the owner's
+/// sign-in link and its index, the Stripe objects linked).
+pub const APPEND_STREAMS_MAX: usize = 16;
 /// Largest serialised payload of one event. Events are facts, not blobs.
 pub const EVENT_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 /// Longest idempotency key the store keeps.

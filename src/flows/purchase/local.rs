@@ -1,5 +1,6 @@
 //! Local checkout mode: with no Stripe key, a Checkout Session is a page of this service that
-//! completes the purchase by posting itself a correctly signed webhook.
+//! completes the purchase (a handoff's, or a hosted signup's) by posting itself a correctly signed
+//! webhook.
 
 use super::{with_session_placeholder, Checkout};
 use crate::engine::command::load;
@@ -7,17 +8,15 @@ use crate::flows::{stream, FlowError};
 use crate::gateways::stripe::StripeGatewayError;
 use aggregates::decider::Decider;
 use aggregates::error::DomainError;
-use aggregates::handoff::{Handoff, StartedCheckout};
 use aggregates::ids::Email;
 use aggregates::index::CheckoutSessionIndex;
 use aggregates::log::EventMetadata;
+use aggregates::signup::Signup;
 
 impl Checkout<'_> {
-    /// Local mode: the handoff and checkout of a local session. Not found outside local mode.
-    pub async fn local_session(
-        &self,
-        session_id: &str,
-    ) -> Result<(Handoff, StartedCheckout), FlowError> {
+    /// Local mode: what a local session buys and where it returns — a handoff's checkout, or a
+    /// hosted signup's. Not found outside local mode.
+    pub async fn local_session(&self, session_id: &str) -> Result<LocalSession, FlowError> {
         let not_found = || {
             FlowError::Domain(DomainError::NotFound {
                 entity: "checkout session",
@@ -26,6 +25,15 @@ impl Checkout<'_> {
         if !self.stripe.local_mode() || !session_id.starts_with("cs_local_") {
             return Err(not_found());
         }
+        let signup = stream(Signup::STREAM_TYPE, session_id)?;
+        if let Some(started) = load::<Signup>(self.store, &signup).await?.0.started {
+            return Ok(LocalSession {
+                plan_key: started.priced.plan_key,
+                billing_cycle: started.priced.billing_cycle,
+                price_id: started.priced.price_id,
+                success_url: String::from("/portal/signup/done"),
+            });
+        }
         let index = stream(CheckoutSessionIndex::STREAM_TYPE, session_id)?;
         let handoff_id = load::<CheckoutSessionIndex>(self.store, &index)
             .await?
@@ -33,11 +41,14 @@ impl Checkout<'_> {
             .handoff_id
             .ok_or_else(not_found)?;
         let (handoff, _) = self.handoff(&handoff_id).await?;
-        let checkout = handoff
-            .checkout(session_id)
-            .cloned()
-            .ok_or_else(not_found)?;
-        Ok((handoff, checkout))
+        let checkout = handoff.checkout(session_id).ok_or_else(not_found)?;
+        Ok(LocalSession {
+            plan_key: checkout.plan_key.clone(),
+            billing_cycle: checkout.billing_cycle,
+            price_id: checkout.price_id.clone(),
+            success_url: with_session_placeholder(&handoff.intent.success_url)
+                .replace("{CHECKOUT_SESSION_ID}", session_id),
+        })
     }
 
     /// Local mode: completes a purchase by posting itself a correctly signed
@@ -50,7 +61,7 @@ impl Checkout<'_> {
         email: &str,
         metadata: EventMetadata,
     ) -> Result<String, FlowError> {
-        let (handoff, _) = self.local_session(session_id).await?;
+        let session = self.local_session(session_id).await?;
         let email = Email::parse(email)?;
         // One event per session: submitting the form again is the same Stripe event, already
         // processed, and writes nothing.
@@ -84,7 +95,19 @@ impl Checkout<'_> {
                 StripeGatewayError::Api(format!("local webhook refused: {rejection}"))
             })?;
         self.apply_stripe_event(&verified, metadata).await?;
-        Ok(with_session_placeholder(&handoff.intent.success_url)
-            .replace("{CHECKOUT_SESSION_ID}", session_id))
+        Ok(session.success_url)
     }
+}
+
+/// What a local Checkout Session buys, and where the browser goes once it completed.
+#[derive(Clone, Debug)]
+pub struct LocalSession {
+    /// The plan.
+    pub plan_key: String,
+    /// Its cadence.
+    pub billing_cycle: aggregates::catalog::BillingCycle,
+    /// The price it charges (nothing, locally).
+    pub price_id: String,
+    /// Where the browser goes after completing it.
+    pub success_url: String,
 }

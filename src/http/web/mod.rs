@@ -17,6 +17,7 @@
 
 mod access;
 mod billing;
+mod signup;
 mod workspaces;
 
 pub(super) use billing::return_url as billing_return_url;
@@ -49,6 +50,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .merge(access::router())
         .merge(workspaces::router())
         .merge(billing::router())
+        .merge(signup::router())
 }
 
 /// The signed-in user of a page, if any: a page shows the sign-in form instead of an error when
