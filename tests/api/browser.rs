@@ -252,13 +252,23 @@ fn axe_path() -> std::path::PathBuf {
 }
 
 /// Signs `email` in through the page: asks for a link on `/portal`, then follows the link from
-/// the email as a person would (the confirmation page first).
-async fn sign_in_by_link(browser: &Browser, app: &TestApp, email: &str, mails_before: usize) {
+/// the email as a person would (the confirmation page first); returns the link's token. With
+/// `inspect`, the pages on the way are checked and photographed.
+async fn sign_in_by_link_inspecting(
+    browser: &Browser,
+    app: &TestApp,
+    email: &str,
+    mails_before: usize,
+    inspect: bool,
+) -> String {
     browser.visit("/portal").await;
     assert!(browser.text().await.contains("Sign in to Pulse Account"));
     browser.fill("input#email", email).await;
     browser.click("button[type=submit]").await;
     assert!(browser.text().await.contains("Check your email"));
+    if inspect {
+        browser.inspect("sign-in-sent").await;
+    }
     let mail = app
         .smtp
         .wait_for(email, mails_before + 1)
@@ -276,7 +286,16 @@ async fn sign_in_by_link(browser: &Browser, app: &TestApp, email: &str, mails_be
         .text()
         .await
         .contains(&format!("Sign in as {masked}?")));
+    if inspect {
+        browser.inspect("sign-in-confirm").await;
+    }
     browser.click("button[type=submit]").await;
+    mail.sign_in_token()
+}
+
+/// [`sign_in_by_link_inspecting`] without the inspections.
+async fn sign_in_by_link(browser: &Browser, app: &TestApp, email: &str, mails_before: usize) {
+    sign_in_by_link_inspecting(browser, app, email, mails_before, false).await;
 }
 
 /// Signs `email` in by typing the emailed code on the page.
@@ -320,6 +339,33 @@ async fn an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out
     );
     assert!(page.contains("1 of 25 clients used."), "{page}");
     owner.inspect("clients").await;
+    let tenant = running_first_workspace(&app, &account, "lab.msp.example").await;
+    owner
+        .visit(&format!("/portal/accounts/{account}/workspaces"))
+        .await;
+    owner
+        .click(&format!("form[action$='/workspaces/{tenant}/open'] button"))
+        .await;
+    let opened = owner.client.current_url().await.unwrap();
+    assert_eq!(
+        opened.host_str(),
+        Some("lab.msp.example"),
+        "to the workspace's own host"
+    );
+    assert_eq!(opened.path(), "/auth/cloud-handoff");
+    let token = opened
+        .query_pairs()
+        .find(|(name, _)| name == "token")
+        .expect("the handoff token")
+        .1
+        .into_owned();
+    let (_, jwks) = app.get("/.well-known/jwks.json").await;
+    let claims = crate::workspaces::verified_handoff(&jwks, &token);
+    assert_eq!(claims["role"], "owner");
+    assert_eq!(claims["tenant_id"], tenant.as_str());
+    owner
+        .visit(&format!("/portal/accounts/{account}/workspaces"))
+        .await;
     owner.fill("#workspace-name", "Lab").await;
     owner
         .click("form[action$='/workspaces/create'] button")
@@ -475,7 +521,7 @@ async fn a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license(backen
     )
     .await;
     let buyer = Browser::open(&app, backend).await;
-    sign_in_by_link(&buyer, &app, "buyer@example.com", 0).await;
+    let token = sign_in_by_link_inspecting(&buyer, &app, "buyer@example.com", 0, true).await;
     assert_eq!(buyer.path().await, "/portal");
     let page = buyer.text().await;
     assert!(page.contains("Billing"), "{page}");
@@ -490,6 +536,14 @@ async fn a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license(backen
     );
     assert!(page.contains("Monitored systems: 15"), "{page}");
     buyer.inspect("self-hosted-billing").await;
+    buyer
+        .visit(&format!("/auth/magic-link/verify?token={token}"))
+        .await;
+    assert!(
+        buyer.text().await.contains("no longer works"),
+        "a used link offers a new one"
+    );
+    buyer.inspect("sign-in-invalid").await;
     buyer.close().await;
     app.stop().await;
 }
@@ -509,8 +563,12 @@ async fn a_hosted_signup_runs_offline_to_a_full_workspace_plan(backend: Backend)
     // The checkout's address is under the public URL (another host in the tests): follow its
     // path on the app.
     let checkout = founder.path().await;
-    assert!(checkout.starts_with("/v1/checkout/local/"), "to the (local) checkout");
+    assert!(
+        checkout.starts_with("/v1/checkout/local/"),
+        "to the (local) checkout"
+    );
     founder.visit(&checkout).await;
+    founder.inspect("local-checkout").await;
     founder
         .fill("input[name=email]", "founder@new.example")
         .await;
@@ -552,6 +610,50 @@ async fn a_hosted_signup_runs_offline_to_a_full_workspace_plan(backend: Backend)
     );
     assert!(page.contains("1 of 1 workspaces used."), "{page}");
     founder.inspect("workspaces-full").await;
+    founder.click_link("nav a[href$='/billing']").await;
+    founder
+        .click("form[action$='/billing/manage'] button")
+        .await;
+    assert!(
+        founder.text().await.contains("offline stand-in"),
+        "local mode's billing portal"
+    );
+    founder.inspect("billing-local").await;
     founder.close().await;
     app.stop().await;
+}
+
+/// Boots the account's first workspace and has its runtime pin `host`, as the provisioner and the
+/// runtime's first lease refresh would; returns its id.
+async fn running_first_workspace(
+    app: &TestApp,
+    account: &str,
+    host: &str,
+) -> aggregates::ids::TenantId {
+    let events = app.all_events().await;
+    let tenant = aggregates::ids::TenantId::parse(
+        events
+            .iter()
+            .find(|e| e.event_type == "tenant_provisioned")
+            .unwrap()
+            .payload["tenant_id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let account_id = aggregates::ids::AccountId::parse(account).unwrap();
+    app.account_command(
+        &account_id,
+        aggregates::account::AccountCommand::ChangeTenantState {
+            tenant_id: tenant.clone(),
+            to: aggregates::account::TenantState::Active,
+            reason: String::from("booted"),
+        },
+    )
+    .await;
+    let token = pulse_account::flows::hosted::lease_refresh_token(&app.state.keys, &tenant);
+    let refresh = json!({ "org_id": account, "instance_host": host, "entitlement_refresh_token": token.expose() });
+    let (status, _, _) = app.post("/api/entitlements/refresh", &refresh, &[]).await;
+    assert_eq!(status, 200);
+    tenant
 }

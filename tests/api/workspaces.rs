@@ -265,21 +265,7 @@ async fn opening_a_running_workspace_hands_off_a_short_lived_jwt_that_verifies_a
         .strip_prefix("https://prod.cloud.example/auth/cloud-handoff?token=")
         .expect("to the workspace's own host");
     let (_, jwks) = app.get("/.well-known/jwks.json").await;
-    let header = jsonwebtoken::decode_header(token).unwrap();
-    let key = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"].as_str() == header.kid.as_deref())
-        .expect("the signing key is published");
-    let decoding =
-        jsonwebtoken::DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    validation.set_audience(&["pulse-cloud-handoff"]);
-    validation.set_issuer(&["pulse-account"]);
-    let claims = jsonwebtoken::decode::<Value>(token, &decoding, &validation)
-        .unwrap()
-        .claims;
+    let claims = verified_handoff(&jwks, token);
     assert_eq!(claims["org_id"], account.as_str());
     assert_eq!(claims["tenant_id"], tenant.as_str());
     assert_eq!(claims["email"], "tech@cloud.example");
@@ -315,4 +301,24 @@ async fn opening_a_running_workspace_hands_off_a_short_lived_jwt_that_verifies_a
     .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
     app.stop().await;
+}
+
+/// The claims of a workspace handoff, verified as a workspace would: with the published JWKS
+/// alone, audience and issuer checked.
+pub(crate) fn verified_handoff(jwks: &Value, token: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"].as_str() == header.kid.as_deref())
+        .expect("the signing key is published");
+    let decoding =
+        jsonwebtoken::DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["pulse-cloud-handoff"]);
+    validation.set_issuer(&["pulse-account"]);
+    jsonwebtoken::decode::<Value>(token, &decoding, &validation)
+        .unwrap()
+        .claims
 }
