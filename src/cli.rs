@@ -522,46 +522,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let application = Application::build(settings)
         .await
         .context("starting the service")?;
+    // The signal handlers are installed before the service says it serves: a SIGTERM sent the
+    // moment it does is a graceful shutdown, never the default kill.
+    let shutdown = shutdown_signal().context("listening for shutdown signals")?;
     tracing::info!(
         address = %application.local_addr(),
         store = application.state().store.backend(),
         "pulse-account is serving"
     );
     application
-        .run_until_stopped(shutdown_signal())
+        .run_until_stopped(shutdown)
         .await
         .context("serving HTTP")?;
     tracing::info!("pulse-account stopped");
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// Installs the Ctrl-C (SIGINT) and SIGTERM handlers now; the future completes on either.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests and projection batches");
+        tracing::info!("shutting down: finishing in-flight requests and projection batches");
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing in-flight requests and projection batches");
+    })
 }
 
 async fn projections_status(database: &DatabaseArgs) -> anyhow::Result<()> {
