@@ -86,6 +86,14 @@ pub async fn member_account(
     Ok(MemberAccount { account, role })
 }
 
+/// Whether `user_id` is a member of the (opened) account.
+fn is_member(account: &aggregates::account::AccountState, user_id: &UserId) -> bool {
+    account
+        .account
+        .as_ref()
+        .is_some_and(|a| a.members.contains_key(user_id))
+}
+
 fn not_a_member() -> DomainError {
     DomainError::Forbidden {
         action: "use an account you are not a member of",
@@ -169,11 +177,7 @@ impl Attempt for InviteAttempt<'_> {
 
     async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<Self::Answer>, FlowError> {
         let account = reads.load::<Account>(&self.account).await?;
-        if account
-            .account
-            .as_ref()
-            .is_none_or(|a| !a.members.contains_key(self.actor))
-        {
+        if !is_member(&account, self.actor) {
             return Ok(Decision::answer(Err(not_a_member().into())));
         }
         let person = reads.load::<User>(&self.person).await?;
@@ -400,11 +404,7 @@ impl Attempt for MemberCommand<'_> {
 
     async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<Self::Answer>, FlowError> {
         let account = reads.load::<Account>(&self.account).await?;
-        if account
-            .account
-            .as_ref()
-            .is_none_or(|a| !a.members.contains_key(self.actor))
-        {
+        if !is_member(&account, self.actor) {
             return Ok(Decision::answer(Err(not_a_member().into())));
         }
         Ok(

@@ -6,7 +6,7 @@
 //! of another; the last owner stays; an erased member's email is in no table nor store file, their
 //! sessions end and the roster shows them erased.
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{call, Backend, TestApp};
 use crate::hosted::bought_msp;
 use crate::on_both_stores;
 use crate::sign_in::{bootstrap, signed_in, OWNER};
@@ -18,26 +18,6 @@ on_both_stores!(
     an_erased_members_email_is_nowhere_and_the_roster_shows_them_erased,
     inviting_a_pending_email_again_replaces_its_invitation_and_sign_in_still_works,
 );
-
-/// One HTTP call as `session` (or signed out).
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    session: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = app.client.request(method, format!("{}{path}", app.base));
-    if let Some(session) = session {
-        request = request.header("cookie", format!("__Host-pulse_cp_session={session}"));
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// Makes `email` a user, as a hosted checkout would (with no account of its own here).
 async fn registered_user(app: &TestApp, email: &str) {

@@ -3,35 +3,16 @@
 //! without the runtime's routine, readable by any member and nobody else — and a license owner's
 //! self-hosted licenses with their installations and limits.
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{call, Backend, TestApp};
 use crate::hosted::bought_msp;
 use crate::on_both_stores;
 use crate::sign_in::{signed_in, OWNER};
-use serde_json::{json, Value};
+use serde_json::json;
 
 on_both_stores!(
     members_see_what_changed_in_their_account_and_who_did_it,
     a_license_owner_sees_their_licenses_installations_and_limits,
 );
-
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    session: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = app
-        .client
-        .request(method, format!("{}{path}", app.base))
-        .header("cookie", format!("__Host-pulse_cp_session={session}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 async fn members_see_what_changed_in_their_account_and_who_did_it(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -42,7 +23,7 @@ async fn members_see_what_changed_in_their_account_and_who_did_it(backend: Backe
         &app,
         reqwest::Method::POST,
         &members,
-        &owner,
+        Some(&owner),
         Some(json!({ "email": "tech@msp.example", "role": "tech" })),
     )
     .await;
@@ -54,7 +35,7 @@ async fn members_see_what_changed_in_their_account_and_who_did_it(backend: Backe
         &app,
         reqwest::Method::PATCH,
         &format!("{members}/{tech_id}"),
-        &owner,
+        Some(&owner),
         Some(json!({ "role": "read_only" })),
     )
     .await;
@@ -64,7 +45,7 @@ async fn members_see_what_changed_in_their_account_and_who_did_it(backend: Backe
         &app,
         reqwest::Method::GET,
         &format!("/api/accounts/{account}/activity"),
-        &tech,
+        Some(&tech),
         None,
     )
     .await;
@@ -100,7 +81,7 @@ async fn members_see_what_changed_in_their_account_and_who_did_it(backend: Backe
         &app,
         reqwest::Method::GET,
         &format!("/api/accounts/{other}/activity"),
-        &tech,
+        Some(&tech),
         None,
     )
     .await;
@@ -122,7 +103,7 @@ async fn a_license_owner_sees_their_licenses_installations_and_limits(backend: B
         &app,
         reqwest::Method::GET,
         "/api/portal/licenses",
-        &buyer,
+        Some(&buyer),
         None,
     )
     .await;

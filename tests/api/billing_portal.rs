@@ -3,10 +3,10 @@
 //! fake Stripe's request asserted field by field); a Tech is refused and Stripe is not asked; in
 //! local checkout mode the answer is the portal's own stand-in page.
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{call, Backend, TestApp};
 use crate::on_both_stores;
 use crate::sign_in::signed_in;
-use serde_json::{json, Value};
+use serde_json::json;
 
 on_both_stores!(
     an_owner_opens_stripes_billing_portal_for_the_accounts_customer_and_a_tech_is_refused,
@@ -39,18 +39,6 @@ pub(crate) async fn bought_msp_with_customer(app: &TestApp) -> String {
         .to_owned()
 }
 
-async fn call(app: &TestApp, method: reqwest::Method, path: &str, session: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .request(method, format!("{}{path}", app.base))
-        .header("cookie", format!("__Host-pulse_cp_session={session}"))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn an_owner_opens_stripes_billing_portal_for_the_accounts_customer_and_a_tech_is_refused(
     backend: Backend,
 ) {
@@ -71,13 +59,13 @@ async fn an_owner_opens_stripes_billing_portal_for_the_accounts_customer_and_a_t
     crate::staff::caught_up(&app).await;
 
     let billing = format!("/api/portal/billing?account_id={account}");
-    let (status, view) = call(&app, reqwest::Method::GET, &billing, &tech).await;
+    let (status, view) = call(&app, reqwest::Method::GET, &billing, Some(&tech), None).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["plan_version"], "msp_growth");
     assert_eq!(view["state"], "active");
     assert_eq!(view["has_billing"], true);
 
-    let (status, body) = call(&app, reqwest::Method::POST, &billing, &tech).await;
+    let (status, body) = call(&app, reqwest::Method::POST, &billing, Some(&tech), None).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (403, Some("forbidden")),
@@ -89,7 +77,7 @@ async fn an_owner_opens_stripes_billing_portal_for_the_accounts_customer_and_a_t
         .iter()
         .all(|r| r.path != "/v1/billing_portal/sessions"));
 
-    let (status, opened) = call(&app, reqwest::Method::POST, &billing, &owner).await;
+    let (status, opened) = call(&app, reqwest::Method::POST, &billing, Some(&owner), None).await;
     assert_eq!(status, 200, "{opened}");
     assert_eq!(opened["local"], false);
     assert!(
@@ -126,7 +114,8 @@ async fn an_owner_opens_stripes_billing_portal_for_the_accounts_customer_and_a_t
         &app,
         reqwest::Method::GET,
         "/api/portal/billing?account_id=a_%00",
-        &owner,
+        Some(&owner),
+        None,
     )
     .await;
     assert_eq!(status, 400, "{body}");
@@ -141,7 +130,8 @@ async fn local_checkout_mode_answers_the_portals_stand_in_page(backend: Backend)
         &app,
         reqwest::Method::POST,
         &format!("/api/portal/billing?account_id={account}"),
-        &owner,
+        Some(&owner),
+        None,
     )
     .await;
     assert_eq!(status, 200, "{opened}");

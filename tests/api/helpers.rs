@@ -674,3 +674,27 @@ pub(crate) fn legacy_public_key() -> String {
     let signer = pulse_account::crypto::signing::Signer::from_seed("v5", LEGACY_SEED).unwrap();
     signer.jwks()["keys"][0]["x"].as_str().unwrap().to_owned()
 }
+
+/// One HTTP call to `app` with the portal session `session` (or none) and a JSON body (or none);
+/// the status and the JSON answer.
+pub(crate) async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    session: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = app.client.request(method, format!("{}{path}", app.base));
+    if let Some(session) = session {
+        request = request.header("cookie", format!("__Host-pulse_cp_session={session}"));
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -3,7 +3,7 @@
 //! place, a Tech may list and open but not create or delete, and opening a running workspace hands
 //! off a 60-second EdDSA JWT to its `/auth/cloud-handoff` that verifies against the JWKS alone.
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{call, Backend, TestApp};
 use crate::on_both_stores;
 use crate::sign_in::signed_in;
 use aggregates::account::{Account, AccountCommand, AccountKind, TenantState};
@@ -50,25 +50,6 @@ pub(crate) async fn cloud_account(app: &TestApp) -> AccountId {
     account
 }
 
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    session: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = app
-        .client
-        .request(method, format!("{}{path}", app.base))
-        .header("cookie", format!("__Host-pulse_cp_session={session}"));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// Invites `email` as `role` and signs them in; returns their session.
 async fn member(
     app: &TestApp,
@@ -81,7 +62,7 @@ async fn member(
         app,
         reqwest::Method::POST,
         &format!("/api/accounts/{account}/members"),
-        owner,
+        Some(owner),
         Some(json!({ "email": email, "role": role })),
     )
     .await;
@@ -98,14 +79,14 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
     let tech = member(&app, &account, &owner, "tech@cloud.example", "tech").await;
     let tenants = format!("/api/accounts/{account}/tenants");
 
-    let (status, list) = call(&app, reqwest::Method::GET, &tenants, &owner, None).await;
+    let (status, list) = call(&app, reqwest::Method::GET, &tenants, Some(&owner), None).await;
     assert_eq!(status, 200);
     assert_eq!(list["usage"], json!({ "current": 0, "limit": 1 }));
     let (status, body) = call(
         &app,
         reqwest::Method::POST,
         &tenants,
-        &tech,
+        Some(&tech),
         Some(json!({ "display_name": "Tech's" })),
     )
     .await;
@@ -119,7 +100,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::POST,
         &tenants,
-        &owner,
+        Some(&owner),
         Some(json!({ "display_name": "  Staging " })),
     )
     .await;
@@ -130,7 +111,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::POST,
         &tenants,
-        &owner,
+        Some(&owner),
         Some(json!({ "display_name": "Second" })),
     )
     .await;
@@ -141,7 +122,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
     );
     assert_eq!(full["details"], json!({ "current": 1, "limit": 1 }));
 
-    let (status, list) = call(&app, reqwest::Method::GET, &tenants, &tech, None).await;
+    let (status, list) = call(&app, reqwest::Method::GET, &tenants, Some(&tech), None).await;
     assert_eq!(status, 200, "a Tech lists workspaces");
     assert_eq!(list["tenants"][0]["display_name"], "Staging");
     let tenant = created["tenant_id"].as_str().unwrap();
@@ -149,7 +130,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::POST,
         &format!("{tenants}/{tenant}/handoff"),
-        &tech,
+        Some(&tech),
         None,
     )
     .await;
@@ -162,7 +143,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::DELETE,
         &format!("{tenants}/{tenant}"),
-        &tech,
+        Some(&tech),
         None,
     )
     .await;
@@ -176,12 +157,12 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::DELETE,
         &format!("{tenants}/{tenant}"),
-        &owner,
+        Some(&owner),
         None,
     )
     .await;
     assert_eq!(status, 204);
-    let (_, list) = call(&app, reqwest::Method::GET, &tenants, &owner, None).await;
+    let (_, list) = call(&app, reqwest::Method::GET, &tenants, Some(&owner), None).await;
     assert_eq!(
         list["usage"],
         json!({ "current": 0, "limit": 1 }),
@@ -191,7 +172,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::POST,
         &tenants,
-        &owner,
+        Some(&owner),
         Some(json!({ "display_name": "Again" })),
     )
     .await;
@@ -200,7 +181,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::POST,
         &tenants,
-        &owner,
+        Some(&owner),
         Some(json!({ "display_name": "x".repeat(81) })),
     )
     .await;
@@ -213,7 +194,7 @@ async fn workspaces_are_created_until_the_plan_is_full_and_deleting_frees_a_plac
         &app,
         reqwest::Method::DELETE,
         &format!("{tenants}/t-%00"),
-        &owner,
+        Some(&owner),
         None,
     )
     .await;
@@ -233,7 +214,7 @@ async fn opening_a_running_workspace_hands_off_a_short_lived_jwt_that_verifies_a
         &app,
         reqwest::Method::POST,
         &tenants,
-        &owner,
+        Some(&owner),
         Some(json!({ "display_name": "Prod" })),
     )
     .await;
@@ -255,7 +236,7 @@ async fn opening_a_running_workspace_hands_off_a_short_lived_jwt_that_verifies_a
         &app,
         reqwest::Method::POST,
         &format!("{tenants}/{tenant}/handoff"),
-        &tech,
+        Some(&tech),
         None,
     )
     .await;
@@ -281,7 +262,7 @@ async fn opening_a_running_workspace_hands_off_a_short_lived_jwt_that_verifies_a
         &app,
         reqwest::Method::POST,
         &format!("{tenants}/{tenant}/handoff"),
-        &owner,
+        Some(&owner),
         None,
     )
     .await;
@@ -295,7 +276,7 @@ async fn opening_a_running_workspace_hands_off_a_short_lived_jwt_that_verifies_a
         &app,
         reqwest::Method::POST,
         &format!("/api/accounts/{other}/tenants/{tenant}/handoff"),
-        &owner,
+        Some(&owner),
         None,
     )
     .await;
