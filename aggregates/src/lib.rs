@@ -8,6 +8,7 @@
 pub mod account;
 pub mod catalog;
 pub mod decider;
+pub mod email_code;
 pub mod erasure;
 pub mod error;
 pub mod exchange;

@@ -7,6 +7,7 @@ mod support;
 use aggregates::account::{Account, AccountCommand, AccountKind, Role, TenantState};
 use aggregates::catalog::{BillingCycle, StripePlanSource};
 use aggregates::decider::{decode, encode, Context, Decider, DomainEvent};
+use aggregates::email_code::{EmailCode, EmailCodeCommand, RecoveryJob};
 use aggregates::exchange::{
     ExchangeLegacyLicense, LegacyExchange, LegacyLicense, LegacyTokenCheck,
 };
@@ -447,6 +448,27 @@ fn user_command() -> impl Strategy<Value = UserCommand> {
     ]
 }
 
+fn email_code_command() -> impl Strategy<Value = EmailCodeCommand> {
+    let job = prop_oneof![
+        Just(RecoveryJob::Manage),
+        Just(RecoveryJob::Retrieve),
+        Just(RecoveryJob::Export),
+        Just(RecoveryJob::Delete),
+    ];
+    prop_oneof![
+        (job.clone(), 0..4_u8).prop_map(|(job, n)| EmailCodeCommand::Request {
+            job,
+            code_id: format!("ec_{n}"),
+            email: Email::parse("ops@example.com").unwrap(),
+            code_hash: hash(n),
+        }),
+        (job, 0..6_u8).prop_map(|(job, n)| EmailCodeCommand::Confirm {
+            job,
+            code_hash: hash(n)
+        }),
+    ]
+}
+
 fn mail_command() -> impl Strategy<Value = MailCommand> {
     prop_oneof![
         Just(MailCommand::RecordDelivery),
@@ -556,6 +578,13 @@ proptest! {
     fn user_sequences_hold_the_properties(commands in sequence(user_command())) {
         check_sequence_with::<User>(commands, |_, after| {
             assert!(after.sessions.len() <= SESSIONS_MAX, "sessions are bounded");
+        });
+    }
+
+    #[test]
+    fn email_code_sequences_hold_the_properties(commands in sequence(email_code_command())) {
+        check_sequence_with::<EmailCode>(commands, |_, after| {
+            assert!(after.codes.len() <= 4, "one code per job");
         });
     }
 
