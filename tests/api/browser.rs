@@ -138,8 +138,8 @@ impl Browser {
             .unwrap();
     }
 
-    /// Clicks `css`, a button that submits its form, and waits until the answer's page has loaded
-    /// (a marker set on the old page is gone and the new one is complete).
+    /// Clicks `css` (a link, or a button that submits its form) and waits until the answer's page
+    /// has loaded (a marker set on the old page is gone and the new one is complete).
     pub(crate) async fn click(&self, css: &str) {
         self.client
             .execute("window.__pulseOldPage = true;", vec![])
@@ -171,11 +171,6 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    }
-
-    /// Follows the link `css` and waits for its page.
-    pub(crate) async fn click_link(&self, css: &str) {
-        self.click(css).await;
     }
 
     /// Chooses `value` in the select `css`.
@@ -552,7 +547,7 @@ async fn a_hosted_signup_runs_offline_to_a_full_workspace_plan(backend: Backend)
     let app = TestApp::spawn_local(backend).await;
     let founder = Browser::open(&app, backend).await;
     founder.visit("/portal").await;
-    founder.click_link("a[href='/portal/signup']").await;
+    founder.click("a[href='/portal/signup']").await;
     founder.inspect("signup").await;
     founder.fill("#email", "founder@new.example").await;
     founder.fill("#org_name", "New Co").await;
@@ -610,7 +605,7 @@ async fn a_hosted_signup_runs_offline_to_a_full_workspace_plan(backend: Backend)
     );
     assert!(page.contains("1 of 1 workspaces used."), "{page}");
     founder.inspect("workspaces-full").await;
-    founder.click_link("nav a[href$='/billing']").await;
+    founder.click("nav a[href$='/billing']").await;
     founder
         .click("form[action$='/billing/manage'] button")
         .await;

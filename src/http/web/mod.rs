@@ -284,7 +284,6 @@ pub(super) async fn home() -> Response {
 #[template(path = "portal/sign_in.html")]
 struct SignInPage<'a> {
     nonce: &'a str,
-    problem: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -324,10 +323,7 @@ pub(super) async fn portal(
 ) -> Result<Response, ApiError> {
     let nonce = nonce();
     let Some(user) = user else {
-        let page = SignInPage {
-            nonce: &nonce,
-            problem: None,
-        };
+        let page = SignInPage { nonce: &nonce };
         let mut response = render(StatusCode::OK, &page, &nonce);
         response
             .headers_mut()
