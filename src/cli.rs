@@ -50,7 +50,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service and the projection runners (applies migrations first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Inspect or rebuild projections.
@@ -330,6 +330,11 @@ pub struct ServeArgs {
         default_value = "support@pulse.invalid"
     )]
     support_email: String,
+    /// Days after a self-hosted license's first payment in which its owner may refund it
+    /// (`POST /v1/self-refund`); 0 turns self-refund off.
+    #[arg(long, env = "PULSE_ACCOUNT_SELF_REFUND_DAYS", default_value_t = aggregates::self_refund::SELF_REFUND_WINDOW_DAYS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=365))]
+    self_refund_days: u32,
     /// Most HTTP connections open at once; more wait in the listen backlog.
     #[arg(long, env = "PULSE_ACCOUNT_CONNECTIONS_MAX", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -374,7 +379,7 @@ impl DatabaseArgs {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Migrate(database) => {
             open_store(database.resolve()?.expose())
                 .await
@@ -509,6 +514,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             from: Some(args.mail_from),
         },
         support_email: args.support_email,
+        self_refund_window_days: args.self_refund_days,
         seal_interval: (args.seal_interval_secs > 0)
             .then(|| Duration::from_secs(args.seal_interval_secs)),
         lifecycle_interval: (args.lifecycle_interval_secs > 0)

@@ -10,7 +10,9 @@ use crate::engine::store::upcast::Upcasters;
 use crate::engine::store::{self, Store, StoreError};
 use crate::flows::exchange::LegacyVerifier;
 use crate::flows::mail::Outbox;
-use crate::flows::sign_in::{SignInQueue, SignInRequests};
+use crate::flows::queue::OffPathRequests;
+use crate::flows::recovery::Recovery;
+use crate::flows::sign_in::SignInQueue;
 use crate::gateways::mail::{MailConfig, MailError, Mailer};
 use crate::gateways::stripe::{StripeConfig, StripeGateway, StripeGatewayError};
 use crate::http::client_limit::ClientLimit;
@@ -18,6 +20,8 @@ use crate::http::server::{serve, ServerLimits};
 use crate::http::sign_in::SIGN_IN_REQUESTS_PER_MINUTE_MAX;
 use crate::http::{router, AppState};
 use crate::metrics::Metrics;
+use aggregates::email_code::RecoveryJob;
+use aggregates::ids::Email;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +64,8 @@ pub struct Settings {
     pub mail: MailConfig,
     /// Where the portal sends customers who need a person.
     pub support_email: String,
+    /// Days after a license's first payment in which its owner may refund it.
+    pub self_refund_window_days: u32,
 }
 
 /// Why the service could not start.
@@ -96,7 +102,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     mailer: Arc<Mailer>,
-    sign_in_requests: SignInRequests,
+    sign_in_requests: OffPathRequests<Email>,
+    recovery_requests: OffPathRequests<(RecoveryJob, Email)>,
     runner_config: RunnerConfig,
     seal_interval: Option<Duration>,
     lifecycle_interval: Option<Duration>,
@@ -129,10 +136,11 @@ impl Application {
             .map(legacy_verifier)
             .transpose()?;
         let keys = Arc::new(keys);
-        let store: Arc<dyn Store> = Arc::new(PersonalDataStore::new(
+        let personal = Arc::new(PersonalDataStore::new(
             open_store(settings.database_url.expose()).await?,
             Arc::clone(&keys),
         ));
+        let store: Arc<dyn Store> = Arc::clone(&personal) as Arc<dyn Store>;
         crate::flows::catalog::publish_shipped(store.as_ref(), system_metadata()).await?;
         let catalogs = crate::flows::catalog::history(store.as_ref()).await?;
         let listener =
@@ -144,6 +152,11 @@ impl Application {
                 })?;
         let projections: Arc<[Arc<dyn ProjectionFold>]> = registry().into();
         let (sign_in_queue, sign_in_requests) = SignInQueue::new();
+        let (recovery, recovery_requests) = Recovery::new(
+            personal,
+            settings.data_dir.clone(),
+            settings.self_refund_window_days,
+        );
         let state = AppState {
             store,
             projections,
@@ -163,12 +176,14 @@ impl Application {
                 Duration::from_secs(60),
             )),
             support_email: settings.support_email,
+            recovery: Arc::new(recovery),
         };
         Ok(Application {
             listener,
             state,
             mailer,
             sign_in_requests,
+            recovery_requests,
             runner_config: settings.runner,
             seal_interval: settings.seal_interval,
             lifecycle_interval: settings.lifecycle_interval,
@@ -224,6 +239,13 @@ impl Application {
         }
         runners.push(tokio::spawn(crate::flows::sign_in::decide_requests(
             self.sign_in_requests,
+            Arc::clone(&self.state.store),
+            Arc::clone(&self.state.keys),
+            Arc::clone(&self.state.catalog),
+            stopped.clone(),
+        )));
+        runners.push(tokio::spawn(crate::flows::recovery::decide_requests(
+            self.recovery_requests,
             Arc::clone(&self.state.store),
             Arc::clone(&self.state.keys),
             Arc::clone(&self.state.catalog),

@@ -130,7 +130,8 @@ pub struct Code {
 }
 
 impl Code {
-    fn usable(&self, now: DateTime<Utc>) -> bool {
+    /// Whether it can still confirm its job at `now`.
+    pub fn usable(&self, now: DateTime<Utc>) -> bool {
         !self.used && self.attempts_left > 0 && now < self.expires_at
     }
 }

@@ -142,6 +142,13 @@ pub enum DomainError {
         /// The workspace's state.
         state: &'static str,
     },
+    /// Self-refund: this license cannot be refunded by its owner.
+    RefundNotEligible {
+        /// Why not.
+        reason: crate::self_refund::RefundRefusal,
+    },
+    /// Self-refund: a refund of this license is being made right now.
+    RefundInProgress,
     /// A catalog version must be newer than every published one.
     CatalogVersionNotNewer {
         /// The newest published version.
@@ -193,6 +200,8 @@ impl DomainError {
             DomainError::CatalogVersionNotNewer { .. } => "catalog_version_not_newer",
             DomainError::InvalidToken => "invalid_token",
             DomainError::WorkspaceNotReady { .. } => "workspace_not_ready",
+            DomainError::RefundNotEligible { .. } => "refund_not_eligible",
+            DomainError::RefundInProgress => "refund_in_progress",
         }
     }
 
@@ -236,6 +245,12 @@ impl fmt::Display for DomainError {
             DomainError::WorkspaceNotReady { state } => {
                 write!(f, "the workspace is {state}: it opens once it runs")
             }
+            DomainError::RefundNotEligible { reason } => {
+                write!(f, "this license cannot be refunded: {}", reason.explain())
+            }
+            DomainError::RefundInProgress => f.write_str(
+                "a refund of this license is being made; ask again in a minute to see its outcome",
+            ),
             DomainError::InvalidToken => f.write_str(
                 "the sign-in link or code is not valid: it was used, it expired, or a newer one was sent",
             ),
@@ -319,6 +334,10 @@ mod tests {
             WorkspaceNotReady {
                 state: "provisioning",
             },
+            RefundNotEligible {
+                reason: crate::self_refund::RefundRefusal::NotPaid,
+            },
+            RefundInProgress,
         ]
     }
 

@@ -21,6 +21,7 @@ pub mod log;
 pub mod magic_link;
 pub mod mail;
 pub mod redemption;
+pub mod self_refund;
 pub mod signup;
 pub mod staff;
 pub mod stripe_event;

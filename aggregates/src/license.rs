@@ -59,6 +59,8 @@ pub enum RevocationReason {
     Refund,
     /// The payment was disputed.
     Dispute,
+    /// The owner asked for their data to be deleted (the recovery job `delete`).
+    Erasure,
 }
 
 /// When a plan change takes effect.
@@ -201,6 +203,19 @@ pub struct IssuedLicense {
     pub stripe_price_id: Option<String>,
     /// The `created` time of the newest Stripe snapshot applied.
     pub newest_stripe_snapshot: Option<DateTime<Utc>>,
+    /// The first payment that names its charge: what a self-refund refunds and its window
+    /// counts from. Payments recorded before payments named their charge are not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_payment: Option<Payment>,
+}
+
+/// A payment Stripe reported for a license.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The charge (`ch_…`) that paid the invoice.
+    pub charge: String,
+    /// When Stripe says it was paid (the event's `created`).
+    pub paid_at: DateTime<Utc>,
 }
 
 impl IssuedLicense {
@@ -370,10 +385,12 @@ pub enum LicenseCommand {
         stripe_event_id: String,
         /// The period the payment covers up to.
         current_period_end: Option<DateTime<Utc>>,
+        /// The charge that paid, and when, when Stripe names it.
+        payment: Option<Payment>,
     },
     /// End grace that has run its course (no-op before).
     ExpireGrace,
-    /// Revoke at once (refund, dispute).
+    /// Revoke at once (refund, dispute, erasure).
     Revoke {
         /// Why.
         reason: RevocationReason,
@@ -514,6 +531,9 @@ pub enum LicenseEvent {
         stripe_event_id: String,
         /// The period it covers up to.
         current_period_end: Option<DateTime<Utc>>,
+        /// The charge that paid, and when (absent in events recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment: Option<Payment>,
     },
     /// Grace started.
     GraceStarted {
@@ -660,12 +680,14 @@ impl Decider for License {
             LicenseCommand::RecordPaymentSucceeded {
                 stripe_event_id,
                 current_period_end,
+                payment,
             } => match ignored_when_revoked(issued(state)?, stripe_event_id) {
                 Some(ignored) => Ok(ignored),
                 None => decide_payment_succeeded(
                     issued(state)?,
                     stripe_event_id,
                     *current_period_end,
+                    payment.as_ref(),
                     context,
                 ),
             },
@@ -725,6 +747,7 @@ impl Decider for License {
                     floor_captured_at: None,
                     stripe_price_id: stripe_price_id.clone(),
                     newest_stripe_snapshot: None,
+                    first_payment: None,
                 });
             }
             (_, Some(license)) => evolve_issued(license, event),
@@ -779,9 +802,14 @@ fn evolve_issued(license: &mut IssuedLicense, event: &LicenseEvent) {
             }
         }
         LicenseEvent::PaymentSucceeded {
-            current_period_end, ..
+            current_period_end,
+            payment,
+            ..
         } => {
             license.current_period_end = current_period_end.or(license.current_period_end);
+            if license.first_payment.is_none() {
+                license.first_payment = payment.clone();
+            }
         }
         LicenseEvent::GraceStarted { at } => license.grace_started_at = Some(*at),
         LicenseEvent::GraceEnded { .. } => license.grace_started_at = None,
@@ -1171,11 +1199,21 @@ fn decide_payment_succeeded(
     license: &IssuedLicense,
     stripe_event_id: &str,
     current_period_end: Option<DateTime<Utc>>,
+    payment: Option<&Payment>,
     context: &Context<'_>,
 ) -> Result<Vec<LicenseEvent>, DomainError> {
+    let payment = payment
+        .map(|p| {
+            Ok::<_, DomainError>(Payment {
+                charge: bounded_text("charge", &p.charge, 255)?,
+                paid_at: p.paid_at,
+            })
+        })
+        .transpose()?;
     let mut events = vec![LicenseEvent::PaymentSucceeded {
         stripe_event_id: stripe_event_id.to_owned(),
         current_period_end,
+        payment,
     }];
     if matches!(
         license.state,

@@ -532,11 +532,13 @@ fn a_payment_in_grace_returns_to_active_and_ends_grace() {
         .when(LicenseCommand::RecordPaymentSucceeded {
             stripe_event_id: String::from("evt_p"),
             current_period_end: Some(at(60 * DAY)),
+            payment: None,
         })
         .then(vec![
             LicenseEvent::PaymentSucceeded {
                 stripe_event_id: String::from("evt_p"),
                 current_period_end: Some(at(60 * DAY)),
+                payment: None,
             },
             state_changed(
                 SubscriptionState::Grace,

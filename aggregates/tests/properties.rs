@@ -191,7 +191,8 @@ fn license_command() -> impl Strategy<Value = LicenseCommand> {
         }),
         Just(LicenseCommand::RecordPaymentSucceeded {
             stripe_event_id: String::from("evt_p"),
-            current_period_end: None
+            current_period_end: None,
+            payment: None,
         }),
         Just(LicenseCommand::ExpireGrace),
         prop_oneof![

@@ -56,6 +56,7 @@ pub(crate) fn license_history(n: u64, catalog: &Catalog, start: DateTime<Utc>) -
         commands.push(LicenseCommand::RecordPaymentSucceeded {
             stripe_event_id: format!("evt_bench_{n}_{month}"),
             current_period_end: Some(start + Duration::days(30 * (month as i64 + 1))),
+            payment: None,
         });
         for i in 0..installations {
             commands.push(LicenseCommand::IssueGrant {

@@ -39,6 +39,7 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
         server: Default::default(),
         mail: Default::default(),
         support_email: String::from("support@pulse.test"),
+        self_refund_window_days: 30,
     })
     .await
     .expect("the service builds");

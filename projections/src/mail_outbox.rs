@@ -1,9 +1,10 @@
 //! The outbox: every email the ledger still has to send, one document per message keyed by its
-//! message id (the id of the event that asked for it: a magic link's id, an invitation's id).
+//! message id (the id of the event that asked for it: a magic link's, an invitation's, a
+//! recovery code's).
 //!
 //! A message enters when the event that asks for it is recorded (`magic_link_issued`,
-//! `member_invited`), is due again after each recorded failure, and leaves when its delivery or
-//! abandonment is recorded in its `mail/<message id>` stream. The document holds no personal
+//! `member_invited`, `email_code_issued`), is due again after each recorded failure, and leaves
+//! when its delivery or abandonment is recorded in its `mail/<message id>` stream. The document holds no personal
 //! data: the deliverer reads the asking event (by its position) to learn the recipient, so an
 //! erased person's message cannot be sent.
 
@@ -22,6 +23,8 @@ pub enum MessageKind {
     SignInLink,
     /// An invitation to join an account.
     Invitation,
+    /// A code that confirms a self-hosted recovery job.
+    RecoveryCode,
 }
 
 /// A message waiting to be sent.
@@ -44,6 +47,7 @@ fn asked_for(event: &RecordedEvent) -> Option<(MessageKind, String)> {
     let (kind, id_field) = match (event.stream.stream_type(), event.event_type.as_str()) {
         ("magic_link", "magic_link_issued") => (MessageKind::SignInLink, "link_id"),
         ("account", "member_invited") => (MessageKind::Invitation, "invitation_id"),
+        ("email_code", "email_code_issued") => (MessageKind::RecoveryCode, "code_id"),
         _ => return None,
     };
     Some((kind, event.payload[id_field].as_str()?.to_owned()))

@@ -72,6 +72,7 @@ pub const PERSONAL_FIELDS: &[PersonalField] = &[
     email("member_joined", &["email"]),
     email("legacy_exchange_succeeded", &["email"]),
     email("magic_link_issued", &["email"]),
+    email("email_code_issued", &["email"]),
     email("user_registered", &["email"]),
     email("signup_started", &["email"]),
     PersonalField {

@@ -21,7 +21,7 @@ use aggregates::handoff::{HandoffCommand, HandoffState, PurchaseHandoff, Started
 use aggregates::ids::{Email, LicenseId};
 use aggregates::index::{CheckoutSessionIndex, LinkStripeObject, StripeObjectIndex, StripeTarget};
 use aggregates::license::{
-    License, LicenseCommand, LicenseEvent, LicenseOrigin, RevocationReason, StripeSnapshot,
+    License, LicenseCommand, LicenseEvent, LicenseOrigin, Payment, RevocationReason, StripeSnapshot,
 };
 use aggregates::log::{EventMetadata, StreamName};
 use aggregates::signup::{Signup, SignupCommand, SignupState};
@@ -141,6 +141,10 @@ pub fn effect_of(event: &StripeEvent, created: DateTime<Utc>) -> Effect {
             for_license: LicenseCommand::RecordPaymentSucceeded {
                 stripe_event_id: event.id.clone(),
                 current_period_end: at(*period_end),
+                payment: charge.clone().map(|charge| Payment {
+                    charge,
+                    paid_at: created,
+                }),
             },
             for_account: Some(hosted_status("active", None)),
             also_link: charge.clone(),

@@ -9,11 +9,11 @@
 //! malformed or fail verification are refused without a record: they name no legacy license, and
 //! recording unauthenticated input would let anyone grow the log.
 
-use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
+use crate::crypto::secrets::Secret;
 use crate::engine::command::decide_all;
 use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
 use crate::flows::licensing::{
-    decide_issuance, ActivateRequest, Activation, Licensing, NewLicense,
+    decide_issuance, derived_activation_key, ActivateRequest, Activation, Licensing, NewLicense,
 };
 use crate::flows::{stream, FlowError};
 use aggregates::catalog::BillingCycle;
@@ -154,10 +154,12 @@ pub async fn exchange(
     };
     let exchange_stream = stream(LegacyExchange::STREAM_TYPE, &legacy_id)?;
     let context = Context::new(metadata.effective_at, licensing.catalog);
-    let key = licensing
-        .keys
-        .hasher
-        .derive(ACTIVATION_KEY_PREFIX, &format!("exchange:{legacy_id}"));
+    let key = derived_activation_key(
+        &licensing.keys.hasher,
+        &LicenseOrigin::LegacyExchange {
+            legacy_license_id: legacy_id.clone(),
+        },
+    );
     let activation = ActivateRequest {
         activation_key: key.expose().to_owned(),
         instance_name: request.instance_name.clone(),

@@ -212,16 +212,7 @@ impl Licensing<'_> {
 
     /// The license an activation key opens.
     async fn license_of_key(&self, activation_key: &str) -> Result<LicenseId, FlowError> {
-        if !SecretHasher::well_formed(ACTIVATION_KEY_PREFIX, activation_key) {
-            return Err(FlowError::UnknownActivationKey);
-        }
-        let key_hash = self.hasher().hash(activation_key);
-        let (binding, _) = load::<ActivationKeyIndex>(
-            self.store,
-            &stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
-        )
-        .await?;
-        binding.license_id.ok_or(FlowError::UnknownActivationKey)
+        license_of_key(self.store, self.hasher(), activation_key).await
     }
 
     /// The license and installation an installation token belongs to.
@@ -523,6 +514,37 @@ fn activated_installation(events: &[LicenseEvent]) -> Option<InstallationId> {
         } => Some(installation_id.clone()),
         _ => None,
     })
+}
+
+/// The activation key of a license bought or exchanged, derived from where it came from under the
+/// server secret: never stored, so the checkout's status, a retried exchange and the owner's
+/// `retrieve` job all answer the same key. (An operator's issuance draws a random key instead.)
+pub fn derived_activation_key(hasher: &SecretHasher, origin: &LicenseOrigin) -> Secret {
+    let context = match origin {
+        LicenseOrigin::Checkout { session_id } => format!("checkout:{session_id}"),
+        LicenseOrigin::LegacyExchange { legacy_license_id } => {
+            format!("exchange:{legacy_license_id}")
+        }
+    };
+    hasher.derive(ACTIVATION_KEY_PREFIX, &context)
+}
+
+/// The license an activation key opens ([`FlowError::UnknownActivationKey`] for none).
+pub async fn license_of_key(
+    store: &dyn Store,
+    hasher: &SecretHasher,
+    activation_key: &str,
+) -> Result<LicenseId, FlowError> {
+    if !SecretHasher::well_formed(ACTIVATION_KEY_PREFIX, activation_key) {
+        return Err(FlowError::UnknownActivationKey);
+    }
+    let key_hash = hasher.hash(activation_key);
+    let (binding, _) = load::<ActivationKeyIndex>(
+        store,
+        &stream(ActivationKeyIndex::STREAM_TYPE, key_hash.as_str())?,
+    )
+    .await?;
+    binding.license_id.ok_or(FlowError::UnknownActivationKey)
 }
 
 /// A license and its activation key's binding, decided together: the one place a license comes to

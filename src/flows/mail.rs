@@ -1,22 +1,24 @@
 //! The outbox's deliverer: sends every email the log asks for, once, and records what became of
 //! each in its `mail/<message id>` stream.
 //!
-//! The log is the queue. An event that asks for a message (`magic_link_issued`, `member_invited`)
-//! puts it in the `mail_outbox` read model; the deliverer pages through it, reads the asking event
-//! for the recipient and the content, sends, and records the delivery or the failure (which makes
+//! The log is the queue. An event that asks for a message (`magic_link_issued`, `member_invited`,
+//! `email_code_issued`) puts it in the `mail_outbox` read model; the deliverer pages through it,
+//! reads the asking event for the recipient and the content, sends, and records the delivery or the failure (which makes
 //! the message due again later, see `aggregates::mail`). A message survives a restart because it
 //! stays in the read model until its delivery is recorded. Before sending, the deliverer checks the
 //! message's own stream, so a message recorded as delivered is never sent again; a crash between
 //! the server's acceptance and the record sends it once more (with the same `Message-ID`, which
 //! receivers use to drop duplicates). One process delivers at a time (the `mail_delivery` lock).
 //!
-//! A sign-in link that was superseded, used or expired before its turn is abandoned, not sent; so
-//! is a message whose recipient was erased (an erased email reads as an `…@erased.invalid` address).
+//! A sign-in link or recovery code that was superseded, used or expired before its turn is
+//! abandoned, not sent; so is a message whose recipient was erased (an erased email reads as an
+//! `…@erased.invalid` address).
 
 use crate::crypto::personal::reads_as_erased;
 use crate::crypto::KeyMaterial;
 use crate::engine::command::{handle, load, Command};
 use crate::engine::store::{Store, StoreError};
+use crate::flows::recovery::recovery_code;
 use crate::flows::sign_in::{link_code, link_token};
 use crate::flows::{stream, FlowError};
 use crate::gateways::mail::{Mailer, OutgoingMail};
@@ -24,6 +26,7 @@ use crate::metrics::{MailOutcome, Metrics};
 use aggregates::account::{Account, AccountEvent};
 use aggregates::catalog::Catalog;
 use aggregates::decider::{decode, Context, Decider};
+use aggregates::email_code::{EmailCode, EmailCodeEvent, RecoveryJob, EMAIL_CODE_TTL_MINUTES};
 use aggregates::log::{EventMetadata, Position, RecordedEvent};
 use aggregates::magic_link::{MagicLink, MagicLinkEvent, MAGIC_LINK_TTL_MINUTES};
 use aggregates::mail::{Mail, MailCommand};
@@ -221,6 +224,7 @@ impl Outbox {
         match kind {
             MessageKind::SignInLink => self.sign_in_link(source, now).await,
             MessageKind::Invitation => self.invitation(source).await,
+            MessageKind::RecoveryCode => self.recovery_code(source, now).await,
         }
     }
 
@@ -296,6 +300,63 @@ impl Outbox {
                 account.display_name,
                 role.display(),
                 self.base()
+            ),
+        }))
+    }
+
+    async fn recovery_code(
+        &self,
+        source: &RecordedEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Plan, FlowError> {
+        let EmailCodeEvent::EmailCodeIssued {
+            code_id,
+            job,
+            email,
+            ..
+        } = decode(&source.event_type, &source.payload)?
+        else {
+            return Err(FlowError::Broken(
+                "a recovery-code message from another event",
+            ));
+        };
+        let (codes, _) = load::<EmailCode>(self.store.as_ref(), &source.stream).await?;
+        let Some(code) = codes.codes.get(&job).filter(|code| code.code_id == code_id) else {
+            return Ok(Plan::Abandon("a newer code for the same job superseded it"));
+        };
+        if !code.usable(now) {
+            return Ok(Plan::Abandon(
+                "the code was used, exhausted or expired before it was sent",
+            ));
+        }
+        if reads_as_erased(email.as_str()) {
+            return Ok(Plan::Abandon("the recipient was erased"));
+        }
+        let digits = recovery_code(&self.keys.hasher, &code_id);
+        let (subject, what) = match job {
+            RecoveryJob::Manage => (
+                "manage your Pulse billing",
+                "open the billing portal of your licenses",
+            ),
+            RecoveryJob::Retrieve => (
+                "retrieve your Pulse license",
+                "show your licenses and their activation keys",
+            ),
+            RecoveryJob::Export => (
+                "export your Pulse data",
+                "export everything Pulse Account holds on this email",
+            ),
+            RecoveryJob::Delete => (
+                "delete your Pulse data",
+                "REVOKE your licenses and delete your personal data",
+            ),
+        };
+        Ok(Plan::Send(OutgoingMail {
+            message_id: code_id,
+            to: email,
+            subject: format!("Your code to {subject}"),
+            text: format!(
+                "Someone (we hope you) asked to {what}.\n\nYour code: {digits}\n\nIt works once, for {EMAIL_CODE_TTL_MINUTES} minutes, and only for this request. If you did not ask, ignore this email: nothing happens without the code.\n"
             ),
         }))
     }

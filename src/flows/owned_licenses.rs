@@ -7,7 +7,7 @@ use crate::engine::projection::wait_for_position;
 use crate::engine::store::Store;
 use crate::flows::FlowError;
 use aggregates::catalog::Catalog;
-use aggregates::ids::Email;
+use aggregates::ids::{Email, LicenseId};
 use aggregates::license::IssuedLicense;
 use chrono::{DateTime, Utc};
 use projections::licenses::{Licenses, LicensesByEmail, OwnedLicenses};
@@ -80,12 +80,8 @@ impl LicenseView {
     }
 }
 
-/// The licenses `email` owns, in issue order.
-pub async fn licenses_of(
-    store: &dyn Store,
-    catalog: &Catalog,
-    email: &Email,
-) -> Result<Vec<LicenseView>, FlowError> {
+/// The ids of the licenses `email` owns, in issue order (at most [`OWNED_LICENSES_MAX`]).
+pub async fn license_ids_of(store: &dyn Store, email: &Email) -> Result<Vec<LicenseId>, FlowError> {
     let head = store.head_position().await?;
     wait_for_position(store, Licenses::NAME, head, LICENSE_INDEX_WAIT).await?;
     wait_for_position(store, LicensesByEmail::NAME, head, LICENSE_INDEX_WAIT).await?;
@@ -97,9 +93,26 @@ pub async fn licenses_of(
     };
     let owned: OwnedLicenses = serde_json::from_value(document)
         .map_err(|_| FlowError::Broken("an owner-index document does not decode"))?;
+    Ok(owned
+        .license_ids
+        .iter()
+        .take(OWNED_LICENSES_MAX)
+        .filter_map(|id| LicenseId::parse(id).ok())
+        .collect())
+}
+
+/// The licenses `email` owns, in issue order.
+pub async fn licenses_of(
+    store: &dyn Store,
+    catalog: &Catalog,
+    email: &Email,
+) -> Result<Vec<LicenseView>, FlowError> {
     let mut views = Vec::new();
-    for license_id in owned.license_ids.iter().take(OWNED_LICENSES_MAX) {
-        if let Some(document) = store.read_document(Licenses::NAME, license_id).await? {
+    for license_id in license_ids_of(store, email).await? {
+        if let Some(document) = store
+            .read_document(Licenses::NAME, license_id.as_str())
+            .await?
+        {
             let license: IssuedLicense = serde_json::from_value(document)
                 .map_err(|_| FlowError::Broken("a license document does not decode"))?;
             views.push(LicenseView::of(&license, catalog));

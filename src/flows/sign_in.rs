@@ -21,6 +21,7 @@ use crate::engine::command::{decide_all, handle, load, Command};
 use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
 use crate::engine::projection::wait_for_position;
 use crate::engine::store::Store;
+use crate::flows::queue::{decide_each, OffPathQueue, OffPathRequests};
 use crate::flows::{stream, FlowError};
 use aggregates::account::{Account, AccountCommand, AccountEvent, AccountState};
 use aggregates::catalog::Catalog;
@@ -183,65 +184,30 @@ pub(crate) async fn issue_link_into<T>(
         )?)
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0_u8; N];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes
 }
 
-/// Requests for sign-in links waiting to be decided: at most this many; past it, requests are
-/// refused with a retry (whatever their email), so a flood cannot grow memory.
-pub const SIGN_IN_QUEUE_MAX: usize = 1_024;
-
 /// Sign-in requests, decided off the request path ([`decide_requests`]) so that the answer, and
 /// its timing, are the same whether the email is known or not.
-pub struct SignInQueue {
-    sender: tokio::sync::mpsc::Sender<(Email, EventMetadata)>,
-}
-
-/// The receiving end of a [`SignInQueue`].
-pub type SignInRequests = tokio::sync::mpsc::Receiver<(Email, EventMetadata)>;
-
-impl SignInQueue {
-    /// A queue and its receiving end.
-    pub fn new() -> (SignInQueue, SignInRequests) {
-        let (sender, receiver) = tokio::sync::mpsc::channel(SIGN_IN_QUEUE_MAX);
-        (SignInQueue { sender }, receiver)
-    }
-
-    /// Queues a request; `Err` when the queue is full.
-    pub fn enqueue(&self, email: Email, metadata: EventMetadata) -> Result<(), Email> {
-        self.sender
-            .try_send((email, metadata))
-            .map_err(|error| match error {
-                tokio::sync::mpsc::error::TrySendError::Full((email, _))
-                | tokio::sync::mpsc::error::TrySendError::Closed((email, _)) => email,
-            })
-    }
-}
+pub type SignInQueue = OffPathQueue<Email>;
 
 /// Decides queued sign-in requests one after another until the queue closes or `stopped` turns
-/// true. A request that fails (the database away) is logged and dropped: its answer promised no
-/// email, and the person can ask again.
+/// true.
 pub async fn decide_requests(
-    mut requests: SignInRequests,
+    requests: OffPathRequests<Email>,
     store: std::sync::Arc<dyn Store>,
     keys: std::sync::Arc<KeyMaterial>,
     catalog: std::sync::Arc<Catalog>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
-        let next = tokio::select! {
-            next = requests.recv() => next,
-            _ = stopped.changed() => None,
-        };
-        let Some((email, metadata)) = next else {
-            return;
-        };
-        if let Err(error) = request_link(store.as_ref(), &keys, &catalog, &email, metadata).await {
-            tracing::warn!(%error, "a sign-in request could not be decided; the person may ask again");
-        }
-    }
+    decide_each(requests, stopped, "sign-in", |email, metadata| {
+        let (store, keys, catalog) = (&store, &keys, &catalog);
+        async move { request_link(store.as_ref(), keys, catalog, &email, metadata).await }
+    })
+    .await;
 }
 
 /// Whom a link's token signs in, if the token is one the ledger issued.

@@ -17,6 +17,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
 use stripe_checkout::CheckoutSessionMode;
+use stripe_core::refund::{CreateRefund, CreateRefundReason};
 
 /// Stripe's API base.
 pub const STRIPE_API_BASE: &str = "https://api.stripe.com/";
@@ -383,6 +384,36 @@ impl StripeGateway {
             .await
             .map_err(|e| StripeGatewayError::Api(e.to_string()))?;
         Ok(Some(session.url))
+    }
+
+    /// Refunds `charge` in full at the customer's request, under `idempotency_key`: asked again
+    /// with the same key, Stripe answers the refund it made the first time and refunds nothing
+    /// more. Answers the refund's id; in local mode, where no money moved, a local id.
+    pub async fn create_refund(
+        &self,
+        charge: &str,
+        idempotency_key: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<String, StripeGatewayError> {
+        let CheckoutMode::Stripe(client) = &self.mode else {
+            return Ok(format!("re_local_{}", uuid::Uuid::new_v4().simple()));
+        };
+        let key = IdempotencyKey::new(idempotency_key)
+            .map_err(|e| StripeGatewayError::Config(e.to_string()))?;
+        let metadata: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let refund = CreateRefund::new()
+            .charge(charge)
+            .reason(CreateRefundReason::RequestedByCustomer)
+            .metadata(metadata)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(client.as_ref())
+            .await
+            .map_err(|e| StripeGatewayError::Api(e.to_string()))?;
+        Ok(refund.id.to_string())
     }
 
     /// Verifies a webhook's signature (and its 5-minute tolerance), then reads the event.

@@ -400,6 +400,10 @@ fn domain_status_and_details(error: &DomainError) -> (StatusCode, serde_json::Va
         ),
         InvalidTransition { from, to } => (StatusCode::CONFLICT, json!({ "from": from, "to": to })),
         WorkspaceNotReady { state } => (StatusCode::CONFLICT, json!({ "state": state })),
+        RefundNotEligible { reason } => {
+            (StatusCode::FORBIDDEN, json!({ "reason": reason.as_str() }))
+        }
+        RefundInProgress => (StatusCode::CONFLICT, json!({})),
         TrialSignupRequired { action_url } => {
             (StatusCode::CONFLICT, json!({ "action_url": action_url }))
         }

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod pages;
 mod portal;
 mod provisioner;
+mod recovery;
 pub mod server;
 pub mod session;
 pub mod sign_in;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub sign_in_limit: Arc<client_limit::ClientLimit>,
     /// Where the portal sends customers who need a person.
     pub support_email: String,
+    /// The self-hosted recovery jobs' queue, erasing store and limits.
+    pub recovery: Arc<crate::flows::recovery::Recovery>,
 }
 
 /// A request's span: its method and path, never its query string (a sign-in link's token
@@ -103,6 +106,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .merge(provisioner::router())
         .merge(sign_in::router())
         .merge(portal::router())
+        .merge(recovery::router())
         .merge(openapi::router())
         .merge(web::router())
 }

@@ -116,15 +116,15 @@ pub(super) async fn request_link(
     Ok(Json(json!({ "success": true, "message": REQUESTED_MESSAGE })).into_response())
 }
 
-/// Counts a sign-in request or code attempt of `client`; 429 with `Retry-After` past the limit.
-fn admit(state: &AppState, client: std::net::IpAddr) -> Result<(), ApiError> {
+/// Counts a sign-in or recovery request, or a code attempt, of `client`; 429 with `Retry-After` past the limit.
+pub(super) fn admit(state: &AppState, client: std::net::IpAddr) -> Result<(), ApiError> {
     state
         .sign_in_limit
         .admit(client, std::time::Instant::now())
         .map_err(|seconds| {
             ApiError::new(
                 ErrorCode::RateLimited,
-                "Too many sign-in attempts from this address; wait a moment.",
+                "Too many sign-in or code attempts from this address; wait a moment.",
             )
             .with_details(json!({ "retry_after_seconds": seconds }))
             .retry_after(seconds as i64)

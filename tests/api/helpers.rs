@@ -453,6 +453,7 @@ impl TestApp {
                     from: Some(String::from("Pulse Account <no-reply@pulse.test>")),
                 },
                 support_email: String::from("support@pulse.test"),
+                self_refund_window_days: 30,
             })
             .await
             .expect("the application builds");

@@ -36,6 +36,7 @@ async fn application(db: &TestDatabase, readiness_lag_max: i64) -> Application {
         server: Default::default(),
         mail: Default::default(),
         support_email: String::from("support@pulse.test"),
+        self_refund_window_days: 30,
     })
     .await
     .expect("the application builds")
@@ -218,6 +219,7 @@ async fn the_running_service_seals_the_log_periodically(backend: Backend) {
         server: Default::default(),
         mail: Default::default(),
         support_email: String::from("support@pulse.test"),
+        self_refund_window_days: 30,
     })
     .await
     .unwrap();

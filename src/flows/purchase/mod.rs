@@ -14,7 +14,7 @@ mod handoff;
 mod local;
 mod redemption;
 
-use crate::crypto::secrets::{Secret, ACTIVATION_KEY_PREFIX};
+use crate::crypto::secrets::Secret;
 use crate::crypto::KeyMaterial;
 use crate::engine::command::load;
 use crate::engine::store::{Store, IDEMPOTENCY_SCOPED_DIGEST_LEN};
@@ -25,6 +25,7 @@ use aggregates::decider::{Context, Decider};
 use aggregates::error::DomainError;
 use aggregates::handoff::{Handoff, PurchaseHandoff};
 use aggregates::ids::{Email, HandoffId, LicenseId};
+use aggregates::license::LicenseOrigin;
 use aggregates::log::StreamVersion;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -191,9 +192,12 @@ impl Checkout<'_> {
 
     /// The activation key of the license a Checkout Session bought.
     pub fn activation_key_of(&self, session_id: &str) -> Secret {
-        self.keys
-            .hasher
-            .derive(ACTIVATION_KEY_PREFIX, &format!("checkout:{session_id}"))
+        crate::flows::licensing::derived_activation_key(
+            &self.keys.hasher,
+            &LicenseOrigin::Checkout {
+                session_id: session_id.to_owned(),
+            },
+        )
     }
 
     async fn handoff(&self, handoff_id: &HandoffId) -> Result<(Handoff, StreamVersion), FlowError> {
