@@ -1,6 +1,7 @@
 //! Which streams belong to a license or an account, for support replay: the subject's own stream,
 //! and every stream one of whose events names it — its lookup indexes (activation key, installation
-//! tokens, Stripe objects, lease refresh tokens) and the purchase handoff that produced it. Keyed
+//! tokens, Stripe objects, lease refresh tokens), the purchase handoff that produced it, and a
+//! license's self-refund (`self_refund/<license id>`). Keyed
 //! `license/<id>` or `account/<id>`; each document lists stream names in the order they first
 //! named the subject, at most [`SUBJECT_STREAMS_MAX`].
 
@@ -24,8 +25,10 @@ pub struct SubjectStreamList {
 /// licenses and accounts its payload names (`license_id`, `account_id`, a Stripe link's `target`).
 pub fn subjects(event: &RecordedEvent) -> Vec<String> {
     let mut subjects = Vec::new();
-    if matches!(event.stream.stream_type(), "license" | "account") {
-        subjects.push(event.stream.to_string());
+    match event.stream.stream_type() {
+        "license" | "account" => subjects.push(event.stream.to_string()),
+        "self_refund" => subjects.push(format!("license/{}", event.stream.stream_id())),
+        _ => {}
     }
     let payload = &event.payload;
     let named = [

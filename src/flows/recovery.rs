@@ -21,7 +21,7 @@ use crate::engine::command::{decide_all, handle, load, Command};
 use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
 use crate::engine::personal_data::PersonalDataStore;
 use crate::engine::projection::{wait_for_position, ProjectionFold};
-use crate::engine::store::Store;
+use crate::engine::store::{Store, READ_PAGE_MAX};
 use crate::flows::access::accounts_of;
 use crate::flows::billing_portal::ManageBilling;
 use crate::flows::licensing::derived_activation_key;
@@ -535,14 +535,21 @@ pub async fn export(
     Ok(SignedExport { export, signature })
 }
 
-/// Every event of one stream, up to [`EXPORT_EVENTS_MAX`].
+/// Every event of one stream, up to [`EXPORT_EVENTS_MAX`], read page by page.
 async fn read_whole(
     store: &dyn Store,
     stream: &StreamName,
 ) -> Result<Vec<RecordedEvent>, FlowError> {
-    Ok(store
-        .read_stream(stream, StreamVersion(1), EXPORT_EVENTS_MAX)
-        .await?)
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let from = StreamVersion(events.last().map_or(1, |e| e.stream_version.0 + 1));
+        let page = store.read_stream(stream, from, READ_PAGE_MAX).await?;
+        let full = page.len() == READ_PAGE_MAX;
+        events.extend(page);
+        if !full || events.len() >= EXPORT_EVENTS_MAX {
+            return Ok(events);
+        }
+    }
 }
 
 /// Whether any string inside `value` is one of `names`.

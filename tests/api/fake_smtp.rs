@@ -29,6 +29,13 @@ impl ReceivedMail {
         self.body[start..start + 4 + 52].to_owned()
     }
 
+    /// The 6-digit code of a recovery job's message.
+    pub(crate) fn recovery_code(&self) -> String {
+        let marker = "Your code: ";
+        let start = self.body.find(marker).expect("a recovery code") + marker.len();
+        self.body[start..start + 6].to_owned()
+    }
+
     /// The 6-digit code in the message.
     pub(crate) fn sign_in_code(&self) -> String {
         let marker = "sign-in page: ";

@@ -26,6 +26,8 @@ pub(crate) struct Recorded {
 struct Inner {
     requests: Vec<Recorded>,
     sessions_by_key: BTreeMap<String, Value>,
+    refunds_by_key: BTreeMap<String, Value>,
+    refunds_fail: bool,
 }
 
 /// The running fake.
@@ -136,6 +138,50 @@ async fn create_portal_session(
     }))
 }
 
+/// `POST /v1/refunds`: a refund of the charge asked for; the same idempotency key answers the
+/// same refund (and refunds nothing more), as Stripe does. While told to fail, a 500 like an
+/// outage, recorded all the same.
+async fn create_refund(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: String,
+) -> (axum::http::StatusCode, Json<Value>) {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut inner = inner.lock().unwrap();
+    inner.requests.push(Recorded {
+        path: String::from("/v1/refunds"),
+        form: form.clone(),
+        idempotency_key: idempotency_key.clone(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    if inner.refunds_fail {
+        let error =
+            json!({ "error": { "type": "api_error", "message": "An unknown error occurred" } });
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(error));
+    }
+    let key = idempotency_key.unwrap_or_else(|| format!("no-key-{}", inner.requests.len()));
+    if let Some(previous) = inner.refunds_by_key.get(&key) {
+        return (axum::http::StatusCode::OK, Json(previous.clone()));
+    }
+    let number = inner.refunds_by_key.len() + 1;
+    let refund = json!({
+        "id": format!("re_test_fake{number:04}"), "object": "refund", "amount": 1_500,
+        "charge": form.get("charge"), "created": chrono::Utc::now().timestamp(), "currency": "usd",
+        "metadata": {}, "reason": form.get("reason"), "status": "succeeded",
+    });
+    inner.refunds_by_key.insert(key, refund.clone());
+    (axum::http::StatusCode::OK, Json(refund))
+}
+
 impl FakeStripe {
     /// Starts the fake on a free loopback port.
     pub(crate) async fn start() -> FakeStripe {
@@ -143,6 +189,7 @@ impl FakeStripe {
         let app = Router::new()
             .route("/v1/checkout/sessions", post(create_session))
             .route("/v1/billing_portal/sessions", post(create_portal_session))
+            .route("/v1/refunds", post(create_refund))
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -168,6 +215,11 @@ impl FakeStripe {
     /// Every request received so far.
     pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// Makes refunds fail (500) until told otherwise.
+    pub(crate) fn fail_refunds(&self, fail: bool) {
+        self.inner.lock().unwrap().refunds_fail = fail;
     }
 
     /// Stops the fake.

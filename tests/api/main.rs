@@ -30,6 +30,7 @@ mod purchase;
 mod races;
 mod read_models;
 mod read_your_writes;
+mod recovery;
 mod replay_fixtures;
 mod sign_in;
 mod signup;
