@@ -587,14 +587,14 @@ pub struct Eraser<'a> {
     pub support_email: &'a str,
 }
 
-/// `delete`: revokes every license of `email` (an event each, reason `erasure`, referencing the
-/// confirming code), then erases the person (`crate::flows::erasure`) and the outbox files that
+/// `delete`: revokes every license of `email` (an event each, reason `erasure`, referencing what
+/// asked for it: the confirming code's id, or the signed-in user's), then erases the person (`crate::flows::erasure`) and the outbox files that
 /// name them. One erasure at a time per process; the caller runs this in its own task, so a
 /// client that goes away does not cut it short.
 pub async fn delete(
     eraser: Eraser<'_>,
     email: &Email,
-    code_id: &str,
+    reference: &str,
     metadata: EventMetadata,
 ) -> Result<Deleted, FlowError> {
     let recovery = eraser.recovery;
@@ -604,7 +604,7 @@ pub async fn delete(
     for license_id in &license_ids {
         let revoke = LicenseCommand::Revoke {
             reason: RevocationReason::Erasure,
-            reference: code_id.to_owned(),
+            reference: reference.to_owned(),
         };
         handle::<License>(
             store,

@@ -68,6 +68,18 @@ impl SelfRefunds<'_> {
         metadata: EventMetadata,
     ) -> Result<Refunded, FlowError> {
         let license_id = license_of_key(self.store, &self.keys.hasher, activation_key).await?;
+        self.refund_license(email, &license_id, metadata).await
+    }
+
+    /// Refunds `license_id` for `email`, who proved it is theirs (a signed-in owner, or the
+    /// license's activation key); another owner's license is [`FlowError::UnknownActivationKey`].
+    #[tracing::instrument(skip_all, fields(license_id = %license_id))]
+    pub async fn refund_license(
+        &self,
+        email: &Email,
+        license_id: &LicenseId,
+        metadata: EventMetadata,
+    ) -> Result<Refunded, FlowError> {
         let streams = Streams {
             license: stream(License::STREAM_TYPE, license_id.as_str())?,
             refund: stream(SelfRefund::STREAM_TYPE, license_id.as_str())?,
@@ -87,7 +99,7 @@ impl SelfRefunds<'_> {
             .stripe
             .create_refund(
                 &charge,
-                &refund_idempotency_key(&license_id),
+                &refund_idempotency_key(license_id),
                 &[
                     ("license_id", license_id.as_str()),
                     ("reason", "self_refund"),

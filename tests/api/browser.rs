@@ -16,6 +16,7 @@ use std::time::Duration;
 on_both_stores!(
     an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out,
     a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license,
+    a_self_hosted_buyer_retrieves_their_key_and_refunds_inside_the_window,
     a_hosted_signup_runs_offline_to_a_full_workspace_plan,
 );
 
@@ -539,6 +540,77 @@ async fn a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license(backen
         "a used link offers a new one"
     );
     buyer.inspect("sign-in-invalid").await;
+    buyer.close().await;
+    app.stop().await;
+}
+
+async fn a_self_hosted_buyer_retrieves_their_key_and_refunds_inside_the_window(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (license_id, key) = crate::recovery::bought_and_paid(&app, "ch_first", 2).await;
+    let buyer = Browser::open(&app, backend).await;
+    sign_in_by_link(&buyer, &app, "buyer@example.com", 0).await;
+    assert_eq!(buyer.path().await, "/portal");
+    assert!(buyer.text().await.contains("Self-hosted jobs"));
+    assert_eq!(
+        buyer.count("form[action^='/portal/self-hosted/']").await,
+        0,
+        "no panel is open until a job is picked"
+    );
+
+    buyer.click("a[href='/portal?service=retrieve']").await;
+    buyer.inspect("self-hosted-retrieve").await;
+    buyer
+        .click("form[action='/portal/self-hosted/retrieve'] button")
+        .await;
+    let keys = buyer.text().await;
+    assert!(keys.contains("Your activation keys"), "{keys}");
+    assert!(keys.contains(&key), "the key is shown: {keys}");
+    assert!(keys.contains(&license_id), "{keys}");
+    buyer.inspect("license-keys").await;
+
+    buyer.visit("/portal?service=refund").await;
+    assert!(buyer
+        .text()
+        .await
+        .contains("Within 30 days of its first payment"));
+    buyer.inspect("self-hosted-refund").await;
+    buyer
+        .click("form[action='/portal/self-hosted/refund'] button")
+        .await;
+    let refunded = buyer.text().await;
+    assert!(refunded.contains("Refunded"), "{refunded}");
+    assert!(
+        refunded.contains("revoked"),
+        "the license shows revoked at once: {refunded}"
+    );
+    assert_eq!(
+        buyer
+            .count("form[action='/portal/self-hosted/refund']")
+            .await,
+        0,
+        "nothing is left to refund"
+    );
+    let refunds: Vec<_> = app
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/refunds")
+        .collect();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(
+        refunds[0].form.get("charge").map(String::as_str),
+        Some("ch_first")
+    );
+
+    buyer.visit("/portal?service=data").await;
+    buyer.inspect("self-hosted-data").await;
+    buyer
+        .click("form[action='/portal/self-hosted/delete'] button")
+        .await;
+    assert!(
+        buyer.text().await.contains("Tick the box to confirm"),
+        "an unticked delete changes nothing"
+    );
     buyer.close().await;
     app.stop().await;
 }

@@ -31,7 +31,11 @@ const BUYER: &str = "buyer@example.com";
 
 /// Buys Pro as [`BUYER`] and pays its first invoice by `charge`, `paid_days_ago` days ago;
 /// returns the license id and its activation key.
-async fn bought_and_paid(app: &TestApp, charge: &str, paid_days_ago: i64) -> (String, String) {
+pub(crate) async fn bought_and_paid(
+    app: &TestApp,
+    charge: &str,
+    paid_days_ago: i64,
+) -> (String, String) {
     let license_id = purchase(app).await;
     let paid_at = chrono::Utc::now().timestamp() - paid_days_ago * 86_400;
     let invoice = json!({ "id": "in_1", "object": "invoice", "subscription": "sub_test_1", "charge": charge, "lines": { "data": [{ "period": { "end": paid_at + 30 * 86_400 } }] } });

@@ -17,6 +17,7 @@
 
 mod access;
 mod billing;
+mod self_hosted;
 mod signup;
 mod workspaces;
 
@@ -37,6 +38,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use self_hosted::{SelfHostedJobs, Service};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -50,6 +52,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .merge(access::router())
         .merge(workspaces::router())
         .merge(billing::router())
+        .merge(self_hosted::router())
         .merge(signup::router())
 }
 
@@ -168,6 +171,7 @@ pub(super) struct Shell {
 pub(super) struct Outcome {
     notice: Option<String>,
     problem: Option<String>,
+    service: Option<String>,
 }
 
 /// The sentence a notice code stands for.
@@ -179,6 +183,10 @@ fn notice_text(code: &str) -> Option<&'static str> {
         "removed" => "Removed.",
         "created" => "Created. It is being set up and opens once it runs.",
         "deleted" => "Deleted.",
+        "refunded" => "Refunded: the payment goes back to your card, and the license is revoked.",
+        "local_billing" => {
+            "Local checkout mode: no Stripe account is configured, so there is no billing portal and no money is involved."
+        }
         _ => return None,
     })
 }
@@ -200,6 +208,13 @@ fn problem_text(code: &str) -> Option<&'static str> {
         "no_billing_record" => "This account has no subscription yet.",
         "subscription_canceled" => "The subscription is canceled: nothing new can be created.",
         "workspace_not_ready" => "That one is not running yet; it opens once it runs.",
+        "refund_window_passed" => "The refund window after its first payment is over.",
+        "refund_already_refunded" => "That license was refunded already.",
+        "refund_not_paid" => "No payment of that license has been recorded yet.",
+        "refund_revoked" => "That license is revoked.",
+        "refund_in_progress" => "A refund of that license is being made; look again in a minute.",
+        "no_license_billing" => "No license of yours has a Stripe customer to manage.",
+        "confirm_required" => "Tick the box to confirm: deleting cannot be undone.",
         _ => return None,
     })
 }
@@ -292,7 +307,9 @@ struct SelfHostedPage<'a> {
     nonce: &'a str,
     email: &'a str,
     support_email: &'a str,
-    licenses: Vec<crate::flows::owned_licenses::LicenseView>,
+    jobs: SelfHostedJobs,
+    notice: Option<&'static str>,
+    problem: Option<&'static str>,
 }
 
 #[derive(Template)]
@@ -303,16 +320,23 @@ struct NoAccountPage<'a> {
     support_email: &'a str,
 }
 
-/// Which account `/portal` opens.
+/// Which account `/portal` opens, and for a person with self-hosted licenses only, the job
+/// panel open and the outcome of the form that led here.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PortalQuery {
     account: Option<String>,
+    service: Option<String>,
+    notice: Option<String>,
+    problem: Option<String>,
 }
 
 /// `GET /portal`: the sign-in form, or the landing section of an account.
 #[utoipa::path(get, path = "/portal", tag = "pages",
-    params(("account" = Option<String>, Query, description = "The account to open (`a_…`)")),
+    params(("account" = Option<String>, Query, description = "The account to open (`a_…`)"),
+           ("service" = Option<String>, Query, description = "A self-hosted job to open: `manage`, `retrieve`, `refund`, `data` (an account's Billing, for a member)"),
+           ("notice" = Option<String>, Query, description = "The outcome of the form that led here"),
+           ("problem" = Option<String>, Query, description = "The refusal of the form that led here")),
     responses(
         (status = 200, description = "Signed out: the sign-in form; signed in with no hosted account: their self-hosted licenses, or what to do", content_type = "text/html"),
         (status = 303, description = "Signed in: to the account's landing section")))]
@@ -335,12 +359,21 @@ pub(super) async fn portal(
         .iter()
         .find(|a| Some(a.account.account_id.as_str()) == query.account.as_deref())
         .or(accounts.first());
+    let service = Service::parse(query.service.as_deref());
     Ok(match chosen {
-        Some(member) => see_other(&format!(
-            "/portal/accounts/{}/{}",
-            member.account.account_id,
-            Section::landing(&member.account).slug()
-        )),
+        Some(member) => {
+            let account_id = &member.account.account_id;
+            match service {
+                Some(service) => see_other(&format!(
+                    "/portal/accounts/{account_id}/billing?service={}",
+                    service.slug()
+                )),
+                None => see_other(&format!(
+                    "/portal/accounts/{account_id}/{}",
+                    Section::landing(&member.account).slug()
+                )),
+            }
+        }
         None => {
             let licenses = crate::flows::owned_licenses::licenses_of(
                 state.store.as_ref(),
@@ -348,21 +381,26 @@ pub(super) async fn portal(
                 &user.email,
             )
             .await?;
-            if licenses.is_empty() {
-                let page = NoAccountPage {
-                    nonce: &nonce,
-                    email: user.email.as_str(),
-                    support_email: &state.support_email,
-                };
-                render(StatusCode::OK, &page, &nonce)
-            } else {
-                let page = SelfHostedPage {
-                    nonce: &nonce,
-                    email: user.email.as_str(),
-                    support_email: &state.support_email,
-                    licenses,
-                };
-                render(StatusCode::OK, &page, &nonce)
+            match SelfHostedJobs::of(&state, user.email.as_str(), licenses, "/portal", service) {
+                None => {
+                    let page = NoAccountPage {
+                        nonce: &nonce,
+                        email: user.email.as_str(),
+                        support_email: &state.support_email,
+                    };
+                    render(StatusCode::OK, &page, &nonce)
+                }
+                Some(jobs) => {
+                    let page = SelfHostedPage {
+                        nonce: &nonce,
+                        email: user.email.as_str(),
+                        support_email: &state.support_email,
+                        jobs,
+                        notice: query.notice.as_deref().and_then(notice_text),
+                        problem: query.problem.as_deref().and_then(problem_text),
+                    };
+                    render(StatusCode::OK, &page, &nonce)
+                }
             }
         }
     })
@@ -395,8 +433,7 @@ struct BillingPage<'a> {
     nonce: &'a str,
     shell: Shell,
     billing: Option<BillingFacts>,
-    email: &'a str,
-    licenses: Vec<crate::flows::owned_licenses::LicenseView>,
+    jobs: Option<SelfHostedJobs>,
 }
 
 struct BillingFacts {
@@ -420,6 +457,7 @@ struct SupportPage<'a> {
     nonce: &'a str,
     shell: Shell,
     support_email: &'a str,
+    has_licenses: bool,
 }
 
 /// `GET /portal/accounts/{account_id}/{section}`: one section of the account shell.
@@ -427,7 +465,8 @@ struct SupportPage<'a> {
     params(("account_id" = String, Path, description = "The account (`a_…`)"),
            ("section" = String, Path, description = "`workspaces`, `access`, `billing`, `support` or `activity`"),
            ("notice" = Option<String>, Query, description = "The outcome of the form that led here"),
-           ("problem" = Option<String>, Query, description = "The refusal of the form that led here")),
+           ("problem" = Option<String>, Query, description = "The refusal of the form that led here"),
+           ("service" = Option<String>, Query, description = "Billing: the self-hosted job to open (`manage`, `retrieve`, `refund`, `data`), shown when the email owns a license")),
     responses(
         (status = 200, description = "The section", content_type = "text/html"),
         (status = 303, description = "Signed out or not a member: to `/portal`"),
@@ -460,12 +499,10 @@ pub(super) async fn section(
                 &user.email,
             )
             .await?;
-            billing_page(
-                &nonce,
-                shell,
-                &current.account,
-                (user.email.as_str(), licenses),
-            )
+            let back = format!("/portal/accounts/{}/billing", current.account.account_id);
+            let service = Service::parse(outcome.service.as_deref());
+            let jobs = SelfHostedJobs::of(&state, user.email.as_str(), licenses, &back, service);
+            billing_page(&nonce, shell, &current.account, jobs)
         }
         Section::Activity => {
             let entries = crate::flows::activity::account_activity(
@@ -485,15 +522,21 @@ pub(super) async fn section(
                 &nonce,
             )
         }
-        Section::Support => render(
-            StatusCode::OK,
-            &SupportPage {
-                nonce: &nonce,
-                shell,
-                support_email: &state.support_email,
-            },
-            &nonce,
-        ),
+        Section::Support => {
+            let has_licenses =
+                crate::flows::access::has_self_hosted_commercial(state.store.as_ref(), &user.email)
+                    .await?;
+            render(
+                StatusCode::OK,
+                &SupportPage {
+                    nonce: &nonce,
+                    shell,
+                    support_email: &state.support_email,
+                    has_licenses,
+                },
+                &nonce,
+            )
+        }
     })
 }
 
@@ -501,7 +544,7 @@ fn billing_page(
     nonce: &str,
     shell: Shell,
     account: &OpenAccount,
-    (email, licenses): (&str, Vec<crate::flows::owned_licenses::LicenseView>),
+    jobs: Option<SelfHostedJobs>,
 ) -> Response {
     let billing = account.billing.as_ref().map(|billing| BillingFacts {
         plan: billing.plan_version.clone(),
@@ -527,8 +570,7 @@ fn billing_page(
             nonce,
             shell,
             billing,
-            email,
-            licenses,
+            jobs,
         },
         nonce,
     )
