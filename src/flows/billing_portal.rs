@@ -66,10 +66,16 @@ async fn stripe_customer(
     // who pays and clicks at once still finds the customer.
     let head = store.head_position().await?;
     wait_for_position(store, SubjectStreams::NAME, head, LINK_INDEX_WAIT).await?;
-    let Some(document) = store
-        .read_document(SubjectStreams::NAME, &format!("account/{account_id}"))
-        .await?
-    else {
+    customer_of_subject(store, &format!("account/{account_id}")).await
+}
+
+/// The newest Stripe customer linked to `subject` (`account/<id>` or `license/<id>`) as the
+/// `subject_streams` read model holds it now, if any.
+pub async fn customer_of_subject(
+    store: &dyn Store,
+    subject: &str,
+) -> Result<Option<String>, FlowError> {
+    let Some(document) = store.read_document(SubjectStreams::NAME, subject).await? else {
         return Ok(None);
     };
     let list: SubjectStreamList = serde_json::from_value(document)

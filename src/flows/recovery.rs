@@ -5,8 +5,8 @@
 //! - Asking is decided off the request path (an [`OffPathQueue`]), so the answer and its timing
 //!   are the same whether the email owns a license or not; only an owner's request records a
 //!   code (`aggregates::email_code`: bound to the job, 15 minutes, 5 tries, one a minute), and the
-//!   outbox (`crate::flows::mail`) sends it. The code is derived from its id under the server
-//!   secret; the log holds only its keyed hash.
+//!   outbox (`crate::flows::mail`) sends it. The code (6 digits, like a sign-in code) is derived
+//!   from its id under the server secret; the log holds only its keyed hash.
 //! - Confirming records the code used (or the wrong code, which counts against its tries) on the
 //!   person's `email_code` stream before the job runs: two confirmations that race are decided
 //!   one after the other, and the second finds the code used.
@@ -23,11 +23,11 @@ use crate::engine::personal_data::PersonalDataStore;
 use crate::engine::projection::{wait_for_position, ProjectionFold};
 use crate::engine::store::{Store, READ_PAGE_MAX};
 use crate::flows::access::accounts_of;
-use crate::flows::billing_portal::ManageBilling;
+use crate::flows::billing_portal::{customer_of_subject, ManageBilling};
 use crate::flows::licensing::derived_activation_key;
 use crate::flows::owned_licenses::license_ids_of;
 use crate::flows::queue::{decide_each, OffPathQueue, OffPathRequests};
-use crate::flows::sign_in::{person_of, random_bytes};
+use crate::flows::sign_in::{is_code, person_of, random_bytes, six_digits};
 use crate::flows::support::{history, SubjectKind};
 use crate::flows::{stream, FlowError};
 use crate::gateways::stripe::StripeGateway;
@@ -46,7 +46,7 @@ use aggregates::user::User;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use projections::licenses::LicensesByEmail;
-use projections::subject_streams::{SubjectStreamList, SubjectStreams};
+use projections::subject_streams::SubjectStreams;
 use projections::DocumentProjection;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -55,8 +55,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Digits of a recovery code.
-pub const RECOVERY_CODE_DIGITS: usize = 6;
 /// Events one export holds at most; past it the export says it was cut (`events_truncated`).
 pub const EXPORT_EVENTS_MAX: usize = 10_000;
 /// How long a request waits for the license read models to fold the newest event.
@@ -102,20 +100,13 @@ impl Recovery {
 
 /// The 6-digit code of a recovery code id, derived under the server secret.
 pub fn recovery_code(hasher: &SecretHasher, code_id: &str) -> String {
-    let hex = hasher.derive_hex("", &format!("email-code:{code_id}"), 15);
-    let number = u64::from_str_radix(hex.expose(), 16).expect("15 hex digits fit in a u64");
-    format!("{:06}", number % 1_000_000)
+    six_digits(hasher, &format!("email-code:{code_id}"))
 }
 
 /// The keyed hash a code is recorded under: bound to its code id, so equal codes of two codes
 /// never share a hash.
 fn code_hash(hasher: &SecretHasher, code_id: &str, code: &str) -> SecretHash {
     hasher.hash(&format!("email-code:{code_id}:{code}"))
-}
-
-/// Whether `code` has the shape of a recovery code.
-pub fn is_code(code: &str) -> bool {
-    code.len() == RECOVERY_CODE_DIGITS && code.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether `email` owns a license, once the owner index has folded the newest event (this runs
@@ -267,7 +258,7 @@ pub async fn manage(
     wait_for_position(store, SubjectStreams::NAME, head, READ_MODEL_WAIT).await?;
     let mut customer = None;
     for license_id in license_ids_of(store, email).await?.iter().rev() {
-        if let Some(found) = customer_of(store, license_id).await? {
+        if let Some(found) = customer_of_subject(store, &format!("license/{license_id}")).await? {
             customer = Some(found);
             break;
         }
@@ -278,27 +269,6 @@ pub async fn manage(
         .await?
         .ok_or(FlowError::Broken("Stripe mode answered no billing portal"))?;
     Ok(ManageBilling::Stripe(url))
-}
-
-/// The Stripe customer a checkout linked to the license, if any.
-async fn customer_of(
-    store: &dyn Store,
-    license_id: &LicenseId,
-) -> Result<Option<String>, FlowError> {
-    let Some(document) = store
-        .read_document(SubjectStreams::NAME, &format!("license/{license_id}"))
-        .await?
-    else {
-        return Ok(None);
-    };
-    let list: SubjectStreamList = serde_json::from_value(document)
-        .map_err(|_| FlowError::Broken("a subject-streams document does not decode"))?;
-    Ok(list
-        .streams
-        .iter()
-        .rev()
-        .find_map(|stream| stream.strip_prefix("stripe_object/cus_"))
-        .map(|id| format!("cus_{id}")))
 }
 
 /// One license as `retrieve` shows it to its owner.

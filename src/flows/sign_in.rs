@@ -66,7 +66,12 @@ pub fn link_token(hasher: &SecretHasher, link_id: &str) -> Secret {
 
 /// The 6-digit code of a magic link, derived from its id under the server secret.
 pub fn link_code(hasher: &SecretHasher, link_id: &str) -> String {
-    let hex = hasher.derive_hex("", &format!("magic-link-code:{link_id}"), 15);
+    six_digits(hasher, &format!("magic-link-code:{link_id}"))
+}
+
+/// A 6-digit code derived from `context` under the server secret (sign-in and recovery codes).
+pub(crate) fn six_digits(hasher: &SecretHasher, context: &str) -> String {
+    let hex = hasher.derive_hex("", context, 15);
     let number = u64::from_str_radix(hex.expose(), 16).expect("15 hex digits fit in a u64");
     format!("{:06}", number % 1_000_000)
 }
@@ -77,7 +82,7 @@ fn code_hash(hasher: &SecretHasher, link_id: &str, code: &str) -> SecretHash {
     hasher.hash(&format!("magic-link-code:{link_id}:{code}"))
 }
 
-/// Whether `code` has the shape of a sign-in code.
+/// Whether `code` has the shape of a sign-in or recovery code.
 pub fn is_code(code: &str) -> bool {
     code.len() == SIGN_IN_CODE_DIGITS && code.bytes().all(|b| b.is_ascii_digit())
 }

@@ -47,6 +47,30 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(self_refund))
 }
 
+impl AppState {
+    /// The self-refunds, as this service makes them.
+    pub(super) fn self_refunds(&self) -> SelfRefunds<'_> {
+        SelfRefunds {
+            store: self.store.as_ref(),
+            keys: &self.keys,
+            catalog: &self.catalog,
+            stripe: &self.stripe,
+            window_days: self.recovery.self_refund_window_days,
+        }
+    }
+
+    /// What the `delete` job needs.
+    pub(super) fn eraser(&self) -> Eraser<'_> {
+        Eraser {
+            recovery: &self.recovery,
+            projections: &self.projections,
+            metrics: &self.metrics,
+            catalog: &self.catalog,
+            support_email: &self.support_email,
+        }
+    }
+}
+
 /// What a code request sends.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -293,18 +317,12 @@ pub(super) async fn confirm_delete(
         confirm(&state, client, RecoveryJob::Delete, &body.email, &body.code).await?;
     let metadata = metadata("public");
     // Its own task: a client that goes away must not cut an erasure short.
-    let deleted = tokio::spawn(async move {
-        let eraser = Eraser {
-            recovery: &state.recovery,
-            projections: &state.projections,
-            metrics: &state.metrics,
-            catalog: &state.catalog,
-            support_email: &state.support_email,
-        };
-        recovery::delete(eraser, &email, &code_id, metadata).await
-    })
-    .await
-    .map_err(|_| FlowError::Broken("the erasure task ended without an answer"))??;
+    let deleted =
+        tokio::spawn(
+            async move { recovery::delete(state.eraser(), &email, &code_id, metadata).await },
+        )
+        .await
+        .map_err(|_| FlowError::Broken("the erasure task ended without an answer"))??;
     Ok(Json(deleted))
 }
 
@@ -339,13 +357,7 @@ pub(super) async fn self_refund(
     let metadata = metadata("public");
     // Its own task: once Stripe is asked, its answer is recorded even if the client goes away.
     let refunded = tokio::spawn(async move {
-        let refunds = SelfRefunds {
-            store: state.store.as_ref(),
-            keys: &state.keys,
-            catalog: &state.catalog,
-            stripe: &state.stripe,
-            window_days: state.recovery.self_refund_window_days,
-        };
+        let refunds = state.self_refunds();
         refunds.refund(&email, body.token.trim(), metadata).await
     })
     .await

@@ -18,8 +18,7 @@
 use super::{see_other, PageUser};
 use crate::flows::billing_portal::ManageBilling;
 use crate::flows::owned_licenses::LicenseView;
-use crate::flows::recovery::{self, Deleted, Eraser, RetrievedLicense};
-use crate::flows::self_refund::SelfRefunds;
+use crate::flows::recovery::{self, Deleted, RetrievedLicense};
 use crate::flows::FlowError;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiForm;
@@ -277,13 +276,7 @@ pub(super) async fn refund_form(
     let metadata = metadata(user.user_id.as_str());
     // Its own task: once Stripe is asked, its answer is recorded even if the browser goes away.
     let refunded = tokio::spawn(async move {
-        let refunds = SelfRefunds {
-            store: state.store.as_ref(),
-            keys: &state.keys,
-            catalog: &state.catalog,
-            stripe: &state.stripe,
-            window_days: state.recovery.self_refund_window_days,
-        };
+        let refunds = state.self_refunds();
         refunds
             .refund_license(&user.email, &license_id, metadata)
             .await
@@ -378,14 +371,7 @@ pub(super) async fn delete_form(
     let metadata = metadata(user.user_id.as_str());
     // Its own task: a browser that goes away must not cut an erasure short.
     let deleted = tokio::spawn(async move {
-        let eraser = Eraser {
-            recovery: &state.recovery,
-            projections: &state.projections,
-            metrics: &state.metrics,
-            catalog: &state.catalog,
-            support_email: &state.support_email,
-        };
-        recovery::delete(eraser, &user.email, user.user_id.as_str(), metadata).await
+        recovery::delete(state.eraser(), &user.email, user.user_id.as_str(), metadata).await
     })
     .await
     .map_err(|_| FlowError::Broken("the erasure task ended without an answer"))??;
