@@ -471,7 +471,8 @@ impl ApplyEvent<'_> {
 
     /// Applies the command for what a Stripe object is linked to: `for_license` to a license (and
     /// links `also_link` to it), `for_account` to a hosted account. An event about nothing known,
-    /// or one the target refuses or records as ignored, is ignored with its reason.
+    /// one the target refuses or records as ignored, or one that changes nothing (a refund of a
+    /// license revoked already), is ignored with its reason.
     async fn on_linked(
         &self,
         reads: &mut Reads<'_>,
@@ -502,10 +503,14 @@ impl ApplyEvent<'_> {
                         return Ok((decision, Some(format!("the license refused it: {refusal}"))))
                     }
                 };
-                let ignored_because = only_ignored(&events, |event| match event {
-                    LicenseEvent::StripeEventIgnored { reason, .. } => Some(reason),
-                    _ => None,
-                });
+                let ignored_because = if events.is_empty() {
+                    Some(String::from("the license is already as the event says"))
+                } else {
+                    only_ignored(&events, |event| match event {
+                        LicenseEvent::StripeEventIgnored { reason, .. } => Some(reason),
+                        _ => None,
+                    })
+                };
                 let mut decision = decision.append::<License>(license_stream, &events)?;
                 if let (Some(charge), None) = (also_link, &ignored_because) {
                     decision = self

@@ -66,14 +66,15 @@ async fn stripe_customer(
     // who pays and clicks at once still finds the customer.
     let head = store.head_position().await?;
     wait_for_position(store, SubjectStreams::NAME, head, LINK_INDEX_WAIT).await?;
-    customer_of_subject(store, &format!("account/{account_id}")).await
+    linked_stripe_object(store, &format!("account/{account_id}"), "cus_").await
 }
 
-/// The newest Stripe customer linked to `subject` (`account/<id>` or `license/<id>`) as the
-/// `subject_streams` read model holds it now, if any.
-pub async fn customer_of_subject(
+/// The newest Stripe object with id prefix `prefix` (`cus_`, `sub_`) linked to `subject`
+/// (`account/<id>` or `license/<id>`) as the `subject_streams` read model holds it now, if any.
+pub async fn linked_stripe_object(
     store: &dyn Store,
     subject: &str,
+    prefix: &str,
 ) -> Result<Option<String>, FlowError> {
     let Some(document) = store.read_document(SubjectStreams::NAME, subject).await? else {
         return Ok(None);
@@ -84,6 +85,7 @@ pub async fn customer_of_subject(
         .streams
         .iter()
         .rev()
-        .find_map(|stream| stream.strip_prefix("stripe_object/cus_"))
-        .map(|id| format!("cus_{id}")))
+        .filter_map(|stream| stream.strip_prefix("stripe_object/"))
+        .find(|id| id.starts_with(prefix))
+        .map(str::to_owned))
 }

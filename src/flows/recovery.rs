@@ -23,7 +23,7 @@ use crate::engine::personal_data::PersonalDataStore;
 use crate::engine::projection::{wait_for_position, ProjectionFold};
 use crate::engine::store::{Store, READ_PAGE_MAX};
 use crate::flows::access::accounts_of;
-use crate::flows::billing_portal::{customer_of_subject, ManageBilling};
+use crate::flows::billing_portal::{linked_stripe_object, ManageBilling};
 use crate::flows::licensing::derived_activation_key;
 use crate::flows::owned_licenses::license_ids_of;
 use crate::flows::queue::{decide_each, OffPathQueue, OffPathRequests};
@@ -258,7 +258,8 @@ pub async fn manage(
     wait_for_position(store, SubjectStreams::NAME, head, READ_MODEL_WAIT).await?;
     let mut customer = None;
     for license_id in license_ids_of(store, email).await?.iter().rev() {
-        if let Some(found) = customer_of_subject(store, &format!("license/{license_id}")).await? {
+        let subject = format!("license/{license_id}");
+        if let Some(found) = linked_stripe_object(store, &subject, "cus_").await? {
             customer = Some(found);
             break;
         }

@@ -6,7 +6,9 @@
 //! 1. the refund is requested on the license's `self_refund` stream (the rules, and who wins a
 //!    race, are `aggregates::self_refund`'s: a second request meanwhile is `refund_in_progress`);
 //! 2. Stripe is asked, with an idempotency key derived from the license, so asking again (a
-//!    stalled request taken over, a retry) answers the same refund;
+//!    stalled request taken over, a retry) answers the same refund; then the license's
+//!    subscription is canceled at once (its own derived key), so a revoked license is not billed
+//!    again;
 //! 3. the refund and the license's revocation (reason `refund`, the refund's id) are recorded in
 //!    one append. The `charge.refunded` webhook Stripe sends next finds the license revoked and
 //!    changes nothing.
@@ -14,7 +16,9 @@
 use crate::crypto::KeyMaterial;
 use crate::engine::command::decide_all;
 use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
+use crate::engine::projection::wait_for_position;
 use crate::engine::store::Store;
+use crate::flows::billing_portal::linked_stripe_object;
 use crate::flows::licensing::license_of_key;
 use crate::flows::{stream, FlowError};
 use crate::gateways::stripe::StripeGateway;
@@ -25,9 +29,16 @@ use aggregates::ids::{Email, LicenseId};
 use aggregates::license::{License, LicenseCommand, RevocationReason};
 use aggregates::log::{EventMetadata, StreamName};
 use aggregates::self_refund::{eligibility, SelfRefund, SelfRefundCommand, SelfRefundEvent};
+use aggregates::subscription::SubscriptionState;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use projections::subject_streams::SubjectStreams;
+use projections::DocumentProjection;
 use serde::Serialize;
+
+/// How long a self-refund waits for the subject index to fold the newest event before it looks
+/// up the license's subscription.
+const LINK_INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a self-refund did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -91,7 +102,7 @@ impl SelfRefunds<'_> {
             window_days: self.window_days,
             context: &context,
         };
-        let charge = match run(self.store, &metadata, None, &request).await? {
+        let (charge, subscribed) = match run(self.store, &metadata, None, &request).await? {
             Decided::Appended { answer, .. } | Decided::Unchanged(answer) => answer?,
             Decided::Replayed(_) => return Err(FlowError::Broken("a self-refund has no key")),
         };
@@ -106,6 +117,9 @@ impl SelfRefunds<'_> {
                 ],
             )
             .await?;
+        if subscribed {
+            self.cancel_subscription(license_id).await?;
+        }
         let record = RecordRefund {
             streams: &streams,
             refund_id: &refund_id,
@@ -126,6 +140,27 @@ impl SelfRefunds<'_> {
     }
 }
 
+impl SelfRefunds<'_> {
+    /// Cancels the license's Stripe subscription at once, so a refunded, revoked license is not
+    /// billed again (a license with no linked subscription has nothing to cancel).
+    async fn cancel_subscription(&self, license_id: &LicenseId) -> Result<(), FlowError> {
+        let head = self.store.head_position().await?;
+        wait_for_position(self.store, SubjectStreams::NAME, head, LINK_INDEX_WAIT).await?;
+        let subject = format!("license/{license_id}");
+        if let Some(subscription) = linked_stripe_object(self.store, &subject, "sub_").await? {
+            self.stripe
+                .cancel_subscription(&subscription, &cancel_idempotency_key(license_id))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The idempotency key a self-refund's cancellation of the subscription is asked under.
+pub fn cancel_idempotency_key(license_id: &LicenseId) -> String {
+    format!("self-refund-cancel:{license_id}")
+}
+
 /// The idempotency key every Stripe refund of `license_id` is asked under: one license, one
 /// refund, however often it is asked.
 pub fn refund_idempotency_key(license_id: &LicenseId) -> String {
@@ -137,7 +172,8 @@ struct Streams {
     refund: StreamName,
 }
 
-/// Step 1: the owner's check, the eligibility, and the request recorded.
+/// Step 1: the owner's check, the eligibility, and the request recorded. Answers the charge, and
+/// whether the license's subscription is still live (to be canceled).
 struct RequestRefund<'a> {
     streams: &'a Streams,
     email: &'a Email,
@@ -147,7 +183,7 @@ struct RequestRefund<'a> {
 
 #[async_trait]
 impl Attempt for RequestRefund<'_> {
-    type Answer = Result<String, DomainError>;
+    type Answer = Result<(String, bool), DomainError>;
     type Error = FlowError;
 
     async fn attempt(&self, reads: &mut Reads<'_>) -> Result<Decision<Self::Answer>, FlowError> {
@@ -172,7 +208,8 @@ impl Attempt for RequestRefund<'_> {
                 SelfRefundEvent::SelfRefundIssued { .. } => None,
             })
             .ok_or(FlowError::Broken("a refund request decided no request"))?;
-        Ok(Decision::answer(Ok(charge))
+        let subscribed = license.state != SubscriptionState::Canceled;
+        Ok(Decision::answer(Ok((charge, subscribed)))
             .append::<SelfRefund>(self.streams.refund.clone(), &events)?)
     }
 }

@@ -17,6 +17,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
 use stripe_checkout::CheckoutSessionMode;
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::refund::{CreateRefund, CreateRefundReason};
 
 /// Stripe's API base.
@@ -242,6 +243,12 @@ impl StripeObject {
     }
 }
 
+/// What this service reads of a canceled subscription.
+#[derive(miniserde::Deserialize)]
+struct CanceledSubscription {
+    status: String,
+}
+
 /// Where checkout happens: at Stripe, or — with no Stripe key configured — on a local page of this
 /// service that completes the purchase by posting itself a correctly signed webhook, so the whole
 /// flow runs offline. Local mode exists only while no secret key is set: configuring a key turns
@@ -414,6 +421,39 @@ impl StripeGateway {
             .await
             .map_err(|e| StripeGatewayError::Api(e.to_string()))?;
         Ok(refund.id.to_string())
+    }
+
+    /// Cancels `subscription` at once — no proration, no final invoice — under
+    /// `idempotency_key` (asked again, Stripe answers the same cancellation); in local mode there
+    /// is nothing to cancel.
+    pub async fn cancel_subscription(
+        &self,
+        subscription: &str,
+        idempotency_key: &str,
+    ) -> Result<(), StripeGatewayError> {
+        let CheckoutMode::Stripe(client) = &self.mode else {
+            return Ok(());
+        };
+        let key = IdempotencyKey::new(idempotency_key)
+            .map_err(|e| StripeGatewayError::Config(e.to_string()))?;
+        let form: BTreeMap<&str, &str> = [("prorate", "false"), ("invoice_now", "false")].into();
+        let canceled: CanceledSubscription = RequestBuilder::new(
+            StripeMethod::Delete,
+            format!("/subscriptions/{subscription}"),
+        )
+        .form(&form)
+        .customize()
+        .request_strategy(RequestStrategy::Idempotent(key))
+        .send(client.as_ref())
+        .await
+        .map_err(|e| StripeGatewayError::Api(e.to_string()))?;
+        if canceled.status != "canceled" {
+            return Err(StripeGatewayError::Api(format!(
+                "the subscription is {} after its cancellation",
+                canceled.status
+            )));
+        }
+        Ok(())
     }
 
     /// Verifies a webhook's signature (and its 5-minute tolerance), then reads the event.

@@ -182,6 +182,33 @@ async fn create_refund(
     (axum::http::StatusCode::OK, Json(refund))
 }
 
+/// `DELETE /v1/subscriptions/{id}`: the subscription canceled (again, for a repeated key).
+async fn cancel_subscription(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Json<Value> {
+    let form: BTreeMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    inner.lock().unwrap().requests.push(Recorded {
+        path: format!("/v1/subscriptions/{id}"),
+        form,
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    Json(
+        json!({ "id": id, "object": "subscription", "status": "canceled", "customer": "cus_test_1" }),
+    )
+}
+
 impl FakeStripe {
     /// Starts the fake on a free loopback port.
     pub(crate) async fn start() -> FakeStripe {
@@ -190,6 +217,10 @@ impl FakeStripe {
             .route("/v1/checkout/sessions", post(create_session))
             .route("/v1/billing_portal/sessions", post(create_portal_session))
             .route("/v1/refunds", post(create_refund))
+            .route(
+                "/v1/subscriptions/{id}",
+                axum::routing::delete(cancel_subscription),
+            )
             .with_state(Arc::clone(&inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

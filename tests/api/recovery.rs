@@ -2,7 +2,7 @@
 //! end to end through the real SMTP listener (request → code arrives → confirm → result), the
 //! code's limits (once, five wrong codes, bound to its job), the identical answer for an unknown
 //! email, racing confirmations and refunds, the export's signature against the JWKS, and the
-//! delete that leaves the email nowhere.
+//! delete that leaves the email nowhere. A self-refund also cancels the license's subscription.
 
 use crate::helpers::{Backend, TestApp};
 use crate::installation_flows::activate_as;
@@ -456,6 +456,25 @@ async fn a_self_refund_in_the_window_refunds_once_revokes_and_stripes_refund_eve
         Some(format!("self-refund:{license_id}").as_str()),
         "a key derived from the license"
     );
+    let canceled: Vec<_> = app
+        .stripe
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/subscriptions/sub_test_1")
+        .collect();
+    assert_eq!(
+        canceled.len(),
+        1,
+        "the subscription is canceled, so nothing bills again"
+    );
+    assert_eq!(
+        canceled[0].idempotency_key.as_deref(),
+        Some(format!("self-refund-cancel:{license_id}").as_str())
+    );
+    assert_eq!(
+        canceled[0].form.get("prorate").map(String::as_str),
+        Some("false")
+    );
 
     let (status, entitlements, _) = app
         .post(
@@ -470,8 +489,21 @@ async fn a_self_refund_in_the_window_refunds_once_revokes_and_stripes_refund_eve
         "revoked at once"
     );
 
-    let refund = json!({ "id": "ch_first", "object": "charge", "refunded": true });
+    let deleted = json!({ "id": "sub_test_1", "object": "subscription", "status": "canceled", "customer": "cus_test_1", "metadata": {}, "items": { "data": [] } });
     let (status, _) = app
+        .send_webhook(
+            &stripe_event(
+                "evt_deleted",
+                "customer.subscription.deleted",
+                chrono::Utc::now().timestamp(),
+                deleted,
+            ),
+            false,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let refund = json!({ "id": "ch_first", "object": "charge", "refunded": true });
+    let (status, answer) = app
         .send_webhook(
             &stripe_event(
                 "evt_refunded",
@@ -482,7 +514,11 @@ async fn a_self_refund_in_the_window_refunds_once_revokes_and_stripes_refund_eve
             false,
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("ignored")),
+        "{answer}"
+    );
     let events = app.all_events().await;
     assert_eq!(events_of_type(&events, "license_revoked").len(), 1);
     assert_eq!(
@@ -490,6 +526,21 @@ async fn a_self_refund_in_the_window_refunds_once_revokes_and_stripes_refund_eve
         "refund"
     );
     assert_eq!(events_of_type(&events, "self_refund_issued").len(), 1);
+    let revoked_at = events
+        .iter()
+        .find(|e| e.event_type == "license_revoked")
+        .unwrap()
+        .global_position;
+    let after: Vec<&str> = events
+        .iter()
+        .filter(|e| e.stream.stream_id() == license_id && e.global_position > revoked_at)
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(
+        after,
+        ["stripe_event_ignored"],
+        "Stripe's cancellation is recorded as ignored on the license: it changes it no more"
+    );
 
     let (status, again) = self_refund(&app, BUYER, &key).await;
     assert_eq!(
