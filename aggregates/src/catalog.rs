@@ -24,6 +24,19 @@ pub enum BillingCycle {
     Annual,
 }
 
+impl BillingCycle {
+    /// Both cadences.
+    pub const ALL: [BillingCycle; 2] = [BillingCycle::Monthly, BillingCycle::Annual];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillingCycle::Monthly => "monthly",
+            BillingCycle::Annual => "annual",
+        }
+    }
+}
+
 /// An amount of money in integer minor units (cents) of one currency. Never a float.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
@@ -394,6 +407,11 @@ impl Catalog {
     /// A price of the table.
     pub fn price(&self, price_id: &str) -> Option<&Price> {
         self.prices.get(price_id.trim())
+    }
+
+    /// Every plan, by key.
+    pub fn plans(&self) -> impl Iterator<Item = &Plan> + '_ {
+        self.plans.values()
     }
 
     /// The price that buys `plan` at `cycle`, if the table has one.

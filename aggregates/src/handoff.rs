@@ -5,7 +5,7 @@
 //! Stripe Checkout from it, and Stripe's `checkout.session.completed` completes it. The browser
 //! view never carries the intent id, the jti or the URLs. One stream per handoff.
 
-use crate::catalog::BillingCycle;
+use crate::catalog::{BillingCycle, Catalog, Money};
 use crate::decider::{Context, Decider, DomainEvent};
 use crate::error::DomainError;
 use crate::ids::{bounded_text, AccountId, HandoffId, IntentId, LicenseId};
@@ -430,6 +430,43 @@ pub struct PricedCheckout {
     pub price_id: String,
     /// Whether it includes a trial.
     pub trial: bool,
+}
+
+/// One thing a purchase handoff can buy: a self-hosted plan at a cadence, at its price.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// The plan.
+    pub plan_key: String,
+    /// Its tier.
+    pub tier: String,
+    /// The cadence.
+    pub billing_cycle: BillingCycle,
+    /// What it costs per period.
+    pub price: Money,
+    /// Monitored systems it allows.
+    pub max_monitored_systems: u32,
+}
+
+/// What a handoff offers (the portal's Upgrade job): every self-hosted plan checkout may sell, at
+/// each cadence the price table has, cheapest first.
+pub fn offers(catalog: &Catalog) -> Vec<Offer> {
+    let mut offers: Vec<Offer> = catalog
+        .plans()
+        .filter(|plan| plan.purchasable && !plan.grandfathered && plan.max_workspaces.is_none())
+        .flat_map(|plan| {
+            BillingCycle::ALL.into_iter().filter_map(move |cycle| {
+                catalog.price_for(&plan.key, cycle).map(|price| Offer {
+                    plan_key: plan.key.clone(),
+                    tier: plan.tier.clone(),
+                    billing_cycle: cycle,
+                    price: price.amount.clone(),
+                    max_monitored_systems: plan.max_monitored_systems,
+                })
+            })
+        })
+        .collect();
+    offers.sort_by_key(|offer| (offer.price.amount_minor, offer.plan_key.clone()));
+    offers
 }
 
 /// Whether `handoff` may start a checkout of `plan_key` (`tier`, `billing_cycle`) now, and at what

@@ -346,3 +346,20 @@ fn completion_by_a_session_this_handoff_never_started_is_refused() {
         })
         .then_err(DomainError::UnknownCheckoutSession);
 }
+
+#[test]
+fn a_handoff_offers_the_self_hosted_plans_checkout_sells_at_each_priced_cadence_cheapest_first() {
+    let catalog = aggregates::catalog::Catalog::v1();
+    let offered: Vec<(String, BillingCycle, i64)> = aggregates::handoff::offers(&catalog)
+        .into_iter()
+        .map(|o| (o.plan_key, o.billing_cycle, o.price.amount_minor))
+        .collect();
+    assert_eq!(
+        offered,
+        vec![
+            (String::from("relay"), BillingCycle::Monthly, 499),
+            (String::from("pro"), BillingCycle::Monthly, 899),
+        ],
+        "no hosted plan, no grandfathered or continuity-only plan, no plan without a price"
+    );
+}

@@ -37,7 +37,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .merge(webhook)
 }
 
-fn checkout(state: &AppState) -> Checkout<'_> {
+/// The purchase use cases over this service's state.
+pub(in crate::http) fn checkout(state: &AppState) -> Checkout<'_> {
     Checkout {
         store: state.store.as_ref(),
         stripe: &state.stripe,

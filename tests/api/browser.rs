@@ -17,6 +17,7 @@ on_both_stores!(
     an_msp_owner_signs_in_invites_a_tech_who_sees_no_controls_and_signs_out,
     a_self_hosted_only_buyer_lands_on_billing_and_sees_their_license,
     a_self_hosted_buyer_retrieves_their_key_and_refunds_inside_the_window,
+    a_purchase_handed_in_by_pulse_picks_a_plan_and_reaches_checkout,
     a_hosted_signup_runs_offline_to_a_full_workspace_plan,
 );
 
@@ -172,6 +173,17 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Ticks the checkbox or radio button `css` (no page loads).
+    pub(crate) async fn tick(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     }
 
     /// Chooses `value` in the select `css`.
@@ -610,6 +622,45 @@ async fn a_self_hosted_buyer_retrieves_their_key_and_refunds_inside_the_window(b
     assert!(
         buyer.text().await.contains("Tick the box to confirm"),
         "an unticked delete changes nothing"
+    );
+    buyer
+        .tick("form[action='/portal/self-hosted/delete'] input[name=confirm]")
+        .await;
+    buyer
+        .click("form[action='/portal/self-hosted/delete'] button")
+        .await;
+    let deleted = buyer.text().await;
+    assert!(deleted.contains("Your data is deleted"), "{deleted}");
+    assert!(deleted.contains("1 license(s) revoked"), "{deleted}");
+    buyer.inspect("data-deleted").await;
+    buyer.visit("/portal").await;
+    assert!(
+        buyer.text().await.contains("Sign in to Pulse Account"),
+        "the erased person is signed out everywhere"
+    );
+    buyer.close().await;
+    app.stop().await;
+}
+
+async fn a_purchase_handed_in_by_pulse_picks_a_plan_and_reaches_checkout(backend: Backend) {
+    let app = TestApp::spawn_local(backend).await;
+    let handoff = crate::upgrade::handed_in(&app).await;
+    let buyer = Browser::open(&app, backend).await;
+    buyer
+        .visit(&format!("/portal?portal_handoff_id={handoff}"))
+        .await;
+    assert_eq!(buyer.path().await, "/portal/upgrade");
+    let page = buyer.text().await;
+    assert!(page.contains("Upgrade Pulse"), "{page}");
+    assert!(page.contains("8.99 USD a month"), "{page}");
+    buyer.inspect("upgrade").await;
+    buyer.tick("input[value='pro:monthly']").await;
+    buyer.click("form[action='/portal/upgrade'] button").await;
+    // The checkout's address is under the public URL (another host in the tests): its path is
+    // the app's local checkout.
+    assert!(
+        buyer.path().await.starts_with("/v1/checkout/local/"),
+        "to the (local) checkout of the chosen plan"
     );
     buyer.close().await;
     app.stop().await;

@@ -38,4 +38,5 @@ mod staff;
 mod store_contract;
 mod stripe_billing;
 mod tcp_proxy;
+mod upgrade;
 mod workspaces;

@@ -19,6 +19,7 @@ mod access;
 mod billing;
 mod self_hosted;
 mod signup;
+mod upgrade;
 mod workspaces;
 
 pub(super) use billing::return_url as billing_return_url;
@@ -54,6 +55,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .merge(billing::router())
         .merge(self_hosted::router())
         .merge(signup::router())
+        .merge(upgrade::router())
 }
 
 /// The signed-in user of a page, if any: a page shows the sign-in form instead of an error when
@@ -321,11 +323,13 @@ struct NoAccountPage<'a> {
 }
 
 /// Which account `/portal` opens, and for a person with self-hosted licenses only, the job
-/// panel open and the outcome of the form that led here.
+/// panel open and the outcome of the form that led here; a purchase handoff from Pulse opens the
+/// Upgrade job instead.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PortalQuery {
     account: Option<String>,
+    portal_handoff_id: Option<String>,
     service: Option<String>,
     notice: Option<String>,
     problem: Option<String>,
@@ -334,6 +338,7 @@ pub(super) struct PortalQuery {
 /// `GET /portal`: the sign-in form, or the landing section of an account.
 #[utoipa::path(get, path = "/portal", tag = "pages",
     params(("account" = Option<String>, Query, description = "The account to open (`a_…`)"),
+           ("portal_handoff_id" = Option<String>, Query, description = "A purchase handed in by Pulse: to the Upgrade job (`/portal/upgrade`)"),
            ("service" = Option<String>, Query, description = "A self-hosted job to open: `manage`, `retrieve`, `refund`, `data` (an account's Billing, for a member)"),
            ("notice" = Option<String>, Query, description = "The outcome of the form that led here"),
            ("problem" = Option<String>, Query, description = "The refusal of the form that led here")),
@@ -345,6 +350,15 @@ pub(super) async fn portal(
     PageUser(user): PageUser,
     ApiQuery(query): ApiQuery<PortalQuery>,
 ) -> Result<Response, ApiError> {
+    if let Some(handoff_id) = query
+        .portal_handoff_id
+        .as_deref()
+        .and_then(|raw| crate::flows::purchase::parse_handoff_id(raw).ok())
+    {
+        return Ok(see_other(&format!(
+            "/portal/upgrade?portal_handoff_id={handoff_id}"
+        )));
+    }
     let nonce = nonce();
     let Some(user) = user else {
         let page = SignInPage { nonce: &nonce };
