@@ -86,6 +86,20 @@ async fn retrieve_sends_a_code_and_the_code_shows_every_license_with_its_key_onc
     let (license_id, key) = bought_and_paid(&app, "ch_1", 0).await;
     let (answer, code) = code_for(&app, "/v1/retrieve-license/request", BUYER).await;
     assert_eq!(answer["success"], true);
+    let (_, again, _) = app
+        .post(
+            "/v1/retrieve-license/request",
+            &json!({ "email": BUYER }),
+            &[],
+        )
+        .await;
+    assert_eq!(again, answer, "asking again answers the same");
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(
+        app.smtp.messages_to(BUYER).len(),
+        1,
+        "one code a minute per job: the second request sent nothing"
+    );
     let mail = app.smtp.messages_to(BUYER).pop().unwrap();
     assert!(mail.subject.contains("retrieve"), "{}", mail.subject);
     assert!(
