@@ -9,6 +9,7 @@ use crate::engine::projection::{registry, ProjectionFold};
 use crate::engine::store::upcast::Upcasters;
 use crate::engine::store::{self, Store, StoreError};
 use crate::flows::exchange::LegacyVerifier;
+use crate::flows::license_cache::LicenseCache;
 use crate::flows::mail::Outbox;
 use crate::flows::queue::OffPathRequests;
 use crate::flows::recovery::Recovery;
@@ -151,6 +152,10 @@ impl Application {
                     source,
                 })?;
         let projections: Arc<[Arc<dyn ProjectionFold>]> = registry().into();
+        let license_cache = Arc::new(LicenseCache::new(
+            store.as_ref(),
+            store.head_position().await?,
+        ));
         let (sign_in_queue, sign_in_requests) = SignInQueue::new();
         let (recovery, recovery_requests) = Recovery::new(
             personal,
@@ -169,6 +174,7 @@ impl Application {
             public_url: settings.public_url,
             legacy,
             token_bindings: Arc::default(),
+            license_cache,
             body_read_timeout: settings.server.body_read_timeout,
             sign_in_queue: Arc::new(sign_in_queue),
             sign_in_limit: Arc::new(ClientLimit::new(
@@ -244,6 +250,10 @@ impl Application {
             Arc::clone(&self.state.catalog),
             stopped.clone(),
         )));
+        runners.push(tokio::spawn(
+            Arc::clone(&self.state.license_cache)
+                .follow(Arc::clone(&self.state.store), stopped.clone()),
+        ));
         runners.push(tokio::spawn(crate::flows::recovery::decide_requests(
             self.recovery_requests,
             Arc::clone(&self.state.store),

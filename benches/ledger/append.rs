@@ -93,6 +93,7 @@ async fn ours_path(
                 let licensing = Licensing {
                     store: store.as_ref(),
                     bindings: &bindings,
+                    cache: None,
                     keys: &keys,
                     catalog: &catalog,
                 };

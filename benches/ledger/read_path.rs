@@ -93,6 +93,7 @@ async fn activated_installation(state: &pulse_account::http::AppState) -> (Strin
     let licensing = Licensing {
         store: state.store.as_ref(),
         bindings: &state.token_bindings,
+        cache: None,
         keys: &state.keys,
         catalog: &catalog,
     };

@@ -14,6 +14,7 @@ use crate::crypto::KeyMaterial;
 use crate::engine::command::{decide_all, load, load_until, recorded_events};
 use crate::engine::decision::{run, Attempt, Decided, Decision, Reads};
 use crate::engine::store::{BatchOutcome, Idempotency, Store, StoreError};
+use crate::flows::license_cache::LicenseCache;
 use crate::flows::{stream, FlowError};
 use aggregates::catalog::{BillingCycle, Catalog};
 use aggregates::decider::{CodecError, Context, Decider};
@@ -26,7 +27,7 @@ use aggregates::license::{
     grant_refusal, ActivateInstallation, ContinuityReport, GrantClaims, IssueLicense,
     IssuedLicense, License, LicenseCommand, LicenseEvent, LicenseOrigin,
 };
-use aggregates::log::{EventMetadata, StreamName};
+use aggregates::log::{EventMetadata, Position, StreamName};
 use aggregates::subscription::SubscriptionState;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -110,6 +111,8 @@ pub struct Licensing<'a> {
     pub store: &'a dyn Store,
     /// Installation tokens this process has seen bound.
     pub bindings: &'a TokenBindings,
+    /// The licenses this process holds in memory, when it keeps them.
+    pub cache: Option<&'a LicenseCache>,
     /// Keys for hashing secrets and signing grants.
     pub keys: &'a KeyMaterial,
     /// The catalog in force.
@@ -408,9 +411,13 @@ impl Licensing<'_> {
 impl Licensing<'_> {
     /// The license of an installation presenting its token, checked the way a grant would be:
     /// an unknown or rotated token, or a deactivated installation, is refused.
-    async fn presented(&self, token: &str) -> Result<(IssuedLicense, InstallationId), FlowError> {
+    async fn presented(
+        &self,
+        token: &str,
+        at_least: Option<Position>,
+    ) -> Result<(IssuedLicense, InstallationId), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
-        let license = self.current_license(&license_id).await?;
+        let license = self.current_license(&license_id, at_least).await?;
         let installation = license
             .installations
             .get(&installation_id)
@@ -422,10 +429,27 @@ impl Licensing<'_> {
         Ok((license, installation_id))
     }
 
-    /// A license as it stands now. From the `licenses` read model when that has folded the whole
-    /// stream — one statement, however long the history — else folded from the stream itself, so a
-    /// read model that lags never answers for the license.
-    async fn current_license(&self, license_id: &LicenseId) -> Result<IssuedLicense, FlowError> {
+    /// A license as it stands now, at least as of `at_least` (a client's own write). From memory
+    /// when the cache is current (`crate::flows::license_cache`); else from the `licenses` read
+    /// model when that has folded the whole stream — one statement, however long the history —
+    /// else folded from the stream itself, so a read model that lags never answers for the
+    /// license.
+    async fn current_license(
+        &self,
+        license_id: &LicenseId,
+        at_least: Option<Position>,
+    ) -> Result<IssuedLicense, FlowError> {
+        if let Some(cache) = self.cache {
+            if let Some(license) = cache.get(license_id, at_least) {
+                return Ok(license);
+            }
+            if cache.current(at_least) {
+                let state = cache.load(self.store, license_id).await?;
+                return Ok(state
+                    .issued
+                    .ok_or(DomainError::NotFound { entity: "license" })?);
+            }
+        }
         let stream = stream(License::STREAM_TYPE, license_id.as_str())?;
         let document = self
             .store
@@ -452,8 +476,9 @@ impl Licensing<'_> {
         &self,
         token: &str,
         now: DateTime<Utc>,
+        at_least: Option<Position>,
     ) -> Result<(IssuedLicense, InstallationId, Entitlements), FlowError> {
-        let (license, installation_id) = self.presented(token).await?;
+        let (license, installation_id) = self.presented(token, at_least).await?;
         record_installation(&license.license_id, &installation_id);
         let entitlements = license_entitlements(&license, self.catalog, now, None);
         Ok((license, installation_id, entitlements))
@@ -470,7 +495,7 @@ impl Licensing<'_> {
         idempotency_key: Option<&str>,
         metadata: EventMetadata,
     ) -> Result<ContinuityReport, FlowError> {
-        let (license, installation_id) = self.presented(token).await?;
+        let (license, installation_id) = self.presented(token, None).await?;
         record_installation(&license.license_id, &installation_id);
         let command = LicenseCommand::CaptureFloor { monitored_systems };
         let idempotency = idempotency_key.map(|key| {

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod erasure;
 pub mod exchange;
 pub mod hosted;
+pub mod license_cache;
 pub mod licensing;
 pub mod lifecycle;
 pub mod mail;

@@ -2,7 +2,9 @@
 //! replayed what they wrote) carries `x-log-position`: the newest position written. A read served
 //! from read models that may lag accepts it back as `x-min-log-position` ([`ReadAfter`]) and
 //! answers only once every read model has folded that far — within
-//! [`READ_YOUR_WRITES_WAIT_MAX`], else 503 `read_model_lagging` with `Retry-After`.
+//! [`READ_YOUR_WRITES_WAIT_MAX`], else 503 `read_model_lagging` with `Retry-After`. The
+//! installation's reads served from memory (`crate::flows::license_cache`) take it as
+//! [`MinLogPosition`] and go to the database when memory is older.
 
 use super::error::{ApiError, ErrorCode};
 use super::AppState;
@@ -33,6 +35,38 @@ pub async fn log_position_header(request: Request, next: Next) -> Response {
     response
 }
 
+/// The position a client's own write returned, when it sent `x-min-log-position`: a read must
+/// not answer from anything older.
+pub struct MinLogPosition(pub Option<Position>);
+
+impl MinLogPosition {
+    fn from_headers(parts: &Parts) -> Result<MinLogPosition, ApiError> {
+        let Some(raw) = parts.headers.get(MIN_LOG_POSITION_HEADER) else {
+            return Ok(MinLogPosition(None));
+        };
+        raw.to_str()
+            .ok()
+            .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|text| text.parse::<i64>().ok())
+            .map(|position| MinLogPosition(Some(Position(position))))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{MIN_LOG_POSITION_HEADER} must be a log position (a whole number)."),
+                )
+                .with_details(serde_json::json!({ "field": MIN_LOG_POSITION_HEADER }))
+            })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for MinLogPosition {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        MinLogPosition::from_headers(parts)
+    }
+}
+
 /// A read that first waits, when asked, until every read model has folded the position the
 /// client's own write returned.
 pub struct ReadAfter;
@@ -44,22 +78,9 @@ impl FromRequestParts<AppState> for ReadAfter {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(raw) = parts.headers.get(MIN_LOG_POSITION_HEADER) else {
+        let MinLogPosition(Some(position)) = MinLogPosition::from_headers(parts)? else {
             return Ok(ReadAfter);
         };
-        let position = raw
-            .to_str()
-            .ok()
-            .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|text| text.parse::<i64>().ok())
-            .map(Position)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("{MIN_LOG_POSITION_HEADER} must be a log position (a whole number)."),
-                )
-                .with_details(serde_json::json!({ "field": MIN_LOG_POSITION_HEADER }))
-            })?;
         for fold in state.projections.iter() {
             let reached = wait_for_position(
                 state.store.as_ref(),

@@ -1,6 +1,7 @@
 //! Routes of self-hosted licensing (`DOMAIN.md` §5.2, §5.3): activation, grant refresh and
 //! status, and the JWKS that verifies every grant. Thin: parse, call [`crate::flows::licensing`], answer.
 
+use super::consistency::MinLogPosition;
 use super::error::{current_request_id, ApiError, ErrorBody, ErrorCode};
 use super::extract::{parse_json, ApiBytes, ApiJson, Bearer, IdempotencyKey};
 use super::AppState;
@@ -48,6 +49,7 @@ fn licensing(state: &AppState) -> Licensing<'_> {
     Licensing {
         store: state.store.as_ref(),
         bindings: &state.token_bindings,
+        cache: Some(&state.license_cache),
         keys: &state.keys,
         catalog: &state.catalog,
     }
@@ -166,15 +168,18 @@ pub(super) async fn status(
 /// `GET /v1/entitlements` (Bearer installation token): the payload of `DOMAIN.md` §14.
 #[utoipa::path(get, path = "/v1/entitlements", tag = "licensing",
     security(("installation_token" = [])),
+    params(("x-min-log-position" = Option<i64>, Header, description = "The `x-log-position` of the client's own write: the answer is at least that current")),
     responses(
         (status = 200, description = "The entitlement payload of DOMAIN.md §14 with the continuity block of §7"),
         (status = 401, description = "`unauthorized`, `TOKEN_REVOKED`", body = ErrorBody)))]
 pub(super) async fn entitlements(
     State(state): State<AppState>,
+    MinLogPosition(at_least): MinLogPosition,
     Bearer(token): Bearer,
 ) -> Result<Json<Value>, ApiError> {
-    let (license, installation_id, entitlements) =
-        licensing(&state).entitlements(&token, Utc::now()).await?;
+    let (license, installation_id, entitlements) = licensing(&state)
+        .entitlements(&token, Utc::now(), at_least)
+        .await?;
     let mut body = json!(entitlements);
     body["license_id"] = json!(license.license_id);
     body["installation_id"] = json!(installation_id);

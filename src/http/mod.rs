@@ -70,6 +70,8 @@ pub struct AppState {
     pub legacy: Option<Arc<crate::flows::exchange::LegacyVerifier>>,
     /// Installation tokens this process has seen bound.
     pub token_bindings: Arc<crate::flows::licensing::TokenBindings>,
+    /// The licenses this process holds in memory for the installations' reads.
+    pub license_cache: Arc<crate::flows::license_cache::LicenseCache>,
     /// Time a request's body has to arrive (`ServerLimits::body_read_timeout`).
     pub body_read_timeout: std::time::Duration,
     /// Sign-in requests waiting to be decided off the request path.

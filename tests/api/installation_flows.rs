@@ -211,6 +211,7 @@ async fn the_grandfather_floor_is_captured_once_and_raises_the_limit(backend: Ba
     let licensing = Licensing {
         store: app.state.store.as_ref(),
         bindings: &app.state.token_bindings,
+        cache: None,
         keys: &app.state.keys,
         catalog: &app.state.catalog,
     };

@@ -30,6 +30,7 @@ pub(crate) async fn issue(app: &TestApp, plan: &str) -> (String, String) {
     let licensing = Licensing {
         store: app.state.store.as_ref(),
         bindings: &app.state.token_bindings,
+        cache: None,
         keys: &app.state.keys,
         catalog: &app.state.catalog,
     };
@@ -352,6 +353,7 @@ async fn entitlements_come_from_the_read_model_only_while_it_has_folded_the_whol
     let licensing = Licensing {
         store: store.as_ref(),
         bindings: &bindings,
+        cache: None,
         keys: &keys,
         catalog: &catalog,
     };
@@ -382,7 +384,7 @@ async fn entitlements_come_from_the_read_model_only_while_it_has_folded_the_whol
     let token = activation.installation_token.expose();
     let plan = || async {
         let (_, _, entitlements) = licensing
-            .entitlements(token, chrono::Utc::now())
+            .entitlements(token, chrono::Utc::now(), None)
             .await
             .unwrap();
         entitlements.plan_version

@@ -128,6 +128,7 @@ async fn an_unpaid_license_expires_after_its_grace_and_a_scheduled_cancellation_
     let licensing = Licensing {
         store: app.state.store.as_ref(),
         bindings: &app.state.token_bindings,
+        cache: None,
         keys: &app.state.keys,
         catalog: &app.state.catalog,
     };

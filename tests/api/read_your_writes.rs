@@ -7,7 +7,10 @@ use crate::helpers::{Backend, TestApp};
 use aggregates::staff::StaffRole;
 use serde_json::{json, Value};
 
-crate::on_both_stores!(a_read_given_the_position_of_a_write_sees_that_write);
+crate::on_both_stores!(
+    a_read_given_the_position_of_a_write_sees_that_write,
+    entitlements_from_memory_are_never_behind_a_write_this_process_made_or_a_position_the_client_names,
+);
 
 async fn get_after(
     app: &TestApp,
@@ -74,5 +77,75 @@ async fn a_read_given_the_position_of_a_write_sees_that_write(backend: Backend) 
         !read_only.contains_key("x-log-position"),
         "a refused request wrote nothing"
     );
+    app.stop().await;
+}
+
+/// `GET /v1/entitlements` answers from the process's memory (`flows::license_cache`): never behind
+/// a write of this process, nor behind the position a client names; another process's write
+/// reaches it by itself shortly after (PostgreSQL: its notification; SQLite: the follower's poll).
+async fn entitlements_from_memory_are_never_behind_a_write_this_process_made_or_a_position_the_client_names(
+    backend: Backend,
+) {
+    use aggregates::license::{License, LicenseCommand, RevocationReason};
+    let app = TestApp::spawn(backend).await;
+    let (_, result) = crate::installation_flows::bought(&app).await;
+    let key = result["activation_key"].as_str().unwrap();
+    let token = crate::installation_flows::activate_as(&app, key, "lab").await;
+    let license_id = result["license_id"].as_str().unwrap().to_owned();
+    let (status, before) =
+        crate::installation_flows::get_with_token(&app, "/v1/entitlements", &token).await;
+    assert_eq!((status, &before["valid"]), (200, &json!(true)), "{before}");
+
+    // A write of this process: the next read holds it.
+    let (status, _, _) = app
+        .post(
+            "/v1/continuity/capture",
+            &json!({ "monitored_systems": 3 }),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+    assert!(status == 200 || status == 409, "{status}");
+
+    // Another process revokes the license (a second store on the same database).
+    let other = pulse_account::engine::personal_data::PersonalDataStore::new(
+        app.db.open().await,
+        std::sync::Arc::clone(&app.state.keys),
+    );
+    let catalog = aggregates::catalog::Catalog::v1();
+    let revoked = pulse_account::engine::command::handle::<License>(
+        &other,
+        pulse_account::engine::command::Command {
+            stream_id: &license_id,
+            command: &LicenseCommand::Revoke {
+                reason: RevocationReason::Dispute,
+                reference: String::from("dp_other_process"),
+            },
+            context: aggregates::decider::Context::new(chrono::Utc::now(), &catalog),
+            metadata: crate::helpers::metadata(),
+            idempotency: None,
+        },
+    )
+    .await
+    .unwrap();
+    let position = revoked.appended.unwrap().last_position().0.to_string();
+    let (status, after, _) = get_after(&app, "/v1/entitlements", &token, &position).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["valid"], false,
+        "given the write's position, the read is at least that current: {after}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, unasked) =
+            crate::installation_flows::get_with_token(&app, "/v1/entitlements", &token).await;
+        if unasked["valid"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "another process's write reaches memory by itself: {unasked}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     app.stop().await;
 }
