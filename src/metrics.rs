@@ -179,6 +179,19 @@ impl Metrics {
             "Email delivery attempts this process made, by outcome.",
             self.mail_samples(),
         );
+        let appends = store.append_groups();
+        family(
+            "pulse_account_append_groups_total",
+            "counter",
+            "Groups of appends this process committed (group commit: one transaction each).",
+            vec![(String::new(), appends.groups as i64)],
+        );
+        family(
+            "pulse_account_appends_total",
+            "counter",
+            "Appends those groups held; divided by the groups, the mean group size.",
+            vec![(String::new(), appends.appends as i64)],
+        );
         Ok(text)
     }
 }

@@ -16,9 +16,9 @@
 use crate::crypto::personal::{self, DataKey, PersonalKind, Sealed};
 use crate::crypto::KeyMaterial;
 use crate::engine::store::{
-    AppendBatch, BatchOutcome, DocumentWrite, EventStore, GenerationState, Idempotency, Leadership,
-    PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError,
-    StreamAppend,
+    AppendBatch, AppendGroups, BatchOutcome, DocumentWrite, EventStore, GenerationState,
+    Idempotency, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot,
+    Store, StoreError, StreamAppend,
 };
 use aggregates::log::{Position, RecordedEvent, StreamName, StreamVersion};
 use async_trait::async_trait;
@@ -556,5 +556,9 @@ impl PersonKeyStore for PersonalDataStore {
 impl Store for PersonalDataStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+
+    fn append_groups(&self) -> AppendGroups {
+        self.inner.append_groups()
     }
 }

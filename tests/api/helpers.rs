@@ -14,6 +14,36 @@ use pulse_account::engine::store::{self, AppendRequest, Store};
 use sqlx::Connection;
 use std::sync::Arc;
 
+/// The advisory-lock key PostgreSQL appends take around their insert (migration
+/// `20261202000003_append_batch_function.sql`).
+pub(crate) const APPEND_LOCK_KEY: i64 = 8_103_502_347_400_866_919;
+
+/// A connection holding every append back (see [`TestDatabase::hold_writes`]).
+pub(crate) enum WriteHold {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteHold {
+    /// Lets the waiting appends go.
+    pub(crate) async fn release(self) {
+        match self {
+            WriteHold::Sqlite(mut connection) => {
+                sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut connection)
+                    .await
+                    .expect("release the write lock");
+            }
+            WriteHold::Postgres(mut connection) => {
+                sqlx::raw_sql(&format!("SELECT pg_advisory_unlock({APPEND_LOCK_KEY})"))
+                    .execute(&mut connection)
+                    .await
+                    .expect("release the append lock");
+            }
+        }
+    }
+}
+
 /// Which store a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {
@@ -155,6 +185,35 @@ impl TestDatabase {
                 "the store still shows {visible:?} as its head, not the written {written:?}"
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Holds what every append of this database waits for, from a connection of its own, until
+    /// [`WriteHold::release`]: on PostgreSQL the append lock (an append waits just before its
+    /// insert), on SQLite the file's write lock (an append waits to begin). Appends made meanwhile
+    /// queue behind the one that waits, and commit together once it lets go.
+    pub(crate) async fn hold_writes(&self) -> WriteHold {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut connection)
+                    .await
+                    .expect("take the write lock");
+                WriteHold::Sqlite(connection)
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(&format!("SELECT pg_advisory_lock({APPEND_LOCK_KEY})"))
+                    .execute(&mut connection)
+                    .await
+                    .expect("take the append lock");
+                WriteHold::Postgres(connection)
+            }
         }
     }
 

@@ -14,6 +14,7 @@ mod edge;
 mod fake_smtp;
 mod fake_stripe;
 mod gap_safety;
+mod group_commit;
 mod helpers;
 mod hosted;
 mod http_ops;

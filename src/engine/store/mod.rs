@@ -5,6 +5,7 @@
 //! checks that do not depend on the database. The SQL lives beside each implementation. The
 //! store knows nothing of commands or projections' folds: it appends, reads, and stores documents.
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 pub mod upcast;
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+pub use group_commit::AppendGroups;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use upcast::{UpcastError, Upcasters};
@@ -655,6 +657,9 @@ pub trait PersonKeyStore: Send + Sync {
 pub trait Store: EventStore + ProjectionStore + SealStore + PersonKeyStore {
     /// `postgres` or `sqlite`, for logs and metrics.
     fn backend(&self) -> &'static str;
+
+    /// How many groups this process's append writer committed, and how many appends they held.
+    fn append_groups(&self) -> AppendGroups;
 }
 
 /// Opens the store a URL names (`postgres://…`, `postgresql://…` or `sqlite:…`) and applies migrations.

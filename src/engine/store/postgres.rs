@@ -17,15 +17,20 @@
 //! lock with the session. A long write transaction in this database delays readers (never writers)
 //! until it ends; read-only transactions have no transaction id and delay nothing.
 //!
-//! An append is one statement, a call of `append_batch` (migration `20261202000003`): the
-//! idempotency check, the version check, the insert and the idempotency record run on the server in
-//! that statement's own transaction.
+//! Appends go through the store's writer task (group commit, `group_commit.rs`). A lone append is
+//! one statement, a call of `append_batch` (migration `20261202000003`): the idempotency check, the
+//! version check, the insert and the idempotency record run on the server in that statement's own
+//! transaction. The appends that queued while a commit was in flight are one statement too, a call
+//! of `append_group` (migration `20261207000001`), which answers each batch on its own in one
+//! transaction; should a writer of another process take a version or a key under it, the group's
+//! batches are appended one by one.
 //!
 //! Wake-ups: after commits a notifier task sends `NOTIFY pulse_account_log` with the last position
 //! written, outside the transactions (a NOTIFY inside one would serialise every commit on the
 //! notification queue) and coalescing appends that land while one is on its way; a listener task
 //! turns notifications from every process into the [`EventStore::subscribe_appends`] signal.
 
+use super::group_commit::{unavailable_for_each, GroupCommit, GroupWriter};
 use super::{
     announce, check_global_page, check_stream_page, checked_outcome, documents_of_live_generation,
     person_key_from_row, seal_from_row, snapshot_text, validate_batch, validate_documents,
@@ -55,6 +60,9 @@ const NOTIFY_CHANNEL: &str = "pulse_account_log";
 /// Pool size: enough for 16 concurrent writers plus readers and runners; PostgreSQL's default
 /// `max_connections` is 100, shared by every process.
 const POOL_CONNECTIONS_MAX: u32 = 24;
+/// Groups of appends committing at once: appends at this concurrency or below each run alone, side
+/// by side, as before group commit; above it they queue and share commits.
+const COMMITS_IN_FLIGHT_MAX: usize = 2;
 /// How long a request waits for a pooled connection before failing: during an outage a request
 /// answers 503 within a second; a pool busy past this long is overloaded and sheds load.
 const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(800);
@@ -86,6 +94,8 @@ pub struct PostgresStore {
     /// The last position this process wrote; the notifier announces it to every process.
     written: watch::Sender<Position>,
     notifier: tokio::task::JoinHandle<()>,
+    /// The writer task every append goes through (group commit).
+    appends: GroupCommit,
 }
 
 impl Drop for PostgresStore {
@@ -111,6 +121,10 @@ impl PostgresStore {
         let listener = tokio::spawn(forward_appends(listening, pool.clone(), appended.clone()));
         let (written, writes) = watch::channel(Position::START);
         let notifier = tokio::spawn(notify_appends(writes, pool.clone()));
+        let appends = GroupCommit::start(
+            Arc::new(PostgresAppender { pool: pool.clone() }),
+            COMMITS_IN_FLIGHT_MAX,
+        );
         Ok(PostgresStore {
             pool,
             options,
@@ -119,29 +133,8 @@ impl PostgresStore {
             listener,
             written,
             notifier,
+            appends,
         })
-    }
-
-    async fn find_idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row: Option<(Vec<u8>, serde_json::Value)> = sqlx::query_as(
-            "SELECT fingerprint, outcome FROM idempotency_keys WHERE idempotency_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .during("reading an idempotency key")?;
-        row.map(|(fingerprint, outcome)| {
-            IdempotencyRecord::from_stored(fingerprint, &outcome.to_string())
-        })
-        .transpose()
-    }
-
-    async fn stream_version(&self, stream: &StreamName) -> Result<StreamVersion, StoreError> {
-        current_version(
-            &mut *self.pool.acquire().await.during("acquiring a connection")?,
-            stream,
-        )
-        .await
     }
 
     fn decode(&self, row: &PgRow) -> Result<RecordedEvent, StoreError> {
@@ -184,22 +177,17 @@ fn decode_stored(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     Ok(event)
 }
 
-/// How one call of `append_batch` ended. Anything but `Written` wrote nothing.
+/// How one batch of an append statement ended. Anything but `Written` wrote nothing.
 enum Attempt {
     Written(BatchOutcome),
     /// The checks found a stream at another version (before the lock was taken).
     WrongVersion(StreamName, StreamVersion),
     /// The checks found the key already recorded (before the lock was taken).
     KeySeen,
-    /// A concurrent writer took a version after the checks: the statement failed, and may have
-    /// left the append lock held.
-    VersionTaken,
-    /// A concurrent writer took the key after the checks: as for `VersionTaken`.
-    KeyTaken,
 }
 
-/// A pooled connection used for one append. While `dirty` (the append may hold the append lock) a
-/// drop closes the connection instead of returning it to the pool.
+/// A pooled connection used for one append statement. While `dirty` (the statement may hold the
+/// append lock) a drop closes the connection instead of returning it to the pool.
 struct AppendConnection {
     connection: PoolConnection<Postgres>,
     dirty: bool,
@@ -210,6 +198,30 @@ impl Drop for AppendConnection {
         if self.dirty {
             self.connection.close_on_drop();
         }
+    }
+}
+
+impl AppendConnection {
+    async fn acquire(pool: &PgPool) -> Result<AppendConnection, StoreError> {
+        Ok(AppendConnection {
+            connection: pool
+                .acquire()
+                .await
+                .during("acquiring a connection to append")?,
+            dirty: true,
+        })
+    }
+
+    /// After the statement: releases the append lock if the statement may have left it held. If
+    /// that fails the connection stays dirty, and is closed instead of pooled, which releases it.
+    async fn settle(mut self, may_hold_lock: bool) {
+        if may_hold_lock {
+            if let Err(error) = release_append_lock(&mut self.connection).await {
+                tracing::warn!(%error, "could not release the append lock");
+                return;
+            }
+        }
+        self.dirty = false;
     }
 }
 
@@ -228,91 +240,87 @@ async fn current_version(
     Ok(StreamVersion(version))
 }
 
-/// One append in one statement: the `append_batch` function (migration `20261202000003`) answers a
-/// replayed key, checks every stream's version, inserts the events under the append lock and
-/// records the idempotency key, in the statement's own transaction. A writer that took a version or
-/// the key between those checks and the writes fails the statement on a unique constraint, and
-/// nothing is written.
-async fn append_statement(
-    connection: &mut PgConnection,
-    batch: &AppendBatch,
-) -> Result<Attempt, StoreError> {
-    let batch_types: Vec<&str> = batch
-        .appends
-        .iter()
-        .map(|a| a.stream.stream_type())
-        .collect();
-    let batch_ids: Vec<&str> = batch.appends.iter().map(|a| a.stream.stream_id()).collect();
-    let batch_expected: Vec<i64> = batch.appends.iter().map(|a| a.expected_version.0).collect();
-    let mut types = Vec::new();
-    let mut ids = Vec::new();
-    let mut versions = Vec::new();
-    let mut event_ids = Vec::new();
-    let mut event_types = Vec::new();
-    let mut schema_versions = Vec::new();
-    let mut payloads = Vec::new();
-    for append in &batch.appends {
-        for (offset, event) in append.events.iter().enumerate() {
-            types.push(append.stream.stream_type());
-            ids.push(append.stream.stream_id());
-            versions.push(append.expected_version.0 + 1 + offset as i64);
-            event_ids.push(uuid::Uuid::now_v7());
-            event_types.push(event.event_type.as_str());
-            schema_versions.push(event.schema_version);
-            payloads.push(&event.payload);
-        }
-    }
-    let metadata = serde_json::to_value(&batch.metadata)
-        .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))?;
-    let rows = sqlx::query_as::<
-        _,
-        (
-            String,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-        ),
-    >(
-        "SELECT status, out_position, out_stream_type, out_stream_id, out_version \
-         FROM append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    )
-    .bind(&batch_types)
-    .bind(&batch_ids)
-    .bind(&batch_expected)
-    .bind(&types)
-    .bind(&ids)
-    .bind(&versions)
-    .bind(&event_ids)
-    .bind(&event_types)
-    .bind(&schema_versions)
-    .bind(&payloads)
-    .bind(&metadata)
-    .bind(Utc::now())
-    .bind(batch.idempotency.as_ref().map(|i| i.key.as_str()))
-    .bind(batch.idempotency.as_ref().map(|i| &i.fingerprint[..]))
-    .fetch_all(connection)
-    .await;
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(sqlx::Error::Database(error)) => {
-            return match error.constraint() {
-                Some("events_stream_version_key") => Ok(Attempt::VersionTaken),
-                Some("idempotency_keys_pkey") => Ok(Attempt::KeyTaken),
-                _ => Err(StoreError::Database {
-                    during: "appending events",
-                    source: sqlx::Error::Database(error),
-                }),
+/// The arrays `append_batch` and `append_group` take for a batch's streams and events, appended
+/// to those of the batches before it.
+#[derive(Default)]
+struct AppendArrays<'a> {
+    batch_types: Vec<&'a str>,
+    batch_ids: Vec<&'a str>,
+    batch_expected: Vec<i64>,
+    types: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    event_ids: Vec<uuid::Uuid>,
+    event_types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> AppendArrays<'a> {
+    fn push(&mut self, batch: &'a AppendBatch) {
+        for append in &batch.appends {
+            self.batch_types.push(append.stream.stream_type());
+            self.batch_ids.push(append.stream.stream_id());
+            self.batch_expected.push(append.expected_version.0);
+            for (offset, event) in append.events.iter().enumerate() {
+                self.types.push(append.stream.stream_type());
+                self.ids.push(append.stream.stream_id());
+                self.versions
+                    .push(append.expected_version.0 + 1 + offset as i64);
+                self.event_ids.push(uuid::Uuid::now_v7());
+                self.event_types.push(event.event_type.as_str());
+                self.schema_versions.push(event.schema_version);
+                self.payloads.push(&event.payload);
             }
         }
-        Err(error) => {
-            return Err(StoreError::Database {
-                during: "appending events",
-                source: error,
-            })
+    }
+}
+
+fn metadata_value(batch: &AppendBatch) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(&batch.metadata)
+        .map_err(|e| StoreError::InvalidRequest(format!("unserialisable metadata: {e}")))
+}
+
+/// A failed append statement: a writer of another process took a version or a key between the
+/// statement's checks and its writes (nothing was written, and the append lock may be held), or
+/// the database failed.
+enum StatementFailure {
+    Collided,
+    Failed(StoreError),
+}
+
+fn statement_failure(error: sqlx::Error, during: &'static str) -> StatementFailure {
+    match &error {
+        sqlx::Error::Database(database)
+            if matches!(
+                database.constraint(),
+                Some("events_stream_version_key" | "idempotency_keys_pkey")
+            ) =>
+        {
+            StatementFailure::Collided
         }
-    };
-    let mut written = Vec::with_capacity(rows.len());
+        _ => StatementFailure::Failed(StoreError::Database {
+            during,
+            source: error,
+        }),
+    }
+}
+
+/// One answer row of `append_batch` or `append_group`, after the batch number.
+type AnswerRow = (
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// Reads a batch's answer rows: `written` rows, or one `key_taken` or `wrong_version` row.
+fn attempt_from_rows(
+    batch: &AppendBatch,
+    rows: impl IntoIterator<Item = AnswerRow>,
+) -> Result<Attempt, StoreError> {
+    let mut written = Vec::new();
     for (status, position, stream_type, stream_id, version) in rows {
         match (status.as_str(), position, stream_type, stream_id, version) {
             ("key_taken", ..) => return Ok(Attempt::KeySeen),
@@ -331,7 +339,7 @@ async fn append_statement(
             }
             (status, ..) => {
                 return Err(StoreError::Invariant(format!(
-                    "append_batch answered an unexpected {status:?} row"
+                    "an append answered an unexpected {status:?} row"
                 )))
             }
         }
@@ -339,7 +347,126 @@ async fn append_statement(
     Ok(Attempt::Written(checked_outcome(batch, written)?))
 }
 
-/// Releases the append lock a failed `append_batch` statement may still hold.
+/// One append in one statement: the `append_batch` function (migration `20261202000003`) answers a
+/// replayed key, checks every stream's version, inserts the events under the append lock and
+/// records the idempotency key, in the statement's own transaction.
+async fn append_statement(
+    connection: &mut PgConnection,
+    batch: &AppendBatch,
+) -> Result<Attempt, StatementFailure> {
+    let mut arrays = AppendArrays::default();
+    arrays.push(batch);
+    let metadata = metadata_value(batch).map_err(StatementFailure::Failed)?;
+    let rows = sqlx::query_as::<_, AnswerRow>(
+        "SELECT status, out_position, out_stream_type, out_stream_id, out_version \
+         FROM append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&arrays.batch_types)
+    .bind(&arrays.batch_ids)
+    .bind(&arrays.batch_expected)
+    .bind(&arrays.types)
+    .bind(&arrays.ids)
+    .bind(&arrays.versions)
+    .bind(&arrays.event_ids)
+    .bind(&arrays.event_types)
+    .bind(&arrays.schema_versions)
+    .bind(&arrays.payloads)
+    .bind(&metadata)
+    .bind(Utc::now())
+    .bind(batch.idempotency.as_ref().map(|i| i.key.as_str()))
+    .bind(batch.idempotency.as_ref().map(|i| &i.fingerprint[..]))
+    .fetch_all(connection)
+    .await
+    .map_err(|error| statement_failure(error, "appending events"))?;
+    attempt_from_rows(batch, rows).map_err(StatementFailure::Failed)
+}
+
+/// Several appends in one statement and one transaction: the `append_group` function (migration
+/// `20261207000001`) answers each batch on its own, as `append_batch` would, and a batch refused
+/// for a moved stream or a replayed key writes nothing while the others are written.
+async fn group_statement(
+    connection: &mut PgConnection,
+    group: &[AppendBatch],
+) -> Result<Vec<Attempt>, StatementFailure> {
+    let mut arrays = AppendArrays::default();
+    let (mut stream_from, mut stream_to) = (Vec::new(), Vec::new());
+    let (mut event_from, mut event_to) = (Vec::new(), Vec::new());
+    let mut metadata = Vec::with_capacity(group.len());
+    for batch in group {
+        stream_from.push(arrays.batch_types.len() as i32 + 1);
+        event_from.push(arrays.types.len() as i32 + 1);
+        arrays.push(batch);
+        stream_to.push(arrays.batch_types.len() as i32);
+        event_to.push(arrays.types.len() as i32);
+        metadata.push(metadata_value(batch).map_err(StatementFailure::Failed)?);
+    }
+    let keys: Vec<Option<&str>> = group
+        .iter()
+        .map(|b| b.idempotency.as_ref().map(|i| i.key.as_str()))
+        .collect();
+    let fingerprints: Vec<Option<&[u8]>> = group
+        .iter()
+        .map(|b| b.idempotency.as_ref().map(|i| &i.fingerprint[..]))
+        .collect();
+    let rows = sqlx::query_as::<
+        _,
+        (
+            i32,
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        ),
+    >(
+        "SELECT batch, status, out_position, out_stream_type, out_stream_id, out_version \
+         FROM append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                           $17, $18, $19)",
+    )
+    .bind(group.len() as i32)
+    .bind(&stream_from)
+    .bind(&stream_to)
+    .bind(&event_from)
+    .bind(&event_to)
+    .bind(&metadata)
+    .bind(&keys)
+    .bind(&fingerprints)
+    .bind(&arrays.batch_types)
+    .bind(&arrays.batch_ids)
+    .bind(&arrays.batch_expected)
+    .bind(&arrays.types)
+    .bind(&arrays.ids)
+    .bind(&arrays.versions)
+    .bind(&arrays.event_ids)
+    .bind(&arrays.event_types)
+    .bind(&arrays.schema_versions)
+    .bind(&arrays.payloads)
+    .bind(Utc::now())
+    .fetch_all(connection)
+    .await
+    .map_err(|error| statement_failure(error, "appending a group of batches"))?;
+    let mut per_batch: Vec<Vec<AnswerRow>> = group.iter().map(|_| Vec::new()).collect();
+    for (batch, status, position, stream_type, stream_id, version) in rows {
+        let answers = usize::try_from(batch)
+            .ok()
+            .and_then(|b| b.checked_sub(1))
+            .and_then(|b| per_batch.get_mut(b))
+            .ok_or_else(|| {
+                StatementFailure::Failed(StoreError::Invariant(format!(
+                    "append_group answered for batch {batch} of {}",
+                    group.len()
+                )))
+            })?;
+        answers.push((status, position, stream_type, stream_id, version));
+    }
+    group
+        .iter()
+        .zip(per_batch)
+        .map(|(batch, rows)| attempt_from_rows(batch, rows).map_err(StatementFailure::Failed))
+        .collect()
+}
+
+/// Releases the append lock a failed append statement may still hold.
 async fn release_append_lock(connection: &mut PgConnection) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_unlock_all()")
         .execute(connection)
@@ -348,40 +475,32 @@ async fn release_append_lock(connection: &mut PgConnection) -> Result<(), StoreE
     Ok(())
 }
 
-#[async_trait]
-impl EventStore for PostgresStore {
-    #[tracing::instrument(skip_all, fields(streams = batch.appends.len()))]
-    async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError> {
-        validate_batch(&batch)?;
-        let mut append = AppendConnection {
-            connection: self
-                .pool
-                .acquire()
-                .await
-                .during("acquiring a connection to append")?,
-            dirty: true,
-        };
-        let attempt = append_statement(&mut append.connection, &batch).await;
-        let may_hold_lock = matches!(
-            attempt,
-            Err(_) | Ok(Attempt::VersionTaken | Attempt::KeyTaken)
-        );
-        if !may_hold_lock {
-            append.dirty = false;
-        } else if let Err(error) = release_append_lock(&mut append.connection).await {
-            // Still dirty: the connection is closed instead of pooled, which releases the lock.
-            tracing::warn!(%error, "could not release the append lock");
-        } else {
-            append.dirty = false;
+/// Writes the groups of the store's writer task ([`GroupCommit`]).
+struct PostgresAppender {
+    pool: PgPool,
+}
+
+impl PostgresAppender {
+    /// One batch in its own statement.
+    async fn append_alone(&self, batch: &AppendBatch) -> Result<BatchOutcome, StoreError> {
+        let mut append = AppendConnection::acquire(&self.pool).await?;
+        let attempt = append_statement(&mut append.connection, batch).await;
+        append.settle(attempt.is_err()).await;
+        match attempt {
+            Ok(attempt) => self.answer(batch, attempt).await,
+            Err(StatementFailure::Collided) => self.answer_collision(batch).await,
+            Err(StatementFailure::Failed(error)) => Err(error),
         }
-        drop(append);
-        match attempt? {
-            Attempt::Written(outcome) => {
-                let last = outcome.last_position();
-                announce(&self.appended, last);
-                announce(&self.written, last);
-                Ok(outcome)
-            }
+    }
+
+    /// The caller's answer for what its batch's statement found.
+    async fn answer(
+        &self,
+        batch: &AppendBatch,
+        attempt: Attempt,
+    ) -> Result<BatchOutcome, StoreError> {
+        match attempt {
+            Attempt::Written(outcome) => Ok(outcome),
             Attempt::WrongVersion(stream, actual) => {
                 let expected = batch
                     .appends
@@ -394,35 +513,126 @@ impl EventStore for PostgresStore {
                     actual,
                 })
             }
-            Attempt::VersionTaken => {
-                for append in &batch.appends {
-                    let actual = self.stream_version(&append.stream).await?;
-                    if actual != append.expected_version {
-                        return Err(StoreError::WrongExpectedVersion {
-                            stream: append.stream.clone(),
-                            expected: append.expected_version,
-                            actual,
-                        });
-                    }
-                }
-                Err(StoreError::Invariant(String::from(
-                    "a version was taken but no stream moved",
-                )))
-            }
-            Attempt::KeySeen | Attempt::KeyTaken => {
-                let idempotency = batch
-                    .idempotency
-                    .as_ref()
-                    .expect("only keyed appends take a key");
-                match self.find_idempotency(&idempotency.key).await? {
-                    Some(record) => record.replay(idempotency),
-                    None => Err(StoreError::Invariant(format!(
-                        "idempotency key {:?} collided but cannot be read",
-                        idempotency.key
-                    ))),
-                }
+            Attempt::KeySeen => self.answer_replay(batch).await,
+        }
+    }
+
+    /// A concurrent writer took a version or the key between the checks and the insert. As in the
+    /// statement, a recorded key is answered before the versions are looked at, so a request that
+    /// raced its own retry answers with the first outcome.
+    async fn answer_collision(&self, batch: &AppendBatch) -> Result<BatchOutcome, StoreError> {
+        if let Some(idempotency) = &batch.idempotency {
+            if let Some(record) = find_idempotency(&self.pool, &idempotency.key).await? {
+                return record.replay(idempotency);
             }
         }
+        for append in &batch.appends {
+            let actual = stream_version(&self.pool, &append.stream).await?;
+            if actual != append.expected_version {
+                return Err(StoreError::WrongExpectedVersion {
+                    stream: append.stream.clone(),
+                    expected: append.expected_version,
+                    actual,
+                });
+            }
+        }
+        Err(StoreError::Invariant(String::from(
+            "an append collided but neither its key nor its streams were taken",
+        )))
+    }
+
+    /// The first outcome of a key already recorded, or a refusal if it came with another request.
+    async fn answer_replay(&self, batch: &AppendBatch) -> Result<BatchOutcome, StoreError> {
+        let idempotency = batch
+            .idempotency
+            .as_ref()
+            .expect("only keyed appends find their key taken");
+        match find_idempotency(&self.pool, &idempotency.key).await? {
+            Some(record) => record.replay(idempotency),
+            None => Err(StoreError::Invariant(format!(
+                "idempotency key {:?} collided but cannot be read",
+                idempotency.key
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl GroupWriter for PostgresAppender {
+    async fn write_group(&self, group: &[AppendBatch]) -> Vec<Result<BatchOutcome, StoreError>> {
+        if let [batch] = group {
+            return vec![self.append_alone(batch).await];
+        }
+        let attempts = match AppendConnection::acquire(&self.pool).await {
+            Ok(mut append) => {
+                let attempts = group_statement(&mut append.connection, group).await;
+                append.settle(attempts.is_err()).await;
+                attempts
+            }
+            Err(error) => Err(StatementFailure::Failed(error)),
+        };
+        match attempts {
+            Ok(attempts) => {
+                let mut answers = Vec::with_capacity(group.len());
+                for (batch, attempt) in group.iter().zip(attempts) {
+                    answers.push(self.answer(batch, attempt).await);
+                }
+                answers
+            }
+            Err(StatementFailure::Failed(error)) if error.is_unavailable() => {
+                unavailable_for_each(&error, group.len())
+            }
+            Err(failure) => {
+                if let StatementFailure::Failed(error) = failure {
+                    tracing::warn!(%error, batches = group.len(), "a group append failed; appending its batches one by one");
+                }
+                let mut answers = Vec::with_capacity(group.len());
+                for batch in group {
+                    answers.push(self.append_alone(batch).await);
+                }
+                answers
+            }
+        }
+    }
+}
+
+async fn find_idempotency(
+    pool: &PgPool,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let row: Option<(Vec<u8>, serde_json::Value)> = sqlx::query_as(
+        "SELECT fingerprint, outcome FROM idempotency_keys WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .during("reading an idempotency key")?;
+    row.map(|(fingerprint, outcome)| {
+        IdempotencyRecord::from_stored(fingerprint, &outcome.to_string())
+    })
+    .transpose()
+}
+
+async fn stream_version(pool: &PgPool, stream: &StreamName) -> Result<StreamVersion, StoreError> {
+    current_version(
+        &mut *pool.acquire().await.during("acquiring a connection")?,
+        stream,
+    )
+    .await
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    #[tracing::instrument(skip_all, fields(streams = batch.appends.len()))]
+    async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError> {
+        validate_batch(&batch)?;
+        let outcome = self.appends.append(batch).await?;
+        if !outcome.replayed() {
+            let last = outcome.last_position();
+            announce(&self.appended, last);
+            announce(&self.written, last);
+        }
+        Ok(outcome)
     }
 
     async fn read_stream(
@@ -500,7 +710,7 @@ impl EventStore for PostgresStore {
         &self,
         idempotency: &Idempotency,
     ) -> Result<Option<BatchOutcome>, StoreError> {
-        match self.find_idempotency(&idempotency.key).await? {
+        match find_idempotency(&self.pool, &idempotency.key).await? {
             Some(record) => record.replay(idempotency).map(Some),
             None => Ok(None),
         }
@@ -1051,6 +1261,10 @@ impl PersonKeyStore for PostgresStore {
 }
 
 impl Store for PostgresStore {
+    fn append_groups(&self) -> super::AppendGroups {
+        self.appends.groups()
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

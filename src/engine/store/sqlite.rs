@@ -1,12 +1,16 @@
 //! The SQLite event store: the embedded default, for one service process on one file.
 //!
 //! Every write goes through one writer connection in `BEGIN IMMEDIATE` transactions, so writes are
-//! serialised and position order is commit order: a reader can never see a later position before an
-//! earlier one commits, and needs no transaction guard. Reads use a separate pool (WAL mode lets
-//! them run beside the writer). Durability: `synchronous = FULL`, so an acknowledged append survives
+//! serialised and position order is commit order. Appends go through the store's writer task
+//! (group commit, `group_commit.rs`): the appends that queued while a commit was in flight share
+//! one transaction, each inside a savepoint, so one refused batch is rolled back alone and one
+//! `fsync` serves them all. Position order is still commit order: a reader can never see a later
+//! position before an earlier one commits, and needs no transaction guard. Reads use a separate
+//! pool (WAL mode lets them run beside the writer). Durability: `synchronous = FULL`, so an acknowledged append survives
 //! power loss. Several processes on one file are safe for appends (the file lock serialises them)
 //! but projection leadership is held in-process only: run one service process per SQLite file.
 
+use super::group_commit::{unavailable_for_each, GroupCommit, GroupWriter};
 use super::{
     announce, check_global_page, check_stream_page, checked_outcome, documents_of_live_generation,
     person_key_from_row, seal_from_row, snapshot_text, stored_outcome, validate_batch,
@@ -48,6 +52,8 @@ pub struct SqliteStore {
     upcasters: Arc<Upcasters>,
     appended: watch::Sender<Position>,
     leaders: Arc<Mutex<HashSet<(String, i64)>>>,
+    /// The writer task every append goes through (group commit).
+    appends: GroupCommit,
 }
 
 impl SqliteStore {
@@ -75,7 +81,16 @@ impl SqliteStore {
             .await
             .during("opening the SQLite database for reading")?;
         let (appended, _) = watch::channel(Position::START);
+        // One writer connection: one group at a time, and everything that queued meanwhile
+        // shares the next.
+        let appends = GroupCommit::start(
+            Arc::new(SqliteAppender {
+                writer: writer.clone(),
+            }),
+            1,
+        );
         Ok(SqliteStore {
+            appends,
             writer,
             readers,
             upcasters,
@@ -175,56 +190,116 @@ async fn insert_events(
     Ok(written)
 }
 
-#[async_trait]
-impl EventStore for SqliteStore {
-    #[tracing::instrument(skip_all, fields(streams = batch.appends.len()))]
-    async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError> {
-        validate_batch(&batch)?;
+/// One batch inside the group's transaction: a replayed key answers the first outcome; a stream
+/// at another version refuses; else the events and the key's record are written.
+async fn append_in_transaction(
+    connection: &mut SqliteConnection,
+    batch: &AppendBatch,
+    recorded_at: DateTime<Utc>,
+) -> Result<BatchOutcome, StoreError> {
+    if let Some(idempotency) = &batch.idempotency {
+        if let Some(record) = find_idempotency(connection, &idempotency.key).await? {
+            return record.replay(idempotency);
+        }
+    }
+    for append in &batch.appends {
+        let current: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_type = ?1 AND stream_id = ?2",
+        )
+        .bind(append.stream.stream_type())
+        .bind(append.stream.stream_id())
+        .fetch_one(&mut *connection)
+        .await
+        .during("reading a stream's version")?;
+        if current != append.expected_version.0 {
+            return Err(StoreError::WrongExpectedVersion {
+                stream: append.stream.clone(),
+                expected: append.expected_version,
+                actual: StreamVersion(current),
+            });
+        }
+    }
+    let written = insert_events(connection, batch, recorded_at).await?;
+    let outcome = checked_outcome(batch, written)?;
+    if let Some(idempotency) = &batch.idempotency {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (idempotency_key, fingerprint, outcome, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&idempotency.key)
+        .bind(&idempotency.fingerprint[..])
+        .bind(stored_outcome(&outcome))
+        .bind(recorded_at)
+        .execute(&mut *connection)
+        .await
+        .during("recording the idempotency key")?;
+    }
+    Ok(outcome)
+}
+
+/// Writes the groups of the store's writer task ([`GroupCommit`]): one `BEGIN IMMEDIATE`
+/// transaction, each batch inside a savepoint so that one refused batch is rolled back alone.
+struct SqliteAppender {
+    writer: SqlitePool,
+}
+
+impl SqliteAppender {
+    async fn try_write_group(
+        &self,
+        group: &[AppendBatch],
+    ) -> Result<Vec<Result<BatchOutcome, StoreError>>, StoreError> {
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .during("beginning an append")?;
-        if let Some(idempotency) = &batch.idempotency {
-            if let Some(record) = find_idempotency(&mut tx, &idempotency.key).await? {
-                return record.replay(idempotency);
-            }
-        }
-        for append in &batch.appends {
-            let current: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(stream_version), 0) FROM events WHERE stream_type = ?1 AND stream_id = ?2",
-            )
-            .bind(append.stream.stream_type())
-            .bind(append.stream.stream_id())
-            .fetch_one(&mut *tx)
-            .await
-            .during("reading a stream's version")?;
-            if current != append.expected_version.0 {
-                return Err(StoreError::WrongExpectedVersion {
-                    stream: append.stream.clone(),
-                    expected: append.expected_version,
-                    actual: StreamVersion(current),
-                });
-            }
-        }
         let recorded_at = Utc::now();
-        let written = insert_events(&mut tx, &batch, recorded_at).await?;
-        let outcome = checked_outcome(&batch, written)?;
-        if let Some(idempotency) = &batch.idempotency {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (idempotency_key, fingerprint, outcome, recorded_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .bind(&idempotency.key)
-            .bind(&idempotency.fingerprint[..])
-            .bind(stored_outcome(&outcome))
-            .bind(recorded_at)
-            .execute(&mut *tx)
-            .await
-            .during("recording the idempotency key")?;
+        let mut answers = Vec::with_capacity(group.len());
+        for batch in group {
+            sqlx::query("SAVEPOINT append")
+                .execute(&mut *tx)
+                .await
+                .during("opening an append's savepoint")?;
+            let answer = append_in_transaction(&mut tx, batch, recorded_at).await;
+            if answer.is_err() {
+                sqlx::query("ROLLBACK TO append")
+                    .execute(&mut *tx)
+                    .await
+                    .during("rolling an append back to its savepoint")?;
+            }
+            sqlx::query("RELEASE append")
+                .execute(&mut *tx)
+                .await
+                .during("closing an append's savepoint")?;
+            answers.push(answer);
         }
         tx.commit().await.during("committing an append")?;
-        announce(&self.appended, outcome.last_position());
+        Ok(answers)
+    }
+}
+
+#[async_trait]
+impl GroupWriter for SqliteAppender {
+    async fn write_group(&self, group: &[AppendBatch]) -> Vec<Result<BatchOutcome, StoreError>> {
+        match self.try_write_group(group).await {
+            Ok(answers) => answers,
+            Err(error) => {
+                tracing::warn!(%error, batches = group.len(), "a group append failed; none of it was written");
+                unavailable_for_each(&error, group.len())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(streams = batch.appends.len()))]
+    async fn append_batch(&self, batch: AppendBatch) -> Result<BatchOutcome, StoreError> {
+        validate_batch(&batch)?;
+        let outcome = self.appends.append(batch).await?;
+        if !outcome.replayed() {
+            announce(&self.appended, outcome.last_position());
+        }
         Ok(outcome)
     }
 
@@ -869,6 +944,10 @@ async fn truncate_wal(connection: &mut sqlx::SqliteConnection) -> Result<(), Sto
 }
 
 impl Store for SqliteStore {
+    fn append_groups(&self) -> super::AppendGroups {
+        self.appends.groups()
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
