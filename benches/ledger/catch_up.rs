@@ -127,7 +127,7 @@ pub(crate) async fn run(
             "ev",
             rebuild,
             raw_read,
-            (backend == Backend::Postgres).then_some(0.3),
+            Some(0.5),
         ),
         Row::throughput(
             &format!(
@@ -137,7 +137,7 @@ pub(crate) async fn run(
             "ev",
             export,
             baseline,
-            (backend == Backend::Postgres).then_some(0.5),
+            Some(0.7),
         ),
     ]
 }

@@ -81,7 +81,7 @@ pub(crate) async fn run(admin: &str, backend: Backend, sizes: crate::Sizes) -> V
         "req",
         entitlements,
         health,
-        (backend == Backend::Postgres).then_some(0.5),
+        Some(0.8),
     )]
 }
 

@@ -1,25 +1,32 @@
 //! Auditor export (`ARCHITECTURE-INTENT.md`, audit): the log in global order as JSONL or CSV, each record
-//! carrying a running SHA-256 chain over the previous hash and the record's canonical bytes, ending
-//! with a manifest (range, count, final hash, key id) signed with Ed25519 — and the offline
-//! verifier that checks an export with the public key alone and names the record that broke.
+//! carrying a running SHA-256 chain over the previous hash and the record's bytes (format 2: the
+//! payload and metadata as the database keeps them, never decoded), ending with a manifest (range,
+//! count, final hash, key id) signed with Ed25519 — and the offline verifier that checks an export
+//! of either format with the public key alone and names the record that broke.
 //!
 //! The service also seals the committed prefix of the log periodically ([`seal`]: position, chain
 //! value, count, signed), and [`check`] recomputes the chain over the stored log to find the first
 //! seal an edit of an old row broke.
 //!
-//! The export reads one page at a time, so its memory does not grow with the log. A record's
-//! canonical bytes are its JSON with object keys sorted (serde_json's map order), no whitespace.
+//! The export reads one page at a time, so its memory does not grow with the log, and chains a
+//! page on a blocking thread while the next is read. The seals chain each record's canonical
+//! bytes: its JSON with object keys sorted (serde_json's map order), no whitespace.
 
 use crate::crypto::signing::{JwtError, Signer};
-use crate::engine::store::{EventStore, Seal, Store, StoreError, READ_PAGE_MAX};
+use crate::engine::store::{EventStore, Seal, Store, StoreError, StoredRecord, READ_PAGE_MAX};
 use aggregates::log::Position;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, Write};
 
-/// The format name written into every manifest.
-pub const EXPORT_FORMAT: &str = "pulse-account-export/1";
+/// The format name written into every manifest. Version 2 chains each record's bytes as the
+/// database keeps them ([`record_bytes`]).
+pub const EXPORT_FORMAT: &str = "pulse-account-export/2";
+/// The first format, whose records were decoded and re-encoded as canonical JSON before being
+/// chained. Its records are the same object with canonical payload and metadata, so [`verify`]
+/// checks both formats the same way.
+pub const EXPORT_FORMAT_V1: &str = "pulse-account-export/1";
 /// The chain value before the first record.
 pub const GENESIS_CHAIN: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -70,6 +77,76 @@ fn chained(previous: &str, record: &serde_json::Value) -> String {
     hasher.update(hex::decode(previous).unwrap_or_default());
     hasher.update(serde_json::to_vec(record).expect("a JSON value serialises"));
     hex::encode(hasher.finalize())
+}
+
+/// One record's fields, as an export carries them.
+struct RecordFields<'a> {
+    global_position: i64,
+    stream_type: &'a str,
+    stream_id: &'a str,
+    stream_version: i64,
+    event_id: &'a str,
+    event_type: &'a str,
+    schema_version: i64,
+    /// JSON text, written as it is.
+    payload: &'a str,
+    /// JSON text, written as it is.
+    metadata: &'a str,
+    recorded_at: &'a str,
+}
+
+/// A record's bytes, which the chain covers: one JSON object, keys in sorted order, no whitespace,
+/// the payload and metadata as the database keeps them (a format 1 record is the same object with
+/// both canonical). JSONL carries these bytes as they are; CSV carries the fields, from which a
+/// verifier writes the same bytes again.
+fn record_bytes(out: &mut Vec<u8>, fields: &RecordFields<'_>) {
+    let string = |out: &mut Vec<u8>, text: &str| {
+        serde_json::to_writer(&mut *out, text).expect("a string serialises");
+    };
+    let number = |out: &mut Vec<u8>, n: i64| {
+        write!(out, "{n}").expect("a Vec takes every write");
+    };
+    out.extend_from_slice(b"{\"event_id\":");
+    string(out, fields.event_id);
+    out.extend_from_slice(b",\"event_type\":");
+    string(out, fields.event_type);
+    out.extend_from_slice(b",\"global_position\":");
+    number(out, fields.global_position);
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(fields.metadata.as_bytes());
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(fields.payload.as_bytes());
+    out.extend_from_slice(b",\"recorded_at\":");
+    string(out, fields.recorded_at);
+    out.extend_from_slice(b",\"schema_version\":");
+    number(out, fields.schema_version);
+    out.extend_from_slice(b",\"stream\":{\"stream_id\":");
+    string(out, fields.stream_id);
+    out.extend_from_slice(b",\"stream_type\":");
+    string(out, fields.stream_type);
+    out.extend_from_slice(b"},\"stream_version\":");
+    number(out, fields.stream_version);
+    out.push(b'}');
+}
+
+/// The next chain value over a record's bytes: SHA-256 of the previous value and the bytes.
+fn chain_bytes(previous: &[u8; 32], record: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    hasher.update(record);
+    hasher.finalize().into()
+}
+
+/// A chain value in hex, as exports and manifests state it.
+fn chain_hex(chain: &[u8; 32]) -> String {
+    hex::encode(chain)
+}
+
+/// The chain value an export states, back to bytes; `None` when it is not 64 hex digits.
+fn chain_from_hex(chain: &str) -> Option<[u8; 32]> {
+    let mut bytes = [0; 32];
+    hex::decode_to_slice(chain, &mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// The two export formats: the same records, chain and signed manifest.
@@ -153,27 +230,12 @@ impl Write for PageBuffer {
 /// Encodes the records (and the manifest) in one format into the current page's bytes.
 enum Encoder {
     Jsonl(Vec<u8>),
-    Csv(Box<csv::Writer<PageBuffer>>, PageBuffer),
-}
-
-/// A record's CSV fields, in [`CSV_HEADER`] order (without the chain).
-fn csv_fields(record: &serde_json::Value) -> Vec<String> {
-    let text = |value: &serde_json::Value| match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    vec![
-        text(&record["global_position"]),
-        text(&record["stream"]["stream_type"]),
-        text(&record["stream"]["stream_id"]),
-        text(&record["stream_version"]),
-        text(&record["event_id"]),
-        text(&record["event_type"]),
-        text(&record["schema_version"]),
-        record["payload"].to_string(),
-        record["metadata"].to_string(),
-        text(&record["recorded_at"]),
-    ]
+    Csv {
+        writer: Box<csv::Writer<PageBuffer>>,
+        buffer: PageBuffer,
+        /// The current record's bytes, for its chain value.
+        scratch: Vec<u8>,
+    },
 }
 
 impl Encoder {
@@ -186,26 +248,70 @@ impl Encoder {
                 writer
                     .write_record(CSV_HEADER)
                     .map_err(std::io::Error::other)?;
-                Encoder::Csv(Box::new(writer), buffer)
+                Encoder::Csv {
+                    writer: Box::new(writer),
+                    buffer,
+                    scratch: Vec::new(),
+                }
             }
         })
     }
 
-    fn record(&mut self, record: &serde_json::Value, chain: &str) -> Result<(), ExportError> {
+    /// Encodes one record, chaining its bytes onto `chain`.
+    fn record(&mut self, record: &StoredRecord, chain: &mut [u8; 32]) -> Result<(), ExportError> {
+        let recorded_at = record
+            .recorded_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let fields = RecordFields {
+            global_position: record.global_position,
+            stream_type: &record.stream_type,
+            stream_id: &record.stream_id,
+            stream_version: record.stream_version,
+            event_id: &record.event_id,
+            event_type: &record.event_type,
+            schema_version: i64::from(record.schema_version),
+            payload: &record.payload,
+            metadata: &record.metadata,
+            recorded_at: &recorded_at,
+        };
         match self {
             Encoder::Jsonl(out) => {
-                serde_json::to_writer(
-                    &mut *out,
-                    &serde_json::json!({ "record": record, "chain": chain }),
-                )
-                .map_err(std::io::Error::other)?;
-                out.push(b'\n');
+                out.extend_from_slice(b"{\"chain\":\"");
+                let chain_at = out.len();
+                out.extend_from_slice(&[b'0'; 64]);
+                out.extend_from_slice(b"\",\"record\":");
+                let record_at = out.len();
+                record_bytes(out, &fields);
+                *chain = chain_bytes(chain, &out[record_at..]);
+                hex::encode_to_slice(chain, &mut out[chain_at..chain_at + 64])
+                    .expect("64 hex digits hold 32 bytes");
+                out.extend_from_slice(b"}\n");
             }
-            Encoder::Csv(writer, _) => {
-                let mut fields = csv_fields(record);
-                fields.push(chain.to_owned());
+            Encoder::Csv {
+                writer, scratch, ..
+            } => {
+                scratch.clear();
+                record_bytes(scratch, &fields);
+                *chain = chain_bytes(chain, scratch);
+                let numbers = [
+                    record.global_position.to_string(),
+                    record.stream_version.to_string(),
+                    record.schema_version.to_string(),
+                ];
                 writer
-                    .write_record(&fields)
+                    .write_record([
+                        numbers[0].as_str(),
+                        fields.stream_type,
+                        fields.stream_id,
+                        numbers[1].as_str(),
+                        fields.event_id,
+                        fields.event_type,
+                        numbers[2].as_str(),
+                        fields.payload,
+                        fields.metadata,
+                        fields.recorded_at,
+                        &chain_hex(chain),
+                    ])
                     .map_err(std::io::Error::other)?;
             }
         }
@@ -222,7 +328,7 @@ impl Encoder {
                 .map_err(std::io::Error::other)?;
                 out.push(b'\n');
             }
-            Encoder::Csv(writer, _) => {
+            Encoder::Csv { writer, .. } => {
                 let mut row = vec![
                     String::from("manifest"),
                     serde_json::to_string(manifest).map_err(std::io::Error::other)?,
@@ -239,7 +345,7 @@ impl Encoder {
     fn take(&mut self) -> Result<Vec<u8>, ExportError> {
         match self {
             Encoder::Jsonl(out) => Ok(std::mem::take(out)),
-            Encoder::Csv(writer, buffer) => {
+            Encoder::Csv { writer, buffer, .. } => {
                 writer.flush()?;
                 Ok(buffer.take())
             }
@@ -292,41 +398,49 @@ pub async fn export_to(
     output: &mut dyn ExportOutput,
 ) -> Result<Manifest, ExportError> {
     let mut encoder = Encoder::new(format)?;
-    let mut chain = String::from(GENESIS_CHAIN);
+    let mut chain = [0_u8; 32];
     let (mut cursor, mut count) = (after, 0_u64);
-    let mut page = store.read_all_stored(cursor, READ_PAGE_MAX).await?;
-    while let Some(last) = page.last().map(|event| event.global_position) {
+    let mut page = store.read_all_records(cursor, READ_PAGE_MAX).await?;
+    while let Some(last) = page.last().map(|record| Position(record.global_position)) {
         let range_ends_here = to.is_some_and(|to| last >= to);
-        // The next page is read while this one is encoded and written.
-        let encode_and_write = async {
-            for event in &page {
-                if to.is_some_and(|to| event.global_position > to) {
+        // The page is encoded and chained on a blocking thread while the next one is read.
+        let encoding = tokio::task::spawn_blocking(move || {
+            let (mut reached, mut encoded) = (None, 0_u64);
+            for record in &page {
+                if to.is_some_and(|to| record.global_position > to.0) {
                     break;
                 }
-                let record = serde_json::to_value(event).map_err(std::io::Error::other)?;
-                chain = chained(&chain, &record);
-                encoder.record(&record, &chain)?;
-                cursor = event.global_position;
-                count += 1;
+                encoder.record(record, &mut chain)?;
+                reached = Some(Position(record.global_position));
+                encoded += 1;
             }
-            output.write_page(encoder.take()?, cursor).await?;
-            Ok::<(), ExportError>(())
+            let bytes = encoder.take()?;
+            Ok::<_, ExportError>((encoder, chain, bytes, reached, encoded))
+        });
+        let (encoded, next) = if range_ends_here {
+            (encoding.await, None)
+        } else {
+            let (encoded, next) =
+                tokio::join!(encoding, store.read_all_records(last, READ_PAGE_MAX));
+            (encoded, Some(next))
         };
-        if range_ends_here {
-            encode_and_write.await?;
-            break;
+        let (encoder_back, chain_after, bytes, reached, encoded) =
+            encoded.map_err(std::io::Error::other)??;
+        (encoder, chain) = (encoder_back, chain_after);
+        cursor = reached.unwrap_or(cursor);
+        count += encoded;
+        output.write_page(bytes, cursor).await?;
+        match next {
+            Some(next) => page = next?,
+            None => break,
         }
-        let (next, written) =
-            tokio::join!(store.read_all_stored(last, READ_PAGE_MAX), encode_and_write);
-        written?;
-        page = next?;
     }
     let manifest = Manifest {
         format: String::from(EXPORT_FORMAT),
         after_position: after.0,
         to_position: cursor.0,
         count,
-        final_hash: chain,
+        final_hash: chain_hex(&chain),
         key_id: signer.key_id().to_owned(),
     };
     encoder.manifest(&manifest, &signer.sign(&manifest)?)?;
@@ -337,7 +451,9 @@ pub async fn export_to(
 /// One line of an export, whatever its format.
 enum Entry {
     Record {
-        record: serde_json::Value,
+        position: i64,
+        /// The record's bytes, which the chain covers.
+        bytes: Vec<u8>,
         chain: String,
     },
     Manifest {
@@ -346,8 +462,18 @@ enum Entry {
     },
 }
 
+/// The stated chain and the record's bytes of a JSONL record line,
+/// `{"chain":"<64 hex digits>","record":<the record's bytes>}`; `None` for any other line.
+fn split_record_line(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix("{\"chain\":\"")?;
+    let (chain, rest) = (rest.get(..64)?, rest.get(64..)?);
+    let record = rest.strip_prefix("\",\"record\":")?.strip_suffix('}')?;
+    Some((chain, record))
+}
+
 /// Verifies an export — JSONL or CSV, told apart by its first byte — with an Ed25519 public key
-/// (base64url, the JWKS `x`) alone.
+/// (base64url, the JWKS `x`) alone. Both formats' versions verify ([`EXPORT_FORMAT`],
+/// [`EXPORT_FORMAT_V1`]).
 pub fn verify(mut input: impl BufRead, public_key_x: &str) -> Result<Manifest, VerifyError> {
     let first = input
         .fill_buf()
@@ -364,8 +490,8 @@ pub fn verify(mut input: impl BufRead, public_key_x: &str) -> Result<Manifest, V
     }
 }
 
-/// Verifies a JSONL export: every record's chain, positions rising, and the signed manifest's
-/// range, count and final hash.
+/// Verifies a JSONL export: every record's chain over its bytes as the line carries them,
+/// positions rising, and the signed manifest's format, range, count and final hash.
 pub fn verify_jsonl(input: impl BufRead, public_key_x: &str) -> Result<Manifest, VerifyError> {
     let entries = input.lines().enumerate().map(|(index, line)| {
         let fail = |reason: String| VerifyError {
@@ -373,28 +499,45 @@ pub fn verify_jsonl(input: impl BufRead, public_key_x: &str) -> Result<Manifest,
             reason,
         };
         let line = line.map_err(|e| fail(format!("unreadable: {e}")))?;
+        if let Some((chain, record)) = split_record_line(&line) {
+            let value: serde_json::Value = serde_json::from_str(record)
+                .map_err(|e| fail(format!("the record is not JSON: {e}")))?;
+            let position = value["global_position"]
+                .as_i64()
+                .ok_or_else(|| fail(String::from("a record without a position")))?;
+            return Ok((
+                index + 1,
+                Entry::Record {
+                    position,
+                    bytes: record.as_bytes().to_vec(),
+                    chain: chain.to_owned(),
+                },
+            ));
+        }
         let value: serde_json::Value =
             serde_json::from_str(&line).map_err(|e| fail(format!("not JSON: {e}")))?;
-        let entry = match (
+        match (
             value.get("signature").and_then(|s| s.as_str()),
             value.get("record"),
         ) {
-            (Some(signature), _) => Entry::Manifest {
-                stated: value["manifest"].clone(),
-                signature: signature.to_owned(),
-            },
-            (None, Some(record)) => Entry::Record {
-                record: record.clone(),
-                chain: value["chain"].as_str().unwrap_or_default().to_owned(),
-            },
-            (None, None) => return Err(fail(String::from("neither a record nor a manifest"))),
-        };
-        Ok((index + 1, entry))
+            (Some(signature), _) => Ok((
+                index + 1,
+                Entry::Manifest {
+                    stated: value["manifest"].clone(),
+                    signature: signature.to_owned(),
+                },
+            )),
+            (None, Some(_)) => Err(fail(String::from(
+                "a record line not in the export's shape {\"chain\":…,\"record\":…}",
+            ))),
+            (None, None) => Err(fail(String::from("neither a record nor a manifest"))),
+        }
     });
     verify_entries(entries, public_key_x)
 }
 
-/// Verifies a CSV export (header, records, manifest row) the same way.
+/// Verifies a CSV export (header, records, manifest row) the same way: each row's fields are
+/// written back into the record's bytes, which the chain covers.
 pub fn verify_csv(input: impl std::io::Read, public_key_x: &str) -> Result<Manifest, VerifyError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -431,24 +574,29 @@ pub fn verify_csv(input: impl std::io::Read, public_key_x: &str) -> Result<Manif
                 .map_err(|_| fail(format!("column {} is not a number", CSV_HEADER[i])))
         };
         let json = |i: usize| {
-            serde_json::from_str::<serde_json::Value>(field(i))
+            serde_json::from_str::<serde::de::IgnoredAny>(field(i))
+                .map(|_| field(i))
                 .map_err(|e| fail(format!("column {} is not JSON: {e}", CSV_HEADER[i])))
         };
-        let record = serde_json::json!({
-            "global_position": number(0)?,
-            "stream": { "stream_type": field(1), "stream_id": field(2) },
-            "stream_version": number(3)?,
-            "event_id": field(4),
-            "event_type": field(5),
-            "schema_version": number(6)?,
-            "payload": json(7)?,
-            "metadata": json(8)?,
-            "recorded_at": field(9),
-        });
+        let fields = RecordFields {
+            global_position: number(0)?,
+            stream_type: field(1),
+            stream_id: field(2),
+            stream_version: number(3)?,
+            event_id: field(4),
+            event_type: field(5),
+            schema_version: number(6)?,
+            payload: json(7)?,
+            metadata: json(8)?,
+            recorded_at: field(9),
+        };
+        let mut bytes = Vec::new();
+        record_bytes(&mut bytes, &fields);
         Ok((
             line,
             Entry::Record {
-                record,
+                position: fields.global_position,
+                bytes,
                 chain: field(10).to_owned(),
             },
         ))
@@ -464,7 +612,7 @@ fn verify_entries(
         line: 0,
         reason: format!("unusable public key: {e}"),
     })?;
-    let mut chain = String::from(GENESIS_CHAIN);
+    let mut chain = [0_u8; 32];
     let (mut count, mut last_position, mut first_position, mut last_line) =
         (0_u64, None::<i64>, None::<i64>, 0);
     let mut verified = None;
@@ -494,11 +642,15 @@ fn verify_entries(
                         "the manifest differs from what was signed",
                     ),
                     (
+                        [EXPORT_FORMAT, EXPORT_FORMAT_V1].contains(&manifest.format.as_str()),
+                        "the manifest names a format this verifier does not know",
+                    ),
+                    (
                         manifest.count == count,
                         "the manifest's count differs from the records",
                     ),
                     (
-                        manifest.final_hash == chain,
+                        manifest.final_hash == chain_hex(&chain),
                         "the manifest's final hash differs from the chain",
                     ),
                     (
@@ -516,20 +668,18 @@ fn verify_entries(
                 verified = Some(manifest);
             }
             Entry::Record {
-                record,
+                position,
+                bytes,
                 chain: stated_chain,
             } => {
-                let position = record["global_position"]
-                    .as_i64()
-                    .ok_or_else(|| fail(String::from("a record without a position")))?;
                 if last_position.is_some_and(|last| position <= last) {
                     return Err(fail(format!(
                         "position {position} does not follow {}",
                         last_position.unwrap_or_default()
                     )));
                 }
-                chain = chained(&chain, &record);
-                if stated_chain != chain {
+                chain = chain_bytes(&chain, &bytes);
+                if chain_from_hex(&stated_chain) != Some(chain) {
                     return Err(fail(format!(
                         "record at position {position} does not match its chain"
                     )));

@@ -18,7 +18,7 @@ use crate::crypto::KeyMaterial;
 use crate::engine::store::{
     AppendBatch, AppendGroups, BatchOutcome, DocumentWrite, EventStore, GenerationState,
     Idempotency, Leadership, PersonKey, PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot,
-    Store, StoreError, StreamAppend,
+    Store, StoreError, StoredRecord, StreamAppend,
 };
 use aggregates::log::{Position, RecordedEvent, StreamName, StreamVersion};
 use async_trait::async_trait;
@@ -380,6 +380,14 @@ impl EventStore for PersonalDataStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_all_stored(after, limit).await
+    }
+
+    async fn read_all_records(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.inner.read_all_records(after, limit).await
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {

@@ -6,14 +6,17 @@ use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use aggregates::log::Position;
 use pulse_account::crypto::signing::Signer;
 use pulse_account::engine::audit::{
-    check, export, export_jsonl, seal, verify, verify_jsonl, ExportFormat,
+    check, export, export_jsonl, seal, verify, verify_jsonl, ExportFormat, Manifest, CSV_HEADER,
+    EXPORT_FORMAT, EXPORT_FORMAT_V1,
 };
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 crate::on_both_stores!(
     an_export_verifies_and_every_tampering_is_reported_where_it_happened,
     seals_detect_an_edit_of_an_old_row,
     a_csv_export_verifies_and_a_changed_row_is_reported,
+    an_export_of_format_1_still_verifies,
 );
 
 async fn an_export_verifies_and_every_tampering_is_reported_where_it_happened(backend: Backend) {
@@ -48,7 +51,12 @@ async fn an_export_verifies_and_every_tampering_is_reported_where_it_happened(ba
     assert_eq!(verified, manifest);
 
     let lines: Vec<&str> = text.lines().collect();
-    let flipped = lines[6].replacen("\"k\":0", "\"k\":9", 1);
+    // The payload is chained as the database keeps it: PostgreSQL's JSON text has spaces.
+    let flipped = ["\"k\":0", "\"k\": 0"]
+        .iter()
+        .find(|k| lines[6].contains(*k))
+        .map(|k| lines[6].replacen(k, &k.replace('0', "9"), 1))
+        .expect("the record holds k = 0");
     let mut tampered = lines.clone();
     tampered[6] = &flipped;
     assert_eq!(
@@ -250,7 +258,11 @@ async fn a_csv_export_verifies_and_a_changed_row_is_reported(backend: Backend) {
         (error.line, error.reason.as_str()),
         (7, "data after the signed manifest")
     );
-    let tampered = text.replacen("\"\"k\"\":2", "\"\"k\"\":5", 1);
+    let tampered = ["\"\"k\"\":2", "\"\"k\"\": 2"]
+        .iter()
+        .find(|k| text.contains(*k))
+        .map(|k| text.replacen(k, &k.replace('2', "5"), 1))
+        .expect("a record holds k = 2");
     assert_ne!(tampered, text);
     let error = verify(tampered.as_bytes(), &public_key).unwrap_err();
     assert_eq!(
@@ -273,6 +285,104 @@ async fn a_csv_export_verifies_and_a_changed_row_is_reported(backend: Backend) {
         same.final_hash, manifest.final_hash,
         "both formats carry the same chain"
     );
+    drop(store);
+    db.cleanup().await;
+}
+
+/// An export as format 1 wrote it: each record decoded and re-encoded as canonical JSON (keys
+/// sorted, no whitespace) before being chained, in JSONL and in CSV. The verifier still takes
+/// both, and refuses a manifest naming a format it does not know.
+async fn an_export_of_format_1_still_verifies(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let license = stream("license", "lic_0000000101");
+    let events = (0..3)
+        .map(|k| event("touched", json!({ "k": k, "note": "v1, \"é\"\nline" })))
+        .collect();
+    store.append(append(&license, 0, events)).await.unwrap();
+    let signer = Signer::from_seed("audit-v1", [9; 32]).unwrap();
+    let public_key = signer.jwks()["keys"][0]["x"].as_str().unwrap().to_owned();
+    let stored = store.read_all_stored(Position::START, 100).await.unwrap();
+    let mut chain = [0_u8; 32];
+    let mut jsonl = String::new();
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(CSV_HEADER).unwrap();
+    for event in &stored {
+        let record = serde_json::to_value(event).unwrap();
+        let mut hasher = Sha256::new();
+        hasher.update(chain);
+        hasher.update(serde_json::to_vec(&record).unwrap());
+        chain = hasher.finalize().into();
+        let chain_hex = hex::encode(chain);
+        jsonl.push_str(&json!({ "record": record, "chain": chain_hex }).to_string());
+        jsonl.push('\n');
+        let text = |value: &serde_json::Value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        csv.write_record([
+            text(&record["global_position"]),
+            text(&record["stream"]["stream_type"]),
+            text(&record["stream"]["stream_id"]),
+            text(&record["stream_version"]),
+            text(&record["event_id"]),
+            text(&record["event_type"]),
+            text(&record["schema_version"]),
+            record["payload"].to_string(),
+            record["metadata"].to_string(),
+            text(&record["recorded_at"]),
+            chain_hex,
+        ])
+        .unwrap();
+    }
+    let manifest = |format: &str| Manifest {
+        format: format.to_owned(),
+        after_position: 0,
+        to_position: stored.last().unwrap().global_position.0,
+        count: 3,
+        final_hash: hex::encode(chain),
+        key_id: String::from("audit-v1"),
+    };
+    let v1 = manifest(EXPORT_FORMAT_V1);
+    let signature = signer.sign(&v1).unwrap();
+    let v1_jsonl = format!(
+        "{jsonl}{}\n",
+        json!({ "manifest": v1, "signature": signature })
+    );
+    assert_eq!(verify(v1_jsonl.as_bytes(), &public_key).unwrap(), v1);
+    let mut manifest_row = vec![
+        String::from("manifest"),
+        serde_json::to_string(&v1).unwrap(),
+        signature,
+    ];
+    manifest_row.resize(CSV_HEADER.len(), String::new());
+    csv.write_record(&manifest_row).unwrap();
+    let v1_csv = csv.into_inner().unwrap();
+    assert_eq!(verify(v1_csv.as_slice(), &public_key).unwrap(), v1);
+
+    let unknown = manifest("pulse-account-export/9");
+    let unknown_jsonl = format!(
+        "{jsonl}{}\n",
+        json!({ "manifest": unknown, "signature": signer.sign(&unknown).unwrap() })
+    );
+    let error = verify(unknown_jsonl.as_bytes(), &public_key).unwrap_err();
+    assert_eq!(error.line, 4);
+    assert!(error.reason.contains("format"), "{error}");
+
+    // And what the service writes today is format 2.
+    let mut today = Vec::new();
+    let written = export_jsonl(
+        store.as_ref(),
+        &signer,
+        Position::START,
+        None,
+        &mut today,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(written.format, EXPORT_FORMAT);
+    assert_eq!(verify(today.as_slice(), &public_key).unwrap(), written);
     drop(store);
     db.cleanup().await;
 }

@@ -196,6 +196,88 @@ impl BatchOutcome {
     }
 }
 
+/// One event's columns as stored, its payload and metadata as the database's JSON text (see
+/// [`EventStore::read_all_records`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The global position.
+    pub global_position: i64,
+    /// The stream's type.
+    pub stream_type: String,
+    /// The stream's id.
+    pub stream_id: String,
+    /// The version within the stream.
+    pub stream_version: i64,
+    /// The event's id.
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// The payload's schema version.
+    pub schema_version: i32,
+    /// The payload, as the database's JSON text.
+    pub payload: String,
+    /// The metadata, as the database's JSON text.
+    pub metadata: String,
+    /// When it was recorded.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The columns of a record, in [`StoredRecord`]'s order, as both stores select them.
+type RecordRow = (
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i32,
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+);
+
+fn stored_record(row: RecordRow) -> StoredRecord {
+    let (
+        global_position,
+        stream_type,
+        stream_id,
+        stream_version,
+        event_id,
+        event_type,
+        schema_version,
+        payload,
+        metadata,
+        recorded_at,
+    ) = row;
+    StoredRecord {
+        global_position,
+        stream_type,
+        stream_id,
+        stream_version,
+        event_id,
+        event_type,
+        schema_version,
+        payload,
+        metadata,
+        recorded_at,
+    }
+}
+
+/// Asserts a page of records came back in strictly rising position order after `after`.
+fn check_record_page(records: &[StoredRecord], after: Position) -> Result<(), StoreError> {
+    let mut previous = after.0;
+    for record in records {
+        if record.global_position <= previous {
+            return Err(StoreError::Invariant(format!(
+                "position {} follows {previous} in a global read",
+                record.global_position
+            )));
+        }
+        previous = record.global_position;
+    }
+    Ok(())
+}
+
 /// Why the store refused or failed a request. Conflicts are typed so callers can retry them.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -394,6 +476,15 @@ pub trait EventStore: Send + Sync {
         after: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Like [`EventStore::read_all_stored`], but each event's columns as the database keeps them,
+    /// its payload and metadata as the database's JSON text, undecoded: what the auditor export
+    /// chains.
+    async fn read_all_records(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError>;
 
     /// The position of the newest event a reader may see (0 for an empty log).
     async fn head_position(&self) -> Result<Position, StoreError>;

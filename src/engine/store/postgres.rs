@@ -32,11 +32,12 @@
 
 use super::group_commit::{unavailable_for_each, GroupCommit, GroupWriter};
 use super::{
-    announce, check_global_page, check_stream_page, checked_outcome, documents_of_live_generation,
-    person_key_from_row, seal_from_row, snapshot_text, validate_batch, validate_documents,
-    validate_page, AppendBatch, BatchOutcome, DatabaseContext, DocumentWrite, EventStore,
-    GenerationState, GenerationStatus, Idempotency, IdempotencyRecord, Leadership, PersonKey,
-    PersonKeyStore, ProjectionStore, Seal, SealStore, Snapshot, Store, StoreError, SEAL_PAGE_MAX,
+    announce, check_global_page, check_record_page, check_stream_page, checked_outcome,
+    documents_of_live_generation, person_key_from_row, seal_from_row, snapshot_text, stored_record,
+    validate_batch, validate_documents, validate_page, AppendBatch, BatchOutcome, DatabaseContext,
+    DocumentWrite, EventStore, GenerationState, GenerationStatus, Idempotency, IdempotencyRecord,
+    Leadership, PersonKey, PersonKeyStore, ProjectionStore, RecordRow, Seal, SealStore, Snapshot,
+    Store, StoreError, StoredRecord, SEAL_PAGE_MAX,
 };
 use crate::engine::store::upcast::Upcasters;
 use aggregates::log::{EventMetadata, Position, RecordedEvent, StreamName, StreamVersion};
@@ -690,6 +691,29 @@ impl EventStore for PostgresStore {
             .collect::<Result<Vec<_>, _>>()?;
         check_global_page(&events, after)?;
         Ok(events)
+    }
+
+    async fn read_all_records(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let limit = validate_page(limit)?;
+        let rows = sqlx::query_as::<_, RecordRow>(&format!(
+            "SELECT global_position, stream_type, stream_id, stream_version, event_id::text, \
+                 event_type, schema_version, payload::text, metadata::text, recorded_at \
+             FROM events \
+             WHERE global_position > $1 AND transaction_id < {VISIBLE_GUARD} \
+             ORDER BY global_position LIMIT $2"
+        ))
+        .bind(after.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .during("reading the log")?;
+        let records: Vec<StoredRecord> = rows.into_iter().map(stored_record).collect();
+        check_record_page(&records, after)?;
+        Ok(records)
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {
