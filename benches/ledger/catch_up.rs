@@ -1,12 +1,17 @@
 //! Catch-up and export, on each store, over one large log of license histories (`generate.rs`)
 //! written through the sealing store as the service writes it:
 //! - a full rebuild of the `licenses` read model (what every entitlement is computed from) against
-//!   a raw sequential read of the same rows;
+//!   a raw sequential read of the same rows, with the time its batches spent reading, loading
+//!   documents, folding and writing;
 //! - the chained JSONL export against `COPY (SELECT …) TO STDOUT` of the same rows (SQLite has no
 //!   COPY: a raw read), with the peak memory of a tenth of the export beside that of the whole, to
 //!   show it does not grow.
+//!
+//! Both are measured at two sizes of the same log (filled to the first, measured, filled on), to
+//! show how each cost grows.
 
 use crate::generate::license_history;
+use crate::raw::RawPool;
 use crate::support::{Backend, BenchDatabase, Measured, PeakMemory, Row};
 use aggregates::catalog::Catalog;
 use aggregates::log::{EventMetadata, Position};
@@ -31,15 +36,35 @@ pub(crate) async fn run(
 ) -> Vec<Row> {
     let db = BenchDatabase::create(admin, "catch_up", backend).await;
     let store = db.sealed_store(keys).await;
-    let events = fill(&store, sizes.log_events).await;
     let pool = db.pool(2).await;
+    let mut rows = Vec::new();
+    let mut events = 0;
+    // The same log at each size: filled to the first, measured, filled on to the next.
+    for size in sizes.log_events {
+        events += fill(&store, size.saturating_sub(events)).await;
+        rows.extend(measure(&store, &pool, backend, keys, events).await);
+    }
+    pool.close().await;
+    drop(store);
+    db.drop_database().await;
+    rows
+}
 
+/// The rebuild and the export over the log as it stands (`events` events), each beside its raw
+/// baseline.
+async fn measure(
+    store: &Arc<dyn Store>,
+    pool: &RawPool,
+    backend: Backend,
+    keys: &Arc<KeyMaterial>,
+    events: usize,
+) -> Vec<Row> {
     let licenses = registry()
         .into_iter()
         .find(|fold| fold.name() == "licenses")
         .expect("the licenses projection");
     let runner = Runner::new(
-        Arc::clone(&store),
+        Arc::clone(store),
         licenses,
         RunnerConfig::rebuild(),
         Arc::new(Metrics::default()),
@@ -53,6 +78,15 @@ pub(crate) async fn run(
     assert_eq!(
         report.events as usize, events,
         "the rebuild folds every event"
+    );
+    let phases = report.phases;
+    let seconds = |d: std::time::Duration| d.as_secs_f64();
+    let breakdown = format!(
+        "read {:.1} s (beside the rest), load {:.1} s, fold {:.1} s, write {:.1} s",
+        seconds(phases.read),
+        seconds(phases.load),
+        seconds(phases.fold),
+        seconds(phases.write)
     );
 
     let started = Instant::now();
@@ -112,16 +146,15 @@ pub(crate) async fn run(
             )
         }
     };
-    eprintln!("{} export wrote {} bytes", backend.label(), output.bytes);
-
-    pool.close().await;
-    drop(runner);
-    drop(store);
-    db.drop_database().await;
+    eprintln!(
+        "{} over {events} events: rebuild {breakdown}; export wrote {} bytes",
+        backend.label(),
+        output.bytes
+    );
     vec![
         Row::throughput(
             &format!(
-                "{} catch-up: rebuild `licenses` over {events} events vs a raw SELECT (peak +{rebuild_memory:.0} MiB)",
+                "{} catch-up: rebuild `licenses` over {events} events vs a raw SELECT (peak +{rebuild_memory:.0} MiB; {breakdown})",
                 backend.label()
             ),
             "ev",

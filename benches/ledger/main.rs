@@ -26,8 +26,8 @@ use support::Backend;
 pub(crate) struct Sizes {
     /// Commands per writer count in the append benchmark.
     pub(crate) append_commands: usize,
-    /// Events in the log the catch-up and export benchmarks read.
-    pub(crate) log_events: usize,
+    /// Events in the log the catch-up and export benchmarks read, at each size measured.
+    pub(crate) log_events: [usize; 2],
     /// Events of the account streams replayed.
     pub(crate) replay_events: [usize; 2],
     /// How long the load generator runs against each route.
@@ -38,7 +38,7 @@ impl Sizes {
     fn full() -> Sizes {
         Sizes {
             append_commands: 4_000,
-            log_events: 1_000_000,
+            log_events: [100_000, 1_000_000],
             replay_events: [1_000, 10_000],
             read_duration: Duration::from_secs(10),
         }
@@ -47,7 +47,7 @@ impl Sizes {
     fn smoke() -> Sizes {
         Sizes {
             append_commands: 48,
-            log_events: 3_000,
+            log_events: [1_000, 3_000],
             replay_events: [100, 300],
             read_duration: Duration::from_millis(500),
         }
