@@ -171,7 +171,7 @@ impl Application {
             catalog: catalogs.current(),
             catalogs: Arc::new(catalogs),
             stripe: Arc::new(stripe),
-            public_url: settings.public_url,
+            public_url: settings.public_url.into(),
             legacy,
             token_bindings: Arc::default(),
             license_cache,
@@ -181,7 +181,7 @@ impl Application {
                 SIGN_IN_REQUESTS_PER_MINUTE_MAX,
                 Duration::from_secs(60),
             )),
-            support_email: settings.support_email,
+            support_email: settings.support_email.into(),
             recovery: Arc::new(recovery),
         };
         Ok(Application {
@@ -266,7 +266,7 @@ impl Application {
             keys: Arc::clone(&self.state.keys),
             mailer: self.mailer,
             catalog: Arc::clone(&self.state.catalog),
-            public_url: self.state.public_url.clone(),
+            public_url: self.state.public_url.to_string(),
             metrics: Arc::clone(&self.state.metrics),
         };
         runners.push(tokio::spawn(outbox.run(stopped.clone())));

@@ -39,6 +39,19 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 struct Cached {
     state: LicenseState,
     version: StreamVersion,
+    /// The issued license of `state`, shared with the reads (copied once per event, not per read).
+    issued: Option<Arc<IssuedLicense>>,
+}
+
+impl Cached {
+    fn new(state: LicenseState, version: StreamVersion) -> Cached {
+        let issued = state.issued.clone().map(Arc::new);
+        Cached {
+            state,
+            version,
+            issued,
+        }
+    }
 }
 
 /// The licenses this process holds in memory, and how far into the log they are current.
@@ -74,13 +87,17 @@ impl LicenseCache {
     }
 
     /// The license, when the cache holds it and is [`LicenseCache::current`].
-    pub fn get(&self, license_id: &LicenseId, at_least: Option<Position>) -> Option<IssuedLicense> {
+    pub fn get(
+        &self,
+        license_id: &LicenseId,
+        at_least: Option<Position>,
+    ) -> Option<Arc<IssuedLicense>> {
         if !self.current(at_least) {
             return None;
         }
         self.lock()
             .get(license_id)
-            .and_then(|cached| cached.state.issued.clone())
+            .and_then(|cached| cached.issued.clone())
     }
 
     /// Loads `license_id` into the cache (see the module documentation); answers it as loaded.
@@ -100,13 +117,7 @@ impl LicenseCache {
                 .get(license_id)
                 .is_some_and(|cached| cached.version >= version);
             if !newer {
-                licenses.insert(
-                    license_id.clone(),
-                    Cached {
-                        state: state.clone(),
-                        version,
-                    },
-                );
+                licenses.insert(license_id.clone(), Cached::new(state.clone(), version));
             }
         }
         let passed = store
@@ -140,8 +151,8 @@ impl LicenseCache {
             let decoded = decode::<LicenseEvent>(&event.event_type, &event.payload);
             match decoded {
                 Ok(decoded) if event.stream_version.0 == cached.version.0 + 1 => {
-                    cached.state = License::evolve(std::mem::take(&mut cached.state), &decoded);
-                    cached.version = event.stream_version;
+                    let state = License::evolve(std::mem::take(&mut cached.state), &decoded);
+                    *cached = Cached::new(state, event.stream_version);
                 }
                 _ => {
                     // An event it cannot place: the license is refolded on its next read.

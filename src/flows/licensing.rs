@@ -37,6 +37,7 @@ use projections::DocumentProjection;
 use rand::RngCore;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// What `POST /v1/activate` asks.
@@ -415,7 +416,7 @@ impl Licensing<'_> {
         &self,
         token: &str,
         at_least: Option<Position>,
-    ) -> Result<(IssuedLicense, InstallationId), FlowError> {
+    ) -> Result<(Arc<IssuedLicense>, InstallationId), FlowError> {
         let (license_id, installation_id, token_hash) = self.installation_of_token(token).await?;
         let license = self.current_license(&license_id, at_least).await?;
         let installation = license
@@ -438,16 +439,18 @@ impl Licensing<'_> {
         &self,
         license_id: &LicenseId,
         at_least: Option<Position>,
-    ) -> Result<IssuedLicense, FlowError> {
+    ) -> Result<Arc<IssuedLicense>, FlowError> {
         if let Some(cache) = self.cache {
             if let Some(license) = cache.get(license_id, at_least) {
                 return Ok(license);
             }
             if cache.current(at_least) {
                 let state = cache.load(self.store, license_id).await?;
-                return Ok(state
-                    .issued
-                    .ok_or(DomainError::NotFound { entity: "license" })?);
+                return Ok(Arc::new(
+                    state
+                        .issued
+                        .ok_or(DomainError::NotFound { entity: "license" })?,
+                ));
             }
         }
         let stream = stream(License::STREAM_TYPE, license_id.as_str())?;
@@ -457,16 +460,18 @@ impl Licensing<'_> {
             .await?;
         if let Some(body) = document {
             match serde_json::from_value::<IssuedLicense>(body) {
-                Ok(license) => return Ok(license),
+                Ok(license) => return Ok(Arc::new(license)),
                 Err(error) => {
                     tracing::warn!(%license_id, %error, "unreadable licenses document; folding the stream")
                 }
             }
         }
         let (state, _) = load::<License>(self.store, &stream).await?;
-        Ok(state
-            .issued
-            .ok_or(DomainError::NotFound { entity: "license" })?)
+        Ok(Arc::new(
+            state
+                .issued
+                .ok_or(DomainError::NotFound { entity: "license" })?,
+        ))
     }
 
     /// `GET /v1/entitlements`: what the installation's license grants now (§14). A revoked or
@@ -477,7 +482,7 @@ impl Licensing<'_> {
         token: &str,
         now: DateTime<Utc>,
         at_least: Option<Position>,
-    ) -> Result<(IssuedLicense, InstallationId, Entitlements), FlowError> {
+    ) -> Result<(Arc<IssuedLicense>, InstallationId, Entitlements), FlowError> {
         let (license, installation_id) = self.presented(token, at_least).await?;
         record_installation(&license.license_id, &installation_id);
         let entitlements = license_entitlements(&license, self.catalog, now, None);

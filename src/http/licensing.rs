@@ -7,12 +7,15 @@ use super::extract::{parse_json, ApiBytes, ApiJson, Bearer, IdempotencyKey};
 use super::AppState;
 use crate::flows::licensing::{ActivateRequest, Licensing, SignedGrant};
 use aggregates::catalog::Catalog;
+use aggregates::ids::{InstallationId, LicenseId};
 use aggregates::license::IssuedLicense;
 use aggregates::log::EventMetadata;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
+use projections::entitlements::Entitlements;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -176,15 +179,28 @@ pub(super) async fn entitlements(
     State(state): State<AppState>,
     MinLogPosition(at_least): MinLogPosition,
     Bearer(token): Bearer,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (license, installation_id, entitlements) = licensing(&state)
         .entitlements(&token, Utc::now(), at_least)
         .await?;
-    let mut body = json!(entitlements);
-    body["license_id"] = json!(license.license_id);
-    body["installation_id"] = json!(installation_id);
-    body["license_version"] = json!(license.license_version);
-    Ok(Json(body))
+    Ok(Json(EntitlementsBody {
+        entitlements: &entitlements,
+        license_id: &license.license_id,
+        installation_id: &installation_id,
+        license_version: license.license_version,
+    })
+    .into_response())
+}
+
+/// The answer of `GET /v1/entitlements`: the entitlements and whose they are, serialised
+/// straight from the license, with no JSON tree built on the way.
+#[derive(Serialize)]
+struct EntitlementsBody<'a> {
+    #[serde(flatten)]
+    entitlements: &'a Entitlements,
+    license_id: &'a LicenseId,
+    installation_id: &'a InstallationId,
+    license_version: u64,
 }
 
 /// What `POST /v1/continuity/capture` sends.

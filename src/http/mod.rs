@@ -65,7 +65,7 @@ pub struct AppState {
     /// Stripe.
     pub stripe: Arc<StripeGateway>,
     /// The public base URL of this service (links in answers, e.g. the signup URL).
-    pub public_url: String,
+    pub public_url: Arc<str>,
     /// The v5 public key that verifies legacy tokens, when legacy exchange is configured.
     pub legacy: Option<Arc<crate::flows::exchange::LegacyVerifier>>,
     /// Installation tokens this process has seen bound.
@@ -79,7 +79,7 @@ pub struct AppState {
     /// Sign-in requests per client address (this process's count).
     pub sign_in_limit: Arc<client_limit::ClientLimit>,
     /// Where the portal sends customers who need a person.
-    pub support_email: String,
+    pub support_email: Arc<str>,
     /// The self-hosted recovery jobs' queue, erasing store and limits.
     pub recovery: Arc<crate::flows::recovery::Recovery>,
 }
