@@ -4,7 +4,9 @@
 //! of the very rows that path wrote (events and idempotency record, one transaction per command),
 //! at the same concurrency, into a fresh database with the same schema. Appends go through the
 //! store's group commit; the figure reports the mean appends a commit, and the run then checks a
-//! group holding a conflict and a replayed key (each answered on its own, the rest written).
+//! group holding a conflict and a replayed key (each answered on its own, the rest written). A
+//! third figure appends the very batches the command path appended straight to the store, so that
+//! group commit is measured against the raw inserts without the command path's reads.
 
 use crate::raw::{EventRow, RawPool, Record};
 use crate::support::{Backend, BenchDatabase, Measured, Row};
@@ -43,13 +45,13 @@ pub(crate) async fn run(
         let after = store.append_groups();
         let mean_group =
             (after.appends - before.appends) as f64 / (after.groups - before.groups).max(1) as f64;
+        let pool = ours_db.pool(1).await;
+        let written = Arc::new(pool.written().await);
+        pool.close().await;
         if writers == WRITERS[WRITERS.len() - 1] {
             mixed_group(&store).await;
         }
         drop(store);
-        let pool = ours_db.pool(1).await;
-        let written = Arc::new(pool.written().await);
-        pool.close().await;
         assert_eq!(written.len(), commands, "every command wrote once");
         let raw_db = BenchDatabase::create(admin, "append_raw", backend).await;
         drop(raw_db.store().await);
@@ -58,6 +60,17 @@ pub(crate) async fn run(
         raw_pool.close().await;
         ours_db.drop_database().await;
         raw_db.drop_database().await;
+        // The same appends straight to the store: group commit against the raw inserts, without
+        // the command path's reads and decisions.
+        let store_db = BenchDatabase::create(admin, "append_store", backend).await;
+        let plain = store_db.store().await;
+        let before = plain.append_groups();
+        let appended = store_appends(&plain, &written, writers).await;
+        let after = plain.append_groups();
+        let store_mean_group =
+            (after.appends - before.appends) as f64 / (after.groups - before.groups).max(1) as f64;
+        drop(plain);
+        store_db.drop_database().await;
         eprintln!(
             "{} append, {writers} writer(s): {commands} commands measured",
             backend.label()
@@ -71,6 +84,16 @@ pub(crate) async fn run(
             ours,
             raw,
             (writers == 16).then_some(1.0),
+        ));
+        rows.push(Row::throughput(
+            &format!(
+                "{} append: the same appends straight to the store, {writers} writer(s), {store_mean_group:.1} appends a commit",
+                backend.label()
+            ),
+            "cmd",
+            appended,
+            raw,
+            None,
         ));
     }
     rows
@@ -183,7 +206,10 @@ async fn mixed_group(store: &Arc<dyn Store>) {
                 payload: serde_json::json!({ "id": id }),
             }],
         }],
-        metadata: metadata(0),
+        metadata: EventMetadata {
+            request_id: Some(String::from("bench-mixed")),
+            ..metadata(0)
+        },
         idempotency: key.map(|key| Idempotency::for_request(key, &id)),
     };
     let recorded = store
@@ -224,4 +250,74 @@ async fn mixed_group(store: &Arc<dyn Store>) {
         }
     }
     assert_eq!(written, MIXED_FRESH, "every fresh append is written");
+}
+
+/// The batch one command appended, rebuilt from the rows it wrote: its streams at the versions
+/// before it, its events and metadata, its idempotency key.
+fn batch_of(events: &[EventRow], record: &Record) -> AppendBatch {
+    let mut appends: Vec<StreamAppend> = Vec::new();
+    for (stream_type, stream_id, version, _, event_type, schema_version, payload, _, _) in events {
+        let stream = StreamName::parse(stream_type, stream_id).expect("a stored stream name");
+        let event = EncodedEvent {
+            event_type: event_type.clone(),
+            schema_version: *schema_version,
+            payload: serde_json::from_str(payload).expect("a stored payload"),
+        };
+        match appends.iter_mut().find(|a| a.stream == stream) {
+            Some(append) => append.events.push(event),
+            None => appends.push(StreamAppend {
+                stream,
+                expected_version: StreamVersion(version - 1),
+                events: vec![event],
+            }),
+        }
+    }
+    let metadata = serde_json::from_str(&events[0].7).expect("stored metadata");
+    let fingerprint = record.1.clone().try_into().expect("a 32-byte fingerprint");
+    AppendBatch {
+        appends,
+        metadata,
+        idempotency: Some(Idempotency {
+            key: record.0.clone(),
+            fingerprint,
+        }),
+    }
+}
+
+/// Appends every command's batch to `store` from `writers` concurrent writers.
+async fn store_appends(
+    store: &Arc<dyn Store>,
+    written: &Arc<Vec<(Vec<EventRow>, Record)>>,
+    writers: usize,
+) -> Measured {
+    let batches: Arc<Vec<AppendBatch>> = Arc::new(
+        written
+            .iter()
+            .map(|(events, record)| batch_of(events, record))
+            .collect(),
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|writer| {
+            let (store, batches) = (Arc::clone(store), Arc::clone(&batches));
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for command in (writer..batches.len()).step_by(writers) {
+                    let one = Instant::now();
+                    let outcome = store
+                        .append_batch(batches[command].clone())
+                        .await
+                        .expect("the append is written");
+                    assert!(!outcome.replayed(), "every key is new");
+                    latencies.push(one.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("a writer finishes"));
+    }
+    Measured::new(batches.len(), started.elapsed(), latencies)
 }
