@@ -39,9 +39,10 @@ pub(crate) async fn run(
     let pool = db.pool(2).await;
     let mut rows = Vec::new();
     let mut events = 0;
+    let licenses = Arc::new(AtomicU64::new(0));
     // The same log at each size: filled to the first, measured, filled on to the next.
     for size in sizes.log_events {
-        events += fill(&store, size.saturating_sub(events)).await;
+        events += fill(&store, size.saturating_sub(events), &licenses).await;
         rows.extend(measure(&store, &pool, backend, keys, events).await);
     }
     pool.close().await;
@@ -175,15 +176,15 @@ async fn measure(
     ]
 }
 
-/// Writes license histories until the log holds at least `target` events; returns how many.
-async fn fill(store: &Arc<dyn Store>, target: usize) -> usize {
+/// Writes license histories of new licenses (numbered on from `next`) until it has written at
+/// least `target` events; returns how many.
+async fn fill(store: &Arc<dyn Store>, target: usize, next: &Arc<AtomicU64>) -> usize {
     let written = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..GENERATORS)
         .map(|_| {
             let (store, written, next) =
-                (Arc::clone(store), Arc::clone(&written), Arc::clone(&next));
+                (Arc::clone(store), Arc::clone(&written), Arc::clone(next));
             tokio::spawn(async move {
                 let catalog = Catalog::v1();
                 let start = chrono::Utc::now() - chrono::Duration::days(400);
