@@ -4,11 +4,12 @@
 use crate::helpers::{append, event, stream, Backend, TestDatabase};
 use aggregates::log::{Position, RecordedEvent};
 use projections::stream_index::StreamIndex;
+use projections::FoldError;
 use pulse_account::engine::projection::runner::{Runner, RunnerConfig, RunnerError, Step};
 use pulse_account::engine::projection::{
     active_checkpoint, wait_for_position, ProjectionFold, Typed,
 };
-use pulse_account::engine::store::{GenerationStatus, Store, StoreError};
+use pulse_account::engine::store::{DocumentWrite, GenerationStatus, Store, StoreError};
 use pulse_account::metrics::Metrics;
 use serde_json::json;
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ crate::on_both_stores!(
     a_failure_mid_batch_leaves_checkpoint_and_documents_consistent_and_the_runner_resumes,
     a_rebuild_switches_readers_to_a_fresh_generation_and_the_live_runner_follows_it,
     a_live_runner_never_folds_documents_of_a_generation_a_rebuild_retired,
+    a_rebuild_folds_each_batch_onto_what_the_batches_still_being_written_left,
+    a_rebuild_stops_at_a_failed_write_reporting_only_what_committed,
     exactly_one_runner_leads_and_another_takes_over_when_it_dies,
     a_read_can_wait_for_its_own_write_within_a_bound,
     an_append_wakes_an_idle_runner_long_before_its_poll,
@@ -81,6 +84,61 @@ fn folded(events: &[RecordedEvent]) -> Vec<(String, serde_json::Value)> {
         .collect();
     documents.sort_by(|a, b| a.0.cmp(&b.0));
     documents
+}
+
+/// A projection of one counter per stream: `touched` counts, `removed` deletes the document (the
+/// next `touched` starts it again at 1). Every event changes the document the one before changed.
+struct Tally;
+
+impl ProjectionFold for Tally {
+    fn name(&self) -> &'static str {
+        "tally"
+    }
+
+    fn document_keys(&self, event: &RecordedEvent) -> Vec<String> {
+        vec![event.stream.to_string()]
+    }
+
+    fn fold_batch(
+        &self,
+        events: &[RecordedEvent],
+        mut loaded: HashMap<String, serde_json::Value>,
+    ) -> Result<Vec<DocumentWrite>, FoldError> {
+        let mut changed = HashMap::new();
+        for event in events {
+            let key = event.stream.to_string();
+            match event.event_type.as_str() {
+                "removed" => {
+                    loaded.remove(&key);
+                }
+                _ => {
+                    let count = loaded
+                        .get(&key)
+                        .map_or(0, |body| body["count"].as_i64().unwrap());
+                    loaded.insert(key.clone(), json!({ "count": count + 1 }));
+                }
+            }
+            changed.insert(key, event.global_position);
+        }
+        Ok(changed
+            .into_iter()
+            .map(|(key, position)| DocumentWrite {
+                body: loaded.get(&key).cloned(),
+                key,
+                position,
+            })
+            .collect())
+    }
+}
+
+fn tally_runner(store: &Arc<dyn Store>, batch_len: usize) -> Runner {
+    Runner::new(
+        Arc::clone(store),
+        Arc::new(Tally),
+        config(batch_len),
+        Arc::new(Metrics::default()),
+    )
+    .unwrap()
 }
 
 async fn run_to_idle(runner: &Runner, store: &Arc<dyn Store>) -> Result<Position, RunnerError> {
@@ -420,6 +478,110 @@ async fn a_live_runner_never_folds_documents_of_a_generation_a_rebuild_retired(b
     );
     stop.send(true).unwrap();
     live.await.unwrap();
+    db.cleanup().await;
+}
+
+async fn a_rebuild_folds_each_batch_onto_what_the_batches_still_being_written_left(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    // Two streams: one counts on, one is removed and started again every third event, so
+    // neighbouring batches keep changing (and deleting) the same documents.
+    let (counted, restarted) = (
+        stream("license", "lic_0000000001"),
+        stream("license", "lic_0000000002"),
+    );
+    for version in 0..30 {
+        let kind = if version % 3 == 2 {
+            "removed"
+        } else {
+            "touched"
+        };
+        for (target, kind) in [(&counted, "touched"), (&restarted, kind)] {
+            store
+                .append(append(target, version, vec![event(kind, json!({}))]))
+                .await
+                .unwrap();
+        }
+    }
+    let expected = vec![(counted.to_string(), json!({ "count": 30 }))];
+    for batch_len in [1, 2, 3, 7] {
+        let report = tally_runner(&store, batch_len)
+            .rebuild(&mut |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(report.events, 60);
+        assert_eq!(
+            db.active_documents("tally").await,
+            expected,
+            "batches of {batch_len}: the count of every touch, and the removed stream gone"
+        );
+    }
+    store
+        .append(append(&restarted, 30, vec![event("touched", json!({}))]))
+        .await
+        .unwrap();
+    tally_runner(&store, 1)
+        .rebuild(&mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        db.active_documents("tally").await,
+        vec![
+            (counted.to_string(), json!({ "count": 30 })),
+            (restarted.to_string(), json!({ "count": 1 })),
+        ],
+        "a touch after the last removal starts the count again"
+    );
+    db.cleanup().await;
+}
+
+async fn a_rebuild_stops_at_a_failed_write_reporting_only_what_committed(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    interleaved_history(&store, 10, 3).await;
+    let events = all_events(&db, &store).await;
+    let metrics = Arc::new(Metrics::default());
+    let live = runner(&store, 100, &metrics)
+        .rebuild(&mut |_, _| {})
+        .await
+        .unwrap();
+    let before = db.active_documents("stream_index").await;
+
+    // The 8th event's batch of 3 is the third; the fold has gone past it by the time it fails.
+    fail_writes_of(&db, "license/lic_0000000007").await;
+    let mut progress = Vec::new();
+    let error = runner(&store, 3, &metrics)
+        .rebuild(&mut |checkpoint, _| progress.push(checkpoint))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("database error"), "{error}");
+    assert_eq!(
+        progress,
+        vec![events[2].global_position, events[5].global_position],
+        "progress names the two batches that committed, and no later one"
+    );
+    let generations = store.projection_generations("stream_index").await.unwrap();
+    let active: Vec<_> = generations
+        .iter()
+        .filter(|g| g.status == GenerationStatus::Active)
+        .map(|g| g.generation)
+        .collect();
+    assert_eq!(
+        active,
+        vec![live.generation],
+        "the failed rebuild is never made active"
+    );
+    assert_eq!(db.active_documents("stream_index").await, before);
+
+    heal(&db).await;
+    let report = runner(&store, 3, &metrics)
+        .rebuild(&mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.events, events.len() as u64);
+    assert_eq!(db.active_documents("stream_index").await, before);
     db.cleanup().await;
 }
 

@@ -5,16 +5,21 @@
 //! model exactly at its checkpoint. Only the process holding the projection's lock runs it (an
 //! advisory lock on PostgreSQL); the others retry and take over when the holder dies, and the
 //! checkpoint compare-and-set makes a stale holder's batch fail rather than write twice.
-//! A rebuild folds the whole log into a fresh generation and switches readers to it.
+//! A rebuild folds the whole log into a fresh generation and switches readers to it, reading,
+//! folding and writing in three tasks at once.
 
 use super::{keys_that_fit, ProjectionFold};
-use crate::engine::store::{GenerationStatus, Leadership, Store, StoreError, READ_PAGE_MAX};
+use crate::engine::store::{
+    DocumentWrite, GenerationStatus, Leadership, Store, StoreError, READ_PAGE_MAX,
+};
 use crate::metrics::Metrics;
 use aggregates::log::{Position, RecordedEvent};
 use projections::FoldError;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 /// Why a batch failed. Nothing of a failed batch is written.
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +92,12 @@ pub struct RebuildReport {
     pub checkpoint: Position,
     /// How many events were folded.
     pub events: u64,
-    /// Where the time went, summed over the batches (reads overlap the other phases).
+    /// Where the time went, summed over the batches (each phase runs beside the others).
     pub phases: BatchPhases,
 }
 
-/// The time batches spent in each phase. A rebuild reads the next page while it folds and writes
-/// the current one, so `read` overlaps the others; the rest run one after the other.
+/// The time batches spent in each phase. A rebuild reads ahead, loads and folds, and writes in
+/// three tasks at once, so the phases overlap: their sum exceeds the time the rebuild took.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchPhases {
     /// Reading the log: the query, decoding rows, upcasting, opening personal data.
@@ -103,15 +108,6 @@ pub struct BatchPhases {
     pub fold: Duration,
     /// Writing the documents and the checkpoint in one transaction.
     pub write: Duration,
-}
-
-impl BatchPhases {
-    fn add(&mut self, other: BatchPhases) {
-        self.read += other.read;
-        self.load += other.load;
-        self.fold += other.fold;
-        self.write += other.write;
-    }
 }
 
 /// Runs one projection against one store.
@@ -294,8 +290,14 @@ impl Runner {
     }
 
     /// Folds the whole log into a fresh generation, then makes it the active one. `progress` is
-    /// called after each batch with the checkpoint reached and the head seen at the start. The next
-    /// page of the log is read while a batch is folded and committed.
+    /// called after each batch commits, with the checkpoint reached and the head seen at the start.
+    ///
+    /// A rebuild is a pipeline of three tasks, so that each runs on its own core while the others
+    /// work: a reader reads the log page by page ahead of the fold, this task loads and folds each
+    /// batch, and a writer commits the batches in order. A batch is folded while the previous
+    /// ones may still be on their way to the store, so the documents they wrote are taken from
+    /// them rather than from the store ([`RecentWrites`]). The first failure of any of the three
+    /// stops the rebuild; the generation it was building is never activated.
     pub async fn rebuild(
         &self,
         progress: &mut (dyn FnMut(Position, Position) + Send),
@@ -306,34 +308,43 @@ impl Runner {
             return Err(RunnerError::RebuildInProgress(self.name().to_owned()));
         };
         let head = self.store.head_position().await?;
-        let mut checkpoint = Position::START;
-        let mut events = 0_u64;
-        let mut phases = BatchPhases::default();
-        let timed_read = |after: Position| async move {
-            let started = Instant::now();
-            let page = self.store.read_all(after, self.config.batch_len).await;
-            (page, started.elapsed())
+        let (pages, reading) = read_ahead(Arc::clone(&self.store), self.config.batch_len);
+        let (batches, queued) = mpsc::channel(1);
+        let (committed, mut commits) = mpsc::unbounded_channel();
+        let writing = tokio::spawn(write_in_order(
+            Arc::clone(&self.store),
+            self.name(),
+            generation,
+            queued,
+            committed,
+        ));
+        let mut report_commits = |commits: &mut mpsc::UnboundedReceiver<Position>| {
+            while let Ok(checkpoint) = commits.try_recv() {
+                progress(checkpoint, head);
+            }
         };
-        let (page, read) = timed_read(checkpoint).await;
-        phases.read += read;
-        let mut page = page?;
-        while let Some(last) = page.last().map(|event| event.global_position) {
-            let ((next, read), applied) =
-                tokio::join!(timed_read(last), self.apply(generation, checkpoint, &page));
-            let (to, folded, batch) = applied?;
-            phases.add(batch);
-            phases.read += read;
-            events += folded as u64;
-            checkpoint = to;
-            progress(checkpoint, head);
-            page = if to == last {
-                next?
-            } else {
-                let (again, read) = timed_read(to).await;
-                phases.read += read;
-                again?
-            };
-        }
+        let folded = self
+            .fold_pages(
+                generation,
+                pages,
+                batches,
+                &mut commits,
+                &mut report_commits,
+            )
+            .await;
+        let written = writing.await.expect("the rebuild's writer does not panic");
+        let read = reading.await.expect("the rebuild's reader does not panic");
+        report_commits(&mut commits);
+        let (mut phases, checkpoint, events) = match (folded, written) {
+            (_, Err(error)) | (Err(Some(error)), Ok(_)) => return Err(error),
+            (Err(None), Ok(_)) => unreachable!("the writer stops early only by failing"),
+            (Ok(folded), Ok(write)) => {
+                let (mut phases, checkpoint, events) = folded;
+                phases.write = write;
+                (phases, checkpoint, events)
+            }
+        };
+        phases.read = read;
         self.store
             .activate_generation(self.name(), generation)
             .await?;
@@ -344,4 +355,165 @@ impl Runner {
             phases,
         })
     }
+
+    /// The rebuild's middle task: loads and folds the pages as they arrive, in batches that fit,
+    /// and hands each batch to the writer. Answers the phases it spent, the checkpoint and the
+    /// events folded; `Err(None)` when the writer stopped taking batches (its own error says why).
+    async fn fold_pages(
+        &self,
+        generation: i64,
+        mut pages: mpsc::Receiver<Result<Vec<RecordedEvent>, StoreError>>,
+        batches: mpsc::Sender<Batch>,
+        commits: &mut mpsc::UnboundedReceiver<Position>,
+        report_commits: &mut (dyn FnMut(&mut mpsc::UnboundedReceiver<Position>) + Send),
+    ) -> Result<(BatchPhases, Position, u64), Option<RunnerError>> {
+        let mut phases = BatchPhases::default();
+        let mut checkpoint = Position::START;
+        let mut events = 0_u64;
+        let mut recent = RecentWrites::default();
+        while let Some(page) = pages.recv().await {
+            let page = page.map_err(|error| Some(error.into()))?;
+            let mut rest = &page[..];
+            while !rest.is_empty() {
+                let started = Instant::now();
+                let (fitting, keys) =
+                    keys_that_fit(self.fold.as_ref(), rest).map_err(|e| Some(e.into()))?;
+                let batch = &rest[..fitting];
+                let (pending, stored): (Vec<String>, Vec<String>) =
+                    keys.into_iter().partition(|key| recent.holds(key));
+                let mut loaded = self
+                    .store
+                    .load_documents(self.name(), generation, &stored)
+                    .await
+                    .map_err(|error| Some(error.into()))?;
+                loaded.extend(pending.iter().filter_map(|key| recent.body(key)));
+                phases.load += started.elapsed();
+                let started = Instant::now();
+                let writes = Arc::new(
+                    self.fold
+                        .fold_batch(batch, loaded)
+                        .map_err(|error| Some(error.into()))?,
+                );
+                phases.fold += started.elapsed();
+                let to = batch[batch.len() - 1].global_position;
+                recent.push(Arc::clone(&writes));
+                let handed = Batch {
+                    from: checkpoint,
+                    to,
+                    writes,
+                };
+                batches.send(handed).await.map_err(|_| None)?;
+                self.metrics.record_batch(self.name(), fitting);
+                events += fitting as u64;
+                checkpoint = to;
+                report_commits(commits);
+                rest = &rest[fitting..];
+            }
+        }
+        Ok((phases, checkpoint, events))
+    }
+}
+
+/// One folded batch on its way to the rebuild's writer.
+struct Batch {
+    from: Position,
+    to: Position,
+    writes: Arc<Vec<DocumentWrite>>,
+}
+
+/// The batches a rebuild handed to its writer that may not be committed yet: the one being
+/// written and the one waiting in the writer's one-slot channel. (The folder hands a third only
+/// once the writer took the second, that is, committed the first.)
+const BATCHES_UNCOMMITTED_MAX: usize = 2;
+
+/// The documents of the batches that may not be committed yet, newest first: a batch that
+/// touches one of them folds onto this copy, since the store may not hold it yet.
+#[derive(Default)]
+struct RecentWrites {
+    batches: VecDeque<(Arc<Vec<DocumentWrite>>, HashMap<String, usize>)>,
+}
+
+impl RecentWrites {
+    fn push(&mut self, writes: Arc<Vec<DocumentWrite>>) {
+        let index = writes
+            .iter()
+            .enumerate()
+            .map(|(at, write)| (write.key.clone(), at))
+            .collect();
+        self.batches.push_front((writes, index));
+        self.batches.truncate(BATCHES_UNCOMMITTED_MAX);
+    }
+
+    fn latest(&self, key: &str) -> Option<&DocumentWrite> {
+        self.batches
+            .iter()
+            .find_map(|(writes, index)| index.get(key).map(|&at| &writes[at]))
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.latest(key).is_some()
+    }
+
+    /// The document as the newest batch left it, or `None` if it deleted it.
+    fn body(&self, key: &str) -> Option<(String, serde_json::Value)> {
+        let write = self.latest(key)?;
+        write.body.clone().map(|body| (write.key.clone(), body))
+    }
+}
+
+/// The rebuild's reader: reads the log page by page after the start, one page ahead of the fold,
+/// until a page comes back empty or the fold stops taking them. Answers the time it spent.
+fn read_ahead(
+    store: Arc<dyn Store>,
+    batch_len: usize,
+) -> (
+    mpsc::Receiver<Result<Vec<RecordedEvent>, StoreError>>,
+    JoinHandle<Duration>,
+) {
+    let (pages, read) = mpsc::channel(1);
+    let reading = tokio::spawn(async move {
+        let mut after = Position::START;
+        let mut spent = Duration::ZERO;
+        loop {
+            let started = Instant::now();
+            let page = store.read_all(after, batch_len).await;
+            spent += started.elapsed();
+            let page = match page {
+                Ok(page) if page.is_empty() => break,
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = pages.send(Err(error)).await;
+                    break;
+                }
+            };
+            after = page[page.len() - 1].global_position;
+            if pages.send(Ok(page)).await.is_err() {
+                break;
+            }
+        }
+        spent
+    });
+    (read, reading)
+}
+
+/// The rebuild's writer: commits each batch with its checkpoint, in the order handed, reporting
+/// each checkpoint committed. Stops at the first failure (dropping the batches still queued) and
+/// otherwise when the folder is done; answers the time it spent writing.
+async fn write_in_order(
+    store: Arc<dyn Store>,
+    projection: &'static str,
+    generation: i64,
+    mut batches: mpsc::Receiver<Batch>,
+    committed: mpsc::UnboundedSender<Position>,
+) -> Result<Duration, RunnerError> {
+    let mut spent = Duration::ZERO;
+    while let Some(batch) = batches.recv().await {
+        let started = Instant::now();
+        store
+            .commit_batch(projection, generation, batch.from, batch.to, &batch.writes)
+            .await?;
+        spent += started.elapsed();
+        let _ = committed.send(batch.to);
+    }
+    Ok(spent)
 }
