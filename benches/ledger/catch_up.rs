@@ -83,7 +83,7 @@ async fn measure(
     let phases = report.phases;
     let seconds = |d: std::time::Duration| d.as_secs_f64();
     let breakdown = format!(
-        "read {:.1} s (beside the rest), load {:.1} s, fold {:.1} s, write {:.1} s",
+        "its tasks busy: reading {:.1} s, loading {:.1} s, folding {:.1} s, writing {:.1} s",
         seconds(phases.read),
         seconds(phases.load),
         seconds(phases.fold),

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 /// Timings per size; the median is reported.
 const RUNS: usize = 7;
-/// The target for the largest account.
-const TARGET: Duration = Duration::from_millis(20);
+/// Issue 16's targets for the largest account: its load as commands run, and its full fold.
+const LOAD_TARGET: Duration = Duration::from_millis(5);
+const FOLD_TARGET: Duration = Duration::from_millis(50);
 
 pub(crate) async fn run(
     admin: &str,
@@ -81,13 +82,12 @@ pub(crate) async fn run(
             elapsed
         })
         .await;
-        let target = if events >= 10_000 {
-            crate::support::verdict(
-                from_snapshot < TARGET,
-                format!("< {} ms", TARGET.as_millis()),
-            )
-        } else {
-            String::from("-")
+        let target = |measured: Duration, target: Duration| {
+            if events >= 10_000 {
+                crate::support::verdict(measured < target, format!("< {} ms", target.as_millis()))
+            } else {
+                String::from("-")
+            }
         };
         rows.push(Row {
             figure: format!(
@@ -97,7 +97,7 @@ pub(crate) async fn run(
             ours: format!("{:.2} ms", ms(full_fold)),
             baseline: format!("{:.2} ms raw read of its rows", ms(raw)),
             ratio: raw.as_secs_f64() / full_fold.as_secs_f64().max(1e-9),
-            target: String::from("-"),
+            target: target(full_fold, FOLD_TARGET),
         });
         rows.push(Row {
             figure: format!(
@@ -108,7 +108,7 @@ pub(crate) async fn run(
             ours: format!("{:.2} ms", ms(from_snapshot)),
             baseline: format!("{:.2} ms raw read of all its rows", ms(raw)),
             ratio: raw.as_secs_f64() / from_snapshot.as_secs_f64().max(1e-9),
-            target,
+            target: target(from_snapshot, LOAD_TARGET),
         });
     }
     pool.close().await;

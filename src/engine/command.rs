@@ -38,14 +38,14 @@ pub async fn pause_before_retry(attempt: usize) {
 /// state version is raised) folds the whole stream once, and saves a snapshot for the next.
 pub const STREAM_EVENTS_MAX: usize = 10_000;
 /// Events a load folds past its snapshot (or from the start) before it saves a new snapshot. A
-/// load's cost is its rows (about 20 µs each to read, open and fold), so this bounds the slowest
-/// load of a long stream to the probe plus 99 events (3–4 ms); a snapshot is one more write per
-/// hundred events of the stream.
-pub const SNAPSHOT_EVERY: i64 = 100;
+/// load's cost is its rows (about 30 µs each to read, open and fold here), so this and the probe
+/// bound the slowest load of a long stream to 32 + 49 rows (2–3 ms); a snapshot costs one more
+/// write per fifty events of the stream.
+pub const SNAPSHOT_EVERY: i64 = 50;
 /// A load asks for a stream's snapshot only once the stream's first page, this long, came back
 /// full: most streams are shorter and pay nothing for snapshots, a long one reads this many events
 /// it then passes over.
-pub const SNAPSHOT_PROBE_AFTER: usize = 64;
+const SNAPSHOT_PROBE_AFTER: usize = 32;
 
 /// Why a command did not take effect.
 #[derive(Debug, thiserror::Error)]

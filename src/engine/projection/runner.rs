@@ -310,6 +310,8 @@ impl Runner {
         let head = self.store.head_position().await?;
         let (pages, reading) = read_ahead(Arc::clone(&self.store), self.config.batch_len);
         let (batches, queued) = mpsc::channel(1);
+        // Unbounded, yet it holds at most the batches in flight: the folder drains it after each
+        // batch it hands over.
         let (committed, mut commits) = mpsc::unbounded_channel();
         let writing = tokio::spawn(write_in_order(
             Arc::clone(&self.store),
