@@ -432,24 +432,30 @@ const BATCHES_UNCOMMITTED_MAX: usize = 2;
 /// touches one of them folds onto this copy, since the store may not hold it yet.
 #[derive(Default)]
 struct RecentWrites {
-    batches: VecDeque<(Arc<Vec<DocumentWrite>>, HashMap<String, usize>)>,
+    batches: VecDeque<IndexedWrites>,
+}
+
+/// One batch's writes, and where each key's write is among them.
+struct IndexedWrites {
+    writes: Arc<Vec<DocumentWrite>>,
+    at: HashMap<String, usize>,
 }
 
 impl RecentWrites {
     fn push(&mut self, writes: Arc<Vec<DocumentWrite>>) {
-        let index = writes
+        let at = writes
             .iter()
             .enumerate()
             .map(|(at, write)| (write.key.clone(), at))
             .collect();
-        self.batches.push_front((writes, index));
+        self.batches.push_front(IndexedWrites { writes, at });
         self.batches.truncate(BATCHES_UNCOMMITTED_MAX);
     }
 
     fn latest(&self, key: &str) -> Option<&DocumentWrite> {
         self.batches
             .iter()
-            .find_map(|(writes, index)| index.get(key).map(|&at| &writes[at]))
+            .find_map(|batch| batch.at.get(key).map(|&at| &batch.writes[at]))
     }
 
     fn holds(&self, key: &str) -> bool {
