@@ -25,7 +25,7 @@ use pulse_account::engine::store::{
 };
 use pulse_account::flows::licensing::{Licensing, NewLicense, TokenBindings};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Appends of the mixed group: fresh streams around the conflict and the replays.
 const MIXED_FRESH: usize = 24;
@@ -66,9 +66,15 @@ pub(crate) async fn run(
         // the command path's reads and decisions.
         let store_db = BenchDatabase::create(admin, "append_store", backend).await;
         let plain = store_db.store().await;
-        let reads = command_reads(&plain, &written, writers).await;
+        let batches: Arc<Vec<AppendBatch>> = Arc::new(
+            written
+                .iter()
+                .map(|(events, record)| batch_of(events, record))
+                .collect(),
+        );
+        let reads = command_reads(&plain, &batches, writers).await;
         let before = plain.append_groups();
-        let appended = store_appends(&plain, &written, writers).await;
+        let appended = store_appends(&plain, &batches, writers).await;
         let after = plain.append_groups();
         let store_mean_group =
             (after.appends - before.appends) as f64 / (after.groups - before.groups).max(1) as f64;
@@ -186,27 +192,15 @@ async fn raw_inserts(
     written: &Arc<Vec<(Vec<EventRow>, Record)>>,
     writers: usize,
 ) -> Measured {
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|writer| {
-            let (pool, written) = (pool.clone(), Arc::clone(written));
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for command in (writer..written.len()).step_by(writers) {
-                    let (events, record) = &written[command];
-                    let one = Instant::now();
-                    pool.insert_command(events, record).await;
-                    latencies.push(one.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies: Vec<Duration> = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("a raw writer finishes"));
-    }
-    Measured::new(written.len(), started.elapsed(), latencies)
+    let (pool, written) = (pool.clone(), Arc::clone(written));
+    from_writers(writers, written.len(), move |command| {
+        let (pool, written) = (pool.clone(), Arc::clone(&written));
+        async move {
+            let (events, record) = &written[command];
+            pool.insert_command(events, record).await;
+        }
+    })
+    .await
 }
 
 /// Group commit with refusals in the group: appends queued together, among them one at a stale
@@ -305,73 +299,66 @@ fn batch_of(events: &[EventRow], record: &Record) -> AppendBatch {
 /// loads no stream: the streams it creates are named by ids it drew).
 async fn command_reads(
     store: &Arc<dyn Store>,
-    written: &Arc<Vec<(Vec<EventRow>, Record)>>,
+    batches: &Arc<Vec<AppendBatch>>,
     writers: usize,
 ) -> Measured {
-    let batches: Arc<Vec<AppendBatch>> = Arc::new(
-        written
-            .iter()
-            .map(|(events, record)| batch_of(events, record))
-            .collect(),
-    );
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|writer| {
-            let (store, batches) = (Arc::clone(store), Arc::clone(&batches));
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for command in (writer..batches.len()).step_by(writers) {
-                    let batch = &batches[command];
-                    let one = Instant::now();
-                    let idempotency = batch.idempotency.as_ref().expect("a keyed command");
-                    let recorded = store.idempotent_outcome(idempotency).await.unwrap();
-                    assert!(recorded.is_none(), "every key is new");
-                    store
-                        .live_person_key(&PersonKey {
-                            key_id: format!("key_bench_{command}"),
-                            person_id: format!("person_bench_{command}"),
-                            wrapped_key: Some(vec![7; 60]),
-                        })
-                        .await
-                        .unwrap();
-                    latencies.push(one.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("a reader finishes"));
-    }
-    Measured::new(batches.len(), started.elapsed(), latencies)
+    let (store, batches) = (Arc::clone(store), Arc::clone(batches));
+    from_writers(writers, batches.len(), move |command| {
+        let (store, batches) = (Arc::clone(&store), Arc::clone(&batches));
+        async move {
+            let batch = &batches[command];
+            let idempotency = batch.idempotency.as_ref().expect("a keyed command");
+            let recorded = store.idempotent_outcome(idempotency).await.unwrap();
+            assert!(recorded.is_none(), "every key is new");
+            store
+                .live_person_key(&PersonKey {
+                    key_id: format!("key_bench_{command}"),
+                    person_id: format!("person_bench_{command}"),
+                    wrapped_key: Some(vec![7; 60]),
+                })
+                .await
+                .unwrap();
+        }
+    })
+    .await
 }
 
 /// Appends every command's batch to `store` from `writers` concurrent writers.
 async fn store_appends(
     store: &Arc<dyn Store>,
-    written: &Arc<Vec<(Vec<EventRow>, Record)>>,
+    batches: &Arc<Vec<AppendBatch>>,
     writers: usize,
 ) -> Measured {
-    let batches: Arc<Vec<AppendBatch>> = Arc::new(
-        written
-            .iter()
-            .map(|(events, record)| batch_of(events, record))
-            .collect(),
-    );
+    let (store, batches) = (Arc::clone(store), Arc::clone(batches));
+    from_writers(writers, batches.len(), move |command| {
+        let (store, batches) = (Arc::clone(&store), Arc::clone(&batches));
+        async move {
+            let outcome = store
+                .append_batch(batches[command].clone())
+                .await
+                .expect("the append is written");
+            assert!(!outcome.replayed(), "every key is new");
+        }
+    })
+    .await
+}
+
+/// Runs `command(0..commands)` from `writers` concurrent tasks, each taking every `writers`-th
+/// command in turn, timing each.
+async fn from_writers<F, Fut>(writers: usize, commands: usize, command: F) -> Measured
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let started = Instant::now();
     let tasks: Vec<_> = (0..writers)
         .map(|writer| {
-            let (store, batches) = (Arc::clone(store), Arc::clone(&batches));
+            let command = command.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                for command in (writer..batches.len()).step_by(writers) {
+                for n in (writer..commands).step_by(writers) {
                     let one = Instant::now();
-                    let outcome = store
-                        .append_batch(batches[command].clone())
-                        .await
-                        .expect("the append is written");
-                    assert!(!outcome.replayed(), "every key is new");
+                    command(n).await;
                     latencies.push(one.elapsed());
                 }
                 latencies
@@ -382,5 +369,5 @@ async fn store_appends(
     for task in tasks {
         latencies.extend(task.await.expect("a writer finishes"));
     }
-    Measured::new(batches.len(), started.elapsed(), latencies)
+    Measured::new(commands, started.elapsed(), latencies)
 }
