@@ -9,7 +9,7 @@
 
 use crate::catalog::Catalog;
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::Serialize;
 use std::fmt;
 
@@ -155,20 +155,21 @@ pub fn encode<E: DomainEvent>(event: &E) -> Result<EncodedEvent, CodecError> {
     })
 }
 
-/// Rebuilds an event from its stored type and (already upcast) payload.
+/// Rebuilds an event from its stored type and (already upcast) payload, reading the payload in
+/// place: the tagged form `{event_type, payload}` serde expects is presented field by field
+/// ([`TaggedEvent`]) rather than built as a copy of the payload.
 pub fn decode<E: DomainEvent>(
     event_type: &str,
     payload: &serde_json::Value,
 ) -> Result<E, CodecError> {
-    let tagged = serde_json::json!({ "event_type": event_type, "payload": payload });
-    let error = match serde_json::from_value(tagged) {
+    let error = match E::deserialize(TaggedEvent::new(event_type, Some(payload))) {
         Ok(event) => return Ok(event),
         Err(error) => error,
     };
     // A unit variant is stored with an empty object payload (see `encode`); serde reads it untagged.
     let is_empty_object = payload.as_object().is_some_and(|fields| fields.is_empty());
     if is_empty_object {
-        if let Ok(event) = serde_json::from_value(serde_json::json!({ "event_type": event_type })) {
+        if let Ok(event) = E::deserialize(TaggedEvent::new(event_type, None)) {
             return Ok(event);
         }
     }
@@ -176,6 +177,66 @@ pub fn decode<E: DomainEvent>(
         event_type: event_type.to_owned(),
         reason: error.to_string(),
     })
+}
+
+/// An event's type and payload seen as the adjacently tagged map `{event_type, payload}`, the tag
+/// first so serde decodes the payload straight into its variant.
+struct TaggedEvent<'a> {
+    event_type: &'a str,
+    payload: Option<&'a serde_json::Value>,
+    entries_read: u8,
+}
+
+impl<'a> TaggedEvent<'a> {
+    fn new(event_type: &'a str, payload: Option<&'a serde_json::Value>) -> TaggedEvent<'a> {
+        TaggedEvent {
+            event_type,
+            payload,
+            entries_read: 0,
+        }
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for TaggedEvent<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_map(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+        ignored_any
+    }
+}
+
+impl<'de> MapAccess<'de> for TaggedEvent<'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let key = match (self.entries_read, self.payload) {
+            (0, _) => "event_type",
+            (1, Some(_)) => "payload",
+            _ => return Ok(None),
+        };
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.entries_read += 1;
+        match (self.entries_read, self.payload) {
+            (1, _) => seed.deserialize(self.event_type.into_deserializer()),
+            (2, Some(payload)) => seed.deserialize(payload),
+            _ => Err(serde::de::Error::custom("no value after the last key")),
+        }
+    }
 }
 
 #[cfg(test)]
