@@ -5,6 +5,10 @@ use clap::Parser;
 use pulse_account::cli::{run, Cli};
 use std::process::ExitCode;
 
+/// mimalloc: the service allocates and frees small JSON values for every event it reads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,6 +1,8 @@
 //! The ledger's benchmarks: `cargo bench --bench ledger` runs them all on PostgreSQL, then on
-//! SQLite, and prints one table (`cargo bench --bench ledger -- append replay` runs only those named) — each figure beside a raw baseline measured in the same run on the same server, and the
-//! ratio — because these machines are shared and noisy and only ratios travel. See `BENCHMARKS.md`.
+//! SQLite, and prints one table (`cargo bench --bench ledger -- append replay` runs only the figures
+//! named, `-- replay postgres` only on that store) — each figure beside a raw baseline measured in
+//! the same run on the same server, and the ratio — because these machines are shared and noisy and
+//! only ratios travel. See `BENCHMARKS.md`.
 //!
 //! Run without `--bench` (as `cargo test` runs it), it is a smoke run: the same code paths at tiny
 //! sizes, with sanity checks, so the test suite proves the benchmark still works. PostgreSQL is
@@ -20,6 +22,10 @@ use pulse_account::crypto::{KeyConfig, KeyMaterial};
 use std::sync::Arc;
 use std::time::Duration;
 use support::Backend;
+
+/// The service binary's allocator, so that both sides of each ratio run on what production runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How big each benchmark is.
 #[derive(Clone, Copy, Debug)]
@@ -80,19 +86,62 @@ async fn postgres_reachable(url: &str) -> bool {
     sqlx::PgConnection::connect(url).await.is_ok()
 }
 
-/// Whether the benchmark `name` runs: all of them, unless names are given
-/// (`cargo bench --bench ledger -- append replay`).
-fn chosen(name: &str) -> bool {
-    let names: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with('-'))
-        .collect();
-    names.is_empty() || names.iter().any(|given| given == name)
+/// The figures, by the names that choose them on the command line.
+const FIGURES: [&str; 4] = ["append", "catch_up", "replay", "read_path"];
+
+/// What the command line chose: the figures and the stores named, or all of either when none is.
+struct Chosen {
+    figures: Vec<String>,
+    backends: Vec<Backend>,
+}
+
+impl Chosen {
+    /// Every figure on every store: what the smoke run always runs, whatever test filters
+    /// `cargo test` passes on to it.
+    fn all() -> Chosen {
+        Chosen {
+            figures: Vec::new(),
+            backends: Backend::ALL.to_vec(),
+        }
+    }
+
+    /// Reads the words after `--` of a full run (flags such as cargo's `--bench` are not
+    /// choices). A word that names neither a figure nor a store stops the run, so a typo never
+    /// measures nothing.
+    fn from_args() -> Chosen {
+        let mut chosen = Chosen {
+            figures: Vec::new(),
+            backends: Vec::new(),
+        };
+        for word in std::env::args().skip(1).filter(|arg| !arg.starts_with('-')) {
+            if let Some(backend) = Backend::ALL.into_iter().find(|b| b.name() == word) {
+                chosen.backends.push(backend);
+            } else if FIGURES.contains(&word.as_str()) {
+                chosen.figures.push(word);
+            } else {
+                let stores = Backend::ALL.map(Backend::name);
+                panic!("unknown benchmark {word:?}: choose from {FIGURES:?} and {stores:?}");
+            }
+        }
+        if chosen.backends.is_empty() {
+            chosen.backends = Backend::ALL.to_vec();
+        }
+        chosen
+    }
+
+    /// Whether the figure `name` runs.
+    fn figure(&self, name: &str) -> bool {
+        self.figures.is_empty() || self.figures.iter().any(|given| given == name)
+    }
 }
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
-    let sizes = if full { Sizes::full() } else { Sizes::smoke() };
+    let (sizes, chosen) = if full {
+        (Sizes::full(), Chosen::from_args())
+    } else {
+        (Sizes::smoke(), Chosen::all())
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,17 +165,17 @@ fn main() {
         eprintln!("ledger benchmark, {mode}: {sizes:?}");
         let keys = keys();
         let mut rows = Vec::new();
-        for backend in Backend::ALL {
-            if chosen("append") {
+        for backend in chosen.backends.iter().copied() {
+            if chosen.figure("append") {
                 rows.extend(append::run(&admin, backend, sizes, &keys).await);
             }
-            if chosen("catch_up") {
+            if chosen.figure("catch_up") {
                 rows.extend(catch_up::run(&admin, backend, sizes, &keys).await);
             }
-            if chosen("replay") {
+            if chosen.figure("replay") {
                 rows.extend(replay::run(&admin, backend, sizes, &keys).await);
             }
-            if chosen("read_path") {
+            if chosen.figure("read_path") {
                 rows.extend(read_path::run(&admin, backend, sizes).await);
             }
         }

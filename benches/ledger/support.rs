@@ -21,6 +21,14 @@ impl Backend {
     /// Both, PostgreSQL first.
     pub(crate) const ALL: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
 
+    /// The word that chooses it on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+
     /// Its name in the table.
     pub(crate) fn label(self) -> &'static str {
         match self {

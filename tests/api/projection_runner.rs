@@ -24,6 +24,7 @@ crate::on_both_stores!(
     a_live_runner_never_folds_documents_of_a_generation_a_rebuild_retired,
     a_rebuild_folds_each_batch_onto_what_the_batches_still_being_written_left,
     a_rebuild_stops_at_a_failed_write_reporting_only_what_committed,
+    a_rebuild_reads_every_event_across_the_unused_positions_of_the_log,
     exactly_one_runner_leads_and_another_takes_over_when_it_dies,
     a_read_can_wait_for_its_own_write_within_a_bound,
     an_append_wakes_an_idle_runner_long_before_its_poll,
@@ -582,6 +583,67 @@ async fn a_rebuild_stops_at_a_failed_write_reporting_only_what_committed(backend
         .unwrap();
     assert_eq!(report.events, events.len() as u64);
     assert_eq!(db.active_documents("stream_index").await, before);
+    db.cleanup().await;
+}
+
+/// Leaves the next `positions` positions of the log unused, as appends that failed after taking
+/// their positions do.
+async fn skip_positions(db: &TestDatabase, positions: i64) {
+    let sql = match db.backend {
+        Backend::Sqlite => {
+            format!("UPDATE sqlite_sequence SET seq = seq + {positions} WHERE name = 'events'")
+        }
+        Backend::Postgres => format!(
+            "SELECT nextval(pg_get_serial_sequence('events', 'global_position')) \
+             FROM generate_series(1, {positions})"
+        ),
+    };
+    db.execute(&sql).await;
+}
+
+async fn a_rebuild_reads_every_event_across_the_unused_positions_of_the_log(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    // Runs of events with unused positions after each: below the head, the rebuild's reader reads
+    // pages of positions at once, and some of them hold fewer events than a batch, or none.
+    let mut appended = 0;
+    for (run, unused) in [(4, 1), (2, 7), (5, 2), (3, 3)] {
+        for _ in 0..run {
+            let license = stream("license", &format!("lic_{appended:010}"));
+            store
+                .append(append(&license, 0, vec![event("touched", json!({}))]))
+                .await
+                .unwrap();
+            appended += 1;
+        }
+        skip_positions(&db, unused).await;
+    }
+    let head = db.settled_head(store.as_ref()).await;
+    let metrics = Arc::new(Metrics::default());
+    assert_eq!(
+        run_to_idle(&runner(&store, 100, &metrics), &store)
+            .await
+            .unwrap(),
+        head
+    );
+    let live = db.active_documents("stream_index").await;
+    assert_eq!(live.len(), appended);
+    for batch_len in [1, 2, 3, 7, 100] {
+        let report = runner(&store, batch_len, &metrics)
+            .rebuild(&mut |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            (report.events, report.checkpoint),
+            (appended as u64, head),
+            "batches of {batch_len}: every event, up to the head"
+        );
+        assert_eq!(
+            db.active_documents("stream_index").await,
+            live,
+            "batches of {batch_len}: the documents the live runner folded"
+        );
+    }
     db.cleanup().await;
 }
 

@@ -100,7 +100,8 @@ pub struct RebuildReport {
 /// three tasks at once, so the phases overlap: their sum exceeds the time the rebuild took.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchPhases {
-    /// Reading the log: the query, decoding rows, upcasting, opening personal data.
+    /// Reading the log: the query, decoding rows, upcasting, opening personal data. In a rebuild,
+    /// whose reader has pages on their way at once, the time it waited for the next one.
     pub read: Duration,
     /// Loading the documents the batch touches.
     pub load: Duration,
@@ -293,10 +294,10 @@ impl Runner {
     /// called after each batch commits, with the checkpoint reached and the head seen at the start.
     ///
     /// A rebuild is a pipeline of three tasks, so that each runs on its own core while the others
-    /// work: a reader reads the log page by page ahead of the fold, this task loads and folds each
-    /// batch, and a writer commits the batches in order. A batch is folded while the previous
-    /// ones may still be on their way to the store, so the documents they wrote are taken from
-    /// them rather than from the store ([`RecentWrites`]). The first failure of any of the three
+    /// work: a reader reads the log ahead of the fold (two pages at once up to the head), this
+    /// task loads and folds each batch, and a writer commits the batches in order. A batch is
+    /// folded while the previous ones may still be on their way to the store, so the documents
+    /// they wrote are taken from them rather than from the store ([`RecentWrites`]). The first failure of any of the three
     /// stops the rebuild; the generation it was building is never activated.
     pub async fn rebuild(
         &self,
@@ -308,7 +309,7 @@ impl Runner {
             return Err(RunnerError::RebuildInProgress(self.name().to_owned()));
         };
         let head = self.store.head_position().await?;
-        let (pages, reading) = read_ahead(Arc::clone(&self.store), self.config.batch_len);
+        let (pages, reading) = read_ahead(Arc::clone(&self.store), self.config.batch_len, head);
         let (batches, queued) = mpsc::channel(1);
         // Unbounded, yet it holds at most the batches in flight: the folder drains it after each
         // batch it hands over.
@@ -469,39 +470,84 @@ impl RecentWrites {
     }
 }
 
-/// The rebuild's reader: reads the log page by page after the start, one page ahead of the fold,
-/// until a page comes back empty or the fold stops taking them. Answers the time it spent.
+/// How many pages below the head the rebuild's reader has on their way at once: while one is
+/// decoded the next is already being read, so the store's work and the decoding overlap.
+const READS_IN_FLIGHT: usize = 2;
+
+/// The rebuild's reader: reads the log ahead of the fold until a page past the head comes back
+/// empty or the fold stops taking them. Answers the time it waited for its pages.
+///
+/// Up to `head` it reads [`READS_IN_FLIGHT`] pages at once. That is sound because every position
+/// at or below a head the store answered is settled (see [`EventStore::head_position`]): the
+/// events of `(from, from + batch_len]` are all the page `read_all(from, batch_len)` can return
+/// before any later position, so each page can be read on its own, and they are handed on in
+/// order. Past the head it reads one page after the other, as the log grows.
+///
+/// [`EventStore::head_position`]: crate::engine::store::EventStore::head_position
 fn read_ahead(
     store: Arc<dyn Store>,
     batch_len: usize,
+    head: Position,
 ) -> (
     mpsc::Receiver<Result<Vec<RecordedEvent>, StoreError>>,
     JoinHandle<Duration>,
 ) {
     let (pages, read) = mpsc::channel(1);
     let reading = tokio::spawn(async move {
+        let mut settled = (0..head.0).step_by(batch_len).map(|from| {
+            let to = from.saturating_add(batch_len as i64).min(head.0);
+            (Position(from), Position(to))
+        });
+        let mut in_flight = VecDeque::with_capacity(READS_IN_FLIGHT);
         let mut after = Position::START;
         let mut spent = Duration::ZERO;
         loop {
+            let room = READS_IN_FLIGHT - in_flight.len();
+            in_flight.extend(settled.by_ref().take(room).map(|(from, to)| {
+                tokio::spawn(read_settled(Arc::clone(&store), from, to, batch_len))
+            }));
             let started = Instant::now();
-            let page = store.read_all(after, batch_len).await;
+            let (page, past_head) = match in_flight.pop_front() {
+                Some(read) => (read.await.expect("a page read does not panic"), false),
+                None => (store.read_all(after, batch_len).await, true),
+            };
             spent += started.elapsed();
-            let page = match page {
-                Ok(page) if page.is_empty() => break,
-                Ok(page) => page,
+            match page {
+                Ok(page) if page.is_empty() => {
+                    if past_head {
+                        break;
+                    }
+                }
+                Ok(page) => {
+                    after = page[page.len() - 1].global_position;
+                    if pages.send(Ok(page)).await.is_err() {
+                        break;
+                    }
+                }
                 Err(error) => {
                     let _ = pages.send(Err(error)).await;
                     break;
                 }
-            };
-            after = page[page.len() - 1].global_position;
-            if pages.send(Ok(page)).await.is_err() {
-                break;
             }
+        }
+        for read in in_flight {
+            read.abort();
         }
         spent
     });
     (read, reading)
+}
+
+/// The events of positions `(from, to]`, all settled and at most `batch_len` of them.
+async fn read_settled(
+    store: Arc<dyn Store>,
+    from: Position,
+    to: Position,
+    batch_len: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut page = store.read_all(from, batch_len).await?;
+    page.retain(|event| event.global_position <= to);
+    Ok(page)
 }
 
 /// The rebuild's writer: commits each batch with its checkpoint, in the order handed, reporting

@@ -486,7 +486,9 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError>;
 
-    /// The position of the newest event a reader may see (0 for an empty log).
+    /// The position of the newest event a reader may see (0 for an empty log). Every position at
+    /// or below it is settled: its event is visible already, or no event will ever hold it, so a
+    /// page of the log below the head reads the same whenever it is read.
     async fn head_position(&self) -> Result<Position, StoreError>;
 
     /// A receiver that changes whenever this process appends, or (PostgreSQL) hears another process

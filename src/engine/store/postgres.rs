@@ -160,8 +160,8 @@ impl PostgresStore {
 
 /// An event exactly as stored, before any upcasting: what the audit chain covers.
 fn decode_stored(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let metadata: serde_json::Value = row.get("metadata");
-    let metadata: EventMetadata = serde_json::from_value(metadata)
+    let metadata: sqlx::types::Json<EventMetadata> = row
+        .try_get("metadata")
         .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
     let event_id: uuid::Uuid = row.get("event_id");
     let event = RecordedEvent {
@@ -172,7 +172,7 @@ fn decode_stored(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         event_type: row.get("event_type"),
         schema_version: row.get("schema_version"),
         payload: row.get("payload"),
-        metadata,
+        metadata: metadata.0,
         recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
     };
     Ok(event)
@@ -1030,6 +1030,13 @@ impl ProjectionStore for PostgresStore {
         let mut tx = self
             .pool
             .begin()
+            .await
+            .during("beginning a projection batch")?;
+        // A read model is derived from the log, so its batch need not wait for the disk: a crash
+        // may lose the last batches committed, but only together with their checkpoints (the WAL
+        // is replayed in order), and the runner folds them again from the log.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
             .await
             .during("beginning a projection batch")?;
         let moved = sqlx::query(

@@ -119,11 +119,9 @@ impl SqliteStore {
 
 /// An event exactly as stored, before any upcasting: what the audit chain covers.
 fn decode_stored(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
-        serde_json::from_str(row.get::<&str, _>(column))
-            .map_err(|e| StoreError::Invariant(format!("unreadable stored {column}: {e}")))
-    };
-    let metadata: EventMetadata = serde_json::from_value(json("metadata")?)
+    let payload: serde_json::Value = serde_json::from_str(row.get::<&str, _>("payload"))
+        .map_err(|e| StoreError::Invariant(format!("unreadable stored payload: {e}")))?;
+    let metadata: EventMetadata = serde_json::from_str(row.get::<&str, _>("metadata"))
         .map_err(|e| StoreError::Invariant(format!("unreadable event metadata: {e}")))?;
     let event = RecordedEvent {
         global_position: Position(row.get("global_position")),
@@ -132,7 +130,7 @@ fn decode_stored(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         event_id: row.get("event_id"),
         event_type: row.get("event_type"),
         schema_version: row.get("schema_version"),
-        payload: json("payload")?,
+        payload,
         metadata,
         recorded_at: row.get::<DateTime<Utc>, _>("recorded_at"),
     };

@@ -27,10 +27,11 @@ pub struct UpcastError {
     pub reason: String,
 }
 
-/// The registry of upcast steps, keyed by `(event_type, schema_version)`.
+/// The registry of upcast steps, keyed by event type and then by the schema version a step lifts
+/// from (two levels, so a read looks a type up by `&str` without allocating).
 #[derive(Default)]
 pub struct Upcasters {
-    steps: HashMap<(String, i32), UpcastStep>,
+    steps: HashMap<String, HashMap<i32, UpcastStep>>,
 }
 
 impl Upcasters {
@@ -46,15 +47,19 @@ impl Upcasters {
     /// Registers the step that lifts `event_type` from `from_version` to `from_version + 1`.
     pub fn register(mut self, event_type: &str, from_version: i32, step: UpcastStep) -> Upcasters {
         self.steps
-            .insert((event_type.to_owned(), from_version), step);
+            .entry(event_type.to_owned())
+            .or_default()
+            .insert(from_version, step);
         self
     }
 
     /// Lifts an event's payload to the newest version the registry knows.
     pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent, UpcastError> {
+        let Some(steps) = self.steps.get(event.event_type.as_str()) else {
+            return Ok(event);
+        };
         for _ in 0..UPCAST_STEPS_MAX {
-            let key = (event.event_type.clone(), event.schema_version);
-            let Some(step) = self.steps.get(&key) else {
+            let Some(step) = steps.get(&event.schema_version) else {
                 return Ok(event);
             };
             let payload = std::mem::take(&mut event.payload);
