@@ -1,8 +1,8 @@
 //! Account replay, on each store: rebuilding one hosted account's state from its stream at 1,000
 //! and 10,000 events, two ways. The full fold (no snapshot: read every event, open its personal
-//! data, decode, fold) against a raw read of the same rows; and the command path's load as it runs,
-//! from the account's snapshot, here the worst case: one [`SNAPSHOT_EVERY`] − 1 events behind the
-//! head. Each is timed several times; the median counts.
+//! data, decode, fold; beside it the reading alone) against a raw read of the same rows; and the
+//! command path's load as it runs, from the account's snapshot, here the worst case: one
+//! [`SNAPSHOT_EVERY`] − 1 events behind the head. Each is timed several times; the median counts.
 
 use crate::generate::account_history;
 use crate::support::{ms, Backend, BenchDatabase, Row};
@@ -12,7 +12,7 @@ use aggregates::decider::Decider;
 use aggregates::log::{EventMetadata, StreamName, StreamVersion};
 use pulse_account::crypto::KeyMaterial;
 use pulse_account::engine::command::{load_until, SNAPSHOT_EVERY};
-use pulse_account::engine::store::{AppendBatch, Snapshot, Store};
+use pulse_account::engine::store::{AppendBatch, Snapshot, Store, READ_PAGE_MAX};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ pub(crate) async fn run(
 ) -> Vec<Row> {
     let db = BenchDatabase::create(admin, "replay", backend).await;
     let store = db.sealed_store(keys).await;
+    let unsealed = db.store().await;
     let pool = db.pool(1).await;
     let catalog = Catalog::v1();
     let mut rows = Vec::new();
@@ -72,6 +73,22 @@ pub(crate) async fn run(
             timed_load(store.as_ref(), &stream, events).await
         })
         .await;
+        let store_read = median(RUNS, || async {
+            let started = Instant::now();
+            let read = read_through_store(store.as_ref(), &stream).await;
+            let elapsed = started.elapsed();
+            assert_eq!(read, events);
+            elapsed
+        })
+        .await;
+        let unsealed_read = median(RUNS, || async {
+            let started = Instant::now();
+            let read = read_through_store(unsealed.as_ref(), &stream).await;
+            let elapsed = started.elapsed();
+            assert_eq!(read, events);
+            elapsed
+        })
+        .await;
         let raw = median(RUNS, || async {
             let started = Instant::now();
             let read = pool
@@ -91,8 +108,12 @@ pub(crate) async fn run(
         };
         rows.push(Row {
             figure: format!(
-                "{} replay: fold one account of {events} events, no snapshot (median of {RUNS})",
-                backend.label()
+                "{} replay: fold one account of {events} events, no snapshot (median of {RUNS}; \
+                 reading its events through the store alone: {:.2} ms, {:.2} ms of it without \
+                 opening personal data)",
+                backend.label(),
+                ms(store_read),
+                ms(unsealed_read)
             ),
             ours: format!("{:.2} ms", ms(full_fold)),
             baseline: format!("{:.2} ms raw read of its rows", ms(raw)),
@@ -112,6 +133,7 @@ pub(crate) async fn run(
         });
     }
     pool.close().await;
+    drop(unsealed);
     drop(store);
     db.drop_database().await;
     rows
@@ -127,6 +149,24 @@ async fn timed_load(store: &dyn Store, stream: &StreamName, events: usize) -> Du
     assert_eq!(version, head(events), "every event folded");
     drop(state);
     elapsed
+}
+
+/// Reads the whole stream through the store, page by page, as the full fold does but folding
+/// nothing: the rows, their decoding and the opening of personal data. Returns how many events.
+async fn read_through_store(store: &dyn Store, stream: &StreamName) -> usize {
+    let mut from = StreamVersion(1);
+    let mut read = 0;
+    loop {
+        let page = store
+            .read_stream(stream, from, READ_PAGE_MAX)
+            .await
+            .expect("a stream page");
+        let Some(last) = page.last() else {
+            return read;
+        };
+        from = last.stream_version.next();
+        read += page.len();
+    }
 }
 
 /// The stream version after `events` events.
