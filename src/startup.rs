@@ -19,7 +19,7 @@ use crate::gateways::stripe::{StripeConfig, StripeGateway, StripeGatewayError};
 use crate::http::client_limit::ClientLimit;
 use crate::http::server::{serve, ServerLimits};
 use crate::http::sign_in::SIGN_IN_REQUESTS_PER_MINUTE_MAX;
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, SharedState};
 use crate::metrics::Metrics;
 use aggregates::email_code::RecoveryJob;
 use aggregates::ids::Email;
@@ -162,7 +162,7 @@ impl Application {
             settings.data_dir.clone(),
             settings.self_refund_window_days,
         );
-        let state = AppState {
+        let state = AppState::new(SharedState {
             store,
             projections,
             metrics: Arc::new(Metrics::default()),
@@ -183,7 +183,7 @@ impl Application {
             )),
             support_email: settings.support_email.into(),
             recovery: Arc::new(recovery),
-        };
+        });
         Ok(Application {
             listener,
             state,
