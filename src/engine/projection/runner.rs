@@ -374,6 +374,7 @@ impl Runner {
         let mut checkpoint = Position::START;
         let mut events = 0_u64;
         let mut recent = RecentWrites::default();
+        let mut written = WrittenKeys::default();
         while let Some(page) = pages.recv().await {
             let page = page.map_err(|error| Some(error.into()))?;
             let mut rest = &page[..];
@@ -382,13 +383,20 @@ impl Runner {
                 let (fitting, keys) =
                     keys_that_fit(self.fold.as_ref(), rest).map_err(|e| Some(e.into()))?;
                 let batch = &rest[..fitting];
-                let (pending, stored): (Vec<String>, Vec<String>) =
+                let (pending, older): (Vec<String>, Vec<String>) =
                     keys.into_iter().partition(|key| recent.holds(key));
-                let mut loaded = self
-                    .store
-                    .load_documents(self.name(), generation, &stored)
-                    .await
-                    .map_err(|error| Some(error.into()))?;
+                let stored: Vec<String> = older
+                    .into_iter()
+                    .filter(|key| written.may_hold(key))
+                    .collect();
+                let mut loaded = if stored.is_empty() {
+                    HashMap::new()
+                } else {
+                    self.store
+                        .load_documents(self.name(), generation, &stored)
+                        .await
+                        .map_err(|error| Some(error.into()))?
+                };
                 loaded.extend(pending.iter().filter_map(|key| recent.body(key)));
                 phases.load += started.elapsed();
                 let started = Instant::now();
@@ -399,6 +407,7 @@ impl Runner {
                 );
                 phases.fold += started.elapsed();
                 let to = batch[batch.len() - 1].global_position;
+                written.note(&writes);
                 recent.push(Arc::clone(&writes));
                 let handed = Batch {
                     from: checkpoint,
@@ -467,6 +476,37 @@ impl RecentWrites {
     fn body(&self, key: &str) -> Option<(String, serde_json::Value)> {
         let write = self.latest(key)?;
         write.body.clone().map(|body| (write.key.clone(), body))
+    }
+}
+
+/// Most document keys a rebuild remembers having written. Past it, the rebuild loads every key
+/// its batches touch, as if it remembered none.
+const WRITTEN_KEYS_MAX: usize = 200_000;
+
+/// The keys a rebuild has written into its generation, which started empty: a key it never
+/// wrote is in no stored document, so loading it would find nothing.
+#[derive(Default)]
+struct WrittenKeys {
+    keys: std::collections::HashSet<String>,
+    overflowed: bool,
+}
+
+impl WrittenKeys {
+    fn note(&mut self, writes: &[DocumentWrite]) {
+        if self.overflowed {
+            return;
+        }
+        self.keys
+            .extend(writes.iter().map(|write| write.key.clone()));
+        if self.keys.len() > WRITTEN_KEYS_MAX {
+            self.overflowed = true;
+            self.keys = Default::default();
+        }
+    }
+
+    /// Whether the store may hold a document under `key` in this generation.
+    fn may_hold(&self, key: &str) -> bool {
+        self.overflowed || self.keys.contains(key)
     }
 }
 
@@ -570,4 +610,37 @@ async fn write_in_order(
         let _ = committed.send(batch.to);
     }
     Ok(spent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DocumentWrite, WrittenKeys, WRITTEN_KEYS_MAX};
+    use aggregates::log::Position;
+
+    fn writes(keys: impl Iterator<Item = usize>) -> Vec<DocumentWrite> {
+        keys.map(|n| DocumentWrite {
+            key: format!("doc_{n}"),
+            body: None,
+            position: Position(1),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_rebuild_loads_only_the_keys_it_wrote_until_it_remembers_too_many() {
+        let mut written = WrittenKeys::default();
+        written.note(&writes(0..3));
+        assert!(written.may_hold("doc_2"), "a key it wrote, deleted or not");
+        assert!(
+            !written.may_hold("doc_3"),
+            "a key it never wrote is in no document"
+        );
+
+        written.note(&writes(3..WRITTEN_KEYS_MAX + 1));
+        assert!(
+            written.may_hold("never_written"),
+            "past the bound it loads every key, as if it remembered none"
+        );
+        assert!(written.keys.is_empty(), "and it keeps none");
+    }
 }

@@ -597,7 +597,8 @@ pub trait ProjectionStore: Send + Sync {
         projection: &str,
     ) -> Result<Vec<GenerationState>, StoreError>;
 
-    /// Starts a new `building` generation at checkpoint 0, replacing any earlier unfinished one.
+    /// Starts a new `building` generation at checkpoint 0 and with no documents, replacing any
+    /// earlier unfinished one (its documents go with it).
     async fn begin_generation(&self, projection: &str) -> Result<i64, StoreError>;
 
     /// Makes a building generation the active one and deletes the documents of the one it replaces.
