@@ -1,6 +1,7 @@
 //! Group commit, from the store's callers: appends that queue while a commit is in flight are
 //! committed together, and each caller gets its own answer. One append's conflict, replayed key or
-//! reused key never changes its neighbours' answers; positions stay contiguous and gap-free.
+//! reused key never changes its neighbours' answers; the log holds exactly what was acknowledged,
+//! in order (and contiguous, with one commit slot).
 
 use crate::helpers::{append, event, metadata, stream, Backend, TestDatabase};
 use aggregates::log::{Position, StreamVersion};
@@ -207,7 +208,11 @@ async fn a_group_answers_each_append_on_its_own(backend: Backend) {
         assert_eq!(groups, 4, "{before:?} → {after:?}");
     }
 
-    // And the log holds exactly what was acknowledged, contiguous and in order.
+    // And the log holds exactly what was acknowledged, in order. With one commit slot it is
+    // contiguous too. With several (PostgreSQL), the two appends of one new key (9 and 10) may sit
+    // in groups in flight at once: the later group's statement then fails on the key, its appends
+    // are made one by one, and the positions its statement had taken stay unused, as any failed
+    // append's do (readers never rely on contiguity; see `gap_safety`).
     for answer in answers.iter().flatten().filter(|o| !o.replayed()) {
         acknowledged.extend(positions(answer));
     }
@@ -221,7 +226,9 @@ async fn a_group_answers_each_append_on_its_own(backend: Backend) {
         .collect();
     acknowledged.sort();
     assert_eq!(log, acknowledged);
-    assert!(log.windows(2).all(|p| p[1].0 == p[0].0 + 1), "{log:?}");
+    if slots == 1 {
+        assert!(log.windows(2).all(|p| p[1].0 == p[0].0 + 1), "{log:?}");
+    }
     db.cleanup().await;
 }
 
