@@ -374,6 +374,16 @@ impl EventStore for PersonalDataStore {
         self.open(events).await
     }
 
+    async fn read_settled(
+        &self,
+        after: Position,
+        through: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.inner.read_settled(after, through, limit).await?;
+        self.open(events).await
+    }
+
     async fn read_all_stored(
         &self,
         after: Position,

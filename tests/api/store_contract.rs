@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 crate::on_both_stores!(
     appended_events_read_back_in_order_on_both_read_paths,
+    a_settled_read_takes_exactly_the_range_below_the_head_it_names,
     a_stale_expected_version_is_a_typed_conflict_that_writes_nothing,
     two_writers_at_the_same_expected_version_exactly_one_wins,
     concurrent_writers_on_distinct_streams_lose_and_duplicate_nothing,
@@ -397,6 +398,51 @@ async fn reads_refuse_page_sizes_outside_the_bound_and_page_through_everything(b
         version = last.stream_version.next();
     }
     assert_eq!(seen, APPEND_EVENTS_MAX);
+    db.cleanup().await;
+}
+
+async fn a_settled_read_takes_exactly_the_range_below_the_head_it_names(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let store = db.open().await;
+    let license = stream("license", "lic_SSSSSSSSSS");
+    let events = (0..10).map(|n| event("tick", json!({ "n": n }))).collect();
+    store.append(append(&license, 0, events)).await.unwrap();
+    let head = db.settled_head(store.as_ref()).await;
+    let all = store.read_all(Position::START, 100).await.unwrap();
+    let positions = |events: &[aggregates::log::RecordedEvent]| -> Vec<i64> {
+        events.iter().map(|e| e.global_position.0).collect()
+    };
+
+    let whole = store
+        .read_settled(Position::START, head, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        whole, all,
+        "up to the head: every event, as the guarded read has them"
+    );
+    let first = all[0].global_position.0;
+    let range = store
+        .read_settled(Position(first + 2), Position(first + 5), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        positions(&range),
+        vec![first + 3, first + 4, first + 5],
+        "after the start, up to and with the end"
+    );
+    let limited = store.read_settled(Position::START, head, 4).await.unwrap();
+    assert_eq!(
+        positions(&limited),
+        positions(&all[..4]),
+        "at most the limit, from the start"
+    );
+    for limit in [0, READ_PAGE_MAX + 1] {
+        assert!(matches!(
+            store.read_settled(Position::START, head, limit).await,
+            Err(StoreError::InvalidRequest(_))
+        ));
+    }
     db.cleanup().await;
 }
 

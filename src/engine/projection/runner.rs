@@ -517,13 +517,12 @@ const READS_IN_FLIGHT: usize = 2;
 /// The rebuild's reader: reads the log ahead of the fold until a page past the head comes back
 /// empty or the fold stops taking them. Answers the time it waited for its pages.
 ///
-/// Up to `head` it reads [`READS_IN_FLIGHT`] pages at once. That is sound because every position
-/// at or below a head the store answered is settled (see [`EventStore::head_position`]): the
-/// events of `(from, from + batch_len]` are all the page `read_all(from, batch_len)` can return
-/// before any later position, so each page can be read on its own, and they are handed on in
-/// order. Past the head it reads one page after the other, as the log grows.
+/// Up to `head` it reads [`READS_IN_FLIGHT`] pages of `batch_len` positions at once, each with
+/// [`EventStore::read_settled`]: every position at or below a head the store answered is
+/// settled, so each page can be read on its own, whole, and they are handed on in order. Past
+/// the head it reads one page after the other with `read_all`, as the log grows.
 ///
-/// [`EventStore::head_position`]: crate::engine::store::EventStore::head_position
+/// [`EventStore::read_settled`]: crate::engine::store::EventStore::read_settled
 fn read_ahead(
     store: Arc<dyn Store>,
     batch_len: usize,
@@ -544,7 +543,8 @@ fn read_ahead(
         loop {
             let room = READS_IN_FLIGHT - in_flight.len();
             in_flight.extend(settled.by_ref().take(room).map(|(from, to)| {
-                tokio::spawn(read_settled(Arc::clone(&store), from, to, batch_len))
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { store.read_settled(from, to, batch_len).await })
             }));
             let started = Instant::now();
             let (page, past_head) = match in_flight.pop_front() {
@@ -576,18 +576,6 @@ fn read_ahead(
         spent
     });
     (read, reading)
-}
-
-/// The events of positions `(from, to]`, all settled and at most `batch_len` of them.
-async fn read_settled(
-    store: Arc<dyn Store>,
-    from: Position,
-    to: Position,
-    batch_len: usize,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut page = store.read_all(from, batch_len).await?;
-    page.retain(|event| event.global_position <= to);
-    Ok(page)
 }
 
 /// The rebuild's writer: commits each batch with its checkpoint, in the order handed, reporting

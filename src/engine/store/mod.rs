@@ -461,6 +461,19 @@ pub trait EventStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// The events of positions `(after, through]` in global order, upcast, at most `limit`.
+    /// `through` must be at most a head this store answered ([`EventStore::head_position`]):
+    /// every position up to it is settled, so the read takes every event of the range, where
+    /// [`EventStore::read_all`] may stop short for a moment (on PostgreSQL its visibility guard
+    /// can hold a read back while another database's transaction ends). A rebuild reads the
+    /// log below the head it took this way, several pages at once.
+    async fn read_settled(
+        &self,
+        after: Position,
+        through: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
     /// Reads up to `limit` events after `after` in global order, upcast. Never skips an event
     /// that commits later with an earlier position: such reads stop before it until it commits.
     async fn read_all(
@@ -487,8 +500,8 @@ pub trait EventStore: Send + Sync {
     ) -> Result<Vec<StoredRecord>, StoreError>;
 
     /// The position of the newest event a reader may see (0 for an empty log). Every position at
-    /// or below it is settled: its event is visible already, or no event will ever hold it, so a
-    /// page of the log below the head reads the same whenever it is read.
+    /// or below it is settled: its event has committed, or no event will ever hold it (see
+    /// [`EventStore::read_settled`]).
     async fn head_position(&self) -> Result<Position, StoreError>;
 
     /// A receiver that changes whenever this process appends, or (PostgreSQL) hears another process

@@ -678,6 +678,34 @@ impl EventStore for PostgresStore {
         Ok(events)
     }
 
+    async fn read_settled(
+        &self,
+        after: Position,
+        through: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let limit = validate_page(limit)?;
+        // No visibility guard: every transaction that took a position at or below a head has
+        // ended (a visible row's transaction is younger than any that took an earlier position).
+        let rows: Vec<PgRow> = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE global_position > $1 AND global_position <= $2 \
+             ORDER BY global_position LIMIT $3"
+        ))
+        .bind(after.0)
+        .bind(through.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .during("reading the log")?;
+        let events = rows
+            .iter()
+            .map(|row| self.decode(row))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_global_page(&events, after)?;
+        Ok(events)
+    }
+
     async fn read_all_stored(
         &self,
         after: Position,

@@ -343,6 +343,18 @@ impl EventStore for SqliteStore {
         Ok(events)
     }
 
+    async fn read_settled(
+        &self,
+        after: Position,
+        through: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // One writer at a time, committing in position order: every read sees a settled prefix.
+        let mut events = self.read_all(after, limit).await?;
+        events.retain(|event| event.global_position <= through);
+        Ok(events)
+    }
+
     async fn read_all_stored(
         &self,
         after: Position,
