@@ -632,14 +632,29 @@ impl TestApp {
 
     /// Every event of the log, once the guarded reader has caught up with every committed append.
     /// (On PostgreSQL a reader waits while any transaction of the database — a projection batch,
-    /// say — is still open, so a read right after a write may stop short for a moment.)
+    /// say — is still open, or while its guard is held back by a transaction of another database
+    /// that is just ending, so a read right after a write may stop short for a moment: the read
+    /// is repeated until it reaches the settled head.)
     pub(crate) async fn all_events(&self) -> Vec<aggregates::log::RecordedEvent> {
-        self.db.settled_head(self.state.store.as_ref()).await;
-        self.state
-            .store
-            .read_all(Position::START, 1000)
-            .await
-            .unwrap()
+        let head = self.db.settled_head(self.state.store.as_ref()).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self
+                .state
+                .store
+                .read_all(Position::START, 1000)
+                .await
+                .unwrap();
+            let reached = events.last().map_or(Position::START, |e| e.global_position);
+            if reached >= head {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log read stops at {reached:?}, short of the settled head {head:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Runs one command on a stream of decider `D` through the command handler, as a flow of the
