@@ -707,7 +707,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     );
     println!("public key: {public_key}");
     println!(
-        "verify with: pulse-account verify {} --public-key {public_key}",
+        "verify with: pulse-account verify {} --public-key={public_key}",
         args.output.display()
     );
     Ok(())

@@ -328,7 +328,14 @@ fn export_and_verify_work_from_the_command_line() {
         .find_map(|line| line.strip_prefix("public key: "))
         .unwrap()
         .to_owned();
-    let verified = run(&["verify", "audit.jsonl", "--public-key", &key], cwd.path());
+    // A key may begin with `-` (URL-safe base64), so it is passed as `--public-key=KEY`, as the
+    // export's own hint says.
+    assert!(
+        stdout.contains(&format!("--public-key={key}")),
+        "the hint passes the key in one argument: {stdout}"
+    );
+    let public_key = format!("--public-key={key}");
+    let verified = run(&["verify", "audit.jsonl", &public_key], cwd.path());
     assert!(
         verified.status.success(),
         "{}",
@@ -342,10 +349,7 @@ fn export_and_verify_work_from_the_command_line() {
         text.replacen("\"n\":2", "\"n\":7", 1),
     )
     .unwrap();
-    let tampered = run(
-        &["verify", "tampered.jsonl", "--public-key", &key],
-        cwd.path(),
-    );
+    let tampered = run(&["verify", "tampered.jsonl", &public_key], cwd.path());
     assert_eq!(tampered.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&tampered.stderr).contains("does NOT verify at line 3"),
@@ -360,7 +364,7 @@ fn export_and_verify_work_from_the_command_line() {
         ("appended-blank.jsonl", String::from("\n")),
     ] {
         std::fs::write(cwd.path().join(name), format!("{text}{extra}")).unwrap();
-        let appended = run(&["verify", name, "--public-key", &key], cwd.path());
+        let appended = run(&["verify", name, &public_key], cwd.path());
         assert_eq!(appended.status.code(), Some(1), "{name}");
         let stderr = String::from_utf8_lossy(&appended.stderr);
         assert!(
