@@ -297,8 +297,9 @@ impl Runner {
     /// work: a reader reads the log ahead of the fold (two pages at once up to the head), this
     /// task loads and folds each batch, and a writer commits the batches in order. A batch is
     /// folded while the previous ones may still be on their way to the store, so the documents
-    /// they wrote are taken from them rather than from the store ([`RecentWrites`]). The first failure of any of the three
-    /// stops the rebuild; the generation it was building is never activated.
+    /// they wrote are taken from them rather than from the store ([`RecentWrites`]), and only
+    /// keys it wrote before are loaded from the store at all ([`WrittenKeys`]). The first failure
+    /// of any of the three stops the rebuild; the generation it was building is never activated.
     pub async fn rebuild(
         &self,
         progress: &mut (dyn FnMut(Position, Position) + Send),
