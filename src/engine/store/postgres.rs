@@ -142,6 +142,11 @@ impl PostgresStore {
         Ok(self.upcasters.upcast(decode_stored(row)?)?)
     }
 
+    /// Every row of a page decoded and upcast, in order.
+    fn decode_rows(&self, rows: &[PgRow]) -> Result<Vec<RecordedEvent>, StoreError> {
+        rows.iter().map(|row| self.decode(row)).collect()
+    }
+
     /// Up to `limit` rows of the log after `after`, in position order.
     async fn log_rows(&self, after: Position, limit: i64) -> Result<Vec<PgRow>, StoreError> {
         let rows: Vec<PgRow> = sqlx::query(&format!(
@@ -655,10 +660,7 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .during("reading a stream")?;
-        let events = rows
-            .iter()
-            .map(|row| self.decode(row))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = self.decode_rows(&rows)?;
         check_stream_page(&events, from_version)?;
         Ok(events)
     }
@@ -670,10 +672,7 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let limit = validate_page(limit)?;
         let rows = self.log_rows(after, limit).await?;
-        let events = rows
-            .iter()
-            .map(|row| self.decode(row))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = self.decode_rows(&rows)?;
         check_global_page(&events, after)?;
         Ok(events)
     }
@@ -698,10 +697,7 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .during("reading the log")?;
-        let events = rows
-            .iter()
-            .map(|row| self.decode(row))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = self.decode_rows(&rows)?;
         check_global_page(&events, after)?;
         Ok(events)
     }
